@@ -1,0 +1,324 @@
+"""Functional ops for the model files, each backed by a kernel that exists on the current device.
+
+MindSpore 2.10's `mint` API mirrors torch but many of its kernels are not registered on CPU (embedding, layer_norm,
+gelu, log_softmax, stack, cumsum, topk, arange, ...). The legacy `ops` twins run everywhere. Where `mint` has a CPU
+kernel we use it; otherwise we use `ops` on CPU and keep `mint` for GPU/Ascend (`_MINT_ONLY_DEVICE`).
+Every function here keeps torch's semantics (argument meaning, dtype rules), so model files read like HF's.
+All functions are usable both in PyNative and inside `mindspore.jit`.
+"""
+
+import math
+
+import mindspore as ms
+from mindspore import mint, ops
+
+from . import runtime
+
+# Kernels that only exist on GPU/Ascend are chosen with this flag; on CPU the `ops` twin is used.
+_MINT_ONLY_DEVICE = not runtime.is_cpu()
+
+FLOAT_DTYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
+
+
+def finfo_min(dtype) -> float:
+    """Most negative finite value of a float dtype (torch.finfo(dtype).min): the additive mask value HF uses."""
+    if dtype == ms.float16:
+        return -65504.0
+    if dtype == ms.bfloat16:
+        return -3.3895313892515355e38
+    if dtype == ms.float64:
+        return -1.7976931348623157e308
+    return -3.4028234663852886e38
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Linear algebra and lookups
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias, weight in torch's (out_features, in_features) layout."""
+    return mint.nn.functional.linear(x, weight, bias)
+
+
+def matmul(a, b):
+    return ops.matmul(a, b)
+
+
+def embedding(input_ids, weight):
+    """Row lookup; `mint.nn.functional.embedding` has no CPU kernel, `ops.gather` runs everywhere."""
+    if _MINT_ONLY_DEVICE:
+        return mint.nn.functional.embedding(input_ids, weight)
+    return ops.gather(weight, input_ids, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Normalisation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """LayerNorm over the last axis, computed in float32 (fp16 layer norms overflow easily) and cast back."""
+    dtype = x.dtype
+    if weight is None:
+        weight = ops.ones(x.shape[-1:], ms.float32)
+    if bias is None:
+        bias = ops.zeros(x.shape[-1:], ms.float32)
+    if _MINT_ONLY_DEVICE:
+        y = mint.nn.functional.layer_norm(x.astype(ms.float32), x.shape[-1:], weight.astype(ms.float32),
+                                          bias.astype(ms.float32), eps)
+    else:
+        # the functional LayerNormExt has no CPU kernel; the LayerNorm primitive does
+        y, _, _ = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)(
+            x.astype(ms.float32), weight.astype(ms.float32), bias.astype(ms.float32)
+        )
+    return y.astype(dtype)
+
+
+def rms_norm(x, weight, eps=1e-6):
+    """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does.
+
+    `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul.
+    """
+    dtype = x.dtype
+    h = x.astype(ms.float32)
+    variance = (h * h).mean(-1, keep_dims=True)
+    h = h * ops.rsqrt(variance + eps)
+    if weight is None:
+        return h.astype(dtype)
+    return weight * h.astype(dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Activations (names as in HF's ACT2FN)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def gelu(x):
+    """Exact (erf) GELU; `mint` GeluExt has no CPU kernel."""
+    return ops.gelu(x, approximate="none")
+
+
+def gelu_tanh(x):
+    return ops.gelu(x, approximate="tanh")
+
+
+def quick_gelu(x):
+    return x * ops.sigmoid(1.702 * x)
+
+
+def silu(x):
+    return mint.nn.functional.silu(x)
+
+
+def relu(x):
+    return ops.relu(x)
+
+
+def tanh(x):
+    return ops.tanh(x)
+
+
+def sigmoid(x):
+    return ops.sigmoid(x)
+
+
+def gelu_fast(x):
+    return 0.5 * x * (1.0 + ops.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+ACT2FN = {
+    "gelu": gelu,
+    "gelu_python": gelu,
+    "gelu_new": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_fast": gelu_fast,
+    "quick_gelu": quick_gelu,
+    "relu": relu,
+    "silu": silu,
+    "swish": silu,
+    "tanh": tanh,
+    "sigmoid": sigmoid,
+}
+
+
+def get_activation(name: str):
+    try:
+        return ACT2FN[name]
+    except KeyError:
+        raise ValueError(f"activation {name!r} is not supported; choose one of {sorted(ACT2FN)}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Softmax, attention, dropout
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def softmax(x, axis=-1, dtype=None):
+    """Softmax; with `dtype` the input is cast first (HF computes attention softmax in float32)."""
+    if dtype is not None:
+        x = x.astype(dtype)
+    return ops.softmax(x, axis)
+
+
+def log_softmax(x, axis=-1):
+    """`mint` LogSoftmaxExt has no CPU kernel; `ops.log_softmax` runs everywhere."""
+    return ops.log_softmax(x, axis)
+
+
+def dropout(x, p=0.5, training=False):
+    if not training or p == 0.0:
+        return x
+    # mint's DropoutExt has no CPU kernel
+    return ops.dropout(x, p=p, training=True)
+
+
+def repeat_kv(x, n_rep: int):
+    """(B, H_kv, S, D) -> (B, H_kv * n_rep, S, D), each kv head repeated n_rep times (grouped-query attention)."""
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    x = ops.broadcast_to(x[:, :, None, :, :], (b, h, n_rep, s, d))
+    return x.reshape(b, h * n_rep, s, d)
+
+
+def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, training=False):
+    """Eager scaled dot-product attention, HF's `eager_attention_forward` math.
+
+    query (B, H, Sq, D), key/value (B, H, Sk, D); attn_mask is additive and broadcastable to (B, H, Sq, Sk).
+    `scale=None` means 1/sqrt(D); T5 passes 1.0. Returns (output (B, H, Sq, D), weights (B, H, Sq, Sk)).
+    Softmax runs in float32 so fp16 scores near the mask value do not overflow.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = ops.matmul(query, key.swapaxes(-1, -2))
+    if scale != 1.0:
+        scores = scores * scale
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    weights = softmax(scores, -1, ms.float32).astype(query.dtype)
+    weights = dropout(weights, dropout_p, training)
+    return ops.matmul(weights, value), weights
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
+    """torch.nn.functional.cross_entropy over the last axis of `logits` (float32 math).
+
+    Labels equal to `ignore_index` contribute nothing; "mean" divides by the number of counted labels
+    (NaN when there are none, as torch).
+    """
+    logp = log_softmax(logits.astype(ms.float32), -1)
+    valid = labels != ignore_index
+    safe = ops.where(valid, labels, ops.zeros_like(labels))
+    picked = ops.gather_elements(logp, -1, safe.astype(ms.int32)[..., None]).squeeze(-1)
+    nll = -picked * valid.astype(ms.float32)
+    if reduction == "none":
+        return nll
+    total = nll.sum()
+    if reduction == "sum":
+        return total
+    return total / valid.astype(ms.float32).sum()
+
+
+def mse_loss(x, y):
+    d = x.astype(ms.float32) - y.astype(ms.float32)
+    return (d * d).mean()
+
+
+def binary_cross_entropy_with_logits(logits, targets):
+    return ops.binary_cross_entropy_with_logits(
+        logits.astype(ms.float32), targets.astype(ms.float32),
+        ops.ones_like(logits.astype(ms.float32)), ops.ones_like(logits.astype(ms.float32)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Index, search and creation ops (generation and masks)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def arange(start, end=None, step=1, dtype=ms.int64):
+    """`mint.arange` has no CPU kernel."""
+    if end is None:
+        start, end = 0, start
+    return ops.arange(start, end, step, dtype=dtype)
+
+
+def full(shape, value, dtype=ms.float32):
+    """`mint.full` has no CPU kernel."""
+    return ops.fill(dtype, shape, value)
+
+
+def stack(tensors, axis=0):
+    """`mint.stack` has no CPU kernel."""
+    return ops.stack(tensors, axis)
+
+
+def cat(tensors, axis=0):
+    return mint.cat(tensors, axis)
+
+
+def argmax(x, axis=-1, keepdims=False):
+    """`mint.argmax` has no CPU kernel."""
+    return ops.argmax(x, axis, keepdims)
+
+
+def topk(x, k, axis=-1, largest=True, sorted=True):
+    """Returns (values, indices); `mint.topk` has no CPU kernel."""
+    return ops.topk(x, k, axis, largest, sorted)
+
+
+def sort(x, axis=-1, descending=False):
+    """Returns (values, indices); `mint.sort` has no CPU kernel."""
+    return ops.sort(x, axis, descending)
+
+
+def cumsum(x, axis, dtype=None):
+    """`mint.cumsum` has no CPU kernel; fp16 cumsum loses precision on CPU, so it runs in float32 there."""
+    in_dtype = x.dtype
+    if x.dtype == ms.float16:
+        x = x.astype(ms.float32)
+    out = ops.cumsum(x, axis)
+    return out.astype(dtype if dtype is not None else in_dtype)
+
+
+def multinomial(probs, num_samples=1, replacement=False):
+    """Samples indices from each row of `probs` (B, V); `mint.multinomial` has no CPU kernel."""
+    return ops.multinomial(probs.astype(ms.float32), num_samples, replacement)
+
+
+def where(cond, x, y):
+    return ops.where(cond, x, y)
+
+
+def masked_fill(x, mask, value):
+    return x.masked_fill(mask, value)
+
+
+def tril(x, diagonal=0):
+    """`mint.tril` has no CPU kernel."""
+    return ops.tril(x, diagonal)
+
+
+def triu(x, diagonal=0):
+    return ops.triu(x, diagonal)
+
+
+def pad(x, padding, value=0.0):
+    """torch-style `padding` tuple (last axis first); `mint` ConstantPadND has no CPU kernel."""
+    return ops.pad(x, padding, value=value)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """`mint`'s conv1d is Ascend-only; `ops.conv1d` runs on CPU."""
+    return ops.conv1d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """`mint` Conv2DExt has no CPU kernel; `ops.conv2d` does."""
+    return ops.conv2d(x, weight, bias, stride, padding, dilation, groups)

@@ -1,0 +1,125 @@
+"""Cells with torch's parameter names (`weight`, `bias`), so HF checkpoint keys map 1:1 onto our parameters.
+
+MindSpore's own `nn.Embedding` names its table `embedding_table` and `nn.LayerNorm` uses `gamma`/`beta`; the
+`mint.nn` versions use torch names but have no CPU kernels. These Cells use torch names and `functional` kernels.
+
+Parameters are created in the dtype given by `default_dtype()` (see `dtype_scope`), so `from_pretrained` builds a
+model directly in its target dtype. Under `mindspore.nn.utils.no_init_parameters()` no memory is allocated until
+weights are loaded.
+"""
+
+import contextlib
+import math
+
+import mindspore as ms
+from mindspore import Parameter, nn
+from mindspore.common.initializer import HeUniform, Normal, One, Uniform, Zero, initializer
+
+from . import functional as F
+
+_DEFAULT_DTYPE = [ms.float32]
+
+
+def default_dtype():
+    return _DEFAULT_DTYPE[-1]
+
+
+@contextlib.contextmanager
+def dtype_scope(dtype):
+    """Parameters created inside are of `dtype` (like torch.set_default_dtype, but scoped)."""
+    _DEFAULT_DTYPE.append(dtype)
+    try:
+        yield
+    finally:
+        _DEFAULT_DTYPE.pop()
+
+
+def new_parameter(shape, init="zeros", dtype=None, name=None, requires_grad=True):
+    """A Parameter of `shape` in `dtype` (default: the scope's dtype), initialised by `init` (name or Initializer)."""
+    dtype = dtype if dtype is not None else default_dtype()
+    return Parameter(initializer(init, tuple(shape), dtype), name=name, requires_grad=requires_grad)
+
+
+class Linear(nn.Cell):
+    def __init__(self, in_features, out_features, bias=True, dtype=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        # torch's default: kaiming-uniform weight, uniform(+-1/sqrt(in)) bias; models re-initialise in _init_weights
+        self.weight = new_parameter((out_features, in_features), HeUniform(math.sqrt(5)), dtype)
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        self.bias = new_parameter((out_features,), Uniform(bound), dtype) if bias else None
+
+    def construct(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extend_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(nn.Cell):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None):
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.padding_idx = padding_idx
+        self.weight = new_parameter((num_embeddings, embedding_dim), Normal(1.0), dtype)
+
+    def construct(self, input_ids):
+        return F.embedding(input_ids, self.weight)
+
+    def extend_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}"
+
+
+class LayerNorm(nn.Cell):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.weight = new_parameter(self.normalized_shape, One(), dtype) if elementwise_affine else None
+        self.bias = new_parameter(self.normalized_shape, Zero(), dtype) if elementwise_affine and bias else None
+
+    def construct(self, x):
+        return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extend_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Dropout(nn.Cell):
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = p
+
+    def construct(self, x):
+        return F.dropout(x, self.p, self.training)
+
+
+class Conv1d(nn.Cell):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 dtype=None):
+        super().__init__()
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = in_channels // groups * kernel_size
+        self.weight = new_parameter((out_channels, in_channels // groups, kernel_size), HeUniform(math.sqrt(5)), dtype)
+        self.bias = new_parameter((out_channels,), Uniform(1.0 / math.sqrt(fan_in)), dtype) if bias else None
+
+    def construct(self, x):
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Conv2d(nn.Cell):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 dtype=None):
+        super().__init__()
+        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        fan_in = in_channels // groups * ks[0] * ks[1]
+        self.weight = new_parameter((out_channels, in_channels // groups) + ks, HeUniform(math.sqrt(5)), dtype)
+        self.bias = new_parameter((out_channels,), Uniform(1.0 / math.sqrt(fan_in)), dtype) if bias else None
+
+    def construct(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
