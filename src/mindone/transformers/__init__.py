@@ -1,0 +1,38 @@
+"""mindone.transformers: Hugging Face Transformers models on MindSpore.
+
+`from mindone.transformers import LlamaForCausalLM` works like `from transformers import LlamaForCausalLM`.
+Names are imported lazily (a model file is loaded on first use), and nothing here imports torch.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module (relative to this package) that defines it
+_LAZY = {
+    "PreTrainedModel": "modeling_utils",
+    "DynamicCache": "cache_utils",
+    "Cache": "cache_utils",
+}
+for _name in ("LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification",
+              "LlamaForQuestionAnswering", "LlamaPreTrainedModel"):
+    _LAZY[_name] = "models.llama.modeling_llama"
+
+# configs, tokenizers and processors come from transformers itself
+_FROM_TRANSFORMERS = ("AutoConfig", "AutoTokenizer", "AutoProcessor", "AutoImageProcessor", "AutoFeatureExtractor",
+                      "GenerationConfig", "LlamaConfig", "PretrainedConfig", "PreTrainedConfig")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in _FROM_TRANSFORMERS:
+        value = getattr(importlib.import_module("transformers"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_FROM_TRANSFORMERS))

@@ -10,6 +10,7 @@ import logging
 import os
 
 import mindspore as ms
+from mindspore.ops.primitive import constexpr
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +52,21 @@ def set_threads(num_threads: int) -> None:
 def set_graph_mode(enabled: bool) -> None:
     """Run whole Cells as compiled graphs (`GRAPH_MODE`) or op by op (`PYNATIVE_MODE`)."""
     ms.set_context(mode=ms.GRAPH_MODE if enabled else ms.PYNATIVE_MODE)
+
+
+def in_graph() -> bool:
+    """True while code is being traced into a graph (inside `mindspore.jit` or GRAPH_MODE), False in PyNative.
+
+    Models use it to skip what only exists on the host, e.g. a growing `DynamicCache`.
+    """
+    return _probe_is_none(_probe)
+
+
+def _probe():
+    return 0
+
+
+@constexpr(check=False)
+def _probe_is_none(fn):
+    # while a graph is traced, a Python function handed to a constexpr arrives as None (MindSpore's own trick)
+    return fn is None

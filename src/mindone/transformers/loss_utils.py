@@ -1,0 +1,66 @@
+"""Task losses with HF's semantics (ignore_index -100, shifted causal labels, problem_type inference)."""
+
+import mindspore as ms
+
+from .backend import functional as F
+
+
+def fixed_cross_entropy(logits, labels, num_items_in_batch=None, ignore_index=-100):
+    """Mean over counted labels, or sum / num_items_in_batch when given (gradient accumulation)."""
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="mean")
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum") / num_items_in_batch
+
+
+def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100, shift_labels=None):
+    """Next-token loss: position t predicts labels[t + 1]; the last position has no target."""
+    logits = logits.astype(ms.float32)
+    if shift_labels is None:
+        labels = F.pad(labels, (0, 1), value=ignore_index)
+        shift_labels = labels[..., 1:]
+    return fixed_cross_entropy(logits.reshape(-1, vocab_size), shift_labels.reshape(-1), num_items_in_batch,
+                               ignore_index)
+
+
+def masked_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100):
+    return fixed_cross_entropy(logits.astype(ms.float32).reshape(-1, vocab_size), labels.reshape(-1),
+                               num_items_in_batch, ignore_index)
+
+
+def sequence_classification_loss(labels, pooled_logits, config):
+    """regression (num_labels == 1), single-label (integer labels) or multi-label (float labels), as HF infers."""
+    num_labels = config.num_labels
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (ms.int64, ms.int32):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        if num_labels == 1:
+            return F.mse_loss(pooled_logits.squeeze(), labels.squeeze())
+        return F.mse_loss(pooled_logits, labels)
+    if config.problem_type == "single_label_classification":
+        return fixed_cross_entropy(pooled_logits.reshape(-1, num_labels), labels.reshape(-1))
+    if config.problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(pooled_logits, labels)
+    raise ValueError(f"Invalid problem_type: {config.problem_type!r}")
+
+
+def token_classification_loss(logits, labels, num_labels):
+    return fixed_cross_entropy(logits.reshape(-1, num_labels).astype(ms.float32), labels.reshape(-1))
+
+
+def question_answering_loss(start_logits, end_logits, start_positions, end_positions):
+    """Positions outside the sequence are clamped to seq_len and ignored."""
+    if start_positions.ndim > 1:
+        start_positions = start_positions.squeeze(-1)
+    if end_positions.ndim > 1:
+        end_positions = end_positions.squeeze(-1)
+    ignored = start_logits.shape[1]
+    start_positions = start_positions.clip(0, ignored)
+    end_positions = end_positions.clip(0, ignored)
+    start_loss = fixed_cross_entropy(start_logits, start_positions, ignore_index=ignored)
+    end_loss = fixed_cross_entropy(end_logits, end_positions, ignore_index=ignored)
+    return (start_loss + end_loss) / 2

@@ -1,0 +1,205 @@
+"""Model outputs with HF's field names and access rules, holding MindSpore tensors.
+
+A `ModelOutput` is a dataclass and an ordered dict at once: `out.logits`, `out["logits"]` and `out[0]` all work, and
+fields left as None are skipped by keys/values/indexing and `to_tuple()` (so `out[0]` is the first non-None field,
+as in HF).
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from typing import Any, Optional, Tuple
+
+
+class ModelOutput(OrderedDict):
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                super().__setitem__(f.name, value)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return dict(self.items())[key]
+        return self.to_tuple()[key]
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        super().__setattr__(key, value)
+
+    def __setattr__(self, name, value):
+        if name in self.keys() and value is not None:
+            super().__setitem__(name, value)
+        super().__setattr__(name, value)
+
+    def __delitem__(self, *args, **kwargs):
+        raise TypeError(f"You cannot use ``__delitem__`` on a {self.__class__.__name__} instance.")
+
+    def setdefault(self, *args, **kwargs):
+        raise TypeError(f"You cannot use ``setdefault`` on a {self.__class__.__name__} instance.")
+
+    def pop(self, *args, **kwargs):
+        raise TypeError(f"You cannot use ``pop`` on a {self.__class__.__name__} instance.")
+
+    def update(self, *args, **kwargs):
+        raise TypeError(f"You cannot use ``update`` on a {self.__class__.__name__} instance.")
+
+    def __reduce__(self):
+        return self.__class__, tuple(getattr(self, f.name) for f in fields(self))
+
+    def to_tuple(self) -> Tuple[Any, ...]:
+        return tuple(self[k] for k in self.keys())
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
+    last_hidden_state: Any = None
+    pooler_output: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class BaseModelOutputWithPastAndCrossAttentions(ModelOutput):
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class BaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):
+    last_hidden_state: Any = None
+    pooler_output: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    past_key_values: Any = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class CausalLMOutputWithPast(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class CausalLMOutputWithCrossAttentions(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class SequenceClassifierOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class SequenceClassifierOutputWithPast(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: Any = None
+    start_logits: Any = None
+    end_logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class Seq2SeqModelOutput(ModelOutput):
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    decoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    decoder_attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+    encoder_last_hidden_state: Any = None
+    encoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    encoder_attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class Seq2SeqLMOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    decoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    decoder_attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+    encoder_last_hidden_state: Any = None
+    encoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    encoder_attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class Seq2SeqSequenceClassifierOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    decoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    decoder_attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+    encoder_last_hidden_state: Any = None
+    encoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    encoder_attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class Seq2SeqQuestionAnsweringModelOutput(ModelOutput):
+    loss: Any = None
+    start_logits: Any = None
+    end_logits: Any = None
+    past_key_values: Any = None
+    decoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    decoder_attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+    encoder_last_hidden_state: Any = None
+    encoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    encoder_attentions: Optional[Tuple[Any, ...]] = None
