@@ -14,9 +14,15 @@ _LAZY = {
     "DynamicCache": "cache_utils",
     "Cache": "cache_utils",
 }
-for _name in ("LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification",
-              "LlamaForQuestionAnswering", "LlamaPreTrainedModel"):
-    _LAZY[_name] = "models.llama.modeling_llama"
+
+# model family -> its public classes; a family's module is models/<family>/modeling_<family>.py
+_MODEL_FAMILIES = {
+    "llama": ["LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification",
+              "LlamaForQuestionAnswering", "LlamaPreTrainedModel"],
+}
+for _family, _names in _MODEL_FAMILIES.items():
+    for _name in _names:
+        _LAZY[_name] = f"models.{_family}.modeling_{_family}"
 
 # configs, tokenizers and processors come from transformers itself
 _FROM_TRANSFORMERS = ("AutoConfig", "AutoTokenizer", "AutoProcessor", "AutoImageProcessor", "AutoFeatureExtractor",

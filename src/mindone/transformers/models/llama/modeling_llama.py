@@ -1,7 +1,8 @@
 """Llama on MindSpore: HF's `modeling_llama.py` structure, names and outputs; device concerns live in `backend`."""
 
 import mindspore as ms
-from mindspore import Tensor, nn
+import numpy as np
+from mindspore import Tensor, nn, ops
 from transformers import LlamaConfig
 
 from ...backend import functional as F
@@ -41,25 +42,24 @@ class LlamaRotaryEmbedding(nn.Cell):
         self.rope_type = config.rope_parameters.get("rope_type", "default")
         inv_freq, self.attention_scaling = compute_rope_parameters(config)
         self.inv_freq = Tensor(inv_freq)
-        self.original_inv_freq = self.inv_freq
-        self.original_max_seq_len = config.max_position_embeddings
-        self.max_seq_len_cached = config.max_position_embeddings
+        if self.rope_type == "dynamic":
+            dim = inv_freq.shape[0] * 2
+            self.rope_theta = float(config.rope_parameters["rope_theta"])
+            self.rope_factor = float(config.rope_parameters["factor"])
+            self.ntk_power = dim / (dim - 2)
+            self.freq_exponents = Tensor(np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))
 
-    def _dynamic_update(self, position_ids):
-        # Dynamic NTK rescales with the longest position seen: a host-side decision, so PyNative only.
-        seq_len = int(position_ids.max().asnumpy()) + 1
-        if seq_len > self.max_seq_len_cached:
-            inv_freq, self.attention_scaling = compute_rope_parameters(self.config, seq_len=seq_len)
-            self.inv_freq = Tensor(inv_freq)
-            self.max_seq_len_cached = seq_len
-        if seq_len < self.original_max_seq_len < self.max_seq_len_cached:
-            self.inv_freq = self.original_inv_freq
-            self.max_seq_len_cached = self.original_max_seq_len
+    def _dynamic_inv_freq(self, position_ids):
+        # Dynamic NTK: the base grows once the longest position passes max_position_embeddings. Computed from the
+        # positions each call (no host sync, so it also compiles); equals HF's cached update for growing sequences.
+        max_pos = float(self.config.max_position_embeddings)
+        seq_len = ops.maximum(position_ids.max().astype(ms.float32) + 1.0, Tensor(max_pos, ms.float32))
+        base = self.rope_theta * ((self.rope_factor * seq_len / max_pos) - (self.rope_factor - 1)) ** self.ntk_power
+        return 1.0 / ops.pow(base, self.freq_exponents)
 
     def construct(self, x, position_ids):
-        if self.rope_type == "dynamic":
-            self._dynamic_update(position_ids)
-        freqs = position_ids[..., None].astype(ms.float32) * self.inv_freq
+        inv_freq = self._dynamic_inv_freq(position_ids) if self.rope_type == "dynamic" else self.inv_freq
+        freqs = position_ids[..., None].astype(ms.float32) * inv_freq
         emb = F.cat([freqs, freqs], -1)
         cos = emb.cos() * self.attention_scaling
         sin = emb.sin() * self.attention_scaling

