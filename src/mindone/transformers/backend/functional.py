@@ -45,11 +45,19 @@ def matmul(a, b):
     return ops.matmul(a, b)
 
 
-def embedding(input_ids, weight):
-    """Row lookup; `mint.nn.functional.embedding` has no CPU kernel, `ops.gather` runs everywhere."""
+def embedding(input_ids, weight, padding_idx=None):
+    """Row lookup; `mint.nn.functional.embedding` has no CPU kernel, `ops.gather` runs everywhere.
+
+    As in torch, the `padding_idx` row receives no gradient (its lookups are cut from the graph).
+    """
     if _MINT_ONLY_DEVICE:
-        return mint.nn.functional.embedding(input_ids, weight)
-    return ops.gather(weight, input_ids, 0)
+        out = mint.nn.functional.embedding(input_ids, weight)
+    else:
+        out = ops.gather(weight, input_ids, 0)
+    if padding_idx is not None:
+        keep = (input_ids != padding_idx)[..., None]
+        out = ops.where(keep, out, ops.stop_gradient(out))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -116,7 +124,11 @@ def relu(x):
 
 
 def tanh(x):
-    return ops.tanh(x)
+    """MindSpore's CPU fp32 Tanh kernel is off by up to 1e-4 for 3 < |x| < 7 (torch: 3e-8), e.g. tanh(5) > 1;
+    2 * sigmoid(2x) - 1 stays within 2e-6. Its fp16 kernel is within fp16 rounding, so fp16 keeps it."""
+    if _MINT_ONLY_DEVICE or x.dtype != ms.float32:
+        return ops.tanh(x)
+    return 2 * ops.sigmoid(2 * x) - 1
 
 
 def sigmoid(x):
@@ -124,7 +136,8 @@ def sigmoid(x):
 
 
 def gelu_fast(x):
-    return 0.5 * x * (1.0 + ops.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+    """HF's FastGELU is the tanh GELU with sqrt(2/pi) rounded to 0.7978845608: the GeLU kernel is one op and precise."""
+    return gelu_tanh(x)
 
 
 ACT2FN = {
@@ -218,23 +231,24 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
     picked = ops.gather_elements(logp, -1, safe.astype(ms.int32)[..., None]).squeeze(-1)
     nll = -picked * valid.astype(ms.float32)
     if reduction == "none":
-        return nll
+        return nll.astype(logits.dtype)
     total = nll.sum()
     if reduction == "sum":
-        return total
-    return total / valid.astype(ms.float32).sum()
+        return total.astype(logits.dtype)
+    return (total / valid.astype(ms.float32).sum()).astype(logits.dtype)
 
 
 def mse_loss(x, y):
+    """Mean squared error in float32, returned in x's dtype (torch's dtype rule)."""
     d = x.astype(ms.float32) - y.astype(ms.float32)
-    return (d * d).mean()
+    return (d * d).mean().astype(x.dtype)
 
 
 def binary_cross_entropy_with_logits(logits, targets):
-    return ops.binary_cross_entropy_with_logits(
-        logits.astype(ms.float32), targets.astype(ms.float32),
-        ops.ones_like(logits.astype(ms.float32)), ops.ones_like(logits.astype(ms.float32)),
-    )
+    """Mean BCE-with-logits in float32, returned in the logits' dtype (torch's dtype rule)."""
+    x = logits.astype(ms.float32)
+    ones = ops.ones_like(x)
+    return ops.binary_cross_entropy_with_logits(x, targets.astype(ms.float32), ones, ones).astype(logits.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,13 +283,15 @@ def argmax(x, axis=-1, keepdims=False):
 
 
 def topk(x, k, axis=-1, largest=True, sorted=True):
-    """Returns (values, indices); `mint.topk` has no CPU kernel."""
-    return ops.topk(x, k, axis, largest, sorted)
+    """Returns (values, int64 indices) like torch; `mint.topk` has no CPU kernel and `ops.topk` gives int32."""
+    values, indices = ops.topk(x, k, axis, largest, sorted)
+    return values, indices.astype(ms.int64)
 
 
 def sort(x, axis=-1, descending=False):
-    """Returns (values, indices); `mint.sort` has no CPU kernel."""
-    return ops.sort(x, axis, descending)
+    """Returns (values, int64 indices) like torch; `mint.sort` has no CPU kernel and `ops.sort` gives int32."""
+    values, indices = ops.sort(x, axis, descending)
+    return values, indices.astype(ms.int64)
 
 
 def cumsum(x, axis, dtype=None):
@@ -288,8 +304,8 @@ def cumsum(x, axis, dtype=None):
 
 
 def multinomial(probs, num_samples=1, replacement=False):
-    """Samples indices from each row of `probs` (B, V); `mint.multinomial` has no CPU kernel."""
-    return ops.multinomial(probs.astype(ms.float32), num_samples, replacement)
+    """Samples int64 indices from each row of `probs` (B, V); `mint.multinomial` has no CPU kernel."""
+    return ops.multinomial(probs.astype(ms.float32), num_samples, replacement).astype(ms.int64)
 
 
 def where(cond, x, y):
@@ -314,11 +330,20 @@ def pad(x, padding, value=0.0):
     return ops.pad(x, padding, value=value)
 
 
+def _conv_padding(padding):
+    """torch's `padding` (int, tuple, "same" or "valid") as `ops.conv*d`'s (pad_mode, padding)."""
+    if isinstance(padding, str):
+        return padding, 0
+    return "pad", padding
+
+
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """`mint`'s conv1d is Ascend-only; `ops.conv1d` runs on CPU."""
-    return ops.conv1d(x, weight, bias, stride, padding, dilation, groups)
+    """`mint`'s conv1d is Ascend-only; `ops.conv1d` runs on CPU (its 5th argument is `pad_mode`, not `padding`)."""
+    pad_mode, padding = _conv_padding(padding)
+    return ops.conv1d(x, weight, bias, stride, pad_mode=pad_mode, padding=padding, dilation=dilation, groups=groups)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """`mint` Conv2DExt has no CPU kernel; `ops.conv2d` does."""
-    return ops.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    """`mint` Conv2DExt has no CPU kernel; `ops.conv2d` does (its 5th argument is `pad_mode`, not `padding`)."""
+    pad_mode, padding = _conv_padding(padding)
+    return ops.conv2d(x, weight, bias, stride, pad_mode=pad_mode, padding=padding, dilation=dilation, groups=groups)

@@ -66,7 +66,7 @@ class Embedding(nn.Cell):
         self.weight = new_parameter((num_embeddings, embedding_dim), Normal(1.0), dtype)
 
     def construct(self, input_ids):
-        return F.embedding(input_ids, self.weight)
+        return F.embedding(input_ids, self.weight, self.padding_idx)
 
     def extend_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}"
