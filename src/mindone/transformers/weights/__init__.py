@@ -1,0 +1,26 @@
+"""Checkpoint files in and out, as numpy: safetensors, torch .bin (read without torch or code execution), GGUF.
+
+`resolve_checkpoint_files` finds the files, `iter_state_dict` streams them one tensor at a time under their
+checkpoint keys, `save_state_dict` writes HF-format checkpoints that torch `transformers` loads.
+"""
+
+from .errors import CheckpointError
+from .files import atomic_write_text
+from .gguf_io import ARCHITECTURES as GGUF_ARCHITECTURES
+from .gguf_io import GGUFArchitecture, load_gguf
+from .loading import checkpoint_dtype, iter_state_dict
+from .resolve import resolve_checkpoint_files
+from .saving import parse_size, save_state_dict
+
+__all__ = [
+    "CheckpointError",
+    "GGUFArchitecture",
+    "GGUF_ARCHITECTURES",
+    "atomic_write_text",
+    "checkpoint_dtype",
+    "iter_state_dict",
+    "load_gguf",
+    "parse_size",
+    "resolve_checkpoint_files",
+    "save_state_dict",
+]
