@@ -83,11 +83,12 @@ ARCHITECTURES: dict[str, GGUFArchitecture] = {
 
 
 def _unpermute_rows(weight: np.ndarray, n_head: int, what: str) -> np.ndarray:
-    """Undo llama.cpp's `permute`: per head it stores rows as (2, half) pairs where HF has (half, 2)."""
+    """Undo llama.cpp's `permute`, which reorders each head's rows from HF's rotate-half layout (two halves) to
+    interleaved pairs: rows viewed as (head, half, 2) in the file are (head, 2, half) in HF."""
     rows = weight.shape[0]
     if n_head <= 0 or rows % (2 * n_head):
         raise CheckpointError(f"{what}: {rows} rows cannot be split into {n_head} heads of rotary pairs")
-    return weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return weight.reshape(n_head, rows // n_head // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 def _module_of(name: str) -> str:
@@ -108,15 +109,16 @@ class _GGUFTensor(NamedTuple):
 
 
 class _Cursor:
-    """Bounds-checked reading of the header from a memory-mapped file."""
+    """Bounds-checked reading of the header from a memory-mapped file (through a memoryview: numpy slicing per
+    field would dominate the time on tokenizer arrays)."""
 
     def __init__(self, path: str, data: np.ndarray):
-        self.path, self.data, self.pos = path, data, 0
+        self.path, self.buffer, self.pos = path, memoryview(data), 0
 
-    def take(self, nbytes: int) -> np.ndarray:
-        if nbytes < 0 or self.pos + nbytes > self.data.size:
+    def take(self, nbytes: int) -> memoryview:
+        if nbytes < 0 or self.pos + nbytes > len(self.buffer):
             raise CheckpointError(f"{self.path}: GGUF header is cut short at byte {self.pos} (truncated?)")
-        chunk = self.data[self.pos : self.pos + nbytes]
+        chunk = self.buffer[self.pos : self.pos + nbytes]
         self.pos += nbytes
         return chunk
 
@@ -126,20 +128,39 @@ class _Cursor:
     def string(self) -> str:
         raw = self.take(self.unpack("<Q"))
         try:
-            return raw.tobytes().decode("utf-8")
+            return str(raw, "utf-8")
         except UnicodeDecodeError:
-            raise CheckpointError(f"{self.path}: invalid UTF-8 string at byte {self.pos - raw.size}") from None
+            raise CheckpointError(f"{self.path}: invalid UTF-8 string at byte {self.pos - len(raw)}") from None
 
     def value(self, value_type: int):
         if value_type == _STRING:
             return self.string()
         if value_type == _ARRAY:
             item_type, count = self.unpack("<I"), self.unpack("<Q")
-            if item_type in (_STRING, _ARRAY):
+            if item_type == _STRING:
+                return self._strings(count)
+            if item_type == _ARRAY:
                 return [self.value(item_type) for _ in range(count)]
             fmt = self._scalar_format(item_type)
             return np.frombuffer(self.take(count * struct.calcsize(fmt)), dtype=np.dtype(fmt)).tolist()
         return self.unpack(self._scalar_format(value_type))
+
+    def _strings(self, count: int) -> list[str]:
+        # the tokenizer's vocabulary and merges: one tight loop rather than a method call per field
+        buffer, pos, strings = self.buffer, self.pos, []
+        try:
+            for _ in range(count):
+                (length,) = struct.unpack_from("<Q", buffer, pos)
+                if pos + 8 + length > len(buffer):
+                    raise struct.error
+                strings.append(str(buffer[pos + 8 : pos + 8 + length], "utf-8"))
+                pos += 8 + length
+        except struct.error:
+            raise CheckpointError(f"{self.path}: GGUF header is cut short at byte {pos} (truncated?)") from None
+        except UnicodeDecodeError:
+            raise CheckpointError(f"{self.path}: invalid UTF-8 string at byte {pos}") from None
+        self.pos = pos
+        return strings
 
     def _scalar_format(self, value_type: int) -> str:
         if value_type not in _SCALARS:

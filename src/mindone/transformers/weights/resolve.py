@@ -137,7 +137,7 @@ def resolve_checkpoint_files(
     path = os.fspath(pretrained_model_name_or_path)
     subfolder = subfolder or ""
     if os.path.isdir(path):
-        directory = os.path.join(path, subfolder)
+        directory = os.path.join(path, subfolder) if subfolder else path
         if not os.path.isdir(directory):
             raise CheckpointError(f"{path}: no subfolder {subfolder!r}")
         return _resolve_local(directory, gguf_file)
