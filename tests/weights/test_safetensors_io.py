@@ -8,7 +8,7 @@ import pytest
 from mindone.transformers.weights import CheckpointError, checkpoint_dtype, iter_state_dict, resolve_checkpoint_files
 from mindone.transformers.weights.safetensors_io import SafetensorsFile
 
-from conftest import assert_same_tensors
+from tests.weights.helpers import assert_same_tensors
 
 
 def test_torch_written_file_round_trips_all_dtypes_bf16_widened_exactly(tmp_path, mixed_torch_state):
@@ -107,3 +107,15 @@ def test_same_key_in_two_shards_is_refused(tmp_path):
         safetensors.torch.save_file({"w": torch.ones(2)}, tmp_path / name)
     with pytest.raises(CheckpointError, match="'w' is also in"):
         list(iter_state_dict([str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")], "safetensors"))
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [("bert.embeddings.LayerNorm.gamma", "bert.embeddings.LayerNorm.weight"),
+     ("encoder.layer.0.output.LayerNorm.beta", "encoder.layer.0.output.LayerNorm.bias"),
+     ("model.layers.0.gamma", "model.layers.0.gamma"), ("lm_head.weight", "lm_head.weight")],
+)
+def test_legacy_layernorm_names_are_renamed_as_transformers_does(key, expected):
+    from mindone.transformers.weights import rename_legacy_key
+
+    assert rename_legacy_key(key) == expected

@@ -5,12 +5,11 @@ import pickle
 import sys
 import zipfile
 
-import numpy as np
 import pytest
 
 from mindone.transformers.weights import CheckpointError, checkpoint_dtype, iter_state_dict, resolve_checkpoint_files
 
-from conftest import assert_same_tensors
+from tests.weights.helpers import assert_same_tensors
 
 
 def _load(path):

@@ -9,6 +9,7 @@ from .files import atomic_write_text
 from .gguf_io import ARCHITECTURES as GGUF_ARCHITECTURES
 from .gguf_io import GGUFArchitecture, load_gguf
 from .loading import checkpoint_dtype, iter_state_dict
+from .renames import rename_legacy_key
 from .resolve import resolve_checkpoint_files
 from .saving import parse_size, save_state_dict
 
@@ -21,6 +22,7 @@ __all__ = [
     "iter_state_dict",
     "load_gguf",
     "parse_size",
+    "rename_legacy_key",
     "resolve_checkpoint_files",
     "save_state_dict",
 ]

@@ -102,7 +102,7 @@ def _module_of(name: str) -> str:
 class _GGUFTensor(NamedTuple):
     name: str  # GGUF name
     key: str  # HF checkpoint key
-    qtype: "GGMLQuantizationType"  # noqa: F821 (gguf is imported lazily)
+    qtype: object  # gguf.GGMLQuantizationType (gguf is imported only when a file is read)
     shape: tuple[int, ...]  # numpy order (outermost first)
     begin: int  # absolute byte offsets
     end: int

@@ -161,6 +161,10 @@ class TorchBinFile:
 
     def __init__(self, path: str):
         self.path = path
+        self._root: str | None = None  # zip format: the archive's top folder
+        self._sizes: dict[str, int] = {}  # zip format: record sizes
+        self._legacy_offsets: dict[str, int] = {}  # legacy format: where each storage's bytes start
+        self._big_endian = False
         try:
             is_zip = zipfile.is_zipfile(path)
         except OSError as error:
@@ -190,7 +194,7 @@ class TorchBinFile:
                 self._sizes = {info.filename: info.file_size for info in archive.infolist()}
                 with archive.open(pickles[0]) as file:
                     return _unpickle(file, self.path, lambda pid: self._check_zip_storage(_storage_record(pid)))
-        except zipfile.BadZipFile as error:
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as error:
             raise CheckpointError(f"{self.path}: corrupt zip archive ({error})") from None
 
     def _check_zip_storage(self, storage: _Storage) -> _Storage:
@@ -200,8 +204,6 @@ class TorchBinFile:
         return storage
 
     def _read_legacy_index(self):
-        self._big_endian = False
-        self._legacy_offsets: dict[str, int] = {}
         with open(self.path, "rb") as file:
             if _unpickle(file, self.path) != _LEGACY_MAGIC:
                 raise CheckpointError(f"{self.path}: neither a zip nor a legacy torch checkpoint")
@@ -254,7 +256,7 @@ class TorchBinFile:
                 yield key, array
 
     def _open_data(self):
-        if hasattr(self, "_root"):
+        if self._root is not None:
             return _ZipStorageReader(self.path, self._root)
         return _LegacyStorageReader(self.path, self._legacy_offsets)
 
@@ -315,7 +317,7 @@ class _ZipStorageReader:
                     data[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
                     filled += len(chunk)
                 member.read(1)  # reach EOF so that zipfile checks the CRC
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as error:
             raise CheckpointError(f"{self._path}: storage {name} is corrupt ({error})") from None
         if filled != storage.nbytes:
             raise CheckpointError(f"{self._path}: storage {name} is truncated")
