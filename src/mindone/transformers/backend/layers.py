@@ -57,13 +57,28 @@ class Linear(nn.Cell):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class _NormalWithZeroRow(Normal):
+    """torch's Embedding init: N(0, 1) with the padding row zeroed (runs lazily, like any Initializer)."""
+
+    def __init__(self, row):
+        super().__init__(1.0)
+        self.row = row
+
+    def _initialize(self, arr):
+        super()._initialize(arr)
+        arr[self.row] = 0
+
+
 class Embedding(nn.Cell):
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None):
         super().__init__()
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
+        if padding_idx is not None and padding_idx < 0:
+            padding_idx += num_embeddings
         self.padding_idx = padding_idx
-        self.weight = new_parameter((num_embeddings, embedding_dim), Normal(1.0), dtype)
+        init = Normal(1.0) if padding_idx is None else _NormalWithZeroRow(padding_idx)
+        self.weight = new_parameter((num_embeddings, embedding_dim), init, dtype)
 
     def construct(self, input_ids):
         return F.embedding(input_ids, self.weight, self.padding_idx)
