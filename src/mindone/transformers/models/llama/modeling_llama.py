@@ -10,6 +10,7 @@ from ...backend import runtime
 from ...backend.layers import Embedding, Linear
 from ...backend.layers import new_parameter
 from ...cache_utils import DynamicCache
+from ...generation import GenerationMixin
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_layers import (
@@ -250,7 +251,8 @@ class LlamaModel(LlamaPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-class LlamaForCausalLM(LlamaPreTrainedModel):
+class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
+    _supports_static_cache = True  # forward runs under mindspore.jit with a StaticCache (compiled decoding)
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config):

@@ -1,0 +1,203 @@
+"""Stopping criteria with HF's names and semantics: `criteria(input_ids, scores) -> (B,) bool tensor`, True for rows
+that are done. They run on the host (token ids are already there once per step)."""
+
+import logging
+import time
+from collections import OrderedDict
+from copy import deepcopy
+
+import numpy as np
+from mindspore import Tensor
+
+from .logits_process import _as_id_list, _as_numpy
+
+logger = logging.getLogger(__name__)
+
+
+def _rows(input_ids, value):
+    return Tensor(np.full((input_ids.shape[0],), value, np.bool_))
+
+
+def as_done_array(result, batch_size):
+    """A criterion's answer (tensor, array, list or bool) as a (B,) numpy bool array."""
+    done = _as_numpy(result).astype(np.bool_)
+    return np.broadcast_to(done, (batch_size,)).copy() if done.ndim == 0 else done.reshape(batch_size)
+
+
+class StoppingCriteria:
+    """Base class: `__call__(input_ids, scores, **kwargs)` returns a (B,) bool tensor."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        raise NotImplementedError("StoppingCriteria needs to be subclassed")
+
+
+class MaxLengthCriteria(StoppingCriteria):
+    """Done once the sequence (prompt included) has `max_length` tokens."""
+
+    def __init__(self, max_length, max_position_embeddings=None):
+        self.max_length = max_length
+        self.max_position_embeddings = max_position_embeddings
+        self._warned = False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        cur_len = input_ids.shape[1]
+        is_done = cur_len >= self.max_length
+        if (self.max_position_embeddings is not None and not is_done and cur_len > self.max_position_embeddings
+                and not self._warned):
+            self._warned = True
+            logger.warning("This is a friendly reminder - the current text generation call has exceeded the model's "
+                           "predefined maximum length (%d). Depending on the model, you may observe exceptions, "
+                           "performance degradation, or nothing at all.", self.max_position_embeddings)
+        return _rows(input_ids, is_done)
+
+
+class MaxTimeCriteria(StoppingCriteria):
+    """Done once `max_time` seconds have passed since `initial_timestamp` (default: construction)."""
+
+    def __init__(self, max_time, initial_timestamp=None):
+        self.max_time = max_time
+        self.initial_timestamp = time.time() if initial_timestamp is None else initial_timestamp
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return _rows(input_ids, time.time() - self.initial_timestamp > self.max_time)
+
+
+class EosTokenCriteria(StoppingCriteria):
+    """Done when the last token is (one of) `eos_token_id`."""
+
+    def __init__(self, eos_token_id):
+        self.eos_token_id = _as_id_list(eos_token_id)
+
+    def __call__(self, input_ids, scores, new_token_length=1, **kwargs):
+        last = _as_numpy(input_ids)[:, -new_token_length:]
+        return Tensor(np.isin(last, self.eos_token_id).any(-1))
+
+
+_STOP_STRING_TOKEN_CACHE = OrderedDict()
+
+
+def _bytes_to_unicode():
+    """GPT-2's byte <-> printable-unicode table used by byte-level BPE vocabularies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+class StopStringCriteria(StoppingCriteria):
+    """Done when the text ends with one of `stop_strings` *within the last token*: the stop string may start in the
+    middle of an earlier token and the last token may run past its end (HF's overhang rule).
+
+    Token texts are the tokenizer's vocabulary entries cleaned the way HF cleans them (byte-level tokens become
+    bytes; others are rendered after a fixed prefix so leading-space markers become spaces), so matching does not
+    depend on how a whole sequence would be decoded.
+    """
+
+    def __init__(self, tokenizer, stop_strings):
+        if isinstance(stop_strings, str):
+            stop_strings = [stop_strings]
+        self.stop_strings = tuple(stop_strings)
+        self._mode = self._matching_mode(tokenizer)
+        self._targets = tuple(s.encode("utf-8") for s in self.stop_strings) if self._mode else self.stop_strings
+        self._token_texts = self._clean_vocab(tokenizer, self._mode)
+        self.maximum_token_len = max(len(s) for s in self._targets)
+
+    @staticmethod
+    def _matching_mode(tokenizer):
+        decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+        if decoder is None:
+            return None
+        if type(decoder).__name__ == "ByteLevel":
+            return "byte_level"
+        state = getattr(decoder, "__getstate__", lambda: None)()
+        if isinstance(state, (bytes, str)):
+            text = state.decode() if isinstance(state, bytes) else state
+            if '"ByteFallback"' in text:
+                return "byte_fallback"
+            if '"ByteLevel"' in text:
+                return "byte_level"
+        return None
+
+    @staticmethod
+    def _clean_vocab(tokenizer, mode, static_prefix="abcdef"):
+        vocab = tokenizer.get_vocab()
+        key = (id(tokenizer), len(vocab), mode)
+        if key in _STOP_STRING_TOKEN_CACHE:
+            _STOP_STRING_TOKEN_CACHE.move_to_end(key)
+            return _STOP_STRING_TOKEN_CACHE[key]
+        byte_decoder = {c: b for b, c in _bytes_to_unicode().items()} if mode == "byte_level" else None
+        base = [tokenizer._convert_id_to_token(t) for t in tokenizer(static_prefix, add_special_tokens=False)["input_ids"]]
+        texts = [b"" if mode else ""] * (max(vocab.values()) + 1)
+        for token, index in vocab.items():
+            text = None
+            if mode == "byte_level" and all(c in byte_decoder for c in token):
+                text = bytes(byte_decoder[c] for c in token)
+            elif (mode == "byte_fallback" and len(token) == 6 and token.startswith("<0x") and token.endswith(">")
+                  and all(c in "0123456789abcdefABCDEF" for c in token[3:5])):
+                text = bytes([int(token[3:5], 16)])
+            if text is None:
+                text = tokenizer.convert_tokens_to_string(base + [token])
+                text = text[text.index(static_prefix) + len(static_prefix):]
+                if mode:
+                    text = text.encode("utf-8")
+            texts[index] = text
+        _STOP_STRING_TOKEN_CACHE[key] = texts
+        if len(_STOP_STRING_TOKEN_CACHE) > 8:
+            _STOP_STRING_TOKEN_CACHE.popitem(last=False)
+        return texts
+
+    def _row_done(self, ids):
+        texts = self._token_texts
+        pieces = [texts[t] if 0 <= t < len(texts) else texts[0][:0] for t in ids[-self.maximum_token_len:]]
+        if not pieces:
+            return False
+        joined = pieces[0][:0].join(pieces)
+        last_len = len(pieces[-1])
+        for target in self._targets:
+            # an occurrence must end inside the last token: search the tail that could hold such an occurrence
+            tail = joined[max(0, len(joined) - last_len - len(target) + 1):]
+            start = tail.find(target)
+            while start != -1:
+                if start + len(target) > len(tail) - last_len:
+                    return True
+                start = tail.find(target, start + 1)
+        return False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        ids = _as_numpy(input_ids)
+        return Tensor(np.array([self._row_done(row.tolist()) for row in ids], np.bool_))
+
+
+class StoppingCriteriaList(list):
+    def __call__(self, input_ids, scores, **kwargs):
+        done = np.zeros((input_ids.shape[0],), np.bool_)
+        for criteria in self:
+            done |= as_done_array(criteria(input_ids, scores, **kwargs), input_ids.shape[0])
+        return Tensor(done)
+
+    @property
+    def max_length(self):
+        for criteria in self:
+            if isinstance(criteria, MaxLengthCriteria):
+                return criteria.max_length
+        return None
+
+
+def validate_stopping_criteria(stopping_criteria, max_length):
+    """A copy of `stopping_criteria` that contains a MaxLengthCriteria(max_length)."""
+    criteria = deepcopy(stopping_criteria)
+    if stopping_criteria.max_length is not None and stopping_criteria.max_length != max_length:
+        logger.warning("You set different `max_length` for stopping criteria and `max_length` parameter")
+    elif stopping_criteria.max_length is None:
+        criteria.append(MaxLengthCriteria(max_length=max_length))
+    return criteria
+
+
+__all__ = ["StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria", "EosTokenCriteria",
+           "StopStringCriteria", "validate_stopping_criteria"]

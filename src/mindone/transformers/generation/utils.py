@@ -1,0 +1,1057 @@
+"""`GenerationMixin.generate()` with HF's semantics on MindSpore models.
+
+Where the work happens:
+- The model forward runs on device. With a `StaticCache` (the default for models that support it) the one-token
+  decode step is compiled once with `mindspore.jit` and reused for every step and every later call with the same
+  (batch, cache bucket); the prompt (prefill) runs in PyNative, so prompts of any length need no compilation.
+- Logits processors and token selection (argmax, multinomial, beam top-k) run on device on (B, V) scores.
+- Token ids, attention masks, position ids, stopping decisions and beam bookkeeping live on the host as numpy:
+  they are tiny, and each step needs the new tokens on the host anyway (stopping, streaming).
+"""
+
+import copy
+import inspect
+import logging
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor
+from transformers import GenerationConfig
+
+from ..backend import functional as F
+from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, StaticCache
+from ..modeling_outputs import ModelOutput
+from .logits_process import (
+    EncoderRepetitionPenaltyLogitsProcessor,
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    ExponentialDecayLengthPenalty,
+    ForcedBOSTokenLogitsProcessor,
+    ForcedEOSTokenLogitsProcessor,
+    InfNanRemoveLogitsProcessor,
+    LogitNormalization,
+    LogitsProcessorList,
+    MinLengthLogitsProcessor,
+    MinNewTokensLengthLogitsProcessor,
+    MinPLogitsWarper,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    PrefixConstrainedLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SequenceBiasLogitsProcessor,
+    SuppressTokensAtBeginLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+    _as_numpy,
+)
+from .stopping_criteria import (
+    EosTokenCriteria,
+    MaxLengthCriteria,
+    MaxTimeCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+    as_done_array,
+)
+
+logger = logging.getLogger(__name__)
+
+# model-agnostic forward kwargs that generate() accepts without the model naming them (HF's TransformersKwargs)
+_MODEL_AGNOSTIC_KWARGS = {"output_attentions", "output_hidden_states", "position_ids", "num_items_in_batch",
+                          "is_causal", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx",
+                          "output_router_logits"}
+# the smallest static cache; larger ones are powers of two, so a process compiles at most log2(max_len) graphs
+_MIN_STATIC_CACHE_LEN = 64
+# compiled decode steps kept per model: each holds a StaticCache (memory) and a compiled graph
+_MAX_COMPILED_STEPS = 4
+
+
+@dataclass
+class GenerateDecoderOnlyOutput(ModelOutput):
+    sequences: Any = None
+    scores: Optional[Tuple[Any, ...]] = None
+    logits: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    past_key_values: Any = None
+
+
+@dataclass
+class GenerateEncoderDecoderOutput(ModelOutput):
+    sequences: Any = None
+    scores: Optional[Tuple[Any, ...]] = None
+    logits: Optional[Tuple[Any, ...]] = None
+    encoder_attentions: Optional[Tuple[Any, ...]] = None
+    encoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    decoder_attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+    decoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    past_key_values: Any = None
+
+
+@dataclass
+class GenerateBeamDecoderOnlyOutput(ModelOutput):
+    sequences: Any = None
+    sequences_scores: Any = None
+    scores: Optional[Tuple[Any, ...]] = None
+    logits: Optional[Tuple[Any, ...]] = None
+    beam_indices: Any = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    past_key_values: Any = None
+
+
+@dataclass
+class GenerateBeamEncoderDecoderOutput(ModelOutput):
+    sequences: Any = None
+    sequences_scores: Any = None
+    scores: Optional[Tuple[Any, ...]] = None
+    logits: Optional[Tuple[Any, ...]] = None
+    beam_indices: Any = None
+    encoder_attentions: Optional[Tuple[Any, ...]] = None
+    encoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    decoder_attentions: Optional[Tuple[Any, ...]] = None
+    cross_attentions: Optional[Tuple[Any, ...]] = None
+    decoder_hidden_states: Optional[Tuple[Any, ...]] = None
+    past_key_values: Any = None
+
+
+def static_cache_length(needed: int) -> int:
+    """The static cache bucket that holds `needed` positions: the next power of two, at least 64."""
+    length = _MIN_STATIC_CACHE_LEN
+    while length < needed:
+        length *= 2
+    return length
+
+
+# model -> OrderedDict{(batch, cache_len, dtype): (StaticCache, compiled step)}; weak so models can be freed
+_COMPILED_STEPS = weakref.WeakKeyDictionary()
+
+
+def compiled_decode_step(model, batch_size, cache_len, dtype):
+    """(StaticCache, step) for the model: `step(input_ids (B,1), attention_mask (B,T), position_ids (B,1),
+    cache_position (1,)) -> logits (B,1,V)`, compiled by `mindspore.jit` at its first call and reused afterwards.
+
+    The cache is created with the step and captured by it (its Parameters are written in place inside the graph), so
+    both are kept together and reused across `generate` calls.
+    """
+    steps = _COMPILED_STEPS.setdefault(model, OrderedDict())
+    key = (batch_size, cache_len, str(dtype))
+    if key in steps:
+        steps.move_to_end(key)
+        return steps[key]
+    cache = StaticCache(model.config, max_cache_len=cache_len, max_batch_size=batch_size, dtype=dtype)
+
+    def decode_step(input_ids, attention_mask, position_ids, cache_position):
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     past_key_values=cache, cache_position=cache_position, use_cache=True, logits_to_keep=1,
+                     return_dict=True)["logits"]
+
+    steps[key] = (cache, ms.jit(decode_step))
+    while len(steps) > _MAX_COMPILED_STEPS:
+        steps.popitem(last=False)
+    return steps[key]
+
+
+class _ModelRunner:
+    """Feeds the model the part of the running sequence it has not seen yet, keeping the attention mask, position
+    ids and cache in step with the sequence. One instance per generate() call.
+    """
+
+    def __init__(self, model, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled_step=None,
+                 inputs_embeds=None, logits_to_keep_supported=True):
+        self.model = model
+        self.is_encoder_decoder = model.config.is_encoder_decoder
+        self.model_kwargs = model_kwargs
+        self.cache = cache
+        self.use_cache = use_cache
+        self.mask = attention_mask  # (B, L) numpy or None
+        self.positions = position_ids  # (B, L) numpy or None
+        self.compiled_step = compiled_step
+        self.inputs_embeds = inputs_embeds  # prompt embeddings (decoder-only), used at the first call
+        self.embeds_len = inputs_embeds.shape[1] if inputs_embeds is not None else 0
+        self.logits_to_keep_supported = logits_to_keep_supported
+        self.past = 0  # positions already in the cache
+
+    def _extend(self, length):
+        """Grows the mask (ones) and position ids (last + 1, ...) to `length` columns."""
+        if self.mask is not None and self.mask.shape[1] < length:
+            extra = length - self.mask.shape[1]
+            self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], extra), self.mask.dtype)], 1)
+        if self.positions is not None and self.positions.shape[1] < length:
+            extra = length - self.positions.shape[1]
+            nxt = self.positions[:, -1:] + np.arange(1, extra + 1)[None, :]
+            self.positions = np.concatenate([self.positions, nxt], 1)
+
+    def __call__(self, input_ids, logits_to_keep=1):
+        """Runs the model on the new part of `input_ids` (B, L numpy); returns its output (logits (B, S', V))."""
+        length = self.embeds_len + input_ids.shape[1]
+        self._extend(length)
+        start = self.past if self.use_cache else 0
+        first = self.past == 0
+        if self.compiled_step is not None and not first and length - start == 1:
+            outputs = self._compiled(input_ids, start)
+        else:
+            outputs = self._eager(input_ids, start, length, first, logits_to_keep)
+        if self.use_cache:
+            self.past = length
+            if isinstance(self.cache, StaticCache):
+                self.cache.seen_tokens = length
+        return outputs
+
+    def _compiled(self, input_ids, start):
+        cache_len = self.cache.get_max_cache_shape()
+        batch = input_ids.shape[0]
+        mask = np.ones((batch, cache_len), np.int64)
+        if self.mask is not None:
+            mask[:, :self.mask.shape[1]] = self.mask
+        positions = self.positions[:, -1:] if self.positions is not None else np.full((batch, 1), start, np.int64)
+        logits = self.compiled_step(Tensor(np.ascontiguousarray(input_ids[:, -1:])), Tensor(mask),
+                                    Tensor(np.ascontiguousarray(positions)), Tensor(np.array([start], np.int64)))
+        return ModelOutput_logits(logits=logits, past_key_values=self.cache)
+
+    def _eager(self, input_ids, start, length, first, logits_to_keep):
+        kwargs = dict(self.model_kwargs)
+        if self.is_encoder_decoder:
+            if self.mask is not None:
+                kwargs["decoder_attention_mask"] = Tensor(self.mask)
+        else:
+            if self.mask is not None:
+                kwargs["attention_mask"] = Tensor(self.mask)
+            if self.positions is not None:
+                kwargs["position_ids"] = Tensor(self.positions)
+            if first and self.inputs_embeds is not None:
+                kwargs["inputs_embeds"] = self.inputs_embeds
+        if self.logits_to_keep_supported:
+            kwargs["logits_to_keep"] = logits_to_keep
+        inputs = self.model.prepare_inputs_for_generation(
+            Tensor(input_ids), past_key_values=self.cache if self.use_cache else None,
+            cache_position=Tensor(np.arange(start, length, dtype=np.int64)), use_cache=self.use_cache,
+            is_first_iteration=first, **kwargs)
+        outputs = self.model(**inputs, return_dict=True)
+        if self.use_cache and getattr(outputs, "past_key_values", None) is not None:
+            self.cache = outputs.past_key_values
+        return outputs
+
+    def reorder_cache(self, beam_idx):
+        if self.use_cache and self.cache is not None:
+            if hasattr(self.model, "_reorder_cache"):
+                self.cache = self.model._reorder_cache(self.cache, beam_idx)
+            elif hasattr(self.cache, "reorder_cache"):
+                self.cache.reorder_cache(beam_idx)
+            else:
+                raise ValueError(f"{self.model.__class__.__name__} cannot use beam search with a cache currently, "
+                                 "as the cache cannot be reordered")
+
+    def rollback(self, length):
+        """Forgets every position from `length` on (assisted decoding rejected some candidates)."""
+        if self.use_cache:
+            self.cache.crop(length)
+            self.past = length
+        if self.mask is not None:
+            self.mask = self.mask[:, :length]
+        if self.positions is not None:
+            self.positions = self.positions[:, :length]
+
+
+@dataclass
+class ModelOutput_logits(ModelOutput):  # noqa: N801 - private: what a compiled step returns
+    logits: Any = None
+    past_key_values: Any = None
+
+
+class GenerationMixin:
+    """Adds HF's `generate()` to a model with a language-modelling head.
+
+    Models may override `prepare_inputs_for_generation` (HF's hook) and set `_supports_static_cache = True` when their
+    forward accepts a `StaticCache` with `cache_position` inside `mindspore.jit` (then decoding is compiled).
+    """
+
+    _supports_static_cache = False
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # model-facing hooks
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None,
+                                      cache_position=None, position_ids=None, use_cache=True, is_first_iteration=False,
+                                      **kwargs):
+        """The forward kwargs for one step: only the positions in `cache_position` are fed (the rest is cached).
+
+        Args:
+            input_ids: (B, L) the whole running sequence (decoder ids for encoder-decoder models).
+            cache_position: (S,) absolute positions to compute now.
+            attention_mask / position_ids: (B, L) for the whole sequence (decoder-only models).
+            inputs_embeds: prompt embeddings, used instead of ids at the first iteration (decoder-only).
+        """
+        is_encoder_decoder = self.config.is_encoder_decoder
+        new = cache_position.shape[0] if cache_position is not None else input_ids.shape[1]
+        model_inputs = {}
+        if not is_encoder_decoder and inputs_embeds is not None and is_first_iteration:
+            model_inputs["input_ids"] = None
+            model_inputs["inputs_embeds"] = inputs_embeds[:, -new:]
+        else:
+            key = "decoder_input_ids" if is_encoder_decoder else "input_ids"
+            model_inputs[key] = input_ids[:, -new:] if input_ids.shape[1] > new else input_ids
+        if position_ids is not None:
+            model_inputs["position_ids"] = position_ids[:, -new:] if position_ids.shape[-1] > new else position_ids
+        if is_encoder_decoder:
+            if attention_mask is not None:
+                model_inputs["attention_mask"] = attention_mask  # the encoder's padding mask
+            decoder_attention_mask = kwargs.pop("decoder_attention_mask", None)
+            if decoder_attention_mask is not None:
+                model_inputs["decoder_attention_mask"] = decoder_attention_mask
+        elif attention_mask is not None:
+            model_inputs["attention_mask"] = attention_mask
+        model_inputs["past_key_values"] = past_key_values
+        model_inputs["use_cache"] = use_cache
+        model_inputs["cache_position"] = cache_position
+        for key, value in kwargs.items():
+            if key not in model_inputs:
+                model_inputs[key] = value
+        return model_inputs
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # configuration and validation
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def _prepare_generation_config(self, generation_config, **kwargs):
+        """generation_config (or a fresh one) <- the model's generation_config for unset values <- global defaults
+        <- kwargs. Returns (config, kwargs that are not generation parameters)."""
+        provided = generation_config is not None
+        generation_config = copy.deepcopy(generation_config if provided else GenerationConfig())
+        own = self.generation_config if self.generation_config is not None else GenerationConfig()
+        generation_config.update(**own.to_dict(), defaults_only=True, allow_custom_entries=True)
+        generation_config.update(**own._get_default_generation_params(), defaults_only=True)
+        model_kwargs = generation_config.update(**kwargs)
+        if generation_config.cache_implementation == "hybrid":
+            generation_config.cache_implementation = None
+        if generation_config.output_attentions:
+            model_kwargs["output_attentions"] = True
+        if generation_config.output_hidden_states:
+            model_kwargs["output_hidden_states"] = True
+        return generation_config, model_kwargs
+
+    def _forward_parameters(self):
+        return set(inspect.signature(self.construct).parameters)
+
+    def _validate_model_kwargs(self, model_kwargs):
+        """Unknown generate() kwargs (typos included) raise, as in HF."""
+        kwargs = dict(model_kwargs)
+        if self.config.is_encoder_decoder:
+            kwargs.pop("decoder_input_ids", None)
+        accepted = set(inspect.signature(self.prepare_inputs_for_generation).parameters)
+        if "kwargs" in accepted or "model_kwargs" in accepted:
+            accepted |= self._forward_parameters()
+        if self.config.is_encoder_decoder:
+            for part, prefix in (("encoder", ""), ("decoder", "decoder_")):
+                cell = getattr(self, part, None)
+                if cell is None and getattr(self, "base_model", None) is not None:
+                    cell = getattr(self.base_model, part, None)
+                if cell is not None:
+                    accepted |= {prefix + p for p in inspect.signature(cell.construct).parameters}
+        unused = [k for k, v in kwargs.items()
+                  if v is not None and k not in accepted and k not in _MODEL_AGNOSTIC_KWARGS]
+        if unused:
+            raise ValueError(f"The following `model_kwargs` are not used by the model: {unused} (note: typos in the "
+                             "generate arguments will also show up in this list)")
+
+    @staticmethod
+    def _special_tokens(generation_config, kwargs_has_attention_mask, batch_size, is_encoder_decoder):
+        """Normalises bos/eos/pad/decoder-start ids (eos always a list) into private attributes, as HF does."""
+        eos = generation_config.eos_token_id
+        if eos is not None:
+            eos = [int(e) for e in _as_numpy(eos).reshape(-1)] if not isinstance(eos, int) else [eos]
+        pad = generation_config.pad_token_id
+        bos = generation_config.bos_token_id
+        start = generation_config.decoder_start_token_id
+        if is_encoder_decoder and start is None:
+            start = bos
+        if pad is None and eos is not None:
+            if not kwargs_has_attention_mask and batch_size > 1:
+                logger.warning("The attention mask and the pad token id were not set, with a batched input. As a "
+                               "consequence, you may observe unexpected behavior. Please pass your input's "
+                               "`attention_mask` to obtain reliable results.")
+            pad = eos[0]
+        if is_encoder_decoder and start is None:
+            raise ValueError("`decoder_start_token_id` or `bos_token_id` has to be defined for encoder-decoder "
+                             "generation.")
+        if eos is not None and any(e < 0 for e in eos):
+            logger.warning("`eos_token_id` should consist of positive integers, but is %s. Your generation will not "
+                           "stop until the maximum length is reached. Depending on other flags, it may even crash.",
+                           eos)
+        generation_config._eos_token_tensor = eos
+        generation_config._pad_token_tensor = pad
+        generation_config._bos_token_tensor = bos
+        generation_config._decoder_start_token_tensor = start
+
+    def _prepare_generated_length(self, generation_config, has_default_max_length, has_default_min_length,
+                                  input_ids_length):
+        if generation_config.max_new_tokens is not None:
+            if not has_default_max_length and generation_config.max_length is not None:
+                logger.warning("Both `max_new_tokens` (=%s) and `max_length`(=%s) seem to have been set. "
+                               "`max_new_tokens` will take precedence.", generation_config.max_new_tokens,
+                               generation_config.max_length)
+            generation_config.max_length = generation_config.max_new_tokens + input_ids_length
+        elif has_default_max_length:
+            generation_config.max_length = generation_config.max_length + input_ids_length
+            max_positions = getattr(self.config, "max_position_embeddings", None)
+            if max_positions is not None:
+                generation_config.max_length = min(generation_config.max_length, max_positions)
+        if generation_config.min_new_tokens is not None:
+            generation_config.min_length = generation_config.min_new_tokens + input_ids_length
+        if input_ids_length >= generation_config.max_length:
+            name = "decoder_input_ids" if self.config.is_encoder_decoder else "input_ids"
+            raise ValueError(f"Input length of {name} is {input_ids_length}, but `max_length` is set to "
+                             f"{generation_config.max_length}. This can lead to unexpected behavior. You should "
+                             "consider increasing `max_length` or, better yet, setting `max_new_tokens`.")
+        return generation_config
+
+    def _get_logits_processor(self, generation_config, input_ids_seq_length, encoder_input_ids=None,
+                              prefix_allowed_tokens_fn=None, logits_processor=None, padding_lengths=None):
+        """HF's processor list, in HF's order; user processors are merged in (same type as a default one raises)."""
+        gc = generation_config
+        eos = gc._eos_token_tensor
+        processors = LogitsProcessorList()
+        if gc.sequence_bias is not None:
+            processors.append(SequenceBiasLogitsProcessor(sequence_bias=gc.sequence_bias))
+        if gc.encoder_repetition_penalty is not None and gc.encoder_repetition_penalty != 1.0:
+            if encoder_input_ids is not None and encoder_input_ids.ndim == 2:
+                processors.append(EncoderRepetitionPenaltyLogitsProcessor(gc.encoder_repetition_penalty,
+                                                                          encoder_input_ids))
+            else:
+                logger.warning("Passing `encoder_repetition_penalty` requires some form of `input_ids` to be passed "
+                               "to `generate`, ignoring the argument.")
+        if gc.repetition_penalty is not None and gc.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(gc.repetition_penalty,
+                                                               prompt_ignore_length=padding_lengths))
+        if gc.no_repeat_ngram_size is not None and gc.no_repeat_ngram_size > 0:
+            processors.append(NoRepeatNGramLogitsProcessor(gc.no_repeat_ngram_size))
+        if gc.encoder_no_repeat_ngram_size is not None and gc.encoder_no_repeat_ngram_size > 0:
+            raise ValueError("`encoder_no_repeat_ngram_size` is not supported by mindone.transformers yet")
+        if gc.bad_words_ids is not None:
+            processors.append(NoBadWordsLogitsProcessor(gc.bad_words_ids, eos))
+        if gc.min_length is not None and eos is not None and gc.min_length > 0:
+            processors.append(MinLengthLogitsProcessor(gc.min_length, eos))
+        if gc.min_new_tokens is not None and eos is not None and gc.min_new_tokens > 0:
+            processors.append(MinNewTokensLengthLogitsProcessor(input_ids_seq_length, gc.min_new_tokens, eos))
+        if prefix_allowed_tokens_fn is not None:
+            processors.append(PrefixConstrainedLogitsProcessor(prefix_allowed_tokens_fn, gc.num_beams))
+        if gc.forced_bos_token_id is not None:
+            processors.append(ForcedBOSTokenLogitsProcessor(gc.forced_bos_token_id))
+        if gc.forced_eos_token_id is not None:
+            processors.append(ForcedEOSTokenLogitsProcessor(gc.max_length, gc.forced_eos_token_id))
+        if gc.remove_invalid_values is True:
+            processors.append(InfNanRemoveLogitsProcessor())
+        if gc.exponential_decay_length_penalty is not None:
+            processors.append(ExponentialDecayLengthPenalty(gc.exponential_decay_length_penalty, eos,
+                                                            input_ids_seq_length))
+        if gc.suppress_tokens is not None:
+            processors.append(SuppressTokensLogitsProcessor(gc.suppress_tokens))
+        if gc.begin_suppress_tokens is not None:
+            begin = input_ids_seq_length
+            if not (input_ids_seq_length > 1 or gc.forced_bos_token_id is None):
+                begin += 1
+            processors.append(SuppressTokensAtBeginLogitsProcessor(gc.begin_suppress_tokens, begin))
+        processors = _merge(processors, logits_processor)
+        if gc.do_sample:
+            # beam sampling must keep at least one non-EOS continuation per beam
+            keep = (len(eos) + 1 if eos is not None else 2) if gc.num_beams > 1 else 1
+            if gc.temperature is not None and gc.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(gc.temperature))
+            if gc.top_k is not None and gc.top_k != 0:
+                processors.append(TopKLogitsWarper(top_k=gc.top_k, min_tokens_to_keep=keep))
+            if gc.top_p is not None and gc.top_p < 1.0:
+                processors.append(TopPLogitsWarper(top_p=gc.top_p, min_tokens_to_keep=keep))
+            if gc.min_p is not None:
+                processors.append(MinPLogitsWarper(min_p=gc.min_p, min_tokens_to_keep=keep))
+            if gc.typical_p is not None and gc.typical_p < 1.0:
+                processors.append(TypicalLogitsWarper(mass=gc.typical_p, min_tokens_to_keep=keep))
+            if gc.epsilon_cutoff is not None and 0.0 < gc.epsilon_cutoff < 1.0:
+                processors.append(EpsilonLogitsWarper(epsilon=gc.epsilon_cutoff, min_tokens_to_keep=keep))
+            if gc.eta_cutoff is not None and 0.0 < gc.eta_cutoff < 1.0:
+                processors.append(EtaLogitsWarper(epsilon=gc.eta_cutoff, min_tokens_to_keep=keep))
+        if gc.renormalize_logits is True:
+            processors.append(LogitNormalization())
+        return processors
+
+    def _get_stopping_criteria(self, generation_config, stopping_criteria, tokenizer=None):
+        criteria = StoppingCriteriaList()
+        if generation_config.max_length is not None:
+            criteria.append(MaxLengthCriteria(generation_config.max_length,
+                                              getattr(self.config, "max_position_embeddings", None)))
+        if generation_config.max_time is not None:
+            criteria.append(MaxTimeCriteria(max_time=generation_config.max_time))
+        if generation_config.stop_strings is not None:
+            if tokenizer is None:
+                raise ValueError("There are one or more stop strings, either in the arguments to `generate` or in the "
+                                 "model's generation config, but we could not locate a tokenizer. When generating "
+                                 "with stop strings, you must pass the model's tokenizer to the `tokenizer` argument "
+                                 "of `generate`.")
+            criteria.append(StopStringCriteria(stop_strings=generation_config.stop_strings, tokenizer=tokenizer))
+        if generation_config._eos_token_tensor is not None:
+            criteria.append(EosTokenCriteria(eos_token_id=generation_config._eos_token_tensor))
+        return _merge(criteria, stopping_criteria)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # generate
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
+                 prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
+                 negative_prompt_ids=None, negative_prompt_attention_mask=None, **kwargs):
+        """Generates token ids (HF's `generate`): greedy, multinomial sampling, beam search, beam sampling or
+        prompt-lookup decoding, chosen by the generation config.
+
+        Args:
+            inputs: (B, L) prompt ids (MindSpore tensor, numpy array or nested list); for encoder-decoder models, the
+                encoder input. None starts from `bos_token_id`.
+            generation_config: a `transformers.GenerationConfig`; unset values come from `model.generation_config`.
+            logits_processor / stopping_criteria: extra `LogitsProcessor`s / `StoppingCriteria` appended to the ones
+                the config implies.
+            prefix_allowed_tokens_fn: `fn(batch_id, input_ids_row) -> allowed token ids`.
+            streamer: a `TextStreamer`-like object receiving `put(token_ids)` / `end()` (not with beam search).
+            kwargs: generation parameters (`max_new_tokens=`, `do_sample=`, ...), `tokenizer=` (for
+                `stop_strings`), or model inputs (`attention_mask=`, `encoder_outputs=`, ...).
+
+        Returns:
+            (B * num_return_sequences, L') int64 tensor of prompt + new ids (new ids only for encoder-decoder models
+            and for `inputs_embeds` prompts), or a `Generate*Output` when `return_dict_in_generate=True`.
+
+        Decoding speed: with `cache_implementation="static"` (the default for models that support it) the decode
+        step runs as a compiled graph; `disable_compile=True` keeps it in PyNative, `cache_implementation="dynamic"`
+        uses a growing cache in PyNative.
+        """
+        if assistant_model is not None:
+            raise ValueError("assistant models are not supported by mindone.transformers yet; prompt lookup "
+                             "decoding (`prompt_lookup_num_tokens=`) is")
+        if negative_prompt_ids is not None or negative_prompt_attention_mask is not None:
+            raise ValueError("classifier-free guidance (`negative_prompt_ids`) is not supported by "
+                             "mindone.transformers yet")
+        tokenizer = kwargs.pop("tokenizer", None)
+        kwargs.pop("assistant_tokenizer", None)
+        has_default_max_length = kwargs.get("max_length") is None and (
+            generation_config is None or generation_config.max_length is None) and (
+            self.generation_config is None or self.generation_config.max_length is None)
+        has_default_min_length = kwargs.get("min_length") is None and (
+            generation_config is None or generation_config.min_length is None) and (
+            self.generation_config is None or self.generation_config.min_length is None)
+        generation_config, model_kwargs = self._prepare_generation_config(generation_config, **kwargs)
+        mode = generation_config.get_generation_mode()
+        self._validate_model_kwargs(model_kwargs)
+        if streamer is not None and generation_config.num_beams > 1:
+            raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` is set "
+                             "to 1.")
+        if mode not in ("greedy_search", "sample", "beam_search", "beam_sample", "assisted_generation"):
+            raise ValueError(f"generation mode {mode!r} is not supported by mindone.transformers; supported: greedy, "
+                             "sampling, beam search, beam sampling, prompt lookup decoding")
+        if mode == "assisted_generation" and generation_config.num_return_sequences > 1:
+            raise ValueError("num_return_sequences has to be 1 when doing assisted generate, but is "
+                             f"{generation_config.num_return_sequences}.")
+
+        is_encoder_decoder = bool(self.config.is_encoder_decoder)
+        forward_params = self._forward_parameters()
+        inputs_embeds = model_kwargs.pop("inputs_embeds", None)
+        input_ids = _input_ids(inputs, model_kwargs, self.main_input_name, inputs_embeds)
+        kwargs_has_attention_mask = model_kwargs.get("attention_mask") is not None
+        batch_size = input_ids.shape[0] if input_ids is not None else inputs_embeds.shape[0]
+        self._special_tokens(generation_config, kwargs_has_attention_mask, batch_size, is_encoder_decoder)
+        gc = generation_config
+        if input_ids is None and inputs_embeds is None:
+            if gc._bos_token_tensor is None:
+                raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided.")
+            input_ids = np.full((1, 1), gc._bos_token_tensor, np.int64)
+            batch_size = 1
+        if input_ids is not None and input_ids.shape[1] == 0 and inputs_embeds is None and not is_encoder_decoder:
+            raise ValueError(f"`input_ids` is empty (shape {tuple(input_ids.shape)}): pass at least one token, or "
+                             "None to start from `bos_token_id`.")
+
+        attention_mask = model_kwargs.pop("attention_mask", None)
+        attention_mask = _as_numpy(attention_mask).astype(np.int64) if attention_mask is not None else None
+        if not is_encoder_decoder:
+            if attention_mask is None and "attention_mask" in forward_params and inputs_embeds is None:
+                attention_mask = _infer_attention_mask(input_ids, gc._pad_token_tensor, gc._eos_token_tensor)
+            if attention_mask is not None and attention_mask.ndim != 2:
+                raise ValueError("`attention_mask` passed to `generate` must be 2D.")
+            if batch_size > 1 and gc._pad_token_tensor is not None and attention_mask is not None \
+                    and (attention_mask[:, -1] == 0).any():
+                logger.warning("A decoder-only architecture is being used, but right-padding was detected! For "
+                               "correct generation results, please set `padding_side='left'` when initializing the "
+                               "tokenizer.")
+
+        encoder_outputs = None
+        if is_encoder_decoder:
+            if attention_mask is not None:
+                model_kwargs["attention_mask"] = Tensor(attention_mask)
+            encoder_outputs = model_kwargs.get("encoder_outputs")
+            if encoder_outputs is None:
+                encoder_outputs = self._encode(input_ids, inputs_embeds, model_kwargs, gc)
+                model_kwargs["encoder_outputs"] = encoder_outputs
+            encoder_input_ids = input_ids
+            input_ids, decoder_mask = self._decoder_start_ids(batch_size, model_kwargs, gc)
+            attention_mask = decoder_mask
+            inputs_embeds = None
+        else:
+            encoder_input_ids = input_ids
+
+        position_ids = model_kwargs.pop("position_ids", None)
+        if position_ids is not None:
+            position_ids = _as_numpy(position_ids).astype(np.int64)
+        elif "position_ids" in forward_params and not is_encoder_decoder:
+            length = input_ids.shape[1] if inputs_embeds is None else inputs_embeds.shape[1]
+            if attention_mask is not None:
+                position_ids = np.where(attention_mask == 0, 0, np.cumsum(attention_mask, -1) - 1).astype(np.int64)
+            else:
+                position_ids = np.broadcast_to(np.arange(length, dtype=np.int64), (batch_size, length)).copy()
+
+        expand = max(gc.num_beams, gc.num_return_sequences)
+        if expand > 1:
+            input_ids = np.repeat(input_ids, expand, 0)
+            attention_mask = np.repeat(attention_mask, expand, 0) if attention_mask is not None else None
+            position_ids = np.repeat(position_ids, expand, 0) if position_ids is not None else None
+            model_kwargs = {k: _repeat(v, expand) for k, v in model_kwargs.items()}
+            if inputs_embeds is not None:
+                inputs_embeds = _repeat(inputs_embeds, expand)
+
+        if streamer is not None:
+            streamer.put(input_ids)
+        input_ids_length = input_ids.shape[1]
+        if inputs_embeds is not None:
+            input_ids_length += inputs_embeds.shape[1]
+        self._prepare_generated_length(gc, has_default_max_length, has_default_min_length, input_ids_length)
+        if has_default_max_length and gc.max_new_tokens is None:
+            logger.warning("Using the model-agnostic default `max_length` (=%d) to control the generation length. "
+                           "We recommend setting `max_new_tokens` to control the maximum length of the generation.",
+                           gc.max_length)
+
+        padding_lengths = None
+        if not is_encoder_decoder and attention_mask is not None:
+            padding_lengths = (attention_mask != 0).astype(np.int32).argmax(1)
+        processors = self._get_logits_processor(gc, input_ids_length, encoder_input_ids, prefix_allowed_tokens_fn,
+                                                logits_processor, padding_lengths)
+        criteria = self._get_stopping_criteria(gc, stopping_criteria, tokenizer)
+
+        use_cache = bool(gc.use_cache) or inputs_embeds is not None
+        runner = self._make_runner(gc, mode, model_kwargs, use_cache, attention_mask, position_ids, inputs_embeds,
+                                   input_ids.shape[0], forward_params)
+        if mode in ("beam_search", "beam_sample"):
+            result = self._beam_search(input_ids, runner, processors, criteria, gc)
+        elif mode == "assisted_generation":
+            result = self._prompt_lookup_decoding(input_ids, runner, processors, criteria, gc, streamer)
+        else:
+            result = self._sample(input_ids, runner, processors, criteria, gc, streamer)
+        if gc.return_dict_in_generate and is_encoder_decoder:
+            result.encoder_attentions = encoder_outputs.get("attentions") if gc.output_attentions else None
+            result.encoder_hidden_states = encoder_outputs.get("hidden_states") if gc.output_hidden_states else None
+        return result
+
+    def _encode(self, input_ids, inputs_embeds, model_kwargs, gc):
+        encoder = self.get_encoder()
+        accepted = set(inspect.signature(encoder.construct).parameters)
+        skip = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params")
+        encoder_kwargs = {k: v for k, v in model_kwargs.items() if not k.startswith(skip)}
+        if "kwargs" not in accepted:
+            encoder_kwargs = {k: v for k, v in encoder_kwargs.items() if k in accepted}
+        encoder_kwargs.update(output_attentions=gc.output_attentions, output_hidden_states=gc.output_hidden_states,
+                              return_dict=True)
+        if inputs_embeds is not None:
+            encoder_kwargs["inputs_embeds"] = inputs_embeds
+        else:
+            encoder_kwargs[self.main_input_name] = Tensor(input_ids)
+        return encoder(**encoder_kwargs)
+
+    @staticmethod
+    def _decoder_start_ids(batch_size, model_kwargs, gc):
+        """(decoder ids starting with decoder_start_token_id, decoder attention mask or None) on the host."""
+        start = gc._decoder_start_token_tensor
+        start = np.asarray(_as_numpy(start), np.int64)
+        if start.ndim == 1 and start.shape[0] != 1:
+            if start.shape[0] != batch_size:
+                raise ValueError(f"`decoder_start_token_id` expected to have length {batch_size} but got "
+                                 f"{start.shape[0]}")
+            start = start.reshape(-1, 1)
+        else:
+            start = np.full((batch_size, 1), int(start.reshape(-1)[0]), np.int64)
+        decoder_ids = model_kwargs.pop("decoder_input_ids", None)
+        decoder_mask = model_kwargs.pop("decoder_attention_mask", None)
+        decoder_mask = _as_numpy(decoder_mask).astype(np.int64) if decoder_mask is not None else None
+        if decoder_ids is None:
+            return start, decoder_mask
+        decoder_ids = _as_numpy(decoder_ids).astype(np.int64)
+        if (decoder_ids[:, 0] != start[:, 0]).all():
+            decoder_ids = np.concatenate([start, decoder_ids], -1)
+            if decoder_mask is not None:
+                decoder_mask = np.concatenate([np.ones_like(decoder_mask[:, :1]), decoder_mask], -1)
+        return decoder_ids, decoder_mask
+
+    def _make_runner(self, gc, mode, model_kwargs, use_cache, attention_mask, position_ids, inputs_embeds, batch,
+                     forward_params):
+        cache = model_kwargs.pop("past_key_values", None)
+        compiled = None
+        implementation = gc.cache_implementation
+        if implementation not in (None, "static", "dynamic"):
+            raise ValueError(f"cache_implementation={implementation!r} is not supported by mindone.transformers; "
+                             "use 'static' (compiled decoding) or 'dynamic'")
+        if use_cache and cache is None:
+            if self.config.is_encoder_decoder:
+                cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            elif implementation == "dynamic" or mode == "assisted_generation" or not self._supports_static_cache:
+                if implementation == "static":
+                    raise ValueError(f"{type(self).__name__} does not support a static cache "
+                                     "(cache_implementation='static')")
+                cache = DynamicCache(config=self.config)
+            else:
+                needed = gc.max_length + (inputs_embeds.shape[1] if inputs_embeds is not None else 0)
+                cache_len = static_cache_length(needed)
+                if _wants_compile(gc):
+                    cache, compiled = compiled_decode_step(self, batch, cache_len, self.dtype)
+                else:
+                    cache = StaticCache(self.config, max_cache_len=cache_len, max_batch_size=batch,
+                                        dtype=self.dtype)
+        elif use_cache and not isinstance(cache, Cache):
+            raise ValueError(f"past_key_values must be a Cache (DynamicCache, StaticCache, EncoderDecoderCache), got "
+                             f"{type(cache).__name__}")
+        if isinstance(cache, StaticCache):
+            cache.seen_tokens = 0
+            if cache.get_max_cache_shape() < gc.max_length:
+                raise ValueError(f"the StaticCache holds {cache.get_max_cache_shape()} positions but generation may "
+                                 f"reach max_length={gc.max_length}")
+        return _ModelRunner(self, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled,
+                            inputs_embeds=inputs_embeds, logits_to_keep_supported="logits_to_keep" in forward_params)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # decoding strategies
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def _sample(self, input_ids, runner, logits_processor, stopping_criteria, gc, streamer=None):
+        """Greedy decoding or multinomial sampling, one token per step."""
+        pad = gc._pad_token_tensor
+        has_eos_stopping = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
+        if has_eos_stopping and pad is None:
+            raise ValueError("If `eos_token_id` is defined, make sure that `pad_token_id` is defined.")
+        record = _Recorder(gc, self.config.is_encoder_decoder)
+        unfinished = np.ones((input_ids.shape[0],), np.bool_)
+        while True:
+            outputs = runner(input_ids)
+            logits = outputs.logits[:, -1, :].astype(ms.float32)
+            ids = Tensor(input_ids)
+            scores = logits_processor(ids, logits)
+            record.step(scores, logits, outputs)
+            if gc.do_sample:
+                next_tokens = F.multinomial(F.softmax(scores, -1), 1).reshape(-1)
+            else:
+                next_tokens = F.argmax(scores, -1)
+            next_tokens = next_tokens.asnumpy().astype(np.int64)
+            if has_eos_stopping:
+                next_tokens = np.where(unfinished, next_tokens, pad)
+            input_ids = np.concatenate([input_ids, next_tokens[:, None]], 1)
+            if streamer is not None:
+                streamer.put(next_tokens)
+            unfinished &= ~as_done_array(stopping_criteria(Tensor(input_ids), record.scores), input_ids.shape[0])
+            if not unfinished.any():
+                break
+        if streamer is not None:
+            streamer.end()
+        return record.result(Tensor(input_ids), runner.cache)
+
+    def _beam_search(self, input_ids, runner, logits_processor, stopping_criteria, gc):
+        """HF's vectorised beam search (and beam sampling): top-k over num_beams * vocab candidates on device, the
+        bookkeeping of running and finished hypotheses on the host in float32, exactly as HF orders it."""
+        num_beams = gc.num_beams
+        batch_size = input_ids.shape[0] // num_beams
+        cur_len = prompt_len = input_ids.shape[1]
+        max_length = gc.max_length
+        length_penalty = gc.length_penalty
+        early_stopping = gc.early_stopping
+        eos = gc._eos_token_tensor
+        pad = gc._pad_token_tensor
+        beams_to_keep = max(2, 1 + (len(eos) if eos is not None else 0)) * num_beams
+        top_num_beam_mask = np.arange(beams_to_keep) < num_beams
+        # HF's fill value, including its precedence: (pad or eos[0]) if eos is not None else -1
+        fill = ((pad if pad else eos[0]) if eos is not None else -1)
+        neg = np.float32(-1.0e9)
+
+        running_sequences = np.full((batch_size, num_beams, max_length), fill, np.int64)
+        running_sequences[:, :, :cur_len] = input_ids.reshape(batch_size, num_beams, cur_len)
+        sequences = running_sequences.copy()
+        running_beam_scores = np.zeros((batch_size, num_beams), np.float32)
+        running_beam_scores[:, 1:] = neg
+        beam_scores = np.full((batch_size, num_beams), neg, np.float32)
+        is_sent_finished = np.zeros((batch_size, num_beams), np.bool_)
+        heuristic_unsatisfied = np.ones((batch_size, 1), np.bool_)
+        running_beam_indices = np.full((batch_size, num_beams, max_length - cur_len), -1, np.int32)
+        beam_indices = running_beam_indices.copy()
+        record = _Recorder(gc, self.config.is_encoder_decoder)
+
+        while True:
+            flat_running = running_sequences[:, :, :cur_len].reshape(batch_size * num_beams, cur_len)
+            outputs = runner(flat_running)
+            logits = outputs.logits[:, -1, :].astype(ms.float32)
+            log_probs = logits_processor(Tensor(flat_running), F.log_softmax(logits, -1))
+            record.step(log_probs, logits, outputs)
+            vocab_size = log_probs.shape[-1]
+            accumulated = (log_probs.reshape(batch_size, num_beams, vocab_size)
+                           + Tensor(running_beam_scores)[:, :, None]).reshape(batch_size, -1)
+            if gc.do_sample:
+                topk_indices = F.multinomial(F.softmax(accumulated, -1), beams_to_keep)
+                topk_log_probs = accumulated.gather_elements(1, topk_indices)
+            else:
+                topk_log_probs, topk_indices = F.topk(accumulated, beams_to_keep)
+            topk_log_probs = topk_log_probs.asnumpy().astype(np.float32)
+            topk_indices = topk_indices.asnumpy().astype(np.int64)
+
+            # candidates: which running beam each extends, and the extended sequences
+            topk_beam = topk_indices // vocab_size
+            topk_running_beam_indices = np.take_along_axis(running_beam_indices, topk_beam[:, :, None], 1)
+            topk_running_sequences = np.take_along_axis(running_sequences, topk_beam[:, :, None], 1)
+            topk_running_sequences[:, :, cur_len] = topk_indices % vocab_size
+            topk_running_beam_indices[:, :, cur_len - prompt_len] = topk_beam + np.arange(batch_size)[:, None] * \
+                num_beams
+
+            hits = as_done_array(stopping_criteria(
+                Tensor(topk_running_sequences[:, :, :cur_len + 1].reshape(batch_size * beams_to_keep, -1)),
+                record.scores), batch_size * beams_to_keep).reshape(batch_size, beams_to_keep)
+
+            # the best candidates that did not stop keep running
+            running_log_probs = topk_log_probs + hits.astype(np.float32) * neg
+            keep = _top_indices(running_log_probs, num_beams)
+            running_sequences = np.take_along_axis(topk_running_sequences, keep[:, :, None], 1)
+            running_beam_scores = np.take_along_axis(running_log_probs, keep, 1)
+            running_beam_indices = np.take_along_axis(topk_running_beam_indices, keep[:, :, None], 1)
+
+            # candidates that stopped compete with the finished hypotheses
+            just_finished = hits & top_num_beam_mask[None, :]
+            finished_scores = topk_log_probs / np.float32((cur_len + 1 - prompt_len) ** length_penalty)
+            batch_full = is_sent_finished.all(-1, keepdims=True) & (early_stopping is True)
+            finished_scores = finished_scores + batch_full.astype(np.float32) * neg
+            finished_scores = finished_scores + (~heuristic_unsatisfied).astype(np.float32) * neg
+            finished_scores = finished_scores + (~just_finished).astype(np.float32) * neg
+            merged_scores = np.concatenate([beam_scores, finished_scores], 1)
+            best = _top_indices(merged_scores, num_beams)
+            sequences = np.take_along_axis(np.concatenate([sequences, topk_running_sequences], 1), best[:, :, None], 1)
+            beam_scores = np.take_along_axis(merged_scores, best, 1)
+            beam_indices = np.take_along_axis(np.concatenate([beam_indices, topk_running_beam_indices], 1),
+                                              best[:, :, None], 1)
+            is_sent_finished = np.take_along_axis(np.concatenate([is_sent_finished, just_finished], 1), best, 1)
+
+            runner.reorder_cache(Tensor(running_beam_indices[..., cur_len - prompt_len].reshape(-1).astype(np.int64)))
+            cur_len += 1
+
+            # can a running beam still beat the worst finished one?
+            if early_stopping == "never" and length_penalty > 0.0:
+                best_length = max_length - prompt_len
+            else:
+                best_length = cur_len - prompt_len
+            best_running = running_beam_scores[:, :1] / np.float32(best_length ** length_penalty)
+            worst_finished = np.where(is_sent_finished, beam_scores.min(1, keepdims=True), neg)
+            heuristic_unsatisfied = heuristic_unsatisfied & (best_running > worst_finished).any(-1, keepdims=True)
+            open_beam = not (is_sent_finished.all() and early_stopping is True)
+            if not (heuristic_unsatisfied.any() and open_beam and not hits.all()):
+                break
+
+        n = gc.num_return_sequences
+        sequences = sequences[:, :n].reshape(batch_size * n, -1)
+        beam_scores = beam_scores[:, :n].reshape(-1)
+        beam_indices = beam_indices[:, :n].reshape(batch_size * n, -1)
+        generated = int((beam_indices + 1 != 0).sum(1).max())
+        sequences = Tensor(sequences[:, :prompt_len + generated])
+        beam_indices = Tensor(beam_indices[:, :generated].astype(np.int64))
+        if not gc.return_dict_in_generate:
+            return sequences
+        output_cls = GenerateBeamEncoderDecoderOutput if self.config.is_encoder_decoder else \
+            GenerateBeamDecoderOnlyOutput
+        return record.result(sequences, runner.cache, output_cls=output_cls,
+                             sequences_scores=Tensor(beam_scores) if gc.output_scores else None,
+                             beam_indices=beam_indices)
+
+    def _prompt_lookup_decoding(self, input_ids, runner, logits_processor, stopping_criteria, gc, streamer=None):
+        """Prompt lookup decoding (greedy or sampling): candidate tokens are copied from an earlier occurrence of the
+        last n-gram in the sequence and verified in one forward; the longest agreeing prefix plus the model's own
+        next token are kept, so greedy output equals plain greedy decoding."""
+        if input_ids.shape[0] != 1:
+            raise ValueError("prompt lookup decoding (`prompt_lookup_num_tokens`) supports batch size 1 only")
+        num_tokens = gc.prompt_lookup_num_tokens
+        max_ngram = gc.max_matching_ngram_size or 2
+        record = _Recorder(gc, self.config.is_encoder_decoder)
+        while True:
+            cur_len = input_ids.shape[1]
+            room = gc.max_length - cur_len - 1
+            candidates = _prompt_lookup_candidates(input_ids[0], max_ngram, min(num_tokens, room)) if room > 0 \
+                else np.zeros((0,), np.int64)
+            extended = np.concatenate([input_ids, candidates[None, :]], 1)
+            outputs = runner(extended, logits_to_keep=len(candidates) + 1)
+            logits = outputs.logits[:, -(len(candidates) + 1):, :].astype(ms.float32)
+            chosen, step_scores, step_logits = [], [], []
+            accepted = 0
+            for i in range(len(candidates) + 1):
+                prefix = Tensor(extended[:, :cur_len + i])
+                scores = logits_processor(prefix, logits[:, i, :])
+                step_scores.append(scores)
+                step_logits.append(logits[:, i, :])
+                if gc.do_sample:
+                    token = int(F.multinomial(F.softmax(scores, -1), 1).asnumpy().reshape(-1)[0])
+                else:
+                    token = int(F.argmax(scores, -1).asnumpy()[0])
+                chosen.append(token)
+                if i < len(candidates) and token == candidates[i]:
+                    accepted += 1
+                    continue
+                break
+            runner.rollback(cur_len + accepted)
+            done = False
+            for token, scores, raw in zip(chosen, step_scores, step_logits):
+                input_ids = np.concatenate([input_ids, np.array([[token]], np.int64)], 1)
+                record.step(scores, raw, None)
+                if streamer is not None:
+                    streamer.put(np.array([token]))
+                if as_done_array(stopping_criteria(Tensor(input_ids), record.scores), 1).all():
+                    done = True
+                    break
+            if done:
+                break
+        if streamer is not None:
+            streamer.end()
+        return record.result(Tensor(input_ids), runner.cache)
+
+
+class _Recorder:
+    """Collects what `return_dict_in_generate` asks for and builds the output object."""
+
+    def __init__(self, gc, is_encoder_decoder):
+        self.gc = gc
+        self.is_encoder_decoder = is_encoder_decoder
+        want = gc.return_dict_in_generate
+        self.scores = () if want and gc.output_scores else None
+        self.logits = () if want and gc.output_logits else None
+        self.attentions = () if want and gc.output_attentions else None
+        self.cross_attentions = () if want and gc.output_attentions and is_encoder_decoder else None
+        self.hidden_states = () if want and gc.output_hidden_states else None
+
+    def step(self, scores, logits, outputs):
+        if self.scores is not None:
+            self.scores += (scores,)
+        if self.logits is not None:
+            self.logits += (logits,)
+        if outputs is None:
+            return
+        if self.attentions is not None:
+            self.attentions += (outputs.get("decoder_attentions") if self.is_encoder_decoder
+                                else outputs.get("attentions"),)
+        if self.cross_attentions is not None:
+            self.cross_attentions += (outputs.get("cross_attentions"),)
+        if self.hidden_states is not None:
+            self.hidden_states += (outputs.get("decoder_hidden_states") if self.is_encoder_decoder
+                                   else outputs.get("hidden_states"),)
+
+    def result(self, sequences, cache, output_cls=None, **extra):
+        if not self.gc.return_dict_in_generate:
+            return sequences
+        if output_cls is None:
+            output_cls = GenerateEncoderDecoderOutput if self.is_encoder_decoder else GenerateDecoderOnlyOutput
+        fields = dict(sequences=sequences, scores=self.scores, logits=self.logits, past_key_values=cache, **extra)
+        if self.is_encoder_decoder:
+            fields.update(decoder_attentions=self.attentions, cross_attentions=self.cross_attentions,
+                          decoder_hidden_states=self.hidden_states)
+        else:
+            fields.update(attentions=self.attentions, hidden_states=self.hidden_states)
+        return output_cls(**fields)
+
+
+def _merge(defaults, custom):
+    """Appends user processors/criteria; one of the same type as a default one is an error (HF's rule)."""
+    if not custom:
+        return defaults
+    for item in custom:
+        for default in defaults:
+            if type(item) is type(default):
+                kind = "stopping criteria" if isinstance(defaults, StoppingCriteriaList) else "logits processor"
+                raise ValueError(f"A custom {kind} of type {type(item)} has been passed to `.generate()`, but it "
+                                 f"was also created in `.generate()`, given its parameterization. The custom "
+                                 f"{type(item)} will take precedence. Please check the docstring of {type(item)} to "
+                                 "see related `.generate()` flags.")
+    defaults.extend(custom)
+    return defaults
+
+
+def _wants_compile(gc):
+    if getattr(gc, "disable_compile", False):
+        return False
+    return not (gc.output_attentions or gc.output_hidden_states)
+
+
+def _top_indices(values, k):
+    """Indices of the k largest values per row, ties broken towards the lower index."""
+    return np.argsort(-values, axis=-1, kind="stable")[:, :k]
+
+
+def _input_ids(inputs, model_kwargs, main_input_name, inputs_embeds):
+    """The main input as a (B, L) int64 numpy array (or None)."""
+    if inputs is not None and model_kwargs.get(main_input_name) is not None:
+        raise ValueError(f"`inputs`: {inputs}` were passed alongside {main_input_name} which is not allowed. Make "
+                         f"sure to either pass {inputs} or {main_input_name}=...")
+    if inputs is None:
+        inputs = model_kwargs.pop(main_input_name, None)
+        if main_input_name != "input_ids":
+            inputs = model_kwargs.pop("input_ids", inputs)
+    if inputs is None:
+        return None
+    ids = np.asarray(_as_numpy(inputs) if not isinstance(inputs, list) else inputs)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be (batch, length), got shape {ids.shape}")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
+    if inputs_embeds is not None and ids.shape[1] > 0:
+        raise ValueError("pass either input_ids or inputs_embeds as the prompt of a decoder-only model, not both")
+    return ids.astype(np.int64)
+
+
+def _infer_attention_mask(input_ids, pad, eos):
+    """HF's rule: mask out pad tokens when the pad token appears and differs from every EOS token."""
+    if pad is None or not (input_ids == pad).any() or (eos is not None and pad in eos):
+        return np.ones(input_ids.shape, np.int64)
+    return (input_ids != pad).astype(np.int64)
+
+
+def _repeat(value, times):
+    """Repeats tensors/arrays (and ModelOutputs of them, e.g. encoder_outputs) along the batch axis."""
+    if isinstance(value, (Tensor, ms.Parameter)):
+        return Tensor(np.repeat(value.asnumpy(), times, 0))
+    if isinstance(value, np.ndarray):
+        return np.repeat(value, times, 0)
+    if isinstance(value, ModelOutput):
+        for key in list(value.keys()):
+            if isinstance(value[key], (Tensor, np.ndarray)):
+                value[key] = _repeat(value[key], times)
+        return value
+    return value
+
+
+def _prompt_lookup_candidates(ids, max_ngram, num_tokens):
+    """Up to `num_tokens` ids that followed the first earlier occurrence of the sequence's last n-gram
+    (n from `max_ngram` down to 1), as HF's PromptLookupCandidateGenerator finds them."""
+    length = len(ids)
+    if num_tokens <= 0:
+        return np.zeros((0,), np.int64)
+    for n in range(min(max_ngram, length - 1), 0, -1):
+        tail = ids[-n:]
+        windows = np.lib.stride_tricks.sliding_window_view(ids, n)
+        matches = np.nonzero((windows == tail).all(-1))[0]
+        for start in matches:
+            begin = start + n
+            end = min(begin + num_tokens, length)
+            if begin < end:
+                return np.asarray(ids[begin:end], np.int64)
+    return np.zeros((0,), np.int64)
+
+
+__all__ = ["GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateEncoderDecoderOutput",
+           "GenerateBeamDecoderOnlyOutput", "GenerateBeamEncoderDecoderOutput", "static_cache_length",
+           "compiled_decode_step"]
