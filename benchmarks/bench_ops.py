@@ -4,9 +4,12 @@ For each op, several ways to compute the same thing on MindSpore run at decoder-
 (synchronous dispatch, as the package configures it) and under `mindspore.jit`, next to torch eager with the same
 number of threads. `err` is max|ours - torch| / mean|torch| (fp32; the tests require <= 1e-5).
 
-    python benchmarks/bench_ops.py [--ops rms_norm softmax ...] [--threads 2] [--repeats 7]
+    python benchmarks/bench_ops.py [--ops rms_norm softmax ...] [--threads 2] [--repeats 9] [--clock wall|cpu]
+    taskset -c 0 python benchmarks/bench_ops.py --threads 1 --clock cpu    # on a machine shared with other jobs
 
 Prints a markdown table of median microseconds per call. Variants without a CPU kernel print the error.
+`--clock cpu` counts this process's CPU time instead of wall time: with one pinned thread it is the work done,
+unaffected by other processes taking the core (MindSpore's matmul ignores the thread setting; only `taskset` limits it).
 """
 
 import argparse
@@ -227,12 +230,15 @@ OPS = {
 # ----------------------------------------------------------------------------------------------------------------
 
 
+CLOCK = time.perf_counter
+
+
 def _batch_size(call, target_s=0.01):
     call()
     call()
-    t = time.perf_counter()
+    t = CLOCK()
     call()
-    return max(1, min(2000, int(target_s / max(time.perf_counter() - t, 1e-7))))
+    return max(1, min(2000, int(target_s / max(CLOCK() - t, 1e-7))))
 
 
 def interleaved_median_us(calls, repeats):
@@ -242,10 +248,10 @@ def interleaved_median_us(calls, repeats):
     samples = [[] for _ in calls]
     for _ in range(repeats):
         for call, n, out in zip(calls, sizes, samples):
-            t = time.perf_counter()
+            t = CLOCK()
             for _ in range(n):
                 call()
-            out.append((time.perf_counter() - t) / n)
+            out.append((CLOCK() - t) / n)
     return [statistics.median(s) * 1e6 for s in samples]
 
 
@@ -296,11 +302,14 @@ def main():
     parser.add_argument("--ops", nargs="+", default=list(OPS), choices=list(OPS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     runtime.set_threads(args.threads)
     torch.set_num_threads(args.threads)
     print(f"MindSpore {ms.__version__} ({runtime.device_target()}), torch {torch.__version__}, "
-          f"{args.threads} threads, median of {args.repeats}; times in microseconds per call\n")
+          f"{args.threads} threads, median of {args.repeats}; {args.clock} time in microseconds per call\n")
     print("| op | variant | shape | PyNative | jit | torch eager | err vs torch |")
     print("|---|---|---|---|---|---|---|")
     for op in args.ops:
