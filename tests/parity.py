@@ -138,7 +138,7 @@ def our_gradients(model, inputs, mode="pynative"):
             unique_names[id(p)] = n
 
     def loss_fn(**kw):
-        return model(**kw).loss
+        return model(**kw)["loss"]
 
     grad_fn = ms.value_and_grad(loss_fn, None, params)
     if mode == "graph":

@@ -3,6 +3,7 @@
 import mindspore as ms
 
 from .backend import functional as F
+from .backend import runtime
 
 
 def fixed_cross_entropy(logits, labels, num_items_in_batch=None, ignore_index=-100):
@@ -30,22 +31,25 @@ def masked_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_i
 def sequence_classification_loss(labels, pooled_logits, config):
     """regression (num_labels == 1), single-label (integer labels) or multi-label (float labels), as HF infers."""
     num_labels = config.num_labels
-    if config.problem_type is None:
+    problem_type = config.problem_type
+    if problem_type is None:
         if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (ms.int64, ms.int32):
-            config.problem_type = "single_label_classification"
+            problem_type = "regression"
+        elif labels.dtype == ms.int64 or labels.dtype == ms.int32:
+            problem_type = "single_label_classification"
         else:
-            config.problem_type = "multi_label_classification"
-    if config.problem_type == "regression":
+            problem_type = "multi_label_classification"
+        if not runtime.in_graph():
+            config.problem_type = problem_type  # HF records the inferred type on the config
+    if problem_type == "regression":
         if num_labels == 1:
             return F.mse_loss(pooled_logits.squeeze(), labels.squeeze())
         return F.mse_loss(pooled_logits, labels)
-    if config.problem_type == "single_label_classification":
+    if problem_type == "single_label_classification":
         return fixed_cross_entropy(pooled_logits.reshape(-1, num_labels), labels.reshape(-1))
-    if config.problem_type == "multi_label_classification":
+    if problem_type == "multi_label_classification":
         return F.binary_cross_entropy_with_logits(pooled_logits, labels)
-    raise ValueError(f"Invalid problem_type: {config.problem_type!r}")
+    raise ValueError(f"Invalid problem_type: {problem_type!r}")
 
 
 def token_classification_loss(logits, labels, num_labels):

@@ -11,6 +11,7 @@ from .backend import functional as F
 from .backend.layers import Dropout, Linear
 from .loss_utils import question_answering_loss, sequence_classification_loss, token_classification_loss
 from .modeling_outputs import (
+    model_output,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutputWithPast,
     TokenClassifierOutput,
@@ -50,7 +51,7 @@ class GenericForSequenceClassification:
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.score(outputs.last_hidden_state)
+        logits = self.score(outputs["last_hidden_state"])
         batch_size = input_ids.shape[0] if input_ids is not None else inputs_embeds.shape[0]
         pad_token_id = self.config.pad_token_id
         if pad_token_id is None and batch_size != 1:
@@ -67,9 +68,13 @@ class GenericForSequenceClassification:
         loss = None
         if labels is not None:
             loss = sequence_classification_loss(labels, pooled_logits, self.config)
-        out = SequenceClassifierOutputWithPast(loss=loss, logits=pooled_logits, past_key_values=outputs.past_key_values,
-                                               hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-        return out if return_dict else out.to_tuple()
+        return model_output(SequenceClassifierOutputWithPast, {
+            "loss": loss,
+            "logits": pooled_logits,
+            "past_key_values": outputs.get("past_key_values"),
+            "hidden_states": outputs.get("hidden_states"),
+            "attentions": outputs.get("attentions"),
+        }, return_dict)
 
 
 class GenericForTokenClassification:
@@ -102,13 +107,16 @@ class GenericForTokenClassification:
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.score(self.dropout(outputs.last_hidden_state))
+        logits = self.score(self.dropout(outputs["last_hidden_state"]))
         loss = None
         if labels is not None:
             loss = token_classification_loss(logits, labels, self.num_labels)
-        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                    attentions=outputs.attentions)
-        return out if return_dict else out.to_tuple()
+        return model_output(TokenClassifierOutput, {
+            "loss": loss,
+            "logits": logits,
+            "hidden_states": outputs.get("hidden_states"),
+            "attentions": outputs.get("attentions"),
+        }, return_dict)
 
 
 class GenericForQuestionAnswering:
@@ -133,12 +141,16 @@ class GenericForQuestionAnswering:
             past_key_values=past_key_values, inputs_embeds=inputs_embeds,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.qa_outputs(outputs.last_hidden_state)
+        logits = self.qa_outputs(outputs["last_hidden_state"])
         start_logits = logits[..., 0]
         end_logits = logits[..., 1]
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        out = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits, end_logits=end_logits,
-                                           hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-        return out if return_dict else out.to_tuple()
+        return model_output(QuestionAnsweringModelOutput, {
+            "loss": loss,
+            "start_logits": start_logits,
+            "end_logits": end_logits,
+            "hidden_states": outputs.get("hidden_states"),
+            "attentions": outputs.get("attentions"),
+        }, return_dict)

@@ -3,11 +3,19 @@
 A `ModelOutput` is a dataclass and an ordered dict at once: `out.logits`, `out["logits"]` and `out[0]` all work, and
 fields left as None are skipped by keys/values/indexing and `to_tuple()` (so `out[0]` is the first non-None field,
 as in HF).
+
+Inside a `mindspore.jit` graph a custom class becomes a Python-fallback node that *cuts gradients* (measured: the
+forward is right, parameter gradients are wrong). So models build outputs with `model_output(cls, fields,
+return_dict)`: a `ModelOutput` in PyNative, a plain dict with the same keys inside a graph (and the same tuple
+either way when `return_dict=False`). Code that reads a sub-model's output uses `out["field"]` / `out.get("field")`,
+which work on both.
 """
 
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Tuple
+
+from .backend import runtime
 
 
 class ModelOutput(OrderedDict):
@@ -48,6 +56,16 @@ class ModelOutput(OrderedDict):
 
     def to_tuple(self) -> Tuple[Any, ...]:
         return tuple(self[k] for k in self.keys())
+
+
+def model_output(cls, fields: dict, return_dict=True):
+    """`cls(**fields)` (or its tuple) in PyNative; inside a graph a dict (or tuple) with the same content."""
+    if runtime.in_graph():
+        if return_dict:
+            return fields
+        return tuple(v for v in fields.values() if v is not None)
+    out = cls(**fields)
+    return out if return_dict else out.to_tuple()
 
 
 @dataclass
@@ -203,3 +221,47 @@ class Seq2SeqQuestionAnsweringModelOutput(ModelOutput):
     encoder_last_hidden_state: Any = None
     encoder_hidden_states: Optional[Tuple[Any, ...]] = None
     encoder_attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class NextSentencePredictorOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class MultipleChoiceModelOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class BaseModelOutputWithNoAttention(ModelOutput):
+    last_hidden_state: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class BaseModelOutputWithPoolingAndNoAttention(ModelOutput):
+    last_hidden_state: Any = None
+    pooler_output: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class ImageClassifierOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class ImageClassifierOutputWithNoAttention(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None

@@ -79,8 +79,8 @@ def test_causal_lm_matches_torch_fp32(checkpoints, variant, mode):
     out = parity.run_ours(ours, inputs, mode)
     rows = mask.astype(bool)
     errors = parity.compare_outputs(out, ref, ["logits", "hidden_states"], rows=rows)
-    errors["attentions"] = max(parity.rel_error(a, b) for a, b in zip(out.attentions, ref.attentions))
-    errors["loss"] = parity.rel_error(out.loss, ref.loss)
+    errors["attentions"] = max(parity.rel_error(a, b) for a, b in zip(out["attentions"], ref.attentions))
+    errors["loss"] = parity.rel_error(out["loss"], ref.loss)
     parity.assert_close(errors, parity.FP32_BAR, f"{variant}/{mode}")
 
 

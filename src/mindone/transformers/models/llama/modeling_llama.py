@@ -19,7 +19,7 @@ from ...modeling_layers import (
     GenericForTokenClassification,
     GradientCheckpointingLayer,
 )
-from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, model_output
 from ...modeling_rope_utils import compute_rope_parameters
 from ...modeling_utils import PreTrainedModel, init_parameter
 
@@ -242,13 +242,12 @@ class LlamaModel(LlamaPreTrainedModel):
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
 
-        out = BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-        )
-        return out if return_dict else out.to_tuple()
+        return model_output(BaseModelOutputWithPast, {
+            "last_hidden_state": hidden_states,
+            "past_key_values": past_key_values if use_cache else None,
+            "hidden_states": all_hidden_states,
+            "attentions": all_attentions,
+        }, return_dict)
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
@@ -288,7 +287,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             return_dict=True,
             cache_position=cache_position,
         )
-        hidden_states = outputs.last_hidden_state
+        hidden_states = outputs["last_hidden_state"]
         if logits_to_keep > 0:
             hidden_states = hidden_states[:, -logits_to_keep:, :]
         logits = self.lm_head(hidden_states)
@@ -297,14 +296,13 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = causal_lm_loss(logits, labels, self.config.vocab_size, kwargs.get("num_items_in_batch"))
 
-        out = CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
-        return out if return_dict else out.to_tuple()
+        return model_output(CausalLMOutputWithPast, {
+            "loss": loss,
+            "logits": logits,
+            "past_key_values": outputs.get("past_key_values"),
+            "hidden_states": outputs.get("hidden_states"),
+            "attentions": outputs.get("attentions"),
+        }, return_dict)
 
 
 class LlamaForSequenceClassification(GenericForSequenceClassification, LlamaPreTrainedModel):
