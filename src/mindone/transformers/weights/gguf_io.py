@@ -33,6 +33,15 @@ _STORED_FLOAT = {"F16": "float16", "BF16": "bfloat16", **_PLAIN_TYPES}
 # --- architectures ---------------------------------------------------------------------------------------------------
 
 
+# tokenizer metadata -> config special-token ids (transformers' own GGUF config loader reads the same keys)
+_SPECIAL_TOKEN_IDS = {
+    "bos_token_id": "bos_token_id",
+    "eos_token_id": "eos_token_id",
+    "padding_token_id": "pad_token_id",
+    "unknown_token_id": "unk_token_id",
+}
+
+
 class GGUFArchitecture(NamedTuple):
     """How one llama.cpp architecture maps onto its transformers model."""
 
@@ -256,6 +265,9 @@ class GGUFFile:
                 config[attribute] = self.metadata[prefix + suffix]
         if "vocab_size" not in config and "tokenizer.ggml.tokens" in self.metadata:
             config["vocab_size"] = len(self.metadata["tokenizer.ggml.tokens"])
+        for suffix, attribute in _SPECIAL_TOKEN_IDS.items():
+            if "tokenizer.ggml." + suffix in self.metadata:
+                config[attribute] = int(self.metadata["tokenizer.ggml." + suffix])
         return config
 
     def summary(self) -> dict:
