@@ -154,7 +154,7 @@ class StaticCache(Cache, nn.Cell):
         shape = (batch_size, self.num_kv_heads, self.max_cache_len, self.head_dim)
 
         def storage(kind, i):
-            return Parameter(Tensor(np.zeros(shape, ms.dtype_to_nptype(dtype))),
+            return Parameter(ops.zeros(shape, dtype),
                              name=f"static_cache_{self._uid}.{kind}.{i}", requires_grad=False)
 
         self.key_cache = ms.ParameterTuple([storage("key", i) for i in range(self.num_layers)])

@@ -4,7 +4,8 @@ Where the work happens:
 - The model forward runs on device. With a `StaticCache` (the default for models that support it) the one-token
   decode step is compiled once with `mindspore.jit` and reused for every step and every later call with the same
   (batch, cache bucket); the prompt (prefill) runs in PyNative, so prompts of any length need no compilation.
-- Logits processors and token selection (argmax, multinomial, beam top-k) run on device on (B, V) scores.
+- Logits processors and token selection (argmax, beam top-k) run on device on (B, V) scores; sampling draws with
+  `backend.functional.sample_categorical` (host numpy on CPU, see there why).
 - Token ids, attention masks, position ids, stopping decisions and beam bookkeeping live on the host as numpy:
   they are tiny, and each step needs the new tokens on the host anyway (stopping, streaming).
 """
@@ -19,7 +20,7 @@ from typing import Any, Optional, Tuple
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor
+from mindspore import Tensor, ops
 from transformers import GenerationConfig
 
 from ..backend import functional as F
@@ -560,7 +561,8 @@ class GenerationMixin:
         inputs_embeds = model_kwargs.pop("inputs_embeds", None)
         input_ids = _input_ids(inputs, model_kwargs, self.main_input_name, inputs_embeds)
         kwargs_has_attention_mask = model_kwargs.get("attention_mask") is not None
-        batch_size = input_ids.shape[0] if input_ids is not None else inputs_embeds.shape[0]
+        batch_size = input_ids.shape[0] if input_ids is not None else (
+            inputs_embeds.shape[0] if inputs_embeds is not None else 1)
         self._special_tokens(generation_config, kwargs_has_attention_mask, batch_size, is_encoder_decoder)
         gc = generation_config
         if input_ids is None and inputs_embeds is None:
@@ -718,7 +720,9 @@ class GenerationMixin:
             raise ValueError(f"past_key_values must be a Cache (DynamicCache, StaticCache, EncoderDecoderCache), got "
                              f"{type(cache).__name__}")
         if isinstance(cache, StaticCache):
-            cache.seen_tokens = 0
+            # a reused cache holds the previous call's keys; a fully padded row attends to every slot uniformly,
+            # so stale slots must be zero (as in a fresh cache) for its output not to depend on earlier calls
+            cache.reset()
             if cache.get_max_cache_shape() < gc.max_length:
                 raise ValueError(f"the StaticCache holds {cache.get_max_cache_shape()} positions but generation may "
                                  f"reach max_length={gc.max_length}")
@@ -736,6 +740,7 @@ class GenerationMixin:
         if has_eos_stopping and pad is None:
             raise ValueError("If `eos_token_id` is defined, make sure that `pad_token_id` is defined.")
         record = _Recorder(gc, self.config.is_encoder_decoder)
+        rng = _host_generator() if gc.do_sample else None
         unfinished = np.ones((input_ids.shape[0],), np.bool_)
         while True:
             outputs = runner(input_ids)
@@ -744,7 +749,7 @@ class GenerationMixin:
             scores = logits_processor(ids, logits)
             record.step(scores, logits, outputs)
             if gc.do_sample:
-                next_tokens = F.multinomial(F.softmax(scores, -1), 1).reshape(-1)
+                next_tokens = F.sample_categorical(F.softmax(scores, -1), 1, rng).reshape(-1)
             else:
                 next_tokens = F.argmax(scores, -1)
             next_tokens = next_tokens.asnumpy().astype(np.int64)
@@ -788,6 +793,7 @@ class GenerationMixin:
         running_beam_indices = np.full((batch_size, num_beams, max_length - cur_len), -1, np.int32)
         beam_indices = running_beam_indices.copy()
         record = _Recorder(gc, self.config.is_encoder_decoder)
+        rng = _host_generator() if gc.do_sample else None
 
         while True:
             flat_running = running_sequences[:, :, :cur_len].reshape(batch_size * num_beams, cur_len)
@@ -799,7 +805,7 @@ class GenerationMixin:
             accumulated = (log_probs.reshape(batch_size, num_beams, vocab_size)
                            + Tensor(running_beam_scores)[:, :, None]).reshape(batch_size, -1)
             if gc.do_sample:
-                topk_indices = F.multinomial(F.softmax(accumulated, -1), beams_to_keep)
+                topk_indices = F.sample_categorical(F.softmax(accumulated, -1), beams_to_keep, rng)
                 topk_log_probs = accumulated.gather_elements(1, topk_indices)
             else:
                 topk_log_probs, topk_indices = F.topk(accumulated, beams_to_keep)
@@ -878,6 +884,7 @@ class GenerationMixin:
             raise ValueError("prompt lookup decoding (`prompt_lookup_num_tokens`) supports batch size 1 only")
         num_tokens = gc.prompt_lookup_num_tokens
         max_ngram = gc.max_matching_ngram_size or 2
+        rng = _host_generator() if gc.do_sample else None
         record = _Recorder(gc, self.config.is_encoder_decoder)
         while True:
             cur_len = input_ids.shape[1]
@@ -895,7 +902,7 @@ class GenerationMixin:
                 step_scores.append(scores)
                 step_logits.append(logits[:, i, :])
                 if gc.do_sample:
-                    token = int(F.multinomial(F.softmax(scores, -1), 1).asnumpy().reshape(-1)[0])
+                    token = int(F.sample_categorical(F.softmax(scores, -1), 1, rng).asnumpy().reshape(-1)[0])
                 else:
                     token = int(F.argmax(scores, -1).asnumpy()[0])
                 chosen.append(token)
@@ -964,19 +971,27 @@ class _Recorder:
 
 
 def _merge(defaults, custom):
-    """Appends user processors/criteria; one of the same type as a default one is an error (HF's rule)."""
+    """User processors/criteria: one of the same type as a default one takes its place (with a warning, as HF 5),
+    the others are appended."""
     if not custom:
         return defaults
-    for item in custom:
-        for default in defaults:
-            if type(item) is type(default):
-                kind = "stopping criteria" if isinstance(defaults, StoppingCriteriaList) else "logits processor"
-                raise ValueError(f"A custom {kind} of type {type(item)} has been passed to `.generate()`, but it "
-                                 f"was also created in `.generate()`, given its parameterization. The custom "
-                                 f"{type(item)} will take precedence. Please check the docstring of {type(item)} to "
-                                 "see related `.generate()` flags.")
-    defaults.extend(custom)
-    return defaults
+    merged = type(defaults)()
+    for default in defaults:
+        replacement = next((c for c in custom if type(c) is type(default)), None)
+        if replacement is not None:
+            kind = "stopping criteria" if isinstance(defaults, StoppingCriteriaList) else "logits processor"
+            logger.warning("A custom %s of type %s has been passed to `.generate()`, but it was also created in "
+                           "`.generate()`, given its parameterization. The custom %s will take precedence.", kind,
+                           type(replacement), type(replacement))
+        merged.append(replacement if replacement is not None else default)
+    merged.extend(c for c in custom if not any(c is m for m in merged))
+    return merged
+
+
+def _host_generator():
+    """The numpy generator host-side sampling uses, seeded from MindSpore's RNG so `mindspore.set_seed(s)` before
+    `generate` makes sampling reproducible."""
+    return np.random.default_rng(int(ops.randint(0, 2 ** 31 - 1, (1,)).asnumpy()[0]))
 
 
 def _wants_compile(gc):
