@@ -436,7 +436,7 @@ SPECIAL_TESTS = {"finfo_min": "test_finfo_min_matches_torch", "get_activation": 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
 BF16_MISSING_CPU_KERNEL = {
     "linear": "MatMul", "linear-no_bias": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
-    "embedding-padding_idx": "Gather", "gelu": "Sqrt",
+    "embedding-padding_idx": "Gather", "gelu": "Erf",
     "gelu_tanh": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "log_softmax": "LogSoftmax",
     "dropout-train": "Dropout", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
@@ -663,11 +663,28 @@ def test_multinomial_without_replacement_draws_each_allowed_index_once():
     np.testing.assert_array_equal(np.sort(samples, -1), [[1, 3], [0, 2]])
 
 
-def test_multinomial_frequencies_follow_probs():
-    probs = np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)
-    samples = F.multinomial(ms.Tensor(probs), 4000, True).asnumpy()
-    freq = np.bincount(samples[0], minlength=4) / samples.size
-    np.testing.assert_allclose(freq, probs[0], atol=0.03)
+def _multinomial_3(probs):
+    return F.multinomial(probs, 3)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "jit"])
+def test_multinomial_never_draws_zero_probability_categories(mode):
+    # MindSpore's CPU Multinomial kernel without replacement returned a zero-probability index in ~0.5% of draws
+    probs = np.zeros((2000, 4096), np.float32)
+    probs[:, :10] = 0.1
+    sample = _multinomial_3 if mode == "pynative" else ms.jit(_multinomial_3)
+    drawn = np.concatenate([sample(ms.Tensor(probs)).asnumpy() for _ in range(3)])
+    assert drawn.dtype == np.int64 and drawn.shape == (6000, 3)
+    assert (drawn < 10).all(), f"{(drawn >= 10).sum()} of {drawn.size} draws have probability 0"
+    assert all(len(set(row)) == 3 for row in drawn), "a row drew the same index twice without replacement"
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_multinomial_frequencies_follow_probs(replacement):
+    """With replacement every draw follows probs; without, the first draw of each row does."""
+    probs = np.tile(np.array([[0.1, 0.2, 0.3, 0.4]], np.float32), (4000, 1))
+    first = F.multinomial(ms.Tensor(probs), 2, replacement).asnumpy()[:, 0]
+    np.testing.assert_allclose(np.bincount(first, minlength=4) / first.size, probs[0], atol=0.03)
 
 
 # ----------------------------------------------------------------------------------------------------------------

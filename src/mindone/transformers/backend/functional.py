@@ -305,8 +305,18 @@ def cumsum(x, axis, dtype=None):
 
 
 def multinomial(probs, num_samples=1, replacement=False):
-    """Samples int64 indices from each row of `probs` (B, V); `mint.multinomial` has no CPU kernel."""
-    return ops.multinomial(probs.astype(ms.float32), num_samples, replacement).astype(ms.int64)
+    """Samples int64 indices from each row of `probs` (B, V) like torch.multinomial; `mint.multinomial` has no CPU
+    kernel.
+
+    MindSpore 2.10's CPU Multinomial *without* replacement returns zero-probability categories (~0.5% of draws,
+    measured), so only its with-replacement mode is used: one draw is the same either way, and several draws without
+    replacement are the top-k of log(p) + Gumbel noise (the Gumbel-top-k trick), which never picks p = 0.
+    """
+    p = probs.astype(ms.float32)
+    if replacement or num_samples == 1:
+        return ops.multinomial(p, num_samples, True).astype(ms.int64)
+    u = ops.clamp(ops.rand(p.shape, dtype=ms.float32), 1e-20, 1.0 - 1e-7)
+    return topk(ops.log(p) - ops.log(-ops.log(u)), num_samples)[1]
 
 
 def where(cond, x, y):
