@@ -331,6 +331,12 @@ LOG_SOFTMAX_GRAD_TOL = {"fp32": 3e-5}
 # Sharp softmaxes amplify fp16 rounding: torch's own fp16 gradients are 0.6-1.1e-2 from its fp32 ones on these inputs.
 SHARP_FP16_GRAD_TOL = {"fp16": 2e-2}
 
+# 128-wide rows: max|diff| sits on probabilities near 1 while mean|p| = 1/128, which magnifies the metric. fp32:
+# MindSpore's Exp kernel has 4e-6 relative error (7e-6 per probability; torch's own fp32 softmax is 9e-6 from fp64 on
+# this metric). fp16: rounding the output alone gives 2.4e-4 / (1/128) = 3.1e-2. Gradients p * (ct - sum(p * ct))
+# carry the same scale.
+WIDE_SOFTMAX_TOL = {"fp32": 6e-5, "fp16": 4e-2}
+
 CASES = [
     Case("linear", "", linear_fn, TF.linear, lambda r, d: [randn(r, 2, 3, 8), randn(r, 5, 8), randn(r, 5)], (0, 1, 2)),
     Case("linear", "no_bias", linear_nobias_fn, TF.linear, lambda r, d: [randn(r, 4, 8), randn(r, 5, 8)], (0, 1)),
@@ -359,6 +365,8 @@ CASES = [
     Case("sigmoid", "", sigmoid_fn, torch.sigmoid, lambda r, d: [randn(r, 4, 33) * 2], (0,)),
     Case("softmax", "", softmax_fn, lambda x: torch.softmax(x, -1), lambda r, d: [randn(r, 2, 3, 7) * 3], (0,)),
     Case("softmax", "axis1", softmax_axis1_fn, lambda x: torch.softmax(x, 1), lambda r, d: [randn(r, 2, 3, 7)], (0,)),
+    Case("softmax", "wide", softmax_fn, lambda x: torch.softmax(x, -1), lambda r, d: [randn(r, 4, 128) * 3], (0,),
+         tol=WIDE_SOFTMAX_TOL, grad_tol=WIDE_SOFTMAX_TOL),
     Case("softmax", "in_fp32", softmax_fp32_fn, lambda x: torch.softmax(x, -1), lambda r, d: [randn(r, 3, 9) * 4],
          (0,), out_dtype="fp32"),
     Case("log_softmax", "", log_softmax_fn, lambda x: TF.log_softmax(x, -1), lambda r, d: [randn(r, 2, 3, 7) * 3],
@@ -438,7 +446,7 @@ BF16_MISSING_CPU_KERNEL = {
     "linear": "MatMul", "linear-no_bias": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
     "embedding-padding_idx": "Gather", "gelu": "Erf",
     "gelu_tanh": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
-    "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "log_softmax": "LogSoftmax",
+    "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax", "log_softmax": "LogSoftmax",
     "dropout-train": "Dropout", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
