@@ -4,7 +4,7 @@ For each op, several ways to compute the same thing on MindSpore run at decoder-
 (synchronous dispatch, as the package configures it) and under `mindspore.jit`, next to torch eager with the same
 number of threads. `err` is max|ours - torch| / mean|torch| (fp32; the tests require <= 1e-5).
 
-    python benchmarks/bench_ops.py [--ops rms_norm softmax ...] [--threads 2] [--repeats 9] [--clock wall|cpu]
+    python benchmarks/bench_ops.py [--ops rms_norm softmax ...] [--threads 2] [--repeats 9] [--clock wall|cpu] [--stat median|min]
     taskset -c 0 python benchmarks/bench_ops.py --threads 1 --clock cpu    # on a machine shared with other jobs
 
 Prints a markdown table of median microseconds per call. Variants without a CPU kernel print the error.
@@ -113,6 +113,10 @@ def softmax_manual(x):
     return e / e.sum(-1, keepdims=True)
 
 
+def softmax_fp32_inside(x):
+    return F.softmax(x, -1, ms.float32).astype(x.dtype)
+
+
 def torch_softmax(x):
     return torch.softmax(x, -1)
 
@@ -211,6 +215,8 @@ OPS = {
     "softmax": (SOFTMAX_SHAPES, lambda r, s: [r.standard_normal(s) * 3], torch_softmax, [
         ("F.softmax = ops.softmax (current)", softmax_functional), ("mint softmax", softmax_mint),
         ("exp(x-max)/sum", softmax_manual)]),
+    "softmax_fp16": (SOFTMAX_SHAPES, lambda r, s: [r.standard_normal(s) * 3], torch_softmax, [
+        ("F.softmax = ops.softmax fp16 (current)", softmax_functional), ("fp32 softmax, cast back", softmax_fp32_inside)]),
     "gelu": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], TF.gelu, [
         ("F.gelu = ops.gelu erf (current)", gelu_functional), ("0.5x(1+erf(x/sqrt2))", gelu_erf_manual),
         ("mint gelu", gelu_mint)]),
@@ -224,6 +230,8 @@ OPS = {
         ("F.attention (current)", attention_functional), ("mint.bmm + mint softmax", attention_bmm),
         ("pre-scaled q, ops.softmax", attention_prescaled_q)]),
 }
+
+INPUT_DTYPE = {"softmax_fp16": np.float16}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Timing
@@ -241,8 +249,11 @@ def _batch_size(call, target_s=0.01):
     return max(1, min(2000, int(target_s / max(CLOCK() - t, 1e-7))))
 
 
-def interleaved_median_us(calls, repeats):
-    """Median per call of `repeats` rounds; every round times each call once (a batch sized to ~10 ms), so load from
+STAT = statistics.median
+
+
+def interleaved_us(calls, repeats):
+    """Median (or min, `--stat`) per call of `repeats` rounds; every round times each call once (a batch sized to ~10 ms), so load from
     other processes on a shared machine spreads over all variants instead of skewing one."""
     sizes = [_batch_size(call) for call in calls]
     samples = [[] for _ in calls]
@@ -252,7 +263,7 @@ def interleaved_median_us(calls, repeats):
             for _ in range(n):
                 call()
             out.append((CLOCK() - t) / n)
-    return [statistics.median(s) * 1e6 for s in samples]
+    return [STAT(s) * 1e6 for s in samples]
 
 
 def _error(ours, ref):
@@ -269,9 +280,10 @@ def bench(op, repeats):
     shapes, make_inputs, torch_fn, variants = OPS[op]
     rows = []
     for shape in shapes:
-        arrays = [a.astype(np.float32) for a in make_inputs(np.random.default_rng(0), shape)]
+        # torch runs in fp32 on the same (rounded) numbers
+        arrays = [a.astype(INPUT_DTYPE.get(op, np.float32)) for a in make_inputs(np.random.default_rng(0), shape)]
         ms_in = [ms.Tensor(a) for a in arrays]
-        torch_in = [torch.from_numpy(a) for a in arrays]
+        torch_in = [torch.from_numpy(a.astype(np.float32)) for a in arrays]
 
         def torch_call():
             with torch.no_grad():
@@ -288,7 +300,7 @@ def bench(op, repeats):
             jitted = ms.jit(fn)
             calls += [lambda fn=fn: fn(*ms_in), lambda jitted=jitted: jitted(*ms_in)]
             runnable.append((name, err))
-        times = interleaved_median_us(calls, repeats)
+        times = interleaved_us(calls, repeats)
         torch_us = f"{times[0]:.0f}"
         for i, (name, err) in enumerate(runnable):
             pynative_us, jit_us = times[1 + 2 * i], times[2 + 2 * i]
@@ -303,13 +315,16 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="min estimates the uncontended speed when other jobs share the machine")
     args = parser.parse_args()
-    global CLOCK
+    global CLOCK, STAT
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
+    STAT = statistics.median if args.stat == "median" else min
     runtime.set_threads(args.threads)
     torch.set_num_threads(args.threads)
     print(f"MindSpore {ms.__version__} ({runtime.device_target()}), torch {torch.__version__}, "
-          f"{args.threads} threads, median of {args.repeats}; {args.clock} time in microseconds per call\n")
+          f"{args.threads} threads, {args.stat} of {args.repeats}; {args.clock} time in microseconds per call\n")
     print("| op | variant | shape | PyNative | jit | torch eager | err vs torch |")
     print("|---|---|---|---|---|---|---|")
     for op in args.ops:
