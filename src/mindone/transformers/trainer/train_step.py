@@ -1,0 +1,161 @@
+"""The compiled training step: gradients, accumulation, data-parallel averaging, loss scaling, clipping, update.
+
+One optimizer step is `grad_step` once per micro-batch, then `prepare` and (unless fp16 overflowed) `update`:
+
+    grad_step(micro-batch)  value_and_grad of compute_loss(...) * loss_factor * loss_scale; gradients are written
+                            (first micro-batch) or added (later ones) into float32 buffers owned by this object
+    prepare()               mean over data-parallel ranks (AllReduce), divide by the loss scale, global L2 norm,
+                            clip to max_grad_norm (HF's coefficient max_norm / (norm + 1e-6)); returns the pre-clip norm
+    update()                optimizer on the buffers (called from Python, see `update`); with fp16, copies the
+                            float32 master weights into the float16 model
+
+`grad_step`, `prepare` and the master copy are compiled with `mindspore.jit` when `use_jit`; if compiling fails the step falls back to PyNative
+(same functions, run op by op) and logs a warning once.
+
+fp16 keeps float32 master weights in the optimizer and a float16 model for the forward and backward; a dynamic loss
+scale (torch GradScaler's defaults: 2**16, x2 every 2000 good steps, x0.5 and skip the step on inf/nan) keeps small
+gradients representable.
+"""
+
+import logging
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, ops
+
+logger = logging.getLogger(__name__)
+
+
+class DynamicLossScaler:
+    """torch.amp.GradScaler's dynamic schedule, on the host."""
+
+    def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        self.scale = float(init_scale)
+        self.growth_factor = growth_factor
+        self.backoff_factor = backoff_factor
+        self.growth_interval = growth_interval
+        self.growth_tracker = 0
+
+    def update(self, finite: bool):
+        if not finite:
+            self.scale *= self.backoff_factor
+            self.growth_tracker = 0
+        else:
+            self.growth_tracker += 1
+            if self.growth_tracker == self.growth_interval:
+                self.scale *= self.growth_factor
+                self.growth_tracker = 0
+
+    def state_dict(self):
+        return {"scale": self.scale, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
+                "growth_interval": self.growth_interval, "_growth_tracker": self.growth_tracker}
+
+    def load_state_dict(self, state):
+        self.scale = float(state["scale"])
+        self.growth_tracker = int(state["_growth_tracker"])
+
+
+class TrainStep:
+    """Owns gradient buffers and the compiled functions for one (model, optimizer) pair.
+
+    Args:
+        loss_fn: `loss_fn(inputs: dict, num_items_in_batch) -> scalar loss`, traced inside the compiled function.
+        model_params: trainable parameters of the model, in the optimizer's order (float16 copies when fp16).
+        optimizer: a MindSpore optimizer over `model_params` (fp32) or over the float32 masters (fp16).
+        master_params: float32 masters when fp16, else None.
+    """
+
+    def __init__(self, loss_fn, model_params, optimizer, max_grad_norm, master_params=None, world_size=1,
+                 use_jit=True):
+        self.loss_fn = loss_fn
+        self.model_params = list(model_params)
+        self.optimizer = optimizer
+        self.master_params = list(master_params) if master_params is not None else None
+        self.max_grad_norm = float(max_grad_norm or 0.0)
+        self.world_size = world_size
+        self.use_jit = use_jit
+        self.buffers = ms.ParameterTuple(tuple(
+            Parameter(np.zeros(p.shape, np.float32), name=f"grad_buffer.{i}", requires_grad=False)
+            for i, p in enumerate(self.model_params)))
+        self._allreduce = ops.AllReduce() if world_size > 1 else None
+        self._compiled = {}
+        self._failed = set()
+        self._fns = self._build()
+
+    def _build(self):
+        """The traced functions, as closures over the parameters (how mindspore.jit sees Parameters as state)."""
+        loss_fn, buffers, optimizer = self.loss_fn, self.buffers, self.optimizer
+        model_params, master_params = self.model_params, self.master_params
+        allreduce, world_size, max_norm = self._allreduce, self.world_size, self.max_grad_norm
+
+        def forward(loss_factor, loss_scale, num_items, **inputs):
+            loss = loss_fn(inputs, num_items).astype(ms.float32) * loss_factor
+            return loss * loss_scale, loss
+
+        grad_fn = ms.value_and_grad(forward, None, model_params, has_aux=True)
+
+        def grad_step(loss_factor, loss_scale, num_items, first, **inputs):
+            (_, loss), grads = grad_fn(loss_factor, loss_scale, num_items, **inputs)
+            for buf, grad in zip(buffers, grads):
+                if first:
+                    ops.assign(buf, grad.astype(ms.float32))
+                else:
+                    ops.assign_add(buf, grad.astype(ms.float32))
+            return loss
+
+        def prepare(inv_scale):
+            grads = [buf * inv_scale for buf in buffers]
+            if allreduce is not None:
+                grads = [allreduce(g) / world_size for g in grads]
+            norm = ops.sqrt(ops.addn([(g * g).sum() for g in grads]))
+            if max_norm > 0:
+                coef = ops.minimum(max_norm / (norm + 1e-6), Tensor(1.0, ms.float32))
+                grads = [g * coef for g in grads]
+            for buf, grad in zip(buffers, grads):
+                ops.assign(buf, grad)
+            return norm
+
+        def copy_masters():
+            for model_p, master_p in zip(model_params, master_params):
+                ops.assign(model_p, master_p.astype(model_p.dtype))
+            return Tensor(0, ms.int32)
+
+        return {"grad": grad_step, "prepare": prepare, "copy_masters": copy_masters}
+
+    # -- dispatch -------------------------------------------------------------------------------------------------
+
+    def _call(self, name, *args, **kwargs):
+        fn = self._fns[name]
+        if not self.use_jit or name in self._failed:
+            return fn(*args, **kwargs)
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            compiled = self._compiled[name] = ms.jit(fn)
+        try:
+            return compiled(*args, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as e:
+            if "compile" not in str(e).lower() and "graph" not in str(e).lower() and "not support" not in str(e):
+                raise
+            logger.warning("The %s step does not compile with mindspore.jit, running it in PyNative instead "
+                           "(slower). Reason: %s", name, str(e).strip().splitlines()[0][:300])
+            self._failed.add(name)
+            return fn(*args, **kwargs)
+
+    def grad_step(self, inputs, loss_factor, loss_scale=1.0, num_items_in_batch=None, first=True):
+        """Adds this micro-batch's gradients to the buffers; returns its (GA-normalised) loss as a Tensor."""
+        factor = Tensor(float(loss_factor), ms.float32)
+        scale = Tensor(float(loss_scale), ms.float32)
+        num_items = None if num_items_in_batch is None else Tensor(float(num_items_in_batch), ms.float32)
+        return self._call("grad", factor, scale, num_items, bool(first), **inputs)
+
+    def prepare(self, loss_scale=1.0):
+        """Averages, unscales and clips the buffered gradients; returns the pre-clip global norm (float)."""
+        norm = self._call("prepare", Tensor(1.0 / float(loss_scale), ms.float32))
+        return float(norm.asnumpy())
+
+    def update(self):
+        # The optimizer runs from Python: the schedule hands it the lr as a float per group, which a traced graph
+        # would freeze as a constant. Its per-group update is jitted anyway.
+        self.optimizer(tuple(self.buffers))
+        if self.master_params is not None:
+            self._call("copy_masters")
