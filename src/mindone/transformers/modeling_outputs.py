@@ -265,3 +265,33 @@ class ImageClassifierOutputWithNoAttention(ModelOutput):
     loss: Any = None
     logits: Any = None
     hidden_states: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class CLIPVisionModelOutput(ModelOutput):
+    image_embeds: Any = None
+    last_hidden_state: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class CLIPTextModelOutput(ModelOutput):
+    text_embeds: Any = None
+    last_hidden_state: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class CLIPOutput(ModelOutput):
+    loss: Any = None
+    logits_per_image: Any = None
+    logits_per_text: Any = None
+    text_embeds: Any = None
+    image_embeds: Any = None
+    text_model_output: Any = None
+    vision_model_output: Any = None
+
+    def to_tuple(self) -> Tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
