@@ -13,16 +13,24 @@ _LAZY = {
     "PreTrainedModel": "modeling_utils",
     "DynamicCache": "cache_utils",
     "Cache": "cache_utils",
+    "Trainer": "trainer",
+    "TrainingArguments": "trainer",
+    "TrainerCallback": "trainer",
+    "TrainerState": "trainer",
+    "TrainerControl": "trainer",
+    "DefaultFlowCallback": "trainer",
+    "ProgressCallback": "trainer",
+    "PrinterCallback": "trainer",
+    "EarlyStoppingCallback": "trainer",
+    "EvalPrediction": "trainer",
+    "get_scheduler": "trainer",
+    "set_seed": "trainer",
 }
 
 # model family -> its public classes; a family's module is models/<family>/modeling_<family>.py
 _MODEL_FAMILIES = {
     "llama": ["LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification",
               "LlamaForQuestionAnswering", "LlamaPreTrainedModel"],
-    "t5": ["T5Model", "T5EncoderModel", "T5ForConditionalGeneration", "T5ForSequenceClassification",
-           "T5ForTokenClassification", "T5ForQuestionAnswering", "T5PreTrainedModel"],
-    "clip": ["CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",
-             "CLIPVisionModelWithProjection", "CLIPPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
