@@ -31,6 +31,10 @@ _LAZY = {
 _MODEL_FAMILIES = {
     "llama": ["LlamaModel", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaForTokenClassification",
               "LlamaForQuestionAnswering", "LlamaPreTrainedModel"],
+    "t5": ["T5Model", "T5EncoderModel", "T5ForConditionalGeneration", "T5ForSequenceClassification",
+           "T5ForTokenClassification", "T5ForQuestionAnswering", "T5PreTrainedModel"],
+    "clip": ["CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",
+             "CLIPVisionModelWithProjection", "CLIPPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
