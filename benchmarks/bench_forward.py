@@ -2,7 +2,8 @@
 
 Every measurement runs in its own subprocess (so peak RSS is per implementation), pinned with `taskset` to as many
 cores as threads (MindSpore's matmul ignores its thread setting; only CPU affinity limits it). The checkpoint is the
-embedded GGUF converted once to a safetensors dir, so both libraries load the same files.
+embedded GGUF converted once to a safetensors dir, so both libraries load the same files. Our workers run with torch
+hidden (the library does not need it; `transformers` would otherwise import it and add ~350 MB to our RSS).
 
     python benchmarks/bench_forward.py [--seq 128 512] [--threads 1 2] [--runs 7]
 
@@ -21,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from common import smollm2_hf_dir  # noqa: E402
+from common import hide_torch, smollm2_hf_dir  # noqa: E402
 
 
 def peak_rss_mb():
@@ -47,6 +48,7 @@ def worker(impl, seq, threads, runs, model_dir):
             with torch.no_grad():
                 model(x, use_cache=False).logits.numpy()
     else:
+        hide_torch()
         import mindspore as ms
 
         from mindone.transformers import LlamaForCausalLM
@@ -60,7 +62,7 @@ def worker(impl, seq, threads, runs, model_dir):
         if impl == "ours-graph":
             @ms.jit
             def forward(input_ids):
-                return model(input_ids, use_cache=False).logits
+                return model(input_ids, use_cache=False)["logits"]
 
             t = time.perf_counter()
             forward(x).asnumpy()

@@ -23,3 +23,24 @@ def smollm2_hf_dir() -> str:
         model = LlamaForCausalLM.from_pretrained(smollm2_gguf_dir(), gguf_file=GGUF_NAME, dtype="float32")
         model.save_pretrained(target)
     return target
+
+
+def hide_torch():
+    """Make this process behave as if torch were not installed (it is only our test/benchmark reference).
+
+    With torch installed, `transformers` imports it even for a config (~350 MB RSS), which a user of this library
+    without torch does not pay; ours-side benchmark workers call this before importing anything.
+    """
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    class _NoTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "torch":
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden by the benchmark)")
+            return None
+
+    sys.meta_path.insert(0, _NoTorch())
+    find_spec = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "torch" else find_spec(name, *a)
