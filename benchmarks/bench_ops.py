@@ -4,7 +4,8 @@ For each op, several ways to compute the same thing on MindSpore run at decoder-
 (synchronous dispatch, as the package configures it) and under `mindspore.jit`, next to torch eager with the same
 number of threads. `err` is max|ours - torch| / mean|torch| (fp32; the tests require <= 1e-5).
 
-    python benchmarks/bench_ops.py [--ops rms_norm softmax ...] [--threads 2] [--repeats 9] [--clock wall|cpu] [--stat median|min]
+    python benchmarks/bench_ops.py [--ops rms_norm softmax ...] [--threads 2] [--repeats 9]
+                                   [--clock wall|cpu] [--stat median|min] [--batch-ms 10]
     taskset -c 0 python benchmarks/bench_ops.py --threads 1 --clock cpu    # on a machine shared with other jobs
 
 Prints a markdown table of median microseconds per call. Variants without a CPU kernel print the error.
@@ -113,8 +114,8 @@ def softmax_manual(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def softmax_fp32_inside(x):
-    return F.softmax(x, -1, ms.float32).astype(x.dtype)
+def softmax_fp16_kernel(x):
+    return ops.softmax(x, -1)
 
 
 def torch_softmax(x):
@@ -216,7 +217,8 @@ OPS = {
         ("F.softmax = ops.softmax (current)", softmax_functional), ("mint softmax", softmax_mint),
         ("exp(x-max)/sum", softmax_manual)]),
     "softmax_fp16": (SOFTMAX_SHAPES, lambda r, s: [r.standard_normal(s) * 3], torch_softmax, [
-        ("F.softmax = ops.softmax fp16 (current)", softmax_functional), ("fp32 softmax, cast back", softmax_fp32_inside)]),
+        ("ops.softmax fp16 kernel", softmax_fp16_kernel), ("F.softmax = fp32 kernel, cast back (current)",
+                                                             softmax_functional)]),
     "gelu": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], TF.gelu, [
         ("F.gelu = ops.gelu erf (current)", gelu_functional), ("0.5x(1+erf(x/sqrt2))", gelu_erf_manual),
         ("mint gelu", gelu_mint)]),
@@ -239,22 +241,21 @@ INPUT_DTYPE = {"softmax_fp16": np.float16}
 
 
 CLOCK = time.perf_counter
+STAT = statistics.median
+BATCH_S = 0.01
 
 
-def _batch_size(call, target_s=0.01):
+def _batch_size(call):
     call()
     call()
     t = CLOCK()
     call()
-    return max(1, min(2000, int(target_s / max(CLOCK() - t, 1e-7))))
-
-
-STAT = statistics.median
+    return max(1, min(2000, int(BATCH_S / max(CLOCK() - t, 1e-7))))
 
 
 def interleaved_us(calls, repeats):
-    """Median (or min, `--stat`) per call of `repeats` rounds; every round times each call once (a batch sized to ~10 ms), so load from
-    other processes on a shared machine spreads over all variants instead of skewing one."""
+    """Median (or min, `--stat`) per call of `repeats` rounds. Every round times each call once (a batch lasting
+    about `--batch-ms`), so load from other processes on a shared machine spreads over all variants."""
     sizes = [_batch_size(call) for call in calls]
     samples = [[] for _ in calls]
     for _ in range(repeats):
@@ -315,10 +316,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--batch-ms", type=float, default=10.0,
+                        help="time per sample; short batches with --stat min catch the moments a busy machine is idle")
     parser.add_argument("--stat", choices=["median", "min"], default="median",
                         help="min estimates the uncontended speed when other jobs share the machine")
     args = parser.parse_args()
-    global CLOCK, STAT
+    global CLOCK, STAT, BATCH_S
+    BATCH_S = args.batch_ms / 1000
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     STAT = statistics.median if args.stat == "median" else min
     runtime.set_threads(args.threads)

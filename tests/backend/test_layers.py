@@ -32,8 +32,8 @@ LAYERS = {
                       lambda r: r.standard_normal((2, 4, 9))),
     "conv2d": (lambda: L.Conv2d(3, 5, 3, padding=1), lambda: torch.nn.Conv2d(3, 5, 3, padding=1),
                lambda r: r.standard_normal((2, 3, 6, 6))),
-    "conv2d_patches": (lambda: L.Conv2d(3, 8, (4, 2), stride=(4, 2)), lambda: torch.nn.Conv2d(3, 8, (4, 2), stride=(4, 2)),
-                       lambda r: r.standard_normal((1, 3, 8, 6))),
+    "conv2d_patches": (lambda: L.Conv2d(3, 8, (4, 2), stride=(4, 2)),
+                       lambda: torch.nn.Conv2d(3, 8, (4, 2), stride=(4, 2)), lambda r: r.standard_normal((1, 3, 8, 6))),
 }
 
 DTYPES = {"fp32": (ms.float32, torch.float32, 1e-5), "fp16": (ms.float16, torch.float16, 5e-3)}
