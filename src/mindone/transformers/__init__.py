@@ -25,6 +25,17 @@ _LAZY = {
     "EvalPrediction": "trainer",
     "get_scheduler": "trainer",
     "set_seed": "trainer",
+    "AutoModel": "models.auto.modeling_auto",
+    "AutoModelForCausalLM": "models.auto.modeling_auto",
+    "AutoModelForSeq2SeqLM": "models.auto.modeling_auto",
+    "AutoModelForMaskedLM": "models.auto.modeling_auto",
+    "AutoModelForSequenceClassification": "models.auto.modeling_auto",
+    "AutoModelForTokenClassification": "models.auto.modeling_auto",
+    "AutoModelForQuestionAnswering": "models.auto.modeling_auto",
+    "AutoModelForImageClassification": "models.auto.modeling_auto",
+    "AutoModelForZeroShotImageClassification": "models.auto.modeling_auto",
+    "AutoModelForSpeechSeq2Seq": "models.auto.modeling_auto",
+    "AutoModelForTextEncoding": "models.auto.modeling_auto",
 }
 
 # model family -> its public classes; a family's module is models/<family>/modeling_<family>.py
@@ -35,6 +46,9 @@ _MODEL_FAMILIES = {
            "T5ForTokenClassification", "T5ForQuestionAnswering", "T5PreTrainedModel"],
     "clip": ["CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",
              "CLIPVisionModelWithProjection", "CLIPPreTrainedModel"],
+    "bert": ["BertModel", "BertForPreTraining", "BertLMHeadModel", "BertForMaskedLM", "BertForNextSentencePrediction",
+             "BertForSequenceClassification", "BertForMultipleChoice", "BertForTokenClassification",
+             "BertForQuestionAnswering", "BertPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

@@ -1,0 +1,1 @@
+from .modeling_bert import *  # noqa: F401,F403
