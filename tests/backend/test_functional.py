@@ -25,7 +25,9 @@ from transformers import activations as hf_activations
 from mindone.transformers.backend import functional as F
 from mindone.transformers.backend import runtime
 
-DTYPES = {"fp32": (ms.float32, torch.float32), "fp16": (ms.float16, torch.float16), "bf16": (ms.bfloat16, torch.bfloat16)}
+DTYPES = {
+    "fp32": (ms.float32, torch.float32), "fp16": (ms.float16, torch.float16), "bf16": (ms.bfloat16, torch.bfloat16),
+}
 TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3, "bf16": 3e-2}
 # bf16 compute has almost no CPU kernels, so it is only swept forward in PyNative (for the status table in docs)
 DTYPE_MODES = [("fp32", "pynative"), ("fp32", "jit"), ("fp16", "pynative"), ("fp16", "jit"), ("bf16", "pynative")]
@@ -446,7 +448,8 @@ BF16_MISSING_CPU_KERNEL = {
     "linear": "MatMul", "linear-no_bias": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
     "embedding-padding_idx": "Gather", "gelu": "Sqrt",
     "gelu_tanh": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
-    "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax", "log_softmax": "LogSoftmax",
+    "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
+    "log_softmax": "LogSoftmax",
     "dropout-train": "Dropout", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
