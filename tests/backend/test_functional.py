@@ -298,6 +298,14 @@ def conv2d_strided_fn(x, w, b):
     return F.conv2d(x, w, b, (2, 1), (0, 1), 1, 2)
 
 
+def interpolate_fn(x):
+    return F.interpolate(x, (7, 3))
+
+
+def interpolate_corners_fn(x):
+    return F.interpolate(x, (9, 10), "bicubic", True)
+
+
 def _ln_ref(x, w, b, eps):
     return TF.layer_norm(x, x.shape[-1:], w, b, eps)
 
@@ -430,6 +438,11 @@ CASES = [
     Case("pad", "", pad_fn, lambda x: TF.pad(x, (1, 2)), lambda r, d: [randn(r, 2, 3, 4)], (0,)),
     Case("pad", "value", pad_value_fn, lambda x: TF.pad(x, (0, 1, 2, 1), value=1.5), lambda r, d: [randn(r, 2, 3, 4)],
          (0,)),
+    Case("interpolate", "bicubic", interpolate_fn, lambda x: TF.interpolate(x, (7, 3), mode="bicubic"),
+         lambda r, d: [randn(r, 2, 3, 5, 6)], (0,)),
+    Case("interpolate", "bicubic_align_corners", interpolate_corners_fn,
+         lambda x: TF.interpolate(x, (9, 10), mode="bicubic", align_corners=True), lambda r, d: [randn(r, 1, 2, 4, 4)],
+         (0,)),
     Case("conv1d", "", conv1d_fn, lambda x, w, b: TF.conv1d(x, w, b, 2, 1),
          lambda r, d: [randn(r, 2, 4, 10), randn(r, 6, 4, 3), randn(r, 6)], (0, 1, 2)),
     Case("conv1d", "groups_dilation", conv1d_groups_fn, lambda x, w: TF.conv1d(x, w, None, 1, 2, 2, 2),
@@ -441,7 +454,12 @@ CASES = [
 ]
 
 # Functions tested by a dedicated test below rather than by a Case.
-SPECIAL_TESTS = {"finfo_min": "test_finfo_min_matches_torch", "get_activation": "test_get_activation_matches_hf"}
+SPECIAL_TESTS = {
+    "finfo_min": "test_finfo_min_matches_torch",
+    "get_activation": "test_get_activation_matches_hf",
+    # host-side (numpy) on CPU by design, so neither jit nor a torch-equal stream applies
+    "sample_categorical": "test_sample_categorical_follows_probs_and_never_draws_zero",
+}
 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
 BF16_MISSING_CPU_KERNEL = {
@@ -696,6 +714,26 @@ def test_multinomial_frequencies_follow_probs(replacement):
     probs = np.tile(np.array([[0.1, 0.2, 0.3, 0.4]], np.float32), (4000, 1))
     first = F.multinomial(ms.Tensor(probs), 2, replacement).asnumpy()[:, 0]
     np.testing.assert_allclose(np.bincount(first, minlength=4) / first.size, probs[0], atol=0.03)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_sample_categorical_follows_probs_and_never_draws_zero(dtype):
+    probs = np.zeros((3000, 4096), np.float32)
+    probs[:, [5, 17, 300, 4095]] = [0.1, 0.2, 0.3, 0.4]
+    probs_ms = ms.Tensor(probs).astype(DTYPES[dtype][0])
+    one = F.sample_categorical(probs_ms, 1, np.random.default_rng(0)).asnumpy()
+    assert one.dtype == np.int64 and one.shape == (3000, 1)
+    counts = {i: (one == i).mean() for i in (5, 17, 300, 4095)}
+    assert sum(counts.values()) == 1.0, "drew a zero-probability index"
+    np.testing.assert_allclose(list(counts.values()), [0.1, 0.2, 0.3, 0.4], atol=0.03)
+
+    three = F.sample_categorical(probs_ms, 3, np.random.default_rng(0)).asnumpy()
+    assert three.shape == (3000, 3) and np.isin(three, [5, 17, 300, 4095]).all()
+    assert all(len(set(row)) == 3 for row in three), "drew an index twice (must be without replacement)"
+    np.testing.assert_allclose((three[:, 0] == 4095).mean(), 0.4, atol=0.03)
+
+    again = F.sample_categorical(probs_ms, 3, np.random.default_rng(0)).asnumpy()
+    np.testing.assert_array_equal(three, again)  # the generator makes draws reproducible
 
 
 # ----------------------------------------------------------------------------------------------------------------
