@@ -374,7 +374,9 @@ class Trainer:
         if args.eval_on_start:
             self._evaluate(ignore_keys_for_eval)
 
-        for epoch in range(epochs_trained, num_epochs):
+        # resuming from the final checkpoint trains nothing more
+        last_epoch = num_epochs if self.state.global_step < max_steps else epochs_trained
+        for epoch in range(epochs_trained, last_epoch):
             self.control = self.callback_handler.on_epoch_begin(args, self.state, self.control)
             skip = steps_trained_in_epoch if epoch == epochs_trained else 0
             if epoch == epochs_trained and resume_from_checkpoint is not None:
@@ -394,7 +396,8 @@ class Trainer:
         if self._train_step is None:
             params = self._optimizer_model_params()
             self._train_step = TrainStep(self._step_loss, params, self.optimizer, args.max_grad_norm,
-                                         master_params=self._master_params, world_size=args.world_size,
+                                         master_params=None if self._master_params is None else
+                                         list(self.optimizer.parameters), world_size=args.world_size,
                                          use_jit=args.jit_mode)
         self.loss_scaler = DynamicLossScaler() if args.fp16 else None
 
