@@ -49,6 +49,12 @@ _MODEL_FAMILIES = {
     "bert": ["BertModel", "BertForPreTraining", "BertLMHeadModel", "BertForMaskedLM", "BertForNextSentencePrediction",
              "BertForSequenceClassification", "BertForMultipleChoice", "BertForTokenClassification",
              "BertForQuestionAnswering", "BertPreTrainedModel"],
+    "mistral": ["MistralModel", "MistralForCausalLM", "MistralForSequenceClassification",
+                "MistralForTokenClassification", "MistralForQuestionAnswering", "MistralPreTrainedModel"],
+    "qwen2": ["Qwen2Model", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification", "Qwen2ForTokenClassification",
+              "Qwen2ForQuestionAnswering", "Qwen2PreTrainedModel"],
+    "qwen3": ["Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification",
+              "Qwen3ForQuestionAnswering", "Qwen3PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

@@ -1,0 +1,1 @@
+from .modeling_mistral import *  # noqa: F401,F403
