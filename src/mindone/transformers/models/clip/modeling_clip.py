@@ -15,6 +15,7 @@ from ...backend.layers import Conv2d, Embedding, LayerNorm, Linear, new_paramete
 from ...masking_utils import create_causal_mask
 from ...modeling_layers import GradientCheckpointingLayer
 from ...modeling_outputs import (
+    model_output,
     BaseModelOutputWithPooling,
     CLIPOutput,
     CLIPTextModelOutput,
@@ -268,9 +269,9 @@ class CLIPTextModel(CLIPPreTrainedModel):
         last_hidden_state, pooled_output, all_hidden_states, all_attentions = self._forward(
             input_ids, attention_mask, position_ids, output_attentions, output_hidden_states
         )
-        out = BaseModelOutputWithPooling(last_hidden_state=last_hidden_state, pooler_output=pooled_output,
-                                         hidden_states=all_hidden_states, attentions=all_attentions)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {"last_hidden_state": last_hidden_state, "pooler_output": pooled_output,
+                  "hidden_states": all_hidden_states, "attentions": all_attentions}
+        return model_output(BaseModelOutputWithPooling, fields, return_dict is not False)
 
     def _forward(self, input_ids, attention_mask, position_ids, output_attentions, output_hidden_states):
         """(last_hidden_state, pooled, hidden_states, attentions): plain tuples are what the heads use, since
@@ -331,9 +332,9 @@ class CLIPVisionModel(CLIPPreTrainedModel):
         last_hidden_state, pooled_output, all_hidden_states, all_attentions = self._forward(
             pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
         )
-        out = BaseModelOutputWithPooling(last_hidden_state=last_hidden_state, pooler_output=pooled_output,
-                                         hidden_states=all_hidden_states, attentions=all_attentions)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {"last_hidden_state": last_hidden_state, "pooler_output": pooled_output,
+                  "hidden_states": all_hidden_states, "attentions": all_attentions}
+        return model_output(BaseModelOutputWithPooling, fields, return_dict is not False)
 
     def _forward(self, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding):
         """(last_hidden_state, pooled, hidden_states, attentions), as `CLIPTextModel._forward`."""
@@ -369,31 +370,25 @@ class CLIPModel(CLIPPreTrainedModel):
     def get_input_embeddings(self):
         return self.text_model.get_input_embeddings()
 
-    def _text(self, input_ids, attention_mask, position_ids, output_attentions, output_hidden_states):
-        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        last, pooled, hidden, attentions = self.text_model._forward(input_ids, attention_mask, position_ids,
-                                                                    output_attentions, output_hidden_states)
-        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=self.text_projection(pooled),
-                                          hidden_states=hidden, attentions=attentions)
-
-    def _image(self, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding):
-        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        last, pooled, hidden, attentions = self.vision_model._forward(pixel_values, output_attentions,
-                                                                      output_hidden_states, interpolate_pos_encoding)
-        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=self.visual_projection(pooled),
-                                          hidden_states=hidden, attentions=attentions)
-
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
                           output_hidden_states=None, return_dict=None, **kwargs):
         """The text tower's output with `pooler_output` replaced by the projected text embeddings (HF 5)."""
-        out = self._text(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
+        last, pooled, hidden, attentions = self.text_model._forward(input_ids, attention_mask, position_ids,
+                                                                    output_attentions, output_hidden_states)
+        fields = {"last_hidden_state": last, "pooler_output": self.text_projection(pooled),
+                  "hidden_states": hidden, "attentions": attentions}
+        return model_output(BaseModelOutputWithPooling, fields, return_dict is not False)
 
     def get_image_features(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
                            interpolate_pos_encoding=False, return_dict=None, **kwargs):
         """The vision tower's output with `pooler_output` replaced by the projected image embeddings (HF 5)."""
-        out = self._image(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
+        last, pooled, hidden, attentions = self.vision_model._forward(pixel_values, output_attentions,
+                                                                      output_hidden_states, interpolate_pos_encoding)
+        fields = {"last_hidden_state": last, "pooler_output": self.visual_projection(pooled),
+                  "hidden_states": hidden, "attentions": attentions}
+        return model_output(BaseModelOutputWithPooling, fields, return_dict is not False)
 
     def construct(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=None,
                   output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False,
@@ -409,10 +404,12 @@ class CLIPModel(CLIPPreTrainedModel):
             pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
         text_embeds = self.text_projection(t_pooled)
         image_embeds = self.visual_projection(v_pooled)
-        text_outputs = BaseModelOutputWithPooling(last_hidden_state=t_last, pooler_output=text_embeds,
-                                                  hidden_states=t_hidden, attentions=t_attentions)
-        vision_outputs = BaseModelOutputWithPooling(last_hidden_state=v_last, pooler_output=image_embeds,
-                                                    hidden_states=v_hidden, attentions=v_attentions)
+        text_outputs = model_output(BaseModelOutputWithPooling, {
+            "last_hidden_state": t_last, "pooler_output": text_embeds, "hidden_states": t_hidden,
+            "attentions": t_attentions})
+        vision_outputs = model_output(BaseModelOutputWithPooling, {
+            "last_hidden_state": v_last, "pooler_output": image_embeds, "hidden_states": v_hidden,
+            "attentions": v_attentions})
         image_embeds = image_embeds / _vector_norm(image_embeds)
         text_embeds = text_embeds / _vector_norm(text_embeds)
 
@@ -421,10 +418,10 @@ class CLIPModel(CLIPPreTrainedModel):
         logits_per_image = logits_per_text.swapaxes(0, 1)
 
         loss = image_text_contrastive_loss(logits_per_text) if return_loss else None
-        out = CLIPOutput(loss=loss, logits_per_image=logits_per_image, logits_per_text=logits_per_text,
-                         text_embeds=text_embeds, image_embeds=image_embeds, text_model_output=text_outputs,
-                         vision_model_output=vision_outputs)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {"loss": loss, "logits_per_image": logits_per_image, "logits_per_text": logits_per_text,
+                  "text_embeds": text_embeds, "image_embeds": image_embeds, "text_model_output": text_outputs,
+                  "vision_model_output": vision_outputs}
+        return model_output(CLIPOutput, fields, return_dict is not False)
 
 
 class CLIPTextModelWithProjection(CLIPPreTrainedModel):
@@ -448,9 +445,9 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         last, pooled, hidden, attentions = self.text_model._forward(input_ids, attention_mask, position_ids,
                                                                     output_attentions, output_hidden_states)
-        out = CLIPTextModelOutput(text_embeds=self.text_projection(pooled), last_hidden_state=last,
-                                  hidden_states=hidden, attentions=attentions)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {"text_embeds": self.text_projection(pooled), "last_hidden_state": last,
+                  "hidden_states": hidden, "attentions": attentions}
+        return model_output(CLIPTextModelOutput, fields, return_dict is not False)
 
 
 class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
@@ -472,9 +469,9 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         last, pooled, hidden, attentions = self.vision_model._forward(pixel_values, output_attentions,
                                                                       output_hidden_states, interpolate_pos_encoding)
-        out = CLIPVisionModelOutput(image_embeds=self.visual_projection(pooled), last_hidden_state=last,
-                                    hidden_states=hidden, attentions=attentions)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {"image_embeds": self.visual_projection(pooled), "last_hidden_state": last,
+                  "hidden_states": hidden, "attentions": attentions}
+        return model_output(CLIPVisionModelOutput, fields, return_dict is not False)
 
 
 __all__ = [

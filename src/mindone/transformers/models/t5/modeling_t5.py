@@ -9,15 +9,19 @@ import copy
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import Constant, Normal
 from transformers import T5Config
 
 from ...backend import functional as F
 from ...backend import runtime
 from ...backend.layers import Dropout, Embedding, Linear, default_dtype, new_parameter
+from ...cache_utils import DynamicCache, EncoderDecoderCache
+from ...generation import GenerationMixin
 from ...loss_utils import question_answering_loss, sequence_classification_loss, token_classification_loss
 from ...masking_utils import create_bidirectional_mask, create_causal_mask
 from ...modeling_layers import GradientCheckpointingLayer
 from ...modeling_outputs import (
+    model_output,
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     Seq2SeqLMOutput,
@@ -52,8 +56,8 @@ def relative_position_bucket_table(bidirectional, num_buckets, max_distance):
     max_exact = num_buckets // 2
     distance = np.arange(max_distance + 1, dtype=np.int64)
     with np.errstate(divide="ignore"):
-        scaled = (np.log(distance.astype(np.float32) / np.float32(max_exact)) / np.float32(np.log(max_distance / max_exact))
-                  * np.float32(num_buckets - max_exact))
+        log_ratio = np.log(distance.astype(np.float32) / np.float32(max_exact))
+        scaled = log_ratio / np.float32(np.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
     large = max_exact + np.where(distance < max_exact, 0, scaled).astype(np.int64)
     large = np.minimum(large, num_buckets - 1)
     return np.where(distance < max_exact, distance, large)
@@ -303,16 +307,16 @@ class T5PreTrainedModel(PreTrainedModel):
         d_model, d_ff, d_kv, n_heads = self.config.d_model, self.config.d_ff, self.config.d_kv, self.config.num_heads
 
         def normal(linear, std):
-            init_parameter(linear.weight, ms.common.initializer.Normal(std))
+            init_parameter(linear.weight, Normal(std))
             if getattr(linear, "bias", None) is not None:
                 init_parameter(linear.bias, "zeros")
 
         if isinstance(cell, T5LayerNorm):
-            init_parameter(cell.weight, ms.common.initializer.Constant(factor * 1.0))
+            init_parameter(cell.weight, Constant(factor * 1.0))
         elif isinstance(cell, (T5Model, T5ForConditionalGeneration, T5EncoderModel, T5ForQuestionAnswering)):
-            init_parameter(cell.shared.weight, ms.common.initializer.Normal(factor * 1.0))
+            init_parameter(cell.shared.weight, Normal(factor * 1.0))
             if getattr(cell, "lm_head", None) is not None and "lm_head.weight" not in cell._tied_pairs():
-                init_parameter(cell.lm_head.weight, ms.common.initializer.Normal(factor * 1.0))
+                init_parameter(cell.lm_head.weight, Normal(factor * 1.0))
             if getattr(cell, "qa_outputs", None) is not None:
                 normal(cell.qa_outputs, factor * d_model ** -0.5)
         elif isinstance(cell, T5ForTokenClassification):
@@ -333,7 +337,7 @@ class T5PreTrainedModel(PreTrainedModel):
             normal(cell.v, factor * d_model ** -0.5)
             normal(cell.o, factor * (n_heads * d_kv) ** -0.5)
             if cell.has_relative_attention_bias:
-                init_parameter(cell.relative_attention_bias.weight, ms.common.initializer.Normal(factor * d_model ** -0.5))
+                init_parameter(cell.relative_attention_bias.weight, Normal(factor * d_model ** -0.5))
 
     # ------------------------------------------------------------------------------------------------------------
     # v1.1 / Flan heads: transformers 5 always sets `tie_word_embeddings=True` on T5 configs (the original flag now
@@ -468,6 +472,10 @@ class T5Stack(nn.Cell):
         dtype = inputs_embeds.dtype
 
         if self.is_decoder:
+            use_cache = use_cache if use_cache is not None else self.config.use_cache
+            if use_cache and past_key_values is None and not runtime.in_graph():
+                # a growing cache only exists in PyNative; compiled decoding passes a static one
+                past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
             self_cache = past_key_values.self_attention_cache if past_key_values is not None else None
             past_seen = self_cache.get_seq_length() if self_cache is not None else 0
             if cache_position is None:
@@ -545,7 +553,10 @@ def _encoder_fields(encoder_outputs):
 
 
 class T5Model(T5PreTrainedModel):
-    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
 
     def __init__(self, config: T5Config):
         super().__init__(config)
@@ -570,20 +581,20 @@ class T5Model(T5PreTrainedModel):
         )
         enc_last, enc_hidden, enc_attn = encoder_fields
         dec_last, dec_past, dec_hidden, dec_attn, dec_cross = decoder_fields
-        out = Seq2SeqModelOutput(
-            last_hidden_state=dec_last,
-            past_key_values=dec_past,
-            decoder_hidden_states=dec_hidden,
-            decoder_attentions=dec_attn,
-            cross_attentions=dec_cross,
-            encoder_last_hidden_state=enc_last,
-            encoder_hidden_states=enc_hidden,
-            encoder_attentions=enc_attn,
-        )
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {
+            "last_hidden_state": dec_last,
+            "past_key_values": dec_past,
+            "decoder_hidden_states": dec_hidden,
+            "decoder_attentions": dec_attn,
+            "cross_attentions": dec_cross,
+            "encoder_last_hidden_state": enc_last,
+            "encoder_hidden_states": enc_hidden,
+            "encoder_attentions": enc_attn,
+        }
+        return model_output(Seq2SeqModelOutput, fields, return_dict is not False)
 
 
-class T5ForConditionalGeneration(T5PreTrainedModel):
+class T5ForConditionalGeneration(T5PreTrainedModel, GenerationMixin):
     _tied_weights_keys = {
         "encoder.embed_tokens.weight": "shared.weight",
         "decoder.embed_tokens.weight": "shared.weight",
@@ -630,18 +641,18 @@ class T5ForConditionalGeneration(T5PreTrainedModel):
         if labels is not None:
             loss = F.cross_entropy(lm_logits.reshape(-1, lm_logits.shape[-1]), labels.reshape(-1))
 
-        out = Seq2SeqLMOutput(
-            loss=loss,
-            logits=lm_logits,
-            past_key_values=dec_past,
-            decoder_hidden_states=dec_hidden,
-            decoder_attentions=dec_attn,
-            cross_attentions=dec_cross,
-            encoder_last_hidden_state=enc_last,
-            encoder_hidden_states=enc_hidden,
-            encoder_attentions=enc_attn,
-        )
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {
+            "loss": loss,
+            "logits": lm_logits,
+            "past_key_values": dec_past,
+            "decoder_hidden_states": dec_hidden,
+            "decoder_attentions": dec_attn,
+            "cross_attentions": dec_cross,
+            "encoder_last_hidden_state": enc_last,
+            "encoder_hidden_states": enc_hidden,
+            "encoder_attentions": enc_attn,
+        }
+        return model_output(Seq2SeqLMOutput, fields, return_dict is not False)
 
     def prepare_decoder_input_ids_from_labels(self, labels):
         return self._shift_right(labels)
@@ -669,8 +680,8 @@ class T5EncoderModel(T5PreTrainedModel):
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=False,
         )
-        out = BaseModelOutput(last_hidden_state=last_hidden_state, hidden_states=hidden_states, attentions=attentions)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {"last_hidden_state": last_hidden_state, "hidden_states": hidden_states, "attentions": attentions}
+        return model_output(BaseModelOutput, fields, return_dict is not False)
 
 
 class T5ForSequenceClassification(T5PreTrainedModel):
@@ -700,7 +711,7 @@ class T5ForSequenceClassification(T5PreTrainedModel):
             inputs_embeds=inputs_embeds, decoder_inputs_embeds=decoder_inputs_embeds, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        sequence_output = outputs.last_hidden_state
+        sequence_output = outputs.get("last_hidden_state")
         eos_mask = (input_ids == self.config.eos_token_id).astype(ms.int32)
         if not runtime.in_graph():
             counts = eos_mask.sum(1).asnumpy()
@@ -718,18 +729,18 @@ class T5ForSequenceClassification(T5PreTrainedModel):
         loss = None
         if labels is not None:
             loss = sequence_classification_loss(labels, logits, self.config)
-        out = Seq2SeqSequenceClassifierOutput(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            decoder_hidden_states=outputs.decoder_hidden_states,
-            decoder_attentions=outputs.decoder_attentions,
-            cross_attentions=outputs.cross_attentions,
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            encoder_attentions=outputs.encoder_attentions,
-        )
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {
+            "loss": loss,
+            "logits": logits,
+            "past_key_values": outputs.get("past_key_values"),
+            "decoder_hidden_states": outputs.get("decoder_hidden_states"),
+            "decoder_attentions": outputs.get("decoder_attentions"),
+            "cross_attentions": outputs.get("cross_attentions"),
+            "encoder_last_hidden_state": outputs.get("encoder_last_hidden_state"),
+            "encoder_hidden_states": outputs.get("encoder_hidden_states"),
+            "encoder_attentions": outputs.get("encoder_attentions"),
+        }
+        return model_output(Seq2SeqSequenceClassifierOutput, fields, return_dict is not False)
 
 
 class T5ForTokenClassification(T5PreTrainedModel):
@@ -748,17 +759,20 @@ class T5ForTokenClassification(T5PreTrainedModel):
         outputs = self.transformer(input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                    output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                                    return_dict=True)
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        logits = self.classifier(self.dropout(outputs.get("last_hidden_state")))
         loss = None
         if labels is not None:
             loss = token_classification_loss(logits, labels, self.num_labels)
-        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                                    attentions=outputs.attentions)
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {"loss": loss, "logits": logits, "hidden_states": outputs.get("hidden_states"),
+                  "attentions": outputs.get("attentions")}
+        return model_output(TokenClassifierOutput, fields, return_dict is not False)
 
 
 class T5ForQuestionAnswering(T5PreTrainedModel):
-    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
 
     def __init__(self, config: T5Config):
         super().__init__(config)
@@ -788,19 +802,19 @@ class T5ForQuestionAnswering(T5PreTrainedModel):
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        out = Seq2SeqQuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
-            past_key_values=dec_past,
-            decoder_hidden_states=dec_hidden,
-            decoder_attentions=dec_attn,
-            cross_attentions=dec_cross,
-            encoder_last_hidden_state=enc_last,
-            encoder_hidden_states=enc_hidden,
-            encoder_attentions=enc_attn,
-        )
-        return out if (return_dict if return_dict is not None else True) else out.to_tuple()
+        fields = {
+            "loss": loss,
+            "start_logits": start_logits,
+            "end_logits": end_logits,
+            "past_key_values": dec_past,
+            "decoder_hidden_states": dec_hidden,
+            "decoder_attentions": dec_attn,
+            "cross_attentions": dec_cross,
+            "encoder_last_hidden_state": enc_last,
+            "encoder_hidden_states": enc_hidden,
+            "encoder_attentions": enc_attn,
+        }
+        return model_output(Seq2SeqQuestionAnsweringModelOutput, fields, return_dict is not False)
 
 
 __all__ = [
