@@ -68,6 +68,16 @@ def rms_mint(x, w):
     return mint.mul(w, mint.mul(h, mint.rsqrt(mint.add(mint.mean(mint.mul(h, h), -1, True), EPS))).astype(x.dtype))
 
 
+def rms_layernorm_kernel(x, w):
+    """LayerNorm of [x, -x] has mean 0 and variance mean(x^2): its first half is x * rsqrt(mean(x^2) + eps)."""
+    h = x.astype(ms.float32)
+    n = h.shape[-1]
+    w2 = ops.concat((w, w), -1).astype(ms.float32)
+    y, _, _ = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=EPS)(
+        ops.concat((h, -h), -1), w2, ops.zeros(2 * n, ms.float32))
+    return y[..., :n].astype(x.dtype)
+
+
 def rms_ops_kernel(x, w):
     return ops.rms_norm(x, w, EPS)[0]
 
@@ -209,7 +219,8 @@ OPS = {
     "rms_norm": (DECODER_SHAPES, _rows, torch_rms, [
         ("F.rms_norm (current)", rms_functional), ("(x*x).mean", rms_mul_mean), ("x.pow(2).mean", rms_pow_mean),
         ("ops.square+ReduceMean", rms_square_reducemean), ("sum * 1/n", rms_sum_scale),
-        ("matmul(x*x, ones/n)", rms_matmul_mean), ("mint mul/mean/rsqrt", rms_mint), ("ops.rms_norm", rms_ops_kernel)]),
+        ("matmul(x*x, ones/n)", rms_matmul_mean), ("mint mul/mean/rsqrt", rms_mint),
+        ("LayerNorm kernel on [x, -x]", rms_layernorm_kernel), ("ops.rms_norm", rms_ops_kernel)]),
     "layer_norm": (DECODER_SHAPES, _ln_inputs, torch_ln, [
         ("F.layer_norm = ops.LayerNorm (current)", ln_functional), ("mean/var by hand", ln_manual),
         ("matmul(.., ones/n) stats", ln_matmul_stats), ("mint layer_norm", ln_mint)]),

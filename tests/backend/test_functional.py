@@ -4,10 +4,14 @@ forward and (for the differentiable ones) gradient.
 A case is a small module-level function that calls one op with its non-tensor arguments fixed (`jit` needs real
 source, and one jit wrapper per case is shared by both dtypes), a torch reference computing the same thing in fp32,
 and an input builder. fp16 runs compare against torch fp32 on the same fp16-rounded inputs.
-Metric (DESIGN.md): max|ours - torch| / mean|torch| <= 1e-5 (fp32) or 5e-3 (fp16).
+Metric (DESIGN.md): max|ours - torch| / mean|torch| <= 1e-5 (fp32) or 5e-3 (fp16); per-case exceptions say why.
+Gradients: `value_and_grad` of sum(output * cotangent) against torch autograd. Under jit, a differentiable case
+compiles that value_and_grad graph once per dtype and its forward outputs serve the forward test too.
+bf16 is swept forward in PyNative only, to record which kernels exist (docs/backend.md).
 
 Combinations that do not run on this device are listed in `EXPECTED_FAILURES` with the exact MindSpore error: the
 test asserts that error (so it fails as soon as the kernel appears) and then reports itself as xfail.
+`test_every_public_function_has_a_case` fails when `functional` gains a function without a case here.
 """
 
 import inspect

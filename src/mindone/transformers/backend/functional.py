@@ -21,6 +21,12 @@ _MINT_ONLY_DEVICE = not runtime.is_cpu()
 FLOAT_DTYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
 
 
+def _cast(x, dtype):
+    """`x` in `dtype`. In PyNative even a same-dtype `astype` launches a kernel (~24 µs on CPU, measured), and the
+    norms, softmax and losses below cast on every call; under `jit` the check folds away."""
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
 def finfo_min(dtype) -> float:
     """Most negative finite value of a float dtype (torch.finfo(dtype).min): the additive mask value HF uses."""
     if dtype == ms.float16:
@@ -74,14 +80,14 @@ def layer_norm(x, weight, bias, eps=1e-5):
     if bias is None:
         bias = ops.zeros(x.shape[-1:], ms.float32)
     if _MINT_ONLY_DEVICE:
-        y = mint.nn.functional.layer_norm(x.astype(ms.float32), x.shape[-1:], weight.astype(ms.float32),
-                                          bias.astype(ms.float32), eps)
+        y = mint.nn.functional.layer_norm(_cast(x, ms.float32), x.shape[-1:], _cast(weight, ms.float32),
+                                          _cast(bias, ms.float32), eps)
     else:
         # the functional LayerNormExt has no CPU kernel; the LayerNorm primitive does
         y, _, _ = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)(
-            x.astype(ms.float32), weight.astype(ms.float32), bias.astype(ms.float32)
+            _cast(x, ms.float32), _cast(weight, ms.float32), _cast(bias, ms.float32)
         )
-    return y.astype(dtype)
+    return _cast(y, dtype)
 
 
 def rms_norm(x, weight, eps=1e-6):
@@ -90,12 +96,12 @@ def rms_norm(x, weight, eps=1e-6):
     `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul.
     """
     dtype = x.dtype
-    h = x.astype(ms.float32)
+    h = _cast(x, ms.float32)
     variance = (h * h).mean(-1, keep_dims=True)
-    h = h * ops.rsqrt(variance + eps)
+    h = _cast(h * ops.rsqrt(variance + eps), dtype)
     if weight is None:
-        return h.astype(dtype)
-    return weight * h.astype(dtype)
+        return h
+    return weight * h
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,7 +182,7 @@ def softmax(x, axis=-1, dtype=None):
     against 3.1e-2 and 4.9e-2 for fp32-and-cast, which is what torch's own fp16 softmax gets).
     """
     if dtype is not None:
-        x = x.astype(dtype)
+        x = _cast(x, dtype)
     if not _MINT_ONLY_DEVICE and x.dtype == ms.float16:
         return ops.softmax(x.astype(ms.float32), axis).astype(ms.float16)
     return ops.softmax(x, axis)
@@ -217,7 +223,7 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         scores = scores * scale
     if attn_mask is not None:
         scores = scores + attn_mask
-    weights = softmax(scores, -1, ms.float32).astype(query.dtype)
+    weights = _cast(softmax(scores, -1, ms.float32), query.dtype)
     weights = dropout(weights, dropout_p, training)
     return ops.matmul(weights, value), weights
 
@@ -233,30 +239,30 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
     Labels equal to `ignore_index` contribute nothing; "mean" divides by the number of counted labels
     (NaN when there are none, as torch).
     """
-    logp = log_softmax(logits.astype(ms.float32), -1)
+    logp = log_softmax(_cast(logits, ms.float32), -1)
     valid = labels != ignore_index
     safe = ops.where(valid, labels, ops.zeros_like(labels))
     picked = ops.gather_elements(logp, -1, safe.astype(ms.int32)[..., None]).squeeze(-1)
     nll = -picked * valid.astype(ms.float32)
     if reduction == "none":
-        return nll.astype(logits.dtype)
+        return _cast(nll, logits.dtype)
     total = nll.sum()
     if reduction == "sum":
-        return total.astype(logits.dtype)
-    return (total / valid.astype(ms.float32).sum()).astype(logits.dtype)
+        return _cast(total, logits.dtype)
+    return _cast(total / valid.astype(ms.float32).sum(), logits.dtype)
 
 
 def mse_loss(x, y):
     """Mean squared error in float32, returned in x's dtype (torch's dtype rule)."""
-    d = x.astype(ms.float32) - y.astype(ms.float32)
-    return (d * d).mean().astype(x.dtype)
+    d = _cast(x, ms.float32) - _cast(y, ms.float32)
+    return _cast((d * d).mean(), x.dtype)
 
 
 def binary_cross_entropy_with_logits(logits, targets):
     """Mean BCE-with-logits in float32, returned in the logits' dtype (torch's dtype rule)."""
-    x = logits.astype(ms.float32)
+    x = _cast(logits, ms.float32)
     ones = ops.ones_like(x)
-    return ops.binary_cross_entropy_with_logits(x, targets.astype(ms.float32), ones, ones).astype(logits.dtype)
+    return _cast(ops.binary_cross_entropy_with_logits(x, _cast(targets, ms.float32), ones, ones), logits.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -308,7 +314,7 @@ def cumsum(x, axis, dtype=None):
     if x.dtype == ms.float16:
         x = x.astype(ms.float32)
     out = ops.cumsum(x, axis)
-    return out.astype(dtype if dtype is not None else in_dtype)
+    return _cast(out, dtype if dtype is not None else in_dtype)
 
 
 def multinomial(probs, num_samples=1, replacement=False):
