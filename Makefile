@@ -34,5 +34,8 @@ test-slow: install
 bench: install
 	$(BIN)/python benchmarks/bench_forward.py
 
+parity: install
+	$(BIN)/python benchmarks/parity_table.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache

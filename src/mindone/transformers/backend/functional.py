@@ -373,7 +373,6 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return ops.conv2d(x, weight, bias, stride, pad_mode=pad_mode, padding=padding, dilation=dilation, groups=groups)
 
 
-
 def sample_categorical(probs, num_samples=1, generator=None):
     """Draws `num_samples` indices per row of `probs` (B, V) without replacement, like
     `torch.multinomial(probs, num_samples)`; returns int64 (B, num_samples).
