@@ -72,6 +72,8 @@ _LAZY = {
     "AutoModelForZeroShotImageClassification": "models.auto.modeling_auto",
     "AutoModelForSpeechSeq2Seq": "models.auto.modeling_auto",
     "AutoModelForTextEncoding": "models.auto.modeling_auto",
+    "pipeline": "pipelines",
+    "Pipeline": "pipelines",
 }
 
 # model family -> its public classes; a family's module is models/<family>/modeling_<family>.py

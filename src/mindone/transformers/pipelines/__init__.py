@@ -1,0 +1,99 @@
+"""`pipeline(task, model=...)`: HF's pipeline API on our models, with `transformers`' tokenizers.
+
+    from mindone.transformers import pipeline
+    classifier = pipeline("text-classification", model="path/to/checkpoint")
+    classifier("I love this!")  # [{"label": "POSITIVE", "score": 0.99...}]
+"""
+
+import logging
+import os
+
+from ..models.auto.modeling_auto import MODEL_FAMILIES, TASKS, model_class, supported_model_types
+from .base import Pipeline
+from .text import (
+    FeatureExtractionPipeline,
+    FillMaskPipeline,
+    QuestionAnsweringPipeline,
+    TextClassificationPipeline,
+    TokenClassificationPipeline,
+    ZeroShotClassificationPipeline,
+)
+from .text_generation import TextGenerationPipeline
+
+logger = logging.getLogger(__name__)
+
+# task -> (pipeline class, model task of the auto classes)
+SUPPORTED_TASKS = {
+    "feature-extraction": (FeatureExtractionPipeline, "base"),
+    "text-classification": (TextClassificationPipeline, "sequence-classification"),
+    "fill-mask": (FillMaskPipeline, "masked-lm"),
+    "token-classification": (TokenClassificationPipeline, "token-classification"),
+    "question-answering": (QuestionAnsweringPipeline, "question-answering"),
+    "zero-shot-classification": (ZeroShotClassificationPipeline, "sequence-classification"),
+    "text-generation": (TextGenerationPipeline, "causal-lm"),
+}
+TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+
+
+def pipeline(task, model=None, tokenizer=None, dtype=None, torch_dtype=None, batch_size=1, model_kwargs=None,
+             trust_remote_code=None, device=None, device_map=None, **kwargs):
+    """Builds the pipeline for `task` around `model` (a directory / hub id, or one of our models).
+
+    Args:
+        task: a key of SUPPORTED_TASKS or an alias ("sentiment-analysis", "ner").
+        model: checkpoint directory or hub repo id, or an instantiated model of this package.
+        tokenizer: a `transformers` tokenizer or where to load it from (default: the model's directory).
+        dtype: "auto", "float32", "float16" ... as in `from_pretrained` (`torch_dtype` is accepted too).
+        batch_size: inputs run through the model together.
+        kwargs: default call arguments of the pipeline (e.g. `top_k`, `aggregation_strategy`).
+    """
+    task = TASK_ALIASES.get(task, task)
+    if task not in SUPPORTED_TASKS:
+        raise KeyError(f"Unknown task {task!r}; available tasks: {sorted(SUPPORTED_TASKS) + sorted(TASK_ALIASES)}")
+    if model is None:
+        raise ValueError(f"pipeline({task!r}) needs `model=` (a checkpoint directory, hub id or model): there is no "
+                         "default checkpoint offline")
+    pipeline_cls, model_task = SUPPORTED_TASKS[task]
+    dtype = dtype if dtype is not None else torch_dtype
+    if isinstance(model, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        path = os.fspath(model)
+        config = AutoConfig.from_pretrained(path)
+        _check_model_type(config.model_type, task, model_task)
+        load_kwargs = dict(model_kwargs or {})
+        if dtype is not None:
+            load_kwargs["dtype"] = dtype
+        model = model_class(config.model_type, model_task).from_pretrained(path, config=config, **load_kwargs)
+        tokenizer = tokenizer if tokenizer is not None else path
+    else:
+        _check_model_instance(model, task, model_task)
+        if tokenizer is None:
+            tokenizer = getattr(model, "name_or_path", None) or None
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+    if tokenizer is None:
+        raise ValueError(f"pipeline({task!r}) needs a tokenizer: pass `tokenizer=`")
+    return pipeline_cls(model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
+
+
+def _check_model_type(model_type, task, model_task):
+    if model_type not in supported_model_types(model_task):
+        raise ValueError(f"The model_type {model_type!r} is not supported for task {task!r} (it needs a "
+                         f"{TASKS[model_task]} model). Supported model types: "
+                         f"{', '.join(supported_model_types(model_task))}")
+
+
+def _check_model_instance(model, task, model_task):
+    model_type = getattr(model.config, "model_type", None)
+    expected = MODEL_FAMILIES.get(model_type, {}).get(model_task)
+    if expected is not None and type(model).__name__ != expected:
+        raise ValueError(f"Task {task!r} needs a {expected} ({TASKS[model_task]}) model, got "
+                         f"{type(model).__name__}")
+    if expected is None:
+        _check_model_type(model_type, task, model_task)
+
+
+__all__ = ["pipeline", "Pipeline", "SUPPORTED_TASKS"] + [cls.__name__ for cls, _ in SUPPORTED_TASKS.values()]

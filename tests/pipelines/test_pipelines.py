@@ -1,0 +1,174 @@
+"""pipeline() outputs against torch `transformers`' pipeline on the same tiny checkpoints and tokenizer."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from mindone.transformers import BertForSequenceClassification, pipeline
+from tests import parity
+
+WORDS = ("the cat sat on a mat . dog ##s who where what is lives in paris france john ##ny big city , ? "
+         "london works at google and mary likes music").split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LABELS = {"token-classification": ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],
+          "text-classification": ["NEGATIVE", "POSITIVE", "NEUTRAL"],
+          "zero-shot-classification": ["contradiction", "neutral", "entailment"]}
+TORCH_HEAD = {"feature-extraction": transformers.BertModel, "fill-mask": transformers.BertForMaskedLM,
+              "text-classification": transformers.BertForSequenceClassification,
+              "zero-shot-classification": transformers.BertForSequenceClassification,
+              "token-classification": transformers.BertForTokenClassification,
+              "question-answering": transformers.BertForQuestionAnswering}
+SCORE_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def bert_dirs(tmp_path_factory):
+    """task -> directory holding a tiny random BERT for the task and its WordPiece tokenizer."""
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    made = {}
+
+    def get(task):
+        if task not in made:
+            labels = LABELS.get(task, ["A", "B"])
+            config = transformers.BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
+                                             id2label=dict(enumerate(labels)),
+                                             label2id={l: i for i, l in enumerate(labels)})
+            model = parity.torch_reference(TORCH_HEAD[task], config, seed=len(made))
+            with torch.no_grad():  # sharper random logits, so rankings are not near-ties
+                for name, p in model.named_parameters():
+                    if name.startswith(("classifier", "qa_outputs", "cls.predictions.decoder")):
+                        p.mul_(8.0)
+            directory = str(tmp_path_factory.mktemp(task))
+            model.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+            made[task] = directory
+        return made[task]
+
+    return get
+
+
+def assert_same_result(ours, ref, path="result"):
+    """Same structure, strings and integers; floats within SCORE_TOL."""
+    if isinstance(ref, dict):
+        assert isinstance(ours, dict) and sorted(ours) == sorted(ref), f"{path}: keys {ours} != {ref}"
+        for key in ref:
+            assert_same_result(ours[key], ref[key], f"{path}.{key}")
+    elif isinstance(ref, (list, tuple)):
+        assert isinstance(ours, (list, tuple)) and len(ours) == len(ref), f"{path}: {ours} != {ref}"
+        for i, (a, b) in enumerate(zip(ours, ref)):
+            assert_same_result(a, b, f"{path}[{i}]")
+    elif isinstance(ref, (float, np.floating)):
+        assert abs(float(ours) - float(ref)) <= SCORE_TOL, f"{path}: {ours} != {ref}"
+    else:
+        assert ours == ref, f"{path}: {ours!r} != {ref!r}"
+
+
+def both(task, directory, *args, **kwargs):
+    ours = pipeline(task, model=directory)(*args, **kwargs)
+    ref = transformers.pipeline(task, model=directory, device="cpu")(*args, **kwargs)
+    assert_same_result(ours, ref)
+    return ours
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"top_k": None}, {"top_k": 2}, {"function_to_apply": "sigmoid"}])
+def test_text_classification_matches_torch(bert_dirs, kwargs):
+    directory = bert_dirs("text-classification")
+    both("text-classification", directory, "the cat sat on a mat", **kwargs)
+    both("text-classification", directory, ["the dog sat", "john lives in paris , france"], batch_size=2, **kwargs)
+
+
+def test_sentiment_alias_and_sentence_pairs(bert_dirs):
+    directory = bert_dirs("text-classification")
+    both("sentiment-analysis", directory, {"text": "the cat", "text_pair": "sat on a mat"})
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"top_k": 3}, {"targets": ["cat", "dog", "mat"]}])
+def test_fill_mask_matches_torch(bert_dirs, kwargs):
+    directory = bert_dirs("fill-mask")
+    both("fill-mask", directory, "the [MASK] sat on a mat .", **kwargs)
+    both("fill-mask", directory, "the [MASK] sat on a [MASK] .", **kwargs)
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+def test_token_classification_matches_torch(bert_dirs, strategy):
+    directory = bert_dirs("token-classification")
+    both("token-classification", directory, "johnny lives in paris , france and mary likes dogs",
+         aggregation_strategy=strategy, ignore_labels=[])
+
+
+def test_question_answering_finds_torch_models_best_span(bert_dirs):
+    """transformers 5 removed its QA pipeline, so the reference is HF's span rule applied to the torch logits."""
+    directory = bert_dirs("question-answering")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    torch_model = transformers.BertForQuestionAnswering.from_pretrained(directory).eval()
+    context = "johnny lives in paris , france . mary works at google in london ."
+    for question in ("where is mary ?", "who lives in paris ?"):
+        enc = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+        with torch.no_grad():
+            out = torch_model(input_ids=enc["input_ids"], token_type_ids=enc["token_type_ids"])
+        in_context = np.array([s == 1 for s in enc.sequence_ids(0)])
+        # HF's rule: the softmax also covers [CLS] (the "no answer" slot), spans only the context
+        allowed = torch.from_numpy(~(in_context | (enc["input_ids"][0] == tokenizer.cls_token_id).numpy()))
+        start = torch.softmax(out.start_logits[0].masked_fill(allowed, -10000.0), -1).numpy()
+        end = torch.softmax(out.end_logits[0].masked_fill(allowed, -10000.0), -1).numpy()
+        spans = [(start[s] * end[e], s, e) for s in np.nonzero(in_context)[0] for e in np.nonzero(in_context)[0]
+                 if s <= e < s + 15]
+        spans.sort(reverse=True)
+        offsets = enc["offset_mapping"][0].tolist()
+        ours = pipeline("question-answering", model=directory)(question=question, context=context, top_k=3)
+        assert len(ours) == 3
+        for answer, (score, s, e) in zip(ours, spans[:3]):
+            assert (answer["start"], answer["end"]) == (offsets[s][0], offsets[e][1])
+            assert answer["answer"] == context[offsets[s][0]:offsets[e][1]]
+            assert abs(answer["score"] - float(score)) <= SCORE_TOL
+        single = pipeline("question-answering", model=directory)(question, context)
+        assert single == ours[0]
+
+
+def test_feature_extraction_matches_torch(bert_dirs):
+    directory = bert_dirs("feature-extraction")
+    ours = pipeline("feature-extraction", model=directory)("the big city", return_tensors=True)
+    ref = transformers.pipeline("feature-extraction", model=directory, device="cpu")("the big city",
+                                                                                      return_tensors=True)
+    assert parity.rel_error(ours, ref) <= parity.FP32_BAR
+    nested = pipeline("feature-extraction", model=directory)(["the big city", "a cat"], batch_size=2)
+    assert len(nested) == 2 and np.array(nested[1]).shape == (1, 4, 32)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_zero_shot_classification_matches_torch(bert_dirs, multi_label):
+    directory = bert_dirs("zero-shot-classification")
+    both("zero-shot-classification", directory, "john likes music", candidate_labels=["music", "paris", "dogs"],
+         multi_label=multi_label)
+
+
+def test_task_model_mismatch_names_what_is_needed(bert_dirs, llama_dir):
+    directory = bert_dirs("text-classification")
+    with pytest.raises(ValueError, match="model_type 'llama' is not supported for task 'fill-mask'.*bert"):
+        pipeline("fill-mask", model=llama_dir)
+    model = BertForSequenceClassification.from_pretrained(directory)
+    with pytest.raises(ValueError, match="needs a BertForMaskedLM"):
+        pipeline("fill-mask", model=model, tokenizer=directory)
+    with pytest.raises(KeyError, match="Unknown task 'summarise'"):
+        pipeline("summarise", model=directory)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    from tests.generation.helpers import tiny_llama_pair, tiny_tokenizer
+
+    directory = tmp_path_factory.mktemp("llama")
+    tiny_llama_pair(directory)
+    tiny_tokenizer().save_pretrained(str(directory))
+    return str(directory)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"return_full_text": False}])
+def test_text_generation_greedy_matches_torch(llama_dir, kwargs):
+    both("text-generation", llama_dir, "The capital of France", max_new_tokens=8, do_sample=False, **kwargs)
+    chat = [{"role": "user", "content": "Once upon a time"}]
+    both("text-generation", llama_dir, chat, max_new_tokens=6, do_sample=False, **kwargs)
