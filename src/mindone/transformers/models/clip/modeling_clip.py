@@ -6,6 +6,7 @@ Checkpoint keys: transformers 5 saves `CLIPTextModel` / `CLIPVisionModel` withou
 """
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
@@ -227,6 +228,11 @@ class CLIPPreTrainedModel(PreTrainedModel):
             normal(cell.text_projection.weight, config.hidden_size ** -0.5 * factor)
 
 
+def _tensors(*values):
+    """numpy inputs as Tensors for the methods that are not `construct` (`__call__` converts the others)."""
+    return tuple(ms.Tensor(v) if isinstance(v, np.ndarray) else v for v in values)
+
+
 def _first_index(condition):
     """(B,) index of the first True along the last axis (torch's argmax tie rule); the length when there is none."""
     length = condition.shape[-1]
@@ -373,6 +379,7 @@ class CLIPModel(CLIPPreTrainedModel):
     def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
                           output_hidden_states=None, return_dict=None, **kwargs):
         """The text tower's output with `pooler_output` replaced by the projected text embeddings (HF 5)."""
+        input_ids, attention_mask, position_ids = _tensors(input_ids, attention_mask, position_ids)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         last, pooled, hidden, attentions = self.text_model._forward(input_ids, attention_mask, position_ids,
                                                                     output_attentions, output_hidden_states)
@@ -383,6 +390,7 @@ class CLIPModel(CLIPPreTrainedModel):
     def get_image_features(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
                            interpolate_pos_encoding=False, return_dict=None, **kwargs):
         """The vision tower's output with `pooler_output` replaced by the projected image embeddings (HF 5)."""
+        (pixel_values,) = _tensors(pixel_values)
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         last, pooled, hidden, attentions = self.vision_model._forward(pixel_values, output_attentions,
                                                                       output_hidden_states, interpolate_pos_encoding)
