@@ -290,3 +290,12 @@ def test_hf_defaults_and_field_names():
     for name in ("eval_strategy", "save_strategy", "logging_strategy", "lr_scheduler_type"):
         assert getattr(ours, name).value == getattr(ref, name).value, name
     assert TrainingArguments(warmup_ratio=0.1).get_warmup_steps(100) == 10
+
+
+def test_report_to_tensorboard_writes_event_files(checkpoint, tmp_path):
+    pytest.importorskip("tensorboardX")
+    trainer = Trainer(model=load(checkpoint), args=args_for(tmp_path, max_steps=2, report_to="tensorboard"),
+                      train_dataset=rows())
+    trainer.train()
+    runs = tmp_path / "runs"
+    assert runs.is_dir() and any(name.startswith("events.out.tfevents") for name in os.listdir(runs))

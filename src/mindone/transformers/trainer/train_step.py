@@ -26,6 +26,50 @@ from mindspore import Parameter, Tensor, ops
 logger = logging.getLogger(__name__)
 
 
+_store_first = ops.MultitypeFuncGraph("store_first")
+_store_add = ops.MultitypeFuncGraph("store_add")
+_store_scaled = ops.MultitypeFuncGraph("store_scaled")
+_store_cast = ops.MultitypeFuncGraph("store_cast")
+_scale = ops.MultitypeFuncGraph("scale")
+_square_sum = ops.MultitypeFuncGraph("square_sum")
+_all_reduce_mean = ops.MultitypeFuncGraph("all_reduce_mean")
+
+
+@_store_first.register("Tensor", "Tensor")
+def _store_first_fn(buf, grad):
+    return ops.assign(buf, grad.astype(ms.float32))
+
+
+@_store_add.register("Tensor", "Tensor")
+def _store_add_fn(buf, grad):
+    return ops.assign_add(buf, grad.astype(ms.float32))
+
+
+@_store_scaled.register("Tensor", "Tensor", "Tensor")
+def _store_scaled_fn(coef, buf, grad):
+    return ops.assign(buf, grad * coef)
+
+
+@_store_cast.register("Tensor", "Tensor")
+def _store_cast_fn(target, source):
+    return ops.assign(target, source.astype(target.dtype))
+
+
+@_scale.register("Tensor", "Tensor")
+def _scale_fn(factor, x):
+    return x * factor
+
+
+@_square_sum.register("Tensor")
+def _square_sum_fn(x):
+    return (x * x).sum()
+
+
+@_all_reduce_mean.register("Function", "Number", "Tensor")
+def _all_reduce_mean_fn(allreduce, world_size, x):
+    return allreduce(x) / world_size
+
+
 class DynamicLossScaler:
     """torch.amp.GradScaler's dynamic schedule, on the host."""
 
@@ -94,31 +138,27 @@ class TrainStep:
 
         grad_fn = ms.value_and_grad(forward, None, model_params, has_aux=True)
 
+        # per-parameter work goes through HyperMap: a Python loop over hundreds of parameters is unrolled by the
+        # graph compiler into nested calls and hits its call-depth limit (1000) on a 30-layer model
+        hyper_map = ops.HyperMap()
+
         def grad_step(loss_factor, loss_scale, num_items, first, **inputs):
             (_, loss), grads = grad_fn(loss_factor, loss_scale, num_items, **inputs)
-            for buf, grad in zip(buffers, grads):
-                if first:
-                    ops.assign(buf, grad.astype(ms.float32))
-                else:
-                    ops.assign_add(buf, grad.astype(ms.float32))
-            return loss
+            store = _store_first if first else _store_add
+            return ops.depend(loss, hyper_map(store, buffers, grads))
 
         def prepare(inv_scale):
-            grads = [buf * inv_scale for buf in buffers]
+            grads = hyper_map(ops.partial(_scale, inv_scale), buffers)
             if allreduce is not None:
-                grads = [allreduce(g) / world_size for g in grads]
-            norm = ops.sqrt(ops.addn([(g * g).sum() for g in grads]))
+                grads = hyper_map(ops.partial(_all_reduce_mean, allreduce, world_size), grads)
+            norm = ops.sqrt(ops.addn(hyper_map(_square_sum, grads)))
+            coef = Tensor(1.0, ms.float32)
             if max_norm > 0:
-                coef = ops.minimum(max_norm / (norm + 1e-6), Tensor(1.0, ms.float32))
-                grads = [g * coef for g in grads]
-            for buf, grad in zip(buffers, grads):
-                ops.assign(buf, grad)
-            return norm
+                coef = ops.minimum(max_norm / (norm + 1e-6), coef)
+            return ops.depend(norm, hyper_map(ops.partial(_store_scaled, coef), buffers, grads))
 
         def copy_masters():
-            for model_p, master_p in zip(model_params, master_params):
-                ops.assign(model_p, master_p.astype(model_p.dtype))
-            return Tensor(0, ms.int32)
+            return ops.depend(Tensor(0, ms.int32), hyper_map(_store_cast, model_params, master_params))
 
         return {"grad": grad_step, "prepare": prepare, "copy_masters": copy_masters}
 

@@ -97,7 +97,7 @@ class TrainingArguments:
         bf16: not available on CPU (MindSpore has no bfloat16 compute kernels there).
         gradient_checkpointing (alias of activation_checkpointing): recompute decoder layers in the backward.
         label_names, remove_unused_columns, dataloader_drop_last, train_sampling_strategy: data handling.
-        report_to: "none" or "tensorboard" (when `tensorboard`/`tensorboardX` is installed).
+        report_to: "none" or "tensorboard" (needs the torch-free `tensorboardX` package).
         jit_mode: compile the training and evaluation steps with `mindspore.jit` (falls back to PyNative with a
             warning if the model does not compile).
         parallel_mode: "data_parallel" (the only mode on CPU), "semi_auto_parallel" or "auto_parallel" (Ascend/GPU,
@@ -236,8 +236,8 @@ class TrainingArguments:
             if name != "tensorboard":
                 raise ValueError(f"report_to={name!r} is not supported; use 'none' or 'tensorboard'")
             if not _tensorboard_available():
-                raise ValueError("report_to='tensorboard' needs the `tensorboard` (or `tensorboardX`) package: "
-                                 "pip install tensorboard")
+                raise ValueError("report_to='tensorboard' needs the `tensorboardX` package (torch's SummaryWriter "
+                                 "would import torch): pip install tensorboardX")
 
         self._validate()
         self._setup_distributed()
@@ -359,4 +359,4 @@ class TrainingArguments:
 def _tensorboard_available() -> bool:
     import importlib.util
 
-    return any(importlib.util.find_spec(name) is not None for name in ("tensorboardX", "tensorboard"))
+    return importlib.util.find_spec("tensorboardX") is not None
