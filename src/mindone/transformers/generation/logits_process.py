@@ -62,6 +62,16 @@ def _check_min_tokens(min_tokens_to_keep):
         raise ValueError(f"`min_tokens_to_keep` has to be a positive integer, but is {min_tokens_to_keep}")
 
 
+def _check_cutoff(name, epsilon, min_tokens_to_keep):
+    """(epsilon, min_tokens_to_keep) of the epsilon/eta warpers, validated as HF does."""
+    epsilon = float(epsilon)
+    if epsilon <= 0 or epsilon >= 1:
+        raise ValueError(f"`{name}` has to be a float > 0 and < 1, but is {epsilon}")
+    if int(min_tokens_to_keep) < 1:
+        raise ValueError(f"`min_tokens_to_keep` has to be a strictly positive integer, but is {min_tokens_to_keep}")
+    return epsilon, int(min_tokens_to_keep)
+
+
 def _check_eos(eos_token_id):
     ids = _as_id_list(eos_token_id)
     if any(t < 0 for t in ids):
@@ -540,16 +550,8 @@ class EpsilonLogitsWarper(LogitsProcessor):
     """Removes tokens with probability below `epsilon` (keeping at least `min_tokens_to_keep`)."""
 
     def __init__(self, epsilon, filter_value=NEG_INF, min_tokens_to_keep=1):
-        epsilon = float(epsilon)
-        if epsilon <= 0 or epsilon >= 1:
-            raise ValueError(f"`epsilon_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
-        min_tokens_to_keep = int(min_tokens_to_keep)
-        if min_tokens_to_keep < 1:
-            raise ValueError(f"`min_tokens_to_keep` has to be a strictly positive integer, but is "
-                             f"{min_tokens_to_keep}")
-        self.epsilon = epsilon
+        self.epsilon, self.min_tokens_to_keep = _check_cutoff("epsilon_cutoff", epsilon, min_tokens_to_keep)
         self.filter_value = filter_value
-        self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
         remove = F.softmax(scores, -1) < self.epsilon
@@ -562,16 +564,8 @@ class EtaLogitsWarper(LogitsProcessor):
     """Eta sampling: the cutoff is min(epsilon, sqrt(epsilon) * exp(-entropy))."""
 
     def __init__(self, epsilon, filter_value=NEG_INF, min_tokens_to_keep=1, device="cpu"):
-        epsilon = float(epsilon)
-        if epsilon <= 0 or epsilon >= 1:
-            raise ValueError(f"`eta_cutoff` has to be a float > 0 and < 1, but is {epsilon}")
-        min_tokens_to_keep = int(min_tokens_to_keep)
-        if min_tokens_to_keep < 1:
-            raise ValueError(f"`min_tokens_to_keep` has to be a strictly positive integer, but is "
-                             f"{min_tokens_to_keep}")
-        self.epsilon = epsilon
+        self.epsilon, self.min_tokens_to_keep = _check_cutoff("eta_cutoff", epsilon, min_tokens_to_keep)
         self.filter_value = filter_value
-        self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, input_ids, scores):
         probs = F.softmax(scores, -1)
