@@ -175,6 +175,7 @@ def test_evaluate_predict_metrics_and_callback_events(checkpoint, tmp_path):
     assert "on_train_end" in events
 
 
+@pytest.mark.slow
 def test_sequence_classification_with_datasets_and_best_model(checkpoint, tmp_path):
     datasets = pytest.importorskip("datasets")
     rng = np.random.RandomState(0)
@@ -222,6 +223,7 @@ def test_fp16_tracks_fp32_and_skips_overflowing_steps(checkpoint, tmp_path):
         np.testing.assert_array_equal(after[name], value, err_msg=f"{name} changed on a skipped step")
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_and_pynative_give_the_same_training(checkpoint, tmp_path):
     base = Trainer(model=load(checkpoint), args=args_for(tmp_path / "a", max_steps=3), train_dataset=rows())
     base.train()
@@ -292,6 +294,7 @@ def test_hf_defaults_and_field_names():
     assert TrainingArguments(warmup_ratio=0.1).get_warmup_steps(100) == 10
 
 
+@pytest.mark.slow
 def test_report_to_tensorboard_writes_event_files(checkpoint, tmp_path):
     pytest.importorskip("tensorboardX")
     trainer = Trainer(model=load(checkpoint), args=args_for(tmp_path, max_steps=2, report_to="tensorboard"),

@@ -591,29 +591,27 @@ class Trainer:
         if isinstance(dataset, dict):
             return {name: self.evaluate(ds, ignore_keys, f"{metric_key_prefix}_{name}")
                     for name, ds in dataset.items()}
-        loader = self.get_eval_dataloader(dataset)
-        start_time = time.time()
-        output = self.evaluation_loop(loader, "Evaluation", ignore_keys=ignore_keys,
-                                      metric_key_prefix=metric_key_prefix)
-        num_samples = output["num_samples"]
-        output["metrics"].update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples,
-                                               num_steps=math.ceil(num_samples / self.args.eval_batch_size)))
+        output = self._timed_loop(self.get_eval_dataloader(dataset), "Evaluation", ignore_keys, metric_key_prefix)
         self.log(output["metrics"])
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output["metrics"])
         return output["metrics"]
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
         """Predictions (numpy), label_ids and metrics on `test_dataset`, as `PredictionOutput`."""
-        loader = self.get_test_dataloader(test_dataset)
+        output = self._timed_loop(self.get_test_dataloader(test_dataset), "Prediction", ignore_keys,
+                                  metric_key_prefix)
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output["metrics"])
+        return PredictionOutput(predictions=output["predictions"], label_ids=output["label_ids"],
+                                metrics=output["metrics"])
+
+    def _timed_loop(self, loader, description, ignore_keys, metric_key_prefix):
         start_time = time.time()
-        output = self.evaluation_loop(loader, "Prediction", ignore_keys=ignore_keys,
+        output = self.evaluation_loop(loader, description, ignore_keys=ignore_keys,
                                       metric_key_prefix=metric_key_prefix)
         num_samples = output["num_samples"]
         output["metrics"].update(speed_metrics(metric_key_prefix, start_time, num_samples=num_samples,
                                                num_steps=math.ceil(num_samples / self.args.eval_batch_size)))
-        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output["metrics"])
-        return PredictionOutput(predictions=output["predictions"], label_ids=output["label_ids"],
-                                metrics=output["metrics"])
+        return output
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
