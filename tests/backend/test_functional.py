@@ -282,6 +282,10 @@ def pad_fn(x):
     return F.pad(x, (1, 2))
 
 
+def pad_inf_fn(x):
+    return F.pad(x, (2, 0, 0, 0, 1, 1), float("-inf"))
+
+
 def pad_value_fn(x):
     return F.pad(x, (0, 1, 2, 1), 1.5)
 
@@ -442,6 +446,8 @@ CASES = [
     Case("pad", "", pad_fn, lambda x: TF.pad(x, (1, 2)), lambda r, d: [randn(r, 2, 3, 4)], (0,)),
     Case("pad", "value", pad_value_fn, lambda x: TF.pad(x, (0, 1, 2, 1), value=1.5), lambda r, d: [randn(r, 2, 3, 4)],
          (0,)),
+    Case("pad", "minus_inf_3d", pad_inf_fn, lambda x: TF.pad(x, (2, 0, 0, 0, 1, 1), value=float("-inf")),
+         lambda r, d: [randn(r, 2, 3, 4)]),
     Case("interpolate", "bicubic", interpolate_fn, lambda x: TF.interpolate(x, (7, 3), mode="bicubic"),
          lambda r, d: [randn(r, 2, 3, 5, 6)], (0,)),
     Case("interpolate", "bicubic_align_corners", interpolate_corners_fn,
@@ -475,8 +481,8 @@ BF16_MISSING_CPU_KERNEL = {
     "dropout-train": "Dropout", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
-    "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "PadV3",
-    "pad-value": "PadV3", "conv1d": "Conv2D", "conv1d-groups_dilation": "Conv2D", "conv2d": "Conv2D",
+    "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",
+    "pad-value": "Pad", "pad-minus_inf_3d": "Pad", "conv1d": "Conv2D", "conv1d-groups_dilation": "Conv2D", "conv2d": "Conv2D",
     "conv2d-strided_groups": "Conv2D",
 }
 _SORT_BF16 = r"For primitive\[Sort\], the input argument\[inputx\] must be a type of .* but got Tensor\[BFloat16\]"
@@ -570,9 +576,10 @@ def assert_close(ours, ref, tol, what):
         assert ours.dtype == ref.dtype, f"{what}: dtype {ours.dtype} != torch {ref.dtype}"
         np.testing.assert_array_equal(ours, ref, err_msg=what)
         return
-    nan = np.isnan(ref)
-    np.testing.assert_array_equal(np.isnan(ours), nan, err_msg=f"{what}: NaN positions differ")
-    ours, ref = ours[~nan].astype(np.float64), ref[~nan].astype(np.float64)
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg=f"{what}: NaN positions differ")
+    np.testing.assert_array_equal(ours[np.isinf(ref)], ref[np.isinf(ref)], err_msg=f"{what}: infinities differ")
+    ours, ref = ours[finite].astype(np.float64), ref[finite].astype(np.float64)
     if ref.size == 0:
         return
     err = np.abs(ours - ref).max() / max(np.abs(ref).mean(), 1e-30)
@@ -603,7 +610,9 @@ def _run_grad(case, dtype, mode, ours_in):
     shapes = [o.shape for o in _as_tuple(case.fn(*ours_in))]
     # rounded to the test dtype so both sides see the same numbers
     cts = [_rounded(rng.standard_normal(shapes[i]), dtype) for i in case.grad_outputs]
-    (_, outs), grads = _grad_fn(case, mode == "jit")(tuple(ms.Tensor(c) for c in cts), *ours_in)
+    # a plain tuple argument is a jit constant: every call would compile again. Reusing the compiled graph also means
+    # test_grad runs it a second time after test_forward, which is how the ops.pad gradient bug showed up.
+    (_, outs), grads = _grad_fn(case, mode == "jit")(ms.mutable(tuple(ms.Tensor(c) for c in cts)), *ours_in)
     return tuple(outs), cts, _as_tuple(grads)
 
 
@@ -696,6 +705,19 @@ def test_multinomial_without_replacement_draws_each_allowed_index_once():
     np.testing.assert_array_equal(np.sort(samples, -1), [[1, 3], [0, 2]])
 
 
+def _pad_loss(cotangent, x):
+    return (F.pad(x, (1, 2)) * cotangent).sum()
+
+
+def test_pad_gradient_is_right_on_every_run_of_a_compiled_graph():
+    # ops.pad's compiled gradient was right once, then zeros or stale values (MindSpore 2.10 CPU)
+    rng = np.random.default_rng(0)
+    x, ct = rng.standard_normal((2, 3, 4)).astype(np.float32), rng.standard_normal((2, 3, 7)).astype(np.float32)
+    grad = ms.jit(ms.grad(_pad_loss, grad_position=1))
+    for run in range(3):
+        np.testing.assert_array_equal(grad(ms.Tensor(ct), ms.Tensor(x)).asnumpy(), ct[..., 1:5], err_msg=f"run {run}")
+
+
 def _multinomial_3(probs):
     return F.multinomial(probs, 3)
 
@@ -703,11 +725,11 @@ def _multinomial_3(probs):
 @pytest.mark.parametrize("mode", ["pynative", "jit"])
 def test_multinomial_never_draws_zero_probability_categories(mode):
     # MindSpore's CPU Multinomial kernel without replacement returned a zero-probability index in ~0.5% of draws
-    probs = np.zeros((2000, 4096), np.float32)
+    probs = np.zeros((1000, 4096), np.float32)
     probs[:, :10] = 0.1
     sample = _multinomial_3 if mode == "pynative" else ms.jit(_multinomial_3)
-    drawn = np.concatenate([sample(ms.Tensor(probs)).asnumpy() for _ in range(3)])
-    assert drawn.dtype == np.int64 and drawn.shape == (6000, 3)
+    drawn = np.concatenate([sample(ms.Tensor(probs)).asnumpy() for _ in range(2)])
+    assert drawn.dtype == np.int64 and drawn.shape == (2000, 3)
     assert (drawn < 10).all(), f"{(drawn >= 10).sum()} of {drawn.size} draws have probability 0"
     assert all(len(set(row)) == 3 for row in drawn), "a row drew the same index twice without replacement"
 
@@ -722,17 +744,17 @@ def test_multinomial_frequencies_follow_probs(replacement):
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
 def test_sample_categorical_follows_probs_and_never_draws_zero(dtype):
-    probs = np.zeros((3000, 4096), np.float32)
+    probs = np.zeros((2000, 4096), np.float32)
     probs[:, [5, 17, 300, 4095]] = [0.1, 0.2, 0.3, 0.4]
     probs_ms = ms.Tensor(probs).astype(DTYPES[dtype][0])
     one = F.sample_categorical(probs_ms, 1, np.random.default_rng(0)).asnumpy()
-    assert one.dtype == np.int64 and one.shape == (3000, 1)
+    assert one.dtype == np.int64 and one.shape == (2000, 1)
     counts = {i: (one == i).mean() for i in (5, 17, 300, 4095)}
     assert sum(counts.values()) == 1.0, "drew a zero-probability index"
     np.testing.assert_allclose(list(counts.values()), [0.1, 0.2, 0.3, 0.4], atol=0.03)
 
     three = F.sample_categorical(probs_ms, 3, np.random.default_rng(0)).asnumpy()
-    assert three.shape == (3000, 3) and np.isin(three, [5, 17, 300, 4095]).all()
+    assert three.shape == (2000, 3) and np.isin(three, [5, 17, 300, 4095]).all()
     assert all(len(set(row)) == 3 for row in three), "drew an index twice (must be without replacement)"
     np.testing.assert_allclose((three[:, 0] == 4095).mean(), 0.4, atol=0.03)
 

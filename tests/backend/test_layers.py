@@ -122,12 +122,12 @@ def _rss_mib():
 
 
 def test_no_init_parameters_allocates_nothing_until_set_data():
-    rows, dim = 65536, 2048  # 512 MiB of float32
+    rows, dim = 16384, 2048  # 128 MiB of float32
     before = _rss_mib()
     with no_init_parameters():
         emb = L.Embedding(rows, dim)
         lin = L.Linear(dim, 1024)
-    assert _rss_mib() - before < 64, "parameters were materialised under no_init_parameters"
+    assert _rss_mib() - before < 32, "parameters were materialised under no_init_parameters"
     assert emb.weight.has_init and lin.weight.has_init and lin.bias.has_init
     assert tuple(emb.weight.shape) == (rows, dim) and emb.weight.dtype == ms.float32
 

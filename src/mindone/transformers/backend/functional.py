@@ -328,6 +328,7 @@ def multinomial(probs, num_samples=1, replacement=False):
     p = probs.astype(ms.float32)
     if replacement or num_samples == 1:
         return ops.multinomial(p, num_samples, True).astype(ms.int64)
+    # ops.rand logs a deprecation in favour of mint.rand, which has no CPU kernel (InplaceUniform)
     u = ops.clamp(ops.rand(p.shape, dtype=ms.float32), 1e-20, 1.0 - 1e-7)
     return topk(ops.log(p) - ops.log(-ops.log(u)), num_samples)[1]
 
@@ -350,8 +351,23 @@ def triu(x, diagonal=0):
 
 
 def pad(x, padding, value=0.0):
-    """torch-style `padding` tuple (last axis first); `mint` ConstantPadND has no CPU kernel."""
-    return ops.pad(x, padding, value=value)
+    """Constant padding with torch's `padding` tuple (last axis first); `mint` ConstantPadND has no CPU kernel.
+
+    Not `ops.pad`: under `jit` its gradient (PadV3Grad) is right on the first run of a compiled graph and zeros or stale
+    values from the second run on (MindSpore 2.10 CPU), which would corrupt every compiled training step after the
+    first. The `Pad` primitive pads with zeros and differentiates correctly; another `value` is filled in with a mask.
+    Negative (cropping) padding is left to `ops.pad`.
+    """
+    if min(padding) < 0:
+        return ops.pad(x, padding, value=value)
+    n = len(padding) // 2
+    pairs = ((0, 0),) * (x.ndim - n) + tuple((padding[2 * i], padding[2 * i + 1]) for i in reversed(range(n)))
+    zero_pad = ops.Pad(pairs)
+    out = zero_pad(x)
+    if value == 0:
+        return out
+    outside = zero_pad(ops.ones_like(x)) < 0.5
+    return out.masked_fill(outside, value)
 
 
 def _conv_padding(padding):
