@@ -64,6 +64,7 @@ def worker(impl, model_dir, threads, steps):
                                               disable_tqdm=True)
         trainer = transformers.Trainer(model=model, args=args)
         trainer.create_optimizer_and_scheduler(steps + WARMUP)
+        trainer.current_gradient_accumulation_steps = 1
         model.train()
         for ids in batches(model.config.vocab_size, steps + WARMUP):
             x = torch.from_numpy(ids)
