@@ -4,11 +4,14 @@ For each checkpoint of ../shared/SEED_CHECKPOINTS.md: its config (the public dim
 saved by torch `transformers`, realistic inputs (prompt-shaped token ids with the tokenizer's BOS/EOS/pad layout, a
 normalised 224x224 image tensor), then our model loaded in float32 and float16 and run in PyNative and graph mode.
 Each cell is the seed's metric max|ms - pt| / mean|pt| against torch float32, the worst over the row's outputs.
-Writes docs/parity.md. Memory: one torch model, one saved copy and our two loads at a time (flan-t5-large ~3 GB each).
+Writes docs/parity.md. Each checkpoint runs in its own process (MindSpore keeps compiled graphs and their weights
+alive until exit: measured 19.7 GB after three CLIP rows in one process).
 """
 
 import argparse
 import gc
+import json
+import subprocess
 import os
 import shutil
 import sys
@@ -211,21 +214,41 @@ def write_table(rows, path, seconds):
         f.write("\n".join(lines))
 
 
+def run_row(index, workdir):
+    """Measures checkpoint `index` in a fresh interpreter; returns its cells."""
+    out = os.path.join(workdir, f"row{index}.json")
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--row", str(index), "--json", out], check=True)
+    with open(out) as f:
+        return {tuple(k.split("/")): v for k, v in json.load(f).items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "parity.md"))
     parser.add_argument("--only", help="substring of the checkpoint names to run (the table is still written)")
+    parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # internal: one checkpoint, cells to --json
+    parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    table = checkpoints()
+    if args.row is not None:
+        name, torch_cls, our_cls, config, kind, _ = table[args.row]
+        workdir = tempfile.mkdtemp(prefix="parity-table-")
+        try:
+            cells = measure(name, torch_cls, our_cls, config, kind, args.row, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        with open(args.json, "w") as f:
+            json.dump({"/".join(k): v for k, v in cells.items()}, f)
+        return
     start = time.time()
     rows = []
     workdir = tempfile.mkdtemp(prefix="parity-table-")
     try:
-        for seed, (name, torch_cls, our_cls, config, kind, what) in enumerate(checkpoints()):
+        for index, (name, _, our_cls, _, _, what) in enumerate(table):
             if args.only and args.only not in name:
                 continue
-            rows.append((name, our_cls.__name__, what,
-                         measure(name, torch_cls, our_cls, config, kind, seed, workdir)))
+            rows.append((name, our_cls.__name__, what, run_row(index, workdir)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     write_table(rows, args.out, time.time() - start)
