@@ -539,9 +539,10 @@ def _assign(param, array):
     if np_dtype is not None and array.dtype != np_dtype:
         array = array.astype(np_dtype)
     if param.dtype == ms.bfloat16:
-        param.set_data(Tensor(np.ascontiguousarray(array, dtype=np.float32)).astype(ms.bfloat16))
+        param.set_data(Tensor(np.require(array, np.float32, "C")).astype(ms.bfloat16))
     else:
-        param.set_data(Tensor.from_numpy(np.ascontiguousarray(array)))
+        # np.require, not ascontiguousarray: the latter turns 0-d tensors (e.g. CLIP's logit_scale) into shape (1,)
+        param.set_data(Tensor.from_numpy(np.require(array, requirements="C")))
 
 
 def _drop_ignored(keys, patterns):

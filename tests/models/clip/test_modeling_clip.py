@@ -174,8 +174,6 @@ def test_contrastive_loss_gradients_match_torch(checkpoints, mode):
     parity.assert_close(embeddings, 5 * parity.GRAD_BAR, f"embedding grads/{mode}")
 
 
-@pytest.mark.xfail(strict=True, reason="modeling_utils._assign: np.ascontiguousarray turns 0-d checkpoint tensors "
-                                       "into shape (1,), so a saved CLIPModel has logit_scale (1,) and torch refuses it")
 def test_logit_scale_loads_as_a_scalar(checkpoints):
     _, path = checkpoints("quick_gelu_new_eos", transformers.CLIPModel)
     assert parity.load_ours(CLIPModel, path).logit_scale.shape == ()
