@@ -129,13 +129,11 @@ def assert_close(errors, bar, context=""):
 def our_gradients(model, inputs, mode="pynative"):
     """(loss, {param name: grad}) of the model's own loss (inputs must contain labels)."""
     kwargs = to_ms_inputs(inputs)
-    names = [n for n, p in model.named_parameters_dict().items()]
     params = model.trainable_params()
-    by_id = {id(p): p for p in params}
+    # a tied parameter is reported under its first (source) name, as torch's named_parameters does
     unique_names = {}
     for n, p in model.named_parameters_dict().items():
-        if id(p) in by_id and id(p) not in unique_names:
-            unique_names[id(p)] = n
+        unique_names.setdefault(id(p), n)
 
     def loss_fn(**kw):
         return model(**kw)["loss"]
@@ -144,7 +142,6 @@ def our_gradients(model, inputs, mode="pynative"):
     if mode == "graph":
         grad_fn = ms.jit(grad_fn)
     loss, grads = grad_fn(**kwargs)
-    del names
     return loss, {unique_names[id(p)]: g for p, g in zip(params, grads)}
 
 
