@@ -93,6 +93,10 @@ _MODEL_FAMILIES = {
               "Qwen2ForQuestionAnswering", "Qwen2PreTrainedModel"],
     "qwen3": ["Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification",
               "Qwen3ForQuestionAnswering", "Qwen3PreTrainedModel"],
+    "mt5": ["MT5Model", "MT5EncoderModel", "MT5ForConditionalGeneration", "MT5ForSequenceClassification",
+            "MT5ForTokenClassification", "MT5ForQuestionAnswering", "MT5PreTrainedModel"],
+    "umt5": ["UMT5Model", "UMT5EncoderModel", "UMT5ForConditionalGeneration", "UMT5ForSequenceClassification",
+             "UMT5ForTokenClassification", "UMT5ForQuestionAnswering", "UMT5PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

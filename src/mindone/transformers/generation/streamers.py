@@ -1,7 +1,9 @@
 """Streamers with HF's behaviour: `generate` calls `put(token_ids)` with the prompt, then with each new token, and
-`end()` once. Text is released word by word (up to the last space), at newlines, and after CJK characters."""
+`end()` once. Text is released word by word (up to the last space), at newlines, after CJK characters, and at once
+while it holds only letters, digits and spaces (transformers 5.25)."""
 
 import sys
+import unicodedata
 from queue import Queue
 
 import numpy as np
@@ -53,9 +55,14 @@ class TextStreamer(BaseStreamer):
         text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
         if text.endswith("\n"):
             printable = text[self.print_len:]
-            self.token_cache = []
-            self.print_len = 0
+            # keep the newline token as context: decoding the next token alone could drop its leading space
+            self.token_cache = self.token_cache[-1:]
+            self.print_len = len(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
         elif text and _is_cjk(ord(text[-1])):
+            printable = text[self.print_len:]
+            self.print_len += len(printable)
+        elif all(ch.isspace() or unicodedata.category(ch)[0] in "LMN" for ch in text[self.print_len:]):
+            # only letters, digits and spaces so far: nothing a later token can still change (transformers >= 5.25)
             printable = text[self.print_len:]
             self.print_len += len(printable)
         else:

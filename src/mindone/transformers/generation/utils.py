@@ -767,7 +767,7 @@ class GenerationMixin:
         unfinished = np.ones((input_ids.shape[0],), np.bool_)
         while True:
             outputs = runner(input_ids)
-            logits = outputs.logits[:, -1, :].astype(ms.float32)
+            logits = _last_position(outputs.logits).astype(ms.float32)
             ids = Tensor(input_ids)
             scores = logits_processor(ids, logits)
             record.step(scores, logits, outputs)
@@ -821,7 +821,7 @@ class GenerationMixin:
         while True:
             flat_running = running_sequences[:, :, :cur_len].reshape(batch_size * num_beams, cur_len)
             outputs = runner(flat_running)
-            logits = outputs.logits[:, -1, :].astype(ms.float32)
+            logits = _last_position(outputs.logits).astype(ms.float32)
             log_probs = logits_processor(Tensor(flat_running), F.log_softmax(logits, -1))
             record.step(log_probs, logits, outputs)
             vocab_size = log_probs.shape[-1]
@@ -1093,3 +1093,10 @@ def _prompt_lookup_candidates(ids, max_ngram, num_tokens):
 __all__ = ["GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateEncoderDecoderOutput",
            "GenerateBeamDecoderOnlyOutput", "GenerateBeamEncoderDecoderOutput", "static_cache_length",
            "compiled_decode_step"]
+
+
+def _last_position(logits):
+    """(B, S, V) -> (B, V) at the last position; a reshape when S == 1 (tensor indexing costs ~2 ms per call on CPU)."""
+    if logits.shape[1] == 1:
+        return logits.reshape(logits.shape[0], logits.shape[2])
+    return logits[:, -1, :]

@@ -49,7 +49,9 @@ def _encoder_family(prefix, causal_lm=None):
 
 def _t5_family(prefix):
     return {"base": f"{prefix}Model", "seq2seq-lm": f"{prefix}ForConditionalGeneration",
-            "text-encoding": f"{prefix}EncoderModel"}
+            "text-encoding": f"{prefix}EncoderModel", "sequence-classification": f"{prefix}ForSequenceClassification",
+            "token-classification": f"{prefix}ForTokenClassification",
+            "question-answering": f"{prefix}ForQuestionAnswering"}
 
 
 def _vision_family(prefix):

@@ -1,7 +1,8 @@
 """T5 on MindSpore: HF's `modeling_t5.py` structure, names and outputs; device concerns live in `backend`.
 
 Covers v1.0 (ReLU feed-forward, LM head tied to the embeddings and fed `d_model**-0.5`-scaled states) and v1.1 / Flan
-(gated-GELU, separate LM head). mT5 and UMT5 reuse these blocks (see their files).
+(gated-GELU, separate LM head). mT5 and UMT5 reuse these classes (`models/mt5`, `models/umt5`); UMT5 differs
+only in giving every block its own relative position bias (`T5Stack.bias_in_every_block`).
 """
 
 import copy
@@ -450,8 +451,11 @@ class T5Stack(nn.Cell):
         self.config = config
         self.embed_tokens = Embedding(config.vocab_size, config.d_model)
         self.is_decoder = config.is_decoder
+        # T5/mT5: the first block owns the relative position bias and the others reuse it; UMT5: every block has its own
+        self.bias_in_every_block = config.model_type == "umt5"
         self.block = nn.CellList(
-            [T5Block(config, has_relative_attention_bias=(i == 0), layer_idx=i) for i in range(config.num_layers)]
+            [T5Block(config, has_relative_attention_bias=(i == 0 or self.bias_in_every_block), layer_idx=i)
+             for i in range(config.num_layers)]
         )
         self.final_layer_norm = T5LayerNorm(config.d_model, eps=config.layer_norm_epsilon)
         self.dropout = Dropout(config.dropout_rate)
@@ -510,7 +514,8 @@ class T5Stack(nn.Cell):
                 encoder_decoder_position_bias, past_key_values, cache_position,
             )
             # the first block computes the position biases, the others reuse them
-            position_bias = self_bias
+            if not self.bias_in_every_block:
+                position_bias = self_bias
             if self.is_decoder and encoder_hidden_states is not None:
                 encoder_decoder_position_bias = cross_bias
             if output_attentions:
