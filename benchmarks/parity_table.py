@@ -32,6 +32,24 @@ from tests import parity  # noqa: E402
 # T5 encoder of DeepFloyd/t5-v1_1-xxl: 24 layers of 193M parameters (19 GB in fp32) do not fit twice in 24 GB
 XXL_LAYERS = 2
 
+# The seed's published numbers (mindone.transformers README, "MindSpore 2.3", Ascend vs torch 2.2 CPU, real weights):
+# (PyNative FP32, PyNative FP16, Graph FP32, Graph FP16), by the first words of our row names. The seed labels the
+# SDXL CLIP-L text_encoder "(H)" and text_encoder_2 "(bigG)".
+SEED = {
+    "openai/clip-vit-large-patch14": (8.30e-5, 0.0385, 7.81e-5, 0.0385),
+    "stabilityai/stable-diffusion-2-1 (text_encoder)": (3.28e-5, 0.0272, 3.16e-5, 0.0268),
+    "stabilityai/stable-diffusion-xl-base-1.0 (text_encoder)": (1.55e-5, 0.0212, 1.72e-5, 0.0151),
+    "stabilityai/stable-diffusion-xl-base-1.0 (text_encoder_2)": (1.38e-5, 0.0233, 1.75e-5, 0.0258),
+    "google-t5/t5-small": (6.72e-5, 0.0636, 4.88e-5, 0.0488),
+    "DeepFloyd/t5-v1_1-xxl": (1.40e-4, 0.0426, 9.84e-5, 0.0918),
+    "google/flan-t5-large": (4.55e-6, 0.0025, 4.55e-6, 0.0023),
+}
+
+
+def seed_numbers(name):
+    return next(v for k, v in SEED.items() if name.startswith(k))
+
+
 CLIP_TEXT_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                    num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
 T5_COMMON = dict(vocab_size=32128, d_kv=64, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
@@ -161,6 +179,11 @@ def measure(name, torch_cls, our_cls, config, kind, seed, workdir):
     del reference
     gc.collect()
     cells = {}
+    # torch's own float16 error on the same weights: the floor any float16 implementation starts from
+    reference16 = torch_cls.from_pretrained(path, dtype=torch.float16, attn_implementation="eager").eval()
+    cells[("torch", "float16")] = row_error(kind, parity.run_torch(reference16, inputs), ref)
+    del reference16
+    gc.collect()
     for dtype in ("float32", "float16"):
         model = parity.load_ours(our_cls, path, dtype=dtype)
         for mode in parity.MODES:
@@ -189,17 +212,22 @@ def write_table(rows, path, seconds):
         "normalised 224x224 image batch. FP16 = our model loaded with `dtype=\"float16\"` (T5 keeps `wo` in float32,",
         "as HF does) compared with torch float32. MindSpore 2.10 CPU, 2 cores.",
         "",
-        "The seed's published values are not in this repository; the `seed` columns are to be filled from its",
-        "documentation.",
+        "`seed` columns: the numbers the seed (mindone.transformers) publishes for MindSpore 2.3 on Ascend against",
+        "torch 2.2 on CPU, measured on the *real* checkpoints. Ours use random weights at the same shapes (the real",
+        "ones cannot be downloaded here), so the FP32 columns compare like with like (both are float32 rounding noise),",
+        "but FP16 errors depend on the weights: `torch FP16` is torch's own float16 model against torch float32 on our",
+        "weights, the floor for any float16 implementation of them.",
         "",
-        "| checkpoint (class) | compared outputs | PyNative FP32 | seed | PyNative FP16 | seed | Graph FP32 | seed "
-        "| Graph FP16 | seed |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| checkpoint (class) | compared outputs | PyNative FP32 | seed | Graph FP32 | seed | PyNative FP16 | seed "
+        "| Graph FP16 | seed | torch FP16 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, cls_name, what, cells in rows:
-        lines.append(f"| {name} (`{cls_name}`) | {what} | {fmt(cells[('pynative', 'float32')])} | ? "
-                     f"| {fmt(cells[('pynative', 'float16')])} | ? | {fmt(cells[('graph', 'float32')])} | ? "
-                     f"| {fmt(cells[('graph', 'float16')])} | ? |")
+        s32, s16, g32, g16 = seed_numbers(name)
+        lines.append(f"| {name} (`{cls_name}`) | {what} | {fmt(cells[('pynative', 'float32')])} | {fmt(s32)} "
+                     f"| {fmt(cells[('graph', 'float32')])} | {fmt(g32)} | {fmt(cells[('pynative', 'float16')])} "
+                     f"| {fmt(s16)} | {fmt(cells[('graph', 'float16')])} | {fmt(g16)} "
+                     f"| {fmt(cells[('torch', 'float16')])} |")
     lines += [
         "",
         f"DeepFloyd/t5-v1_1-xxl: the full width (d_model 4096, d_ff 10240, 64 heads) with {XXL_LAYERS} of its 24",
