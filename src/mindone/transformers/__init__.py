@@ -93,6 +93,9 @@ _MODEL_FAMILIES = {
               "Qwen2ForQuestionAnswering", "Qwen2PreTrainedModel"],
     "qwen3": ["Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification",
               "Qwen3ForQuestionAnswering", "Qwen3PreTrainedModel"],
+    "gemma": ["GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification", "GemmaForTokenClassification",
+              "GemmaPreTrainedModel"],
+    "gemma3": ["Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification", "Gemma3PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
