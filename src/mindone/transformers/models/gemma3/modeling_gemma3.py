@@ -1,8 +1,8 @@
 """Gemma 3 (text) on MindSpore: Gemma's scaled embeddings and (1 + weight) RMSNorms, plus RMSNorm on each query/key
 head, norms before *and* after both the attention and the MLP, sliding-window attention on the layers
 `config.layer_types` marks (with their own RoPE base), scores scaled by `query_pre_attn_scalar ** -0.5`, and optional
-tanh soft-capping of attention scores and final logits. HF's structure, names and outputs; device concerns live in
-`backend`."""
+tanh soft-capping of the final logits. `attn_logit_softcapping` is accepted but not applied, exactly as HF's Gemma3
+(only Gemma2 caps attention scores). HF's structure, names and outputs; device concerns live in `backend`."""
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -92,19 +92,6 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 
-def eager_attention_forward(query, key, value, attention_mask, scaling, softcap=None, dropout=0.0, training=False):
-    """HF's Gemma 2/3 eager attention: scores are soft-capped (cap * tanh(scores / cap)) before the mask is added,
-    so masked positions stay at the mask value. Softmax in float32 (fp16 scores near the mask value overflow)."""
-    scores = F.matmul(query, key.swapaxes(-1, -2)) * scaling
-    if softcap is not None:
-        scores = F.tanh(scores / softcap) * softcap
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    weights = F.softmax(scores, -1, ms.float32).astype(query.dtype)
-    weights = F.dropout(weights, dropout, training)
-    return F.matmul(weights, value), weights
-
-
 class Gemma3MLP(nn.Cell):
     def __init__(self, config: Gemma3TextConfig):
         super().__init__()
@@ -135,6 +122,7 @@ class Gemma3Attention(nn.Cell):
         self.v_proj = Linear(config.hidden_size, config.num_key_value_heads * self.head_dim,
                              bias=config.attention_bias)
         self.o_proj = Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
+        # kept for HF's attribute set, but (as in HF's Gemma3, unlike Gemma2) never applied to the scores
         self.attn_logit_softcapping = config.attn_logit_softcapping
         self.is_sliding = self.layer_type == "sliding_attention"
         self.sliding_window = config.sliding_window if self.is_sliding else None
@@ -160,14 +148,13 @@ class Gemma3Attention(nn.Cell):
                 key_states, value_states, self.layer_idx, {"cache_position": cache_position}
             )
 
-        attn_output, attn_weights = eager_attention_forward(
+        attn_output, attn_weights = F.attention(
             query_states,
             F.repeat_kv(key_states, self.num_key_value_groups),
             F.repeat_kv(value_states, self.num_key_value_groups),
-            attention_mask,
-            self.scaling,
-            softcap=self.attn_logit_softcapping,
-            dropout=self.attention_dropout if self.training else 0.0,
+            attn_mask=attention_mask,
+            scale=self.scaling,
+            dropout_p=self.attention_dropout if self.training else 0.0,
             training=self.training,
         )
         attn_output = attn_output.swapaxes(1, 2).reshape(batch, seq_len, -1)
