@@ -125,3 +125,16 @@ def test_task_heads_match_torch(checkpoints, ours_cls, fields):
     if ours_cls is Gemma3TextForSequenceClassification:
         inputs["labels"] = np.array([0, 2], np.int64)
     assert_matches_torch(ours_cls, torch_model, path, inputs, fields, "graph", rows=mask.astype(bool))
+
+
+def test_auto_classes_pick_the_gemma_families(checkpoints):
+    from mindone.transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from mindone.transformers import GemmaForCausalLM
+
+    _, path = checkpoints(transformers.Gemma3ForCausalLM)
+    assert type(AutoModelForCausalLM.from_pretrained(path)) is Gemma3ForCausalLM
+    assert type(AutoModel.from_pretrained(path)) is Gemma3TextModel
+    assert type(AutoModelForSequenceClassification.from_config(make_config())) is Gemma3TextForSequenceClassification
+    gemma = transformers.GemmaConfig(**{k: v for k, v in BASE.items() if k not in ("sliding_window", "layer_types",
+                                                                                     "query_pre_attn_scalar")})
+    assert type(AutoModelForCausalLM.from_config(gemma)) is GemmaForCausalLM
