@@ -1,5 +1,6 @@
 """Gemma family parity with torch `transformers` on tiny random checkpoints."""
 
+import mindspore as ms
 import numpy as np
 import pytest
 import transformers
@@ -68,8 +69,6 @@ def test_greedy_generation_matches_torch(checkpoints):
 
 def test_embedding_scale_is_rounded_to_the_model_dtype(checkpoints):
     # HF multiplies by sqrt(hidden_size) cast to the weight dtype: in fp16 sqrt(32) = 5.656854... becomes 5.65625
-    import mindspore as ms
-
     _, path = checkpoints(transformers.GemmaForCausalLM)
     ours = parity.load_ours(GemmaForCausalLM, path, dtype="float16")
     ids = np.array([[3, 7]], np.int64)

@@ -108,7 +108,7 @@ def test_greedy_generation_matches_torch_past_the_sliding_window(checkpoints, va
 def test_sliding_window_changes_the_output(checkpoints):
     """Guards the test config: with the window as long as the input the logits must differ (the window bites)."""
     _, path = checkpoints(transformers.Gemma3ForCausalLM)
-    ids, mask, _ = left_padded_batch(VOCAB)
+    ids, _, _ = left_padded_batch(VOCAB)
     windowed = parity.run_ours(parity.load_ours(Gemma3ForCausalLM, path), dict(input_ids=ids))["logits"]
     wide = parity.run_ours(parity.load_ours(Gemma3ForCausalLM, path, sliding_window=64), dict(input_ids=ids))["logits"]
     assert parity.rel_error(windowed, wide) > 1e-3
