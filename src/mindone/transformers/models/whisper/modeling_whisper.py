@@ -198,8 +198,9 @@ class WhisperPreTrainedModel(PreTrainedModel):
             init_parameter(cell.weight, Normal(std))
             if cell.bias is not None:
                 init_parameter(cell.bias, "zeros")
+        elif isinstance(cell, Embedding) and getattr(cell, "sinusoidal", False):
+            cell.weight.set_data(Tensor(sinusoids(*cell.weight.shape)).astype(cell.weight.dtype))
         elif isinstance(cell, Embedding):
-            super()._init_weights(cell)
             init_parameter(cell.weight, Normal(std))
             if cell.padding_idx is not None:
                 data = cell.weight.asnumpy().copy()
@@ -207,9 +208,6 @@ class WhisperPreTrainedModel(PreTrainedModel):
                 cell.weight.set_data(Tensor(data))
         elif isinstance(cell, LayerNorm):
             super()._init_weights(cell)
-        elif isinstance(cell, WhisperEncoder):
-            cell.embed_positions.weight.set_data(
-                Tensor(sinusoids(*cell.embed_positions.weight.shape)).astype(cell.embed_positions.weight.dtype))
 
     def _get_feat_extract_output_lengths(self, input_lengths):
         """Output length of the convolutional front end (the second conv has stride 2)."""
@@ -230,6 +228,7 @@ class WhisperEncoder(WhisperPreTrainedModel):
         self.conv2 = Conv1d(embed_dim, embed_dim, kernel_size=3, stride=2, padding=1)
         self.embed_positions = Embedding(self.max_source_positions, embed_dim)
         # fixed sinusoids, as in HF (`requires_grad_(False)`)
+        self.embed_positions.sinusoidal = True
         self.embed_positions.weight.requires_grad = False
         self.layers = nn.CellList([WhisperEncoderLayer(config) for _ in range(config.encoder_layers)])
         self.layer_norm = LayerNorm(config.d_model)
@@ -575,6 +574,13 @@ class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
         if kwargs.get("encoder_outputs") is None:
             kwargs["encoder_outputs"] = self.get_encoder()(Tensor(_as_numpy(input_features)), return_dict=True)
         init_tokens = self._retrieve_init_tokens(gc, batch_size, kwargs["encoder_outputs"])
+        if gc.num_return_sequences is not None and gc.num_return_sequences > 1:
+            # HF decodes each input num_return_sequences times as separate rows (identical unless sampling)
+            repeats, gc.num_return_sequences = gc.num_return_sequences, 1
+            init_tokens = np.repeat(init_tokens, repeats, 0)
+            enc_last = _encoder_fields(kwargs["encoder_outputs"])[0]
+            kwargs["encoder_outputs"] = BaseModelOutput(
+                last_hidden_state=Tensor(np.repeat(enc_last.asnumpy(), repeats, 0)))
 
         # HF: without max_new_tokens, max_length grows by the prompt, capped at max_target_positions
         num_initial = min(self.config.max_target_positions // 2 - 1, init_tokens.shape[1])
