@@ -53,9 +53,13 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
     Call arguments: `chunk_length_s` (split longer audio into overlapping chunks of this length; their tokens are
     merged as HF merges them), `stride_length_s` (overlap on each side, default chunk_length_s / 6),
     `return_timestamps` (not supported yet), `generate_kwargs` (dict for `model.generate`), `max_new_tokens`.
+    Decoding defaults to beam search with 5 beams, as in transformers 5.
     """
 
     task = "automatic-speech-recognition"
+    # transformers 5's defaults for parameters that neither the call nor the model's generation config set
+    # (num_beams=5 follows OpenAI's Whisper; max_new_tokens is not added when max_length is set, e.g. Whisper's 448)
+    _default_generation = {"max_new_tokens": 256, "num_beams": 5}
 
     def __init__(self, model, tokenizer=None, feature_extractor=None, **kwargs):
         if feature_extractor is None:
@@ -82,6 +86,10 @@ class AutomaticSpeechRecognitionPipeline(Pipeline):
                 raise ValueError("`max_new_tokens` is defined both as an argument and inside `generate_kwargs` "
                                  "argument, please use only 1 version")
             generate_kwargs["max_new_tokens"] = max_new_tokens
+        set_params = {**self.model.generation_config.to_diff_dict(), **generate_kwargs}
+        for key, value in self._default_generation.items():
+            if key not in set_params and not (key == "max_new_tokens" and "max_length" in set_params):
+                generate_kwargs[key] = value
         self._generate_kwargs = generate_kwargs
         pre = {"chunk_length_s": chunk_length_s, "stride_length_s": stride_length_s}
         return pre, {}

@@ -92,7 +92,7 @@ class SummarizationPipeline(Text2TextGenerationPipeline):
     return_name = "summary"
 
     def check_inputs(self, input_length, min_length, max_length):
-        if max_length is not None and max_length < min_length:
+        if max_length is not None and min_length is not None and max_length < min_length:
             logger.warning("Your min_length=%d must be inferior than your max_length=%d.", min_length, max_length)
         if max_length is not None and input_length < max_length:
             logger.warning("Your max_length is set to %d, but your input_length is only %d. Since this is a "
