@@ -3,7 +3,6 @@ tokenizer; the real checkpoint in the slow test), and text2text-generation / sum
 T5 against HF 4.x's documented behaviour: prefix + text -> torch `model.generate` -> decoded text under
 "generated_text" / "summary_text" / "translation_text" (transformers 5 removed these torch pipelines)."""
 
-import io
 import wave
 
 import numpy as np
@@ -13,7 +12,7 @@ import transformers
 
 from mindone.transformers import pipeline
 from tests import parity
-from tests.models.whisper.fixtures import SENTENCE, speech_wav, whisper_tiny_en_dir
+from tests.models.whisper.fixtures import speech_wav, whisper_tiny_en_dir
 
 RATE = 16000
 
