@@ -82,8 +82,9 @@ def test_asr_inputs_give_torch_transcripts(asr_pair, tmp_path, kind):
         inputs = str(path) if kind == "wav_path" else path.read_bytes()
     if kind == "list_of_arrays":
         second = audio(0.5, seed=1)
-        result = ours([samples, second], generate_kwargs=GENERATE)
-        assert result == [expected, ref(second, generate_kwargs=GENERATE)]
+        expected = [expected, ref(second, generate_kwargs=GENERATE)]
+        assert ours([samples, second], generate_kwargs=GENERATE) == expected
+        assert ours([samples, second], generate_kwargs=GENERATE, batch_size=2) == expected
         return
     assert ours(inputs, generate_kwargs=GENERATE) == expected
     assert set(expected) == {"text"}
