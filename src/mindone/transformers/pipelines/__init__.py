@@ -9,6 +9,7 @@ import logging
 import os
 
 from ..models.auto.modeling_auto import MODEL_FAMILIES, TASKS, model_class, supported_model_types
+from .automatic_speech_recognition import AutomaticSpeechRecognitionPipeline
 from .base import Pipeline
 from .text import (
     FeatureExtractionPipeline,
@@ -18,6 +19,7 @@ from .text import (
     TokenClassificationPipeline,
     ZeroShotClassificationPipeline,
 )
+from .text2text_generation import SummarizationPipeline, Text2TextGenerationPipeline, TranslationPipeline
 from .text_generation import TextGenerationPipeline
 
 logger = logging.getLogger(__name__)
@@ -31,23 +33,34 @@ SUPPORTED_TASKS = {
     "question-answering": (QuestionAnsweringPipeline, "question-answering"),
     "zero-shot-classification": (ZeroShotClassificationPipeline, "sequence-classification"),
     "text-generation": (TextGenerationPipeline, "causal-lm"),
+    "automatic-speech-recognition": (AutomaticSpeechRecognitionPipeline, "speech-seq2seq"),
+    "text2text-generation": (Text2TextGenerationPipeline, "seq2seq-lm"),
+    "summarization": (SummarizationPipeline, "seq2seq-lm"),
+    "translation": (TranslationPipeline, "seq2seq-lm"),
 }
+# pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
+_TASK_AWARE = (Text2TextGenerationPipeline,)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
-def pipeline(task, model=None, tokenizer=None, dtype=None, torch_dtype=None, batch_size=1, model_kwargs=None,
-             trust_remote_code=None, device=None, device_map=None, **kwargs):
+def pipeline(task, model=None, tokenizer=None, feature_extractor=None, dtype=None, torch_dtype=None, batch_size=1,
+             model_kwargs=None, trust_remote_code=None, device=None, device_map=None, **kwargs):
     """Builds the pipeline for `task` around `model` (a directory / hub id, or one of our models).
 
     Args:
-        task: a key of SUPPORTED_TASKS or an alias ("sentiment-analysis", "ner").
+        task: a key of SUPPORTED_TASKS, an alias ("sentiment-analysis", "ner") or "translation_xx_to_yy".
         model: checkpoint directory or hub repo id, or an instantiated model of this package.
         tokenizer: a `transformers` tokenizer or where to load it from (default: the model's directory).
+        feature_extractor: for automatic-speech-recognition, a `transformers` feature extractor or where to load
+            it from (default: the model's directory).
         dtype: "auto", "float32", "float16" ... as in `from_pretrained` (`torch_dtype` is accepted too).
         batch_size: inputs run through the model together.
         kwargs: default call arguments of the pipeline (e.g. `top_k`, `aggregation_strategy`).
     """
     task = TASK_ALIASES.get(task, task)
+    full_task = task
+    if task.startswith("translation_"):
+        task = "translation"
     if task not in SUPPORTED_TASKS:
         raise KeyError(f"Unknown task {task!r}; available tasks: {sorted(SUPPORTED_TASKS) + sorted(TASK_ALIASES)}")
     if model is None:
@@ -66,6 +79,8 @@ def pipeline(task, model=None, tokenizer=None, dtype=None, torch_dtype=None, bat
             load_kwargs["dtype"] = dtype
         model = model_class(config.model_type, model_task).from_pretrained(path, config=config, **load_kwargs)
         tokenizer = tokenizer if tokenizer is not None else path
+        if pipeline_cls is AutomaticSpeechRecognitionPipeline and feature_extractor is None:
+            feature_extractor = path
     else:
         _check_model_instance(model, task, model_task)
         if tokenizer is None:
@@ -76,6 +91,16 @@ def pipeline(task, model=None, tokenizer=None, dtype=None, torch_dtype=None, bat
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
     if tokenizer is None:
         raise ValueError(f"pipeline({task!r}) needs a tokenizer: pass `tokenizer=`")
+    if pipeline_cls is AutomaticSpeechRecognitionPipeline:
+        if feature_extractor is None:
+            feature_extractor = getattr(model, "name_or_path", None) or None
+        if isinstance(feature_extractor, (str, os.PathLike)):
+            from transformers import AutoFeatureExtractor
+
+            feature_extractor = AutoFeatureExtractor.from_pretrained(os.fspath(feature_extractor))
+        kwargs["feature_extractor"] = feature_extractor
+    if issubclass(pipeline_cls, _TASK_AWARE):
+        kwargs["task"] = full_task
     return pipeline_cls(model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
 
 

