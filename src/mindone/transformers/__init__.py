@@ -93,6 +93,12 @@ _MODEL_FAMILIES = {
               "Qwen2ForQuestionAnswering", "Qwen2PreTrainedModel"],
     "qwen3": ["Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification",
               "Qwen3ForQuestionAnswering", "Qwen3PreTrainedModel"],
+    "roberta": ["RobertaModel", "RobertaForCausalLM", "RobertaForMaskedLM", "RobertaForSequenceClassification",
+                "RobertaForMultipleChoice", "RobertaForTokenClassification", "RobertaForQuestionAnswering",
+                "RobertaPreTrainedModel"],
+    "distilbert": ["DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
+                   "DistilBertForMultipleChoice", "DistilBertForTokenClassification",
+                   "DistilBertForQuestionAnswering", "DistilBertPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
