@@ -49,6 +49,8 @@ class Embeddings(nn.Cell):
         super().__init__()
         self.word_embeddings = Embedding(config.vocab_size, config.dim, padding_idx=config.pad_token_id)
         self.position_embeddings = Embedding(config.max_position_embeddings, config.dim)
+        # marks the table `_init_weights` fills with sines (initialisation runs per owning cell, parents first)
+        self.position_embeddings.sinusoidal = config.sinusoidal_pos_embds
         self.LayerNorm = LayerNorm(config.dim, eps=_LN_EPS)
         self.dropout = Dropout(config.dropout)
 
@@ -146,8 +148,8 @@ class DistilBertPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, cell):
         super()._init_weights(cell)
-        if isinstance(cell, Embeddings) and self.config.sinusoidal_pos_embds:
-            weight = cell.position_embeddings.weight
+        if isinstance(cell, Embedding) and getattr(cell, "sinusoidal", False):
+            weight = cell.weight
             table = sinusoidal_position_table(self.config.max_position_embeddings, self.config.dim)
             weight.set_data(ms.Tensor(table).astype(weight.dtype))
 
