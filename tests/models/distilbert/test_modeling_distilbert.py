@@ -123,3 +123,11 @@ def test_return_dict_false_gives_hf_tuple_order(checkpoints):
     out, ref = parity.run_ours(ours, inputs), parity.run_torch(torch_model, inputs)
     assert isinstance(out, tuple) and len(out) == len(ref) == 2
     assert parity.rel_error(out[1], ref[1]) <= parity.FP32_BAR
+
+
+def test_auto_classes_pick_distilbert(checkpoints):
+    from mindone.transformers import AutoModel, AutoModelForQuestionAnswering
+
+    _, path = checkpoints(transformers.DistilBertForQuestionAnswering, num_labels=2)
+    assert type(AutoModelForQuestionAnswering.from_pretrained(path)) is DistilBertForQuestionAnswering
+    assert type(AutoModel.from_pretrained(path)) is DistilBertModel

@@ -155,3 +155,25 @@ def test_base_checkpoint_loads_into_head_model(checkpoints):
     _, info = RobertaForTokenClassification.from_pretrained(path, output_loading_info=True)
     assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
     assert info["unexpected_keys"] == [] or all(k.startswith("pooler.") for k in info["unexpected_keys"])
+
+
+@pytest.mark.parametrize("mode", parity.MODES)
+def test_decoder_with_cross_attention_matches_torch(checkpoints, mode):
+    torch_model, path = checkpoints(transformers.RobertaForCausalLM, is_decoder=True, add_cross_attention=True)
+    inputs = batch(seed=12)
+    inputs["attention_mask"] = np.ones_like(inputs["attention_mask"])
+    rng = np.random.RandomState(12)
+    inputs.update(encoder_hidden_states=rng.randn(2, 5, BASE["hidden_size"]).astype(np.float32),
+                  encoder_attention_mask=np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.int64),
+                  labels=inputs["input_ids"], output_attentions=True, use_cache=False)
+    assert_matches_torch(RobertaForCausalLM, torch_model, path, inputs, ["logits", "loss", "attentions",
+                                                                         "cross_attentions"], mode)
+
+
+def test_auto_classes_pick_roberta(checkpoints):
+    from mindone.transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    _, path = checkpoints(transformers.RobertaForCausalLM, is_decoder=True)
+    assert type(AutoModelForCausalLM.from_pretrained(path)) is RobertaForCausalLM
+    _, path = checkpoints(transformers.RobertaForMaskedLM)
+    assert type(AutoModelForMaskedLM.from_pretrained(path)) is RobertaForMaskedLM
