@@ -101,6 +101,12 @@ _MODEL_FAMILIES = {
               "GemmaPreTrainedModel"],
     "gemma3": ["Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification", "Gemma3PreTrainedModel"],
     "whisper": ["WhisperModel", "WhisperForConditionalGeneration", "WhisperPreTrainedModel"],
+    "roberta": ["RobertaModel", "RobertaForCausalLM", "RobertaForMaskedLM", "RobertaForSequenceClassification",
+                "RobertaForMultipleChoice", "RobertaForTokenClassification", "RobertaForQuestionAnswering",
+                "RobertaPreTrainedModel"],
+    "distilbert": ["DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
+                   "DistilBertForMultipleChoice", "DistilBertForTokenClassification",
+                   "DistilBertForQuestionAnswering", "DistilBertPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

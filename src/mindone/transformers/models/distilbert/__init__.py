@@ -1,0 +1,1 @@
+from .modeling_distilbert import *  # noqa: F401,F403

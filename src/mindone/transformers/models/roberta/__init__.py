@@ -1,0 +1,1 @@
+from .modeling_roberta import *  # noqa: F401,F403
