@@ -210,3 +210,23 @@ print(m(np.array([[1, 2, 3]])).logits.shape, "torch" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "(1, 3, 64) False" in out.stdout
+
+
+def test_cache_argument_and_output_field_use_transformers_5_names(tmp_path):
+    """transformers >= 5.23 spells the cache `cache` (input and output field); `past_key_values` still works."""
+    import transformers as hf
+
+    from mindone.transformers import DynamicCache, LlamaForCausalLM
+
+    config = hf.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2)
+    model = LlamaForCausalLM(config)
+    ids = np.array([[3, 7, 9]], np.int64)
+    cache = DynamicCache()
+    out = model(ids, cache=cache, use_cache=True)
+    assert out.cache is cache and out["cache"] is cache and out.past_key_values is cache
+    assert cache.get_seq_length() == 3
+    out = model(np.array([[4]], np.int64), cache=cache, use_cache=True)
+    assert cache.get_seq_length() == 4
+    with pytest.raises(ValueError, match="both `cache` and `past_key_values`"):
+        model(ids, cache=DynamicCache(), past_key_values=DynamicCache())

@@ -27,8 +27,17 @@ class ModelOutput(OrderedDict):
 
     def __getitem__(self, key):
         if isinstance(key, str):
-            return dict(self.items())[key]
+            items = dict(self.items())
+            if key == "cache" and key not in items and "past_key_values" in items:
+                key = "past_key_values"
+            return items[key]
         return self.to_tuple()[key]
+
+    def __getattr__(self, name):
+        # only reached when normal lookup fails: transformers >= 5.23 calls the cache field `cache`
+        if name == "cache" and "past_key_values" in getattr(type(self), "__dataclass_fields__", {}):
+            return self.past_key_values
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setitem__(self, key, value):
         super().__setitem__(key, value)

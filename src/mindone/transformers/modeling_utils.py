@@ -8,6 +8,8 @@ renames (`gamma`/`beta`) and a model's optional `_fix_checkpoint_key` hook.
 """
 
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import os
@@ -122,6 +124,12 @@ class PreTrainedModel(nn.Cell):
     def __call__(self, *args, **kwargs):
         args = tuple(_to_tensor(a) for a in args)
         kwargs = {k: _to_tensor(v) for k, v in kwargs.items()}
+        if "cache" in kwargs and "cache" not in _construct_params(type(self)):
+            # transformers >= 5.23 names the cache argument `cache` (`past_key_values` until 5.40); ours keep HF's
+            # older name, so both spellings work
+            if kwargs.get("past_key_values") is not None:
+                raise ValueError("You cannot specify both `cache` and `past_key_values`. Use `cache` only.")
+            kwargs["past_key_values"] = kwargs.pop("cache")
         return super().__call__(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -551,6 +559,11 @@ def _drop_ignored(keys, patterns):
     import re
 
     return [k for k in keys if not any(re.search(p, k) for p in patterns)]
+
+
+@functools.lru_cache(maxsize=None)
+def _construct_params(cls) -> frozenset:
+    return frozenset(inspect.signature(cls.construct).parameters)
 
 
 def _to_tensor(value):
