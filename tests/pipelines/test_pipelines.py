@@ -177,3 +177,19 @@ def test_text_generation_greedy_matches_torch(llama_dir, kwargs):
     both("text-generation", llama_dir, "The capital of France", max_new_tokens=8, do_sample=False, **kwargs)
     chat = [{"role": "user", "content": "Once upon a time"}]
     both("text-generation", llama_dir, chat, max_new_tokens=6, do_sample=False, **kwargs)
+
+
+def test_call_time_batch_size_batches_the_model_calls(bert_dirs):
+    """`pipe(inputs, batch_size=4)` runs the model on 4 inputs at a time (as HF), with the unbatched results."""
+    directory = bert_dirs("feature-extraction")
+    pipe = pipeline("feature-extraction", model=directory)
+    texts = ["the big city", "a cat", "the cat sat on a mat", "john lives in paris", "dog"]
+    calls = []
+    forward = pipe._forward
+    pipe._forward = lambda batch: calls.append(batch["input_ids"].shape[0]) or forward(batch)
+    batched = pipe(texts, batch_size=4)
+    assert calls == [4, 1]
+    one_by_one = pipe(texts)
+    assert calls[2:] == [1] * 5
+    for a, b in zip(batched, one_by_one):
+        assert parity.rel_error(np.array(a), np.array(b)) <= parity.FP32_BAR

@@ -60,6 +60,7 @@ class Pipeline:
         single = not isinstance(inputs, (list, tuple)) or self._is_single(inputs)
         items = [inputs] if single else list(inputs)
         results = []
+        self._active_batch_size = max(1, int(batch_size))  # a call's batch_size overrides the pipeline's
         for start in range(0, len(items), batch_size):
             group = items[start:start + batch_size]
             prepared = [self.preprocess(item, **pre_kwargs) for item in group]
@@ -78,8 +79,9 @@ class Pipeline:
                 flat.append(part)
                 owners.append(i)
         outputs = []
-        for start in range(0, len(flat), max(1, self.batch_size)):
-            outputs.extend(self._run_batch(flat[start:start + max(1, self.batch_size)]))
+        size = getattr(self, "_active_batch_size", max(1, self.batch_size))
+        for start in range(0, len(flat), size):
+            outputs.extend(self._run_batch(flat[start:start + size]))
         grouped = [[] for _ in prepared]
         for owner, out in zip(owners, outputs):
             grouped[owner].append(out)
