@@ -482,7 +482,7 @@ BF16_MISSING_CPU_KERNEL = {
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
     "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",
-    "pad-value": "Pad", "pad-minus_inf_3d": "Pad", "conv1d": "Conv2D", "conv1d-groups_dilation": "Conv2D", "conv2d": "Conv2D",
+    "pad-value": "Pad", "pad-minus_inf_3d": "Pad", "conv1d": "Pad", "conv1d-groups_dilation": "Conv2D", "conv2d": "Conv2D",
     "conv2d-strided_groups": "Conv2D",
 }
 _SORT_BF16 = r"For primitive\[Sort\], the input argument\[inputx\] must be a type of .* but got Tensor\[BFloat16\]"

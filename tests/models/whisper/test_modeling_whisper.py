@@ -85,9 +85,12 @@ def test_conditional_generation_matches_torch_fp32(checkpoint, mode):
     inputs = dict(input_features=features(), labels=labels(), output_hidden_states=True, output_attentions=True)
     ref = parity.run_torch(torch_model, inputs)
     out = parity.run_ours(ours, inputs, mode)
-    fields = ["logits", "loss", "encoder_last_hidden_state", "encoder_hidden_states", "decoder_hidden_states",
-              "encoder_attentions", "decoder_attentions", "cross_attentions"]
+    fields = ["logits", "loss", "encoder_last_hidden_state", "encoder_hidden_states", "decoder_hidden_states"]
     parity.assert_close(parity.compare_outputs(out, ref, fields), parity.FP32_BAR, mode)
+    # attention probabilities: mean |p| is 1/keys, so the relative metric doubles the float noise of the softmax (as in
+    # the T5 tests); measured up to 1.03e-5 on cross_attentions of this sharp (init_std 0.3) checkpoint
+    fields = ["encoder_attentions", "decoder_attentions", "cross_attentions"]
+    parity.assert_close(parity.compare_outputs(out, ref, fields), 2 * parity.FP32_BAR, mode)
 
 
 @pytest.mark.parametrize("mode", parity.MODES)
