@@ -10,6 +10,7 @@ import transformers
 
 import mindspore as ms
 from mindone.transformers import LlamaForCausalLM, LlamaForSequenceClassification
+from mindone.transformers.modeling_layers import GradientCheckpointingLayer
 from mindone.transformers.trainer import (
     EvalPrediction,
     Trainer,
@@ -265,6 +266,51 @@ def test_recompute_really_reruns_the_layer_forward_in_pynative(checkpoint):
     finally:
         type(layer.mlp).construct = original
     assert plain == 2 and recomputed == 4  # two layers; each MLP runs again in the backward pass
+    model.gradient_checkpointing_disable()
+    type(layer.mlp).construct = counting
+    try:
+        calls.clear()
+        grad_fn(ids)
+    finally:
+        type(layer.mlp).construct = original
+    assert len(calls) == 2 and not model.is_gradient_checkpointing  # really off again
+    assert all(cell._recompute_cell is None and not str(cell._scope or "").startswith("recompute_")
+               for _, cell in model.cells_and_names())
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_gradient_checkpointing_with_the_default_use_cache(checkpoint, use_jit, caplog, monkeypatch):
+    """HF: a recomputed decoder layer in training drops the cache (use_cache=False) with a warning. Without that, the
+    backward replay appends the keys/values a second time (PyNative failed with a [2,4,12,24] vs [1,1,12,12] mask)."""
+    monkeypatch.setattr(GradientCheckpointingLayer, "_warned_cache", False)  # warned once per process
+    model = load(checkpoint)
+    assert model.config.use_cache  # the default: True
+    model.set_train(True)
+    ids = ms.Tensor(np.random.RandomState(0).randint(1, VOCAB, (2, SEQ)).astype(np.int64))
+
+    def loss_fn(input_ids):
+        return model(input_ids=input_ids, labels=input_ids)["loss"]
+
+    def run():
+        fn = ms.value_and_grad(loss_fn, None, model.trainable_params())
+        loss, grads = (ms.jit(fn) if use_jit else fn)(ids)
+        return float(loss.asnumpy()), [g.asnumpy() for g in grads]
+
+    plain_loss, plain_grads = run()
+    model.gradient_checkpointing_enable()
+    with caplog.at_level("WARNING"):
+        loss, grads = run()
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(grads, plain_grads)) <= 1e-6
+    if not use_jit:  # a compiled forward never builds a growing cache, so there is nothing to drop or warn about
+        assert "incompatible with gradient checkpointing" in caplog.text
+    model.gradient_checkpointing_disable()
+    loss, grads = run()
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    # in inference (no backward) the cache still works under checkpointing
+    model.gradient_checkpointing_enable()
+    model.set_train(False)
+    assert model(input_ids=ids)["past_key_values"].get_seq_length() == SEQ
 
 
 @pytest.mark.parametrize("kwargs,match", [
