@@ -340,11 +340,48 @@ def test_hf_defaults_and_field_names():
     assert TrainingArguments(warmup_ratio=0.1).get_warmup_steps(100) == 10
 
 
-@pytest.mark.slow
-def test_report_to_tensorboard_writes_event_files(checkpoint, tmp_path):
+def read_scalars(event_dir):
+    """Scalars of tensorboardX event files, read back through TFRecord framing + the Event protobuf."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for name in sorted(os.listdir(event_dir)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        data = open(os.path.join(event_dir, name), "rb").read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.WhichOneof("value") == "simple_value":
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_report_to_tensorboard_writes_scalars_that_read_back(checkpoint, tmp_path, monkeypatch):
     pytest.importorskip("tensorboardX")
-    trainer = Trainer(model=load(checkpoint), args=args_for(tmp_path, max_steps=2, report_to="tensorboard"),
-                      train_dataset=rows())
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    trainer = Trainer(model=load(checkpoint), args=args_for(tmp_path, max_steps=3, report_to="tensorboard"),
+                      train_dataset=rows(), eval_dataset=rows(8, seed=3))
     trainer.train()
-    runs = tmp_path / "runs"
-    assert runs.is_dir() and any(name.startswith("events.out.tfevents") for name in os.listdir(runs))
+    metrics = trainer.evaluate()
+    scalars = read_scalars(tmp_path / "tb")
+    logs = step_logs(trainer)
+    for key in ("loss", "learning_rate", "grad_norm"):
+        assert [step for step, _ in scalars[f"train/{key}"]] == [1, 2, 3]
+        np.testing.assert_allclose([v for _, v in scalars[f"train/{key}"]], [h[key] for h in logs], rtol=1e-6)
+    assert scalars["eval/loss"] == [(3, pytest.approx(metrics["eval_loss"], rel=1e-6))]
+    assert "train/train_runtime" in scalars
+
+
+def test_report_to_tensorboard_without_tensorboardx_is_a_clear_error(tmp_path, monkeypatch):
+    from mindone.transformers.trainer import training_args
+
+    monkeypatch.setattr(training_args, "_tensorboard_available", lambda: False)
+    with pytest.raises(ValueError, match="needs the `tensorboardX` package"):
+        TrainingArguments(output_dir=str(tmp_path), report_to="tensorboard")
+    assert TrainingArguments(output_dir=str(tmp_path), report_to="all").report_to == []
