@@ -147,6 +147,8 @@ def test_evaluate_predict_metrics_and_callback_events(checkpoint, tmp_path):
                       callbacks=[recorder])
     trainer.train()
     metrics = trainer.evaluate()
+    # tensorboardX writes from a queue; flush() after each log does not wait for it, close() does
+    next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "TensorBoardCallback").tb_writer.close()
     assert seen["shapes"] == ((7, SEQ, VOCAB), (7, SEQ))
     assert {"eval_loss", "eval_token_accuracy", "eval_runtime", "eval_samples_per_second", "epoch"} <= set(metrics)
 
@@ -369,6 +371,8 @@ def test_report_to_tensorboard_writes_scalars_that_read_back(checkpoint, tmp_pat
                       train_dataset=rows(), eval_dataset=rows(8, seed=3))
     trainer.train()
     metrics = trainer.evaluate()
+    # tensorboardX writes from a queue; flush() after each log does not wait for it, close() does
+    next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "TensorBoardCallback").tb_writer.close()
     scalars = read_scalars(tmp_path / "tb")
     logs = step_logs(trainer)
     for key in ("loss", "learning_rate", "grad_norm"):

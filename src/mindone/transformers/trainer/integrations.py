@@ -6,6 +6,7 @@ training arguments and model config are written as text at the start.
 """
 
 import logging
+import numbers
 import os
 import socket
 from datetime import datetime
@@ -69,6 +70,8 @@ class TensorBoardCallback(TrainerCallback):
         for key, value in rewrite_logs(logs or {}).items():
             if isinstance(value, bool):
                 value = int(value)
+            elif isinstance(value, numbers.Real):  # numpy scalars (e.g. a float32 eval loss) too
+                value = float(value)
             if isinstance(value, (int, float)):
                 self.tb_writer.add_scalar(key, value, state.global_step)
             elif isinstance(value, str):
@@ -79,6 +82,11 @@ class TensorBoardCallback(TrainerCallback):
         self.tb_writer.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
+        # flushed, not closed: a writer reopened within the same second (evaluate() right after train()) gets the
+        # same event-file name and its events were lost
         if self.tb_writer is not None:
+            self.tb_writer.flush()
+
+    def __del__(self):
+        if getattr(self, "tb_writer", None) is not None:
             self.tb_writer.close()
-            self.tb_writer = None
