@@ -67,10 +67,13 @@ def main():
                       data_collator=DataCollatorWithPadding(tokenizer, return_tensors="np"),
                       processing_class=tokenizer)
     before = trainer.evaluate()
-    trainer.train()
+    result = trainer.train()
     after = trainer.evaluate()
+    losses = [round(h["loss"], 3) for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]
+    print(f"training loss every {args.logging_steps} steps: {losses}")
     print(f"held-out accuracy: {before['eval_accuracy']:.2f} before, {after['eval_accuracy']:.2f} after; "
-          f"eval loss {before['eval_loss']:.3f} -> {after['eval_loss']:.3f}")
+          f"eval loss {before['eval_loss']:.3f} -> {after['eval_loss']:.3f}; {result.global_step} steps "
+          f"({result.metrics['train_runtime']:.0f} s, {result.metrics['train_steps_per_second']:.2f} steps/s)")
     trainer.save_model()
     print(f"saved to {opts.output_dir}")
 

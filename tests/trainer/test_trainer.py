@@ -10,6 +10,7 @@ import transformers
 
 import mindspore as ms
 from mindone.transformers import LlamaForCausalLM, LlamaForSequenceClassification
+from mindone.transformers.modeling_layers import GradientCheckpointingLayer
 from mindone.transformers.trainer import (
     EvalPrediction,
     Trainer,
@@ -146,6 +147,8 @@ def test_evaluate_predict_metrics_and_callback_events(checkpoint, tmp_path):
                       callbacks=[recorder])
     trainer.train()
     metrics = trainer.evaluate()
+    # tensorboardX writes from a queue; flush() after each log does not wait for it, close() does
+    next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "TensorBoardCallback").tb_writer.close()
     assert seen["shapes"] == ((7, SEQ, VOCAB), (7, SEQ))
     assert {"eval_loss", "eval_token_accuracy", "eval_runtime", "eval_samples_per_second", "epoch"} <= set(metrics)
 
@@ -265,6 +268,51 @@ def test_recompute_really_reruns_the_layer_forward_in_pynative(checkpoint):
     finally:
         type(layer.mlp).construct = original
     assert plain == 2 and recomputed == 4  # two layers; each MLP runs again in the backward pass
+    model.gradient_checkpointing_disable()
+    type(layer.mlp).construct = counting
+    try:
+        calls.clear()
+        grad_fn(ids)
+    finally:
+        type(layer.mlp).construct = original
+    assert len(calls) == 2 and not model.is_gradient_checkpointing  # really off again
+    assert all(cell._recompute_cell is None and not str(cell._scope or "").startswith("recompute_")
+               for _, cell in model.cells_and_names())
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_gradient_checkpointing_with_the_default_use_cache(checkpoint, use_jit, caplog, monkeypatch):
+    """HF: a recomputed decoder layer in training drops the cache (use_cache=False) with a warning. Without that, the
+    backward replay appends the keys/values a second time (PyNative failed with a [2,4,12,24] vs [1,1,12,12] mask)."""
+    monkeypatch.setattr(GradientCheckpointingLayer, "_warned_cache", False)  # warned once per process
+    model = load(checkpoint)
+    assert model.config.use_cache  # the default: True
+    model.set_train(True)
+    ids = ms.Tensor(np.random.RandomState(0).randint(1, VOCAB, (2, SEQ)).astype(np.int64))
+
+    def loss_fn(input_ids):
+        return model(input_ids=input_ids, labels=input_ids)["loss"]
+
+    def run():
+        fn = ms.value_and_grad(loss_fn, None, model.trainable_params())
+        loss, grads = (ms.jit(fn) if use_jit else fn)(ids)
+        return float(loss.asnumpy()), [g.asnumpy() for g in grads]
+
+    plain_loss, plain_grads = run()
+    model.gradient_checkpointing_enable()
+    with caplog.at_level("WARNING"):
+        loss, grads = run()
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(grads, plain_grads)) <= 1e-6
+    if not use_jit:  # a compiled forward never builds a growing cache, so there is nothing to drop or warn about
+        assert "incompatible with gradient checkpointing" in caplog.text
+    model.gradient_checkpointing_disable()
+    loss, grads = run()
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    # in inference (no backward) the cache still works under checkpointing
+    model.gradient_checkpointing_enable()
+    model.set_train(False)
+    assert model(input_ids=ids)["past_key_values"].get_seq_length() == SEQ
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -294,11 +342,50 @@ def test_hf_defaults_and_field_names():
     assert TrainingArguments(warmup_ratio=0.1).get_warmup_steps(100) == 10
 
 
-@pytest.mark.slow
-def test_report_to_tensorboard_writes_event_files(checkpoint, tmp_path):
+def read_scalars(event_dir):
+    """Scalars of tensorboardX event files, read back through TFRecord framing + the Event protobuf."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for name in sorted(os.listdir(event_dir)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        data = open(os.path.join(event_dir, name), "rb").read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.WhichOneof("value") == "simple_value":
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_report_to_tensorboard_writes_scalars_that_read_back(checkpoint, tmp_path, monkeypatch):
     pytest.importorskip("tensorboardX")
-    trainer = Trainer(model=load(checkpoint), args=args_for(tmp_path, max_steps=2, report_to="tensorboard"),
-                      train_dataset=rows())
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    trainer = Trainer(model=load(checkpoint), args=args_for(tmp_path, max_steps=3, report_to="tensorboard"),
+                      train_dataset=rows(), eval_dataset=rows(8, seed=3))
     trainer.train()
-    runs = tmp_path / "runs"
-    assert runs.is_dir() and any(name.startswith("events.out.tfevents") for name in os.listdir(runs))
+    metrics = trainer.evaluate()
+    # tensorboardX writes from a queue; flush() after each log does not wait for it, close() does
+    next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "TensorBoardCallback").tb_writer.close()
+    scalars = read_scalars(tmp_path / "tb")
+    logs = step_logs(trainer)
+    for key in ("loss", "learning_rate", "grad_norm"):
+        assert [step for step, _ in scalars[f"train/{key}"]] == [1, 2, 3]
+        np.testing.assert_allclose([v for _, v in scalars[f"train/{key}"]], [h[key] for h in logs], rtol=1e-6)
+    assert scalars["eval/loss"] == [(3, pytest.approx(metrics["eval_loss"], rel=1e-6))]
+    assert "train/train_runtime" in scalars
+
+
+def test_report_to_tensorboard_without_tensorboardx_is_a_clear_error(tmp_path, monkeypatch):
+    from mindone.transformers.trainer import training_args
+
+    monkeypatch.setattr(training_args, "_tensorboard_available", lambda: False)
+    with pytest.raises(ValueError, match="needs the `tensorboardX` package"):
+        TrainingArguments(output_dir=str(tmp_path), report_to="tensorboard")
+    assert TrainingArguments(output_dir=str(tmp_path), report_to="all").report_to == []

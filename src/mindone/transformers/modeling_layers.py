@@ -9,6 +9,7 @@ from mindspore import nn, ops
 
 from .backend import functional as F
 from .backend.layers import Dropout, Linear
+from .cache_utils import Cache
 from .loss_utils import question_answering_loss, sequence_classification_loss, token_classification_loss
 from .modeling_outputs import (
     model_output,
@@ -21,9 +22,33 @@ logger = __import__("logging").getLogger(__name__)
 
 
 class GradientCheckpointingLayer(nn.Cell):
-    """A layer whose activations `gradient_checkpointing_enable()` recomputes in the backward pass."""
+    """A layer whose activations `gradient_checkpointing_enable()` recomputes in the backward pass.
+
+    While it is recomputed in training, a KV cache handed to it is dropped (HF: "Caching is incompatible with gradient
+    checkpointing", `use_cache=False` with a warning): the backward pass replays the layer's forward, which would
+    append the keys/values to the cache a second time and attend over twice the sequence. Only PyNative can hold a
+    growing cache; a compiled (graph) forward never builds one, so there is nothing to drop there.
+    """
 
     _is_checkpointing_layer = True
+
+    def __call__(self, *args, **kwargs):
+        if self.training and getattr(self, "_recompute_cell", None) is not None:
+            dropped = False
+            if any(isinstance(a, Cache) for a in args):
+                args = tuple(None if isinstance(a, Cache) else a for a in args)
+                dropped = True
+            for key, value in list(kwargs.items()):
+                if isinstance(value, Cache) or (key == "use_cache" and value):
+                    kwargs[key] = None if isinstance(value, Cache) else False
+                    dropped = True
+            if dropped and not GradientCheckpointingLayer._warned_cache:
+                GradientCheckpointingLayer._warned_cache = True
+                logger.warning("Caching is incompatible with gradient checkpointing in %s (the backward pass replays "
+                               "the layer). Setting `use_cache=False`.", type(self).__name__)
+        return super().__call__(*args, **kwargs)
+
+    _warned_cache = False
 
 
 class GenericForSequenceClassification:

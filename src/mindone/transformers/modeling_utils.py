@@ -93,6 +93,19 @@ def resolve_load_dtype(dtype, config, files, fmt):
     return ms_dtype
 
 
+def _undo_recompute(cell):
+    """Reverses `Cell.recompute()`: PyNative replays through `_recompute_cell`; graph mode recomputes the nodes of
+    cells whose scope starts with "recompute_" (children are marked with the `output_recompute` flag)."""
+    for sub in [cell, *(c for _, c in cell.cells_and_names() if c is not cell)]:
+        object.__setattr__(sub, "_recompute_cell", None)
+        object.__setattr__(sub, "_has_config_recompute", False)
+        scope = getattr(sub, "_scope", None)
+        if isinstance(scope, str) and scope.startswith("recompute_"):
+            object.__setattr__(sub, "_scope", scope[len("recompute_"):] or None)
+        getattr(sub, "_func_graph_flags", {}).pop("output_recompute", None)
+        sub.__dict__.pop("output_recompute", None)
+
+
 class PreTrainedModel(nn.Cell):
     """Base class of every model: HF's `from_pretrained` / `save_pretrained` and helpers on a MindSpore Cell."""
 
@@ -295,18 +308,21 @@ class PreTrainedModel(nn.Cell):
         return self.to(ms.float32)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        """Recomputes each decoder/encoder layer's activations in the backward pass (MindSpore recompute)."""
+        """Recomputes each decoder/encoder layer's activations in the backward pass (MindSpore recompute).
+
+        In training, a recomputed layer ignores the KV cache (`use_cache=False` with a warning, as in HF)."""
         if not self.supports_gradient_checkpointing:
             raise ValueError(f"{type(self).__name__} does not support gradient checkpointing.")
         for _, cell in self.cells_and_names():
-            if getattr(cell, "_is_checkpointing_layer", False):
+            if getattr(cell, "_is_checkpointing_layer", False) and getattr(cell, "_recompute_cell", None) is None:
                 cell.recompute()
         self.gradient_checkpointing = True
 
     def gradient_checkpointing_disable(self):
+        """Turns recompute off again (MindSpore has no `recompute(False)`: its markers are removed by hand)."""
         for _, cell in self.cells_and_names():
             if getattr(cell, "_is_checkpointing_layer", False):
-                cell.recompute(False)
+                _undo_recompute(cell)
         self.gradient_checkpointing = False
 
     @property

@@ -30,6 +30,7 @@ from ..backend import runtime
 from . import data as data_utils
 from .optimization import (
     create_optimizer,
+    LambdaLR,
     get_scheduler,
     load_optimizer_state,
     named_trainable_parameters,
@@ -834,10 +835,22 @@ class Trainer:
         path = os.path.join(checkpoint, OPTIMIZER_NAME)
         if os.path.isfile(path):
             load_optimizer_state(self.optimizer, load_file(path))
+        elif self.state.global_step > 0:
+            torch_state = [n for n in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
+                           if os.path.isfile(os.path.join(checkpoint, n))]
+            logger.warning(
+                "%s has no %s%s: the optimizer starts fresh (zero moments, step 0) from the checkpoint's weights; "
+                "the learning-rate schedule continues at step %d.", checkpoint, OPTIMIZER_NAME,
+                f" (torch's {', '.join(torch_state)} cannot be read without torch)" if torch_state else "",
+                self.state.global_step)
         path = os.path.join(checkpoint, SCHEDULER_NAME)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 self.lr_scheduler.load_state_dict(json.load(f))
+        elif isinstance(self.lr_scheduler, LambdaLR):
+            # HF steps the schedule once per optimizer step, so a checkpoint at global_step N is at schedule step N
+            self.lr_scheduler.load_state_dict({"base_lrs": self.lr_scheduler.base_lrs,
+                                               "last_epoch": self.state.global_step})
         path = os.path.join(checkpoint, SCALER_NAME)
         if os.path.isfile(path) and self.loss_scaler is not None:
             with open(path, encoding="utf-8") as f:
