@@ -107,6 +107,8 @@ _MODEL_FAMILIES = {
     "distilbert": ["DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
                    "DistilBertForMultipleChoice", "DistilBertForTokenClassification",
                    "DistilBertForQuestionAnswering", "DistilBertPreTrainedModel"],
+    "gpt2": ["GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification", "GPT2ForTokenClassification",
+             "GPT2ForQuestionAnswering", "GPT2PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
