@@ -111,6 +111,7 @@ _MODEL_FAMILIES = {
              "GPT2ForQuestionAnswering", "GPT2PreTrainedModel"],
     "phi3": ["Phi3Model", "Phi3ForCausalLM", "Phi3ForSequenceClassification", "Phi3ForTokenClassification",
              "Phi3PreTrainedModel"],
+    "ctrl": ["CTRLModel", "CTRLLMHeadModel", "CTRLForSequenceClassification", "CTRLPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
