@@ -144,3 +144,40 @@ def test_task_heads_match_torch(checkpoints, ours_cls, fields):
     elif ours_cls is GPT2ForQuestionAnswering:
         inputs.update(start_positions=np.array([1, 4], np.int64), end_positions=np.array([3, 20], np.int64))
     assert_matches_torch(ours_cls, torch_model, path, inputs, fields, "graph", rows=mask.astype(bool))
+
+
+def _encoder_inputs(seed=8, batch_size=2, enc_len=5):
+    rng = np.random.RandomState(seed)
+    states = rng.randn(batch_size, enc_len, BASE["n_embd"]).astype(np.float32)
+    mask = np.ones((batch_size, enc_len), np.int64)
+    mask[0, -2:] = 0
+    return states, mask
+
+
+@pytest.mark.parametrize("mode", parity.MODES)
+def test_cross_attention_decoder_matches_torch(checkpoints, mode):
+    torch_model, path = checkpoints(transformers.GPT2LMHeadModel, add_cross_attention=True,
+                                    **VARIANTS["untied_options"])
+    ids, mask, labels = left_padded_batch(VOCAB, seed=9)
+    states, enc_mask = _encoder_inputs()
+    inputs = dict(input_ids=ids, attention_mask=mask, encoder_hidden_states=states,
+                  encoder_attention_mask=enc_mask, labels=labels, output_attentions=True, output_hidden_states=True)
+    assert_matches_torch(GPT2LMHeadModel, torch_model, path, inputs,
+                         ["logits", "loss", "hidden_states", "attentions", "cross_attentions"], mode,
+                         rows=mask.astype(bool))
+
+
+def test_cross_attention_greedy_generation_matches_torch(checkpoints):
+    torch_model, path = checkpoints(transformers.GPT2LMHeadModel, add_cross_attention=True)
+    ours = parity.load_ours(GPT2LMHeadModel, path)
+    states, enc_mask = _encoder_inputs(seed=10)
+    ids, mask, _ = left_padded_batch(VOCAB, seed=11)
+    with torch.no_grad():
+        ref = torch_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                   encoder_hidden_states=torch.tensor(states),
+                                   encoder_attention_mask=torch.tensor(enc_mask), do_sample=False, max_new_tokens=6,
+                                   pad_token_id=0).numpy()
+    out = parity.to_numpy(ours.generate(ids, attention_mask=mask, encoder_hidden_states=states,
+                                        encoder_attention_mask=enc_mask, do_sample=False, max_new_tokens=6,
+                                        pad_token_id=0))
+    assert np.array_equal(out, ref), f"ours:\n{out}\ntorch:\n{ref}"

@@ -1,7 +1,8 @@
 """GPT-2 on MindSpore: HF's `modeling_gpt2.py` structure, names and outputs; device concerns live in `backend`.
 
 GPT-2 is a pre-norm decoder with learned absolute positions (`wpe`), fused q/k/v projections and HF's `Conv1D`
-layers (weights stored (in, out), the transpose of a Linear), and an LM head tied to the token embeddings.
+layers (weights stored (in, out), the transpose of a Linear), an LM head tied to the token embeddings and, with
+`config.add_cross_attention`, cross-attention over an encoder's output (decoder of an encoder-decoder model).
 """
 
 import mindspore as ms
@@ -16,7 +17,7 @@ from ...cache_utils import DynamicCache
 from ...generation import GenerationMixin
 from ...loss_utils import causal_lm_loss, question_answering_loss, sequence_classification_loss
 from ...loss_utils import token_classification_loss
-from ...masking_utils import create_causal_mask
+from ...masking_utils import create_bidirectional_mask, create_causal_mask
 from ...modeling_layers import GradientCheckpointingLayer
 from ...modeling_outputs import (
     model_output,
@@ -51,9 +52,6 @@ class Conv1D(nn.Cell):
 class GPT2Attention(nn.Cell):
     def __init__(self, config, is_cross_attention=False, layer_idx=None):
         super().__init__()
-        if is_cross_attention:
-            raise NotImplementedError("GPT-2 cross-attention (config.add_cross_attention) is not implemented in "
-                                      "mindone.transformers")
         self.config = config
         self.embed_dim = config.hidden_size
         self.num_heads = config.num_attention_heads
@@ -63,6 +61,7 @@ class GPT2Attention(nn.Cell):
             raise ValueError(f"`embed_dim` must be divisible by num_heads (got `embed_dim`: {self.embed_dim} and "
                              f"`num_heads`: {self.num_heads}).")
         self.layer_idx = layer_idx
+        self.is_cross_attention = is_cross_attention
         self.reorder_and_upcast_attn = config.reorder_and_upcast_attn
         # one factor for both options: 1/sqrt(head_dim) and (GPT-2 "mistral" variants) 1/(layer_idx + 1)
         self.scaling = 1.0
@@ -70,21 +69,35 @@ class GPT2Attention(nn.Cell):
             self.scaling = self.head_dim ** -0.5
         if config.scale_attn_by_inverse_layer_idx:
             self.scaling /= float(layer_idx + 1)
-        self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim)
+        if is_cross_attention:
+            # queries from the decoder, keys and values from the encoder output
+            self.c_attn = Conv1D(2 * self.embed_dim, self.embed_dim)
+            self.q_attn = Conv1D(self.embed_dim, self.embed_dim)
+        else:
+            self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim)
         self.c_proj = Conv1D(self.embed_dim, self.embed_dim)
         self.attn_dropout_p = config.attn_pdrop
         self.resid_dropout = Dropout(config.resid_pdrop)
 
-    def construct(self, hidden_states, attention_mask=None, past_key_values=None, cache_position=None):
+    def construct(self, hidden_states, attention_mask=None, past_key_values=None, cache_position=None,
+                  encoder_hidden_states=None):
         batch, seq_len = hidden_states.shape[:2]
-        qkv = self.c_attn(hidden_states)
         d = self.split_size
         # (B, S, H*D) -> (B, H, S, D); swapaxes because Tensor.transpose(1, 2) fails inside jit on CPU
-        query_states = qkv[..., :d].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
-        key_states = qkv[..., d:2 * d].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
-        value_states = qkv[..., 2 * d:].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+        if self.is_cross_attention:
+            # the encoder keys/values are recomputed at every step rather than cached (same values, more work)
+            query_states = self.q_attn(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+            kv = self.c_attn(encoder_hidden_states)
+            enc_len = encoder_hidden_states.shape[1]
+            key_states = kv[..., :d].reshape(batch, enc_len, -1, self.head_dim).swapaxes(1, 2)
+            value_states = kv[..., d:].reshape(batch, enc_len, -1, self.head_dim).swapaxes(1, 2)
+        else:
+            qkv = self.c_attn(hidden_states)
+            query_states = qkv[..., :d].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+            key_states = qkv[..., d:2 * d].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+            value_states = qkv[..., 2 * d:].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
 
-        if past_key_values is not None:
+        if past_key_values is not None and not self.is_cross_attention:
             key_states, value_states = past_key_values.update(
                 key_states, value_states, self.layer_idx, {"cache_position": cache_position}
             )
@@ -123,21 +136,32 @@ class GPT2Block(GradientCheckpointingLayer):
         super().__init__()
         hidden_size = config.hidden_size
         inner_dim = config.n_inner if config.n_inner is not None else 4 * hidden_size
-        if config.add_cross_attention:
-            raise NotImplementedError("GPT-2 cross-attention (config.add_cross_attention) is not implemented in "
-                                      "mindone.transformers")
         self.ln_1 = LayerNorm(hidden_size, eps=config.layer_norm_epsilon)
         self.attn = GPT2Attention(config=config, layer_idx=layer_idx)
         self.ln_2 = LayerNorm(hidden_size, eps=config.layer_norm_epsilon)
+        self.add_cross_attention = config.add_cross_attention
+        if config.add_cross_attention:
+            self.crossattention = GPT2Attention(config=config, is_cross_attention=True, layer_idx=layer_idx)
+            self.ln_cross_attn = LayerNorm(hidden_size, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(inner_dim, config)
 
-    def construct(self, hidden_states, attention_mask=None, past_key_values=None, cache_position=None):
+    def construct(self, hidden_states, attention_mask=None, past_key_values=None, cache_position=None,
+                  encoder_hidden_states=None, encoder_attention_mask=None):
         residual = hidden_states
         attn_output, attn_weights = self.attn(self.ln_1(hidden_states), attention_mask, past_key_values,
                                               cache_position)
         hidden_states = attn_output + residual
+        cross_weights = None
+        if encoder_hidden_states is not None:
+            if not self.add_cross_attention:
+                raise ValueError("encoder_hidden_states were passed but the model has no cross-attention layers "
+                                 "(set config.add_cross_attention=True)")
+            cross_output, cross_weights = self.crossattention(self.ln_cross_attn(hidden_states),
+                                                              encoder_attention_mask, None, None,
+                                                              encoder_hidden_states)
+            hidden_states = hidden_states + cross_output
         hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
-        return hidden_states, attn_weights
+        return hidden_states, attn_weights, cross_weights
 
 
 class GPT2PreTrainedModel(PreTrainedModel):
@@ -178,8 +202,9 @@ class GPT2Model(GPT2PreTrainedModel):
         self.wte = new_embeddings
 
     def construct(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
-                  position_ids=None, inputs_embeds=None, use_cache=None, output_attentions=None,
-                  output_hidden_states=None, return_dict=None, cache_position=None, **kwargs):
+                  position_ids=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                  use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                  cache_position=None, **kwargs):
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -217,15 +242,22 @@ class GPT2Model(GPT2PreTrainedModel):
         else:
             kv_length = seq_len
         causal_mask = create_causal_mask(attention_mask, batch_size, cache_position, kv_length, inputs_embeds.dtype)
+        encoder_mask = None
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_mask = create_bidirectional_mask(encoder_attention_mask, seq_len, inputs_embeds.dtype)
 
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and encoder_hidden_states is not None else None
         for block in self.h:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            hidden_states, attn_weights = block(hidden_states, causal_mask, past_key_values, cache_position)
+            hidden_states, attn_weights, cross_weights = block(hidden_states, causal_mask, past_key_values,
+                                                               cache_position, encoder_hidden_states, encoder_mask)
             if output_attentions:
                 all_attentions += (attn_weights,)
+                if all_cross is not None:
+                    all_cross += (cross_weights,)
 
         hidden_states = self.ln_f(hidden_states)
         if output_hidden_states:
@@ -236,6 +268,7 @@ class GPT2Model(GPT2PreTrainedModel):
             "past_key_values": past_key_values if use_cache else None,
             "hidden_states": all_hidden_states,
             "attentions": all_attentions,
+            "cross_attentions": all_cross,
         }, return_dict)
 
 
@@ -256,8 +289,9 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         self.lm_head = new_embeddings
 
     def generate(self, *args, **kwargs):
-        if kwargs.get("token_type_ids") is not None:
-            # the compiled decode step feeds ids, mask and positions only: token types need the eager loop
+        if kwargs.get("token_type_ids") is not None or kwargs.get("encoder_hidden_states") is not None:
+            # the compiled decode step feeds ids, mask and positions only: token types and encoder states need the
+            # eager loop
             kwargs.setdefault("cache_implementation", "dynamic")
         return super().generate(*args, **kwargs)
 
@@ -279,8 +313,9 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         return model_inputs
 
     def construct(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
-                  position_ids=None, inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
-                  output_hidden_states=None, return_dict=None, cache_position=None, logits_to_keep=0, **kwargs):
+                  position_ids=None, inputs_embeds=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                  labels=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                  cache_position=None, logits_to_keep=0, **kwargs):
         r"""
         labels: (B, S) token ids for the next-token loss; -100 positions are ignored. Labels are shifted inside.
         logits_to_keep: if > 0, logits only for the last `logits_to_keep` positions (generation needs one).
@@ -288,9 +323,10 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         return_dict = return_dict if return_dict is not None else True
         outputs = self.transformer(
             input_ids=input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
-            token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds, use_cache=use_cache,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
-            cache_position=cache_position,
+            token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=True, cache_position=cache_position,
         )
         hidden_states = outputs["last_hidden_state"]
         if logits_to_keep > 0:
@@ -307,6 +343,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
             "past_key_values": outputs.get("past_key_values"),
             "hidden_states": outputs.get("hidden_states"),
             "attentions": outputs.get("attentions"),
+            "cross_attentions": outputs.get("cross_attentions"),
         }, return_dict)
 
 
