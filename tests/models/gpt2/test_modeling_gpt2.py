@@ -181,3 +181,21 @@ def test_cross_attention_greedy_generation_matches_torch(checkpoints):
                                         encoder_attention_mask=enc_mask, do_sample=False, max_new_tokens=6,
                                         pad_token_id=0))
     assert np.array_equal(out, ref), f"ours:\n{out}\ntorch:\n{ref}"
+
+
+def test_text_generation_pipeline_matches_torch(tmp_path):
+    from mindone.transformers import pipeline
+    from tests.generation.helpers import VOCAB as TOKENIZER_VOCAB
+    from tests.generation.helpers import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = make_config(vocab_size=TOKENIZER_VOCAB, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    parity.save_torch(parity.torch_reference(transformers.GPT2LMHeadModel, config), str(tmp_path))
+    tokenizer.save_pretrained(str(tmp_path))
+    prompts = ["The capital of France", "Once upon a time there"]
+    ours = pipeline("text-generation", model=str(tmp_path))(prompts, max_new_tokens=8, do_sample=False)
+    ref = transformers.pipeline("text-generation", model=str(tmp_path), device="cpu")(prompts, max_new_tokens=8,
+                                                                                      do_sample=False)
+    assert ours == ref
+    assert all(len(r[0]["generated_text"]) > len(p) for r, p in zip(ours, prompts))  # tokens were generated
