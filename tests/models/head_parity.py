@@ -57,7 +57,7 @@ def assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode="pyna
     loss, grads = parity.our_gradients(ours, inputs, mode)
     # without RoPE, softmax is shift-invariant per query, so the key bias has a true gradient of 0: both sides hold
     # rounding noise, which the relative metric (divided by mean |noise|) cannot judge; it is checked absolutely
-    key_biases = [n for n in ref_grads if n.endswith(("key.bias", "k_proj.bias", "k_lin.bias"))
+    key_biases = [n for n in ref_grads if n.endswith(("key.bias", "k_proj.bias", "k_lin.bias", "Wk.bias"))
                   and float(ref_grads[n].abs().max()) < 1e-6]
     for name in key_biases:
         assert float(abs(parity.to_numpy(grads[name])).max()) < 1e-6, f"{name}: gradient should be ~0"

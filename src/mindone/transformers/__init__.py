@@ -107,6 +107,11 @@ _MODEL_FAMILIES = {
     "distilbert": ["DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
                    "DistilBertForMultipleChoice", "DistilBertForTokenClassification",
                    "DistilBertForQuestionAnswering", "DistilBertPreTrainedModel"],
+    "gpt2": ["GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification", "GPT2ForTokenClassification",
+             "GPT2ForQuestionAnswering", "GPT2PreTrainedModel"],
+    "phi3": ["Phi3Model", "Phi3ForCausalLM", "Phi3ForSequenceClassification", "Phi3ForTokenClassification",
+             "Phi3PreTrainedModel"],
+    "ctrl": ["CTRLModel", "CTRLLMHeadModel", "CTRLForSequenceClassification", "CTRLPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

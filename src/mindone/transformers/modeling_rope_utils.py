@@ -103,12 +103,30 @@ def llama3_rope(config, seq_len=None):
     return np.where(is_medium, smoothed, scaled).astype(np.float32), 1.0
 
 
+def longrope_rope(config, seq_len=None):
+    """LongRoPE (Phi-3): per-frequency `short_factor`s up to original_max_position_embeddings positions,
+    `long_factor`s beyond; cos/sin scaled by sqrt(1 + ln(factor) / ln(original_max)) unless `attention_factor` is set."""
+    params, base, dim = _rope_dims(config)
+    original_max = params.get("original_max_position_embeddings") or config.original_max_position_embeddings
+    factor = params.get("factor")
+    if factor is None:
+        factor = config.max_position_embeddings / original_max
+    attention_factor = params.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original_max))
+    ext = params["long_factor"] if seq_len and seq_len > original_max else params["short_factor"]
+    exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = np.float32(1.0) / (np.asarray(ext, np.float32) * (np.float32(base) ** exponents))
+    return inv_freq.astype(np.float32), attention_factor
+
+
 ROPE_INIT_FUNCTIONS = {
     "default": default_rope,
     "linear": linear_rope,
     "dynamic": dynamic_rope,
     "yarn": yarn_rope,
     "llama3": llama3_rope,
+    "longrope": longrope_rope,
 }
 
 

@@ -1,0 +1,1 @@
+from .modeling_ctrl import CTRLForSequenceClassification, CTRLLMHeadModel, CTRLModel, CTRLPreTrainedModel
