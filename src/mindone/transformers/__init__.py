@@ -93,6 +93,8 @@ _MODEL_FAMILIES = {
               "Qwen2ForQuestionAnswering", "Qwen2PreTrainedModel"],
     "qwen3": ["Qwen3Model", "Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "Qwen3ForTokenClassification",
               "Qwen3ForQuestionAnswering", "Qwen3PreTrainedModel"],
+    "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
+    "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
