@@ -95,6 +95,7 @@ _MODEL_FAMILIES = {
               "Qwen3ForQuestionAnswering", "Qwen3PreTrainedModel"],
     "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
     "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],
+    "convnextv2": ["ConvNextV2Model", "ConvNextV2ForImageClassification", "ConvNextV2PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
