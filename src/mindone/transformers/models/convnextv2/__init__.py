@@ -1,0 +1,1 @@
+from .modeling_convnextv2 import ConvNextV2ForImageClassification, ConvNextV2Model, ConvNextV2PreTrainedModel
