@@ -100,6 +100,8 @@ _MODEL_FAMILIES = {
     "gemma": ["GemmaModel", "GemmaForCausalLM", "GemmaForSequenceClassification", "GemmaForTokenClassification",
               "GemmaPreTrainedModel"],
     "gemma3": ["Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3TextForSequenceClassification", "Gemma3PreTrainedModel"],
+    "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",
+             "BartPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
