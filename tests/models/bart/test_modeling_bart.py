@@ -110,7 +110,9 @@ def test_weights_tied_as_configured(checkpoints):
 
 @pytest.mark.parametrize("mode", parity.MODES)
 def test_fp16_close_to_torch_fp32(checkpoints, mode):
-    """fp16 vs torch fp32 within FP16_BAR, or within 1.25x of torch's own fp16 error if that is larger."""
+    """fp16 vs torch fp32 within FP16_BAR, or within 1.25x of torch's own fp16 error if that is larger: measured,
+    ours (= torch fp16) logits 2.2e-3, encoder_last_hidden_state 5.5e-3 (the post-norm LayerNorm outputs of these
+    tiny random weights round to fp16 exactly as torch's do)."""
     torch_model, path = checkpoints("base", decoder_layers=3)
     torch_fp16 = transformers.BartForConditionalGeneration.from_pretrained(
         path, dtype=torch.float16, attn_implementation="eager").eval()
