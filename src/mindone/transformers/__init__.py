@@ -115,6 +115,8 @@ _MODEL_FAMILIES = {
     "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
     "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],
     "convnextv2": ["ConvNextV2Model", "ConvNextV2ForImageClassification", "ConvNextV2PreTrainedModel"],
+    "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",
+             "BartPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

@@ -1,0 +1,7 @@
+from .modeling_bart import (
+    BartForConditionalGeneration,
+    BartForQuestionAnswering,
+    BartForSequenceClassification,
+    BartModel,
+    BartPreTrainedModel,
+)
