@@ -107,6 +107,8 @@ _MODEL_FAMILIES = {
     "distilbert": ["DistilBertModel", "DistilBertForMaskedLM", "DistilBertForSequenceClassification",
                    "DistilBertForMultipleChoice", "DistilBertForTokenClassification",
                    "DistilBertForQuestionAnswering", "DistilBertPreTrainedModel"],
+    "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
+    "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

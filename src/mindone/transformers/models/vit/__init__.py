@@ -1,0 +1,1 @@
+from .modeling_vit import ViTForImageClassification, ViTModel, ViTPreTrainedModel
