@@ -1,0 +1,1 @@
+from .modeling_dinov2 import Dinov2ForImageClassification, Dinov2Model, Dinov2PreTrainedModel
