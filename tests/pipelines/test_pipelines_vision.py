@@ -95,3 +95,36 @@ def test_image_feature_extraction_matches_torch(dirs, images, family, pool):
         assert parity.rel_error(np.asarray(a), np.asarray(b)) <= parity.FP32_BAR
     single = ours(pil[0], pool=pool, return_tensors=True)
     assert isinstance(single, np.ndarray) and single.shape == np.shape(expected[0])
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    from tests.docs.test_t5_clip_snippets import save_clip_tokenizer
+
+    directory = str(tmp_path_factory.mktemp("clip"))
+    tokenizer = save_clip_tokenizer(directory)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=40, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(TINY, intermediate_size=37)
+    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    parity.torch_reference(transformers.CLIPModel, config, seed=7).save_pretrained(directory)
+    try:
+        import torchvision  # noqa: F401
+        processor_cls = transformers.CLIPImageProcessor
+    except ImportError:
+        processor_cls = transformers.CLIPImageProcessorPil
+    processor_cls(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("template", [None, "a picture of a {}"])
+def test_zero_shot_image_classification_matches_torch(clip_dir, images, template):
+    pil, path = images
+    labels = ["cat", "dog", "park walks"]
+    kwargs = dict(candidate_labels=labels) if template is None else dict(candidate_labels=labels,
+                                                                         hypothesis_template=template)
+    ours = pipeline("zero-shot-image-classification", model=clip_dir)
+    ref = transformers.pipeline("zero-shot-image-classification", model=clip_dir)
+    inputs = pil + [path]
+    assert_same_result(ours(inputs, batch_size=2, **kwargs), ref(inputs, **kwargs))
+    assert_same_result(ours(pil[0], **kwargs), ref(pil[0], **kwargs))

@@ -21,7 +21,7 @@ from .text import (
 )
 from .text2text_generation import SummarizationPipeline, Text2TextGenerationPipeline, TranslationPipeline
 from .text_generation import TextGenerationPipeline
-from .vision import ImageClassificationPipeline, ImageFeatureExtractionPipeline
+from .vision import ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,14 @@ SUPPORTED_TASKS = {
     "translation": (TranslationPipeline, "seq2seq-lm"),
     "image-classification": (ImageClassificationPipeline, "image-classification"),
     "image-feature-extraction": (ImageFeatureExtractionPipeline, "base"),
+    "zero-shot-image-classification": (ZeroShotImageClassificationPipeline, "zero-shot-image-classification"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
 # pipelines fed by an image processor instead of a tokenizer
-_IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline)
+_IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline)
+# image tasks that also tokenize text
+_IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline,)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
@@ -87,22 +90,30 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
         model = model_class(config.model_type, model_task).from_pretrained(path, config=config, **load_kwargs)
         if issubclass(pipeline_cls, _IMAGE_TASKS):
             image_processor = image_processor if image_processor is not None else path
-        else:
+        if not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
             tokenizer = tokenizer if tokenizer is not None else path
         if pipeline_cls is AutomaticSpeechRecognitionPipeline and feature_extractor is None:
             feature_extractor = path
     else:
         _check_model_instance(model, task, model_task)
-        if issubclass(pipeline_cls, _IMAGE_TASKS):
-            if image_processor is None:
-                image_processor = getattr(model, "name_or_path", None) or None
-        elif tokenizer is None:
+        if issubclass(pipeline_cls, _IMAGE_TASKS) and image_processor is None:
+            image_processor = getattr(model, "name_or_path", None) or None
+        if (not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)) \
+                and tokenizer is None:
             tokenizer = getattr(model, "name_or_path", None) or None
     if issubclass(pipeline_cls, _IMAGE_TASKS):
         if isinstance(image_processor, (str, os.PathLike)):
             from transformers import AutoImageProcessor
 
             image_processor = AutoImageProcessor.from_pretrained(os.fspath(image_processor))
+        if issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
+            if isinstance(tokenizer, (str, os.PathLike)):
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+            if tokenizer is None:
+                raise ValueError(f"pipeline({task!r}) needs a tokenizer: pass `tokenizer=`")
+            kwargs["tokenizer"] = tokenizer
         return pipeline_cls(model, image_processor=image_processor, batch_size=batch_size, **kwargs)
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer

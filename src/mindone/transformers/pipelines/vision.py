@@ -114,3 +114,55 @@ class ImageFeatureExtractionPipeline(_ImagePipeline):
         else:
             outputs = model_outputs["__first__"]
         return outputs if return_tensors else outputs.tolist()
+
+
+class ZeroShotImageClassificationPipeline(_ImagePipeline):
+    """`pipe(images, candidate_labels=[...], hypothesis_template="This is a photo of {}.")` -> [{"score", "label"}]
+    by decreasing score: the softmax over the labels of CLIP's image-text logits (sigmoid for SigLIP models)."""
+
+    task = "zero-shot-image-classification"
+
+    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, timeout=None,
+                             tokenizer_kwargs=None):
+        pre = {}
+        if candidate_labels is not None:
+            pre["candidate_labels"] = candidate_labels
+        if hypothesis_template is not None:
+            pre["hypothesis_template"] = hypothesis_template
+        if timeout is not None:
+            pre["timeout"] = timeout
+        if tokenizer_kwargs is not None:
+            pre["tokenizer_kwargs"] = tokenizer_kwargs
+        return pre, {}
+
+    def preprocess(self, image, candidate_labels=None, hypothesis_template="This is a photo of {}.", timeout=None,
+                   tokenizer_kwargs=None):
+        if not candidate_labels:
+            raise ValueError("zero-shot-image-classification needs `candidate_labels`")
+        if isinstance(candidate_labels, str):
+            candidate_labels = [candidate_labels]
+        inputs = self._pixels(image, timeout)
+        text_kwargs = {"padding": True}
+        if "siglip" in self.model.config.model_type:
+            text_kwargs.update(padding="max_length", max_length=64, truncation=True)
+        text_kwargs.update(tokenizer_kwargs or {})
+        text = self.tokenizer([hypothesis_template.format(x) for x in candidate_labels], return_tensors="np",
+                              **text_kwargs)
+        inputs.update({k: np.asarray(v) for k, v in text.items() if k in ("input_ids", "attention_mask")})
+        inputs["candidate_labels"] = list(candidate_labels)
+        return inputs
+
+    def _run_batch(self, parts):
+        # every image has its own label set: one model call per image
+        split = []
+        for part in parts:
+            inputs = {k: v for k, v in part.items() if k in ("pixel_values", "input_ids", "attention_mask")}
+            outputs = Pipeline._forward(self, inputs)
+            split.append({"candidate_labels": part["candidate_labels"], "logits": outputs["logits_per_image"]})
+        return split
+
+    def postprocess(self, model_outputs):
+        logits = model_outputs["logits"][0].astype(np.float32)
+        scores = sigmoid(logits) if "siglip" in self.model.config.model_type else softmax(logits)
+        ranked = sorted(zip(scores.tolist(), model_outputs["candidate_labels"]), key=lambda x: -x[0])
+        return [{"score": score, "label": label} for score, label in ranked]
