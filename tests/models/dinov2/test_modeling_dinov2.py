@@ -123,3 +123,11 @@ def test_gradients_match_torch(checkpoints, ffn, mode):
     errors = parity.compare_gradients(grads, {n: g for n, g in exact.items() if n not in key_biases + loose})
     errors["loss"] = parity.rel_error(loss, ref_loss)
     parity.assert_close(errors, parity.GRAD_BAR, f"grads/{ffn}/{mode}")
+
+
+def test_auto_classes_resolve_dinov2(checkpoints):
+    from mindone.transformers import AutoModel, AutoModelForImageClassification
+
+    _, path = checkpoints(transformers.Dinov2ForImageClassification, **FFN["mlp"])
+    assert type(AutoModelForImageClassification.from_pretrained(path)) is Dinov2ForImageClassification
+    assert type(AutoModel.from_pretrained(path)) is Dinov2Model

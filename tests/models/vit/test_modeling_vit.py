@@ -142,3 +142,11 @@ def checkpoint_key(torch_name):
     for pattern, replacement in _TORCH_TO_CHECKPOINT:
         torch_name = re.sub(pattern, replacement, torch_name)
     return torch_name
+
+
+def test_auto_classes_resolve_vit(checkpoints):
+    from mindone.transformers import AutoModel, AutoModelForImageClassification
+
+    _, path = checkpoints(transformers.ViTForImageClassification)
+    assert type(AutoModelForImageClassification.from_pretrained(path)) is ViTForImageClassification
+    assert type(AutoModel.from_pretrained(path)) is ViTModel
