@@ -103,9 +103,7 @@ def test_fp16_close_to_torch_fp32(checkpoints, mode):
 
 @pytest.mark.parametrize("mode", parity.MODES)
 def test_gradients_match_torch(checkpoints, mode):
-    """Judged against torch in float64: our fp32 gradients are 3-7x further from it than torch fp32's (measured,
-    e.g. classifier.weight 6e-6 vs 1e-6; a forward-precision effect, not located yet), which against torch fp32
-    put single parameters (position_embeddings) at 1.4e-4, seed-dependent."""
+    """Judged against torch in float64 (torch fp32 itself is up to 5.5e-5 from it on query/key weights)."""
     torch_model, path = checkpoints(transformers.ViTForImageClassification)
     inputs = dict(pixel_values=pixels(seed=6), labels=np.array([1, 2], np.int64))
     ref_loss, exact = parity.torch_gradients(copy.deepcopy(torch_model).double(),
@@ -117,14 +115,14 @@ def test_gradients_match_torch(checkpoints, mode):
     for name in key_biases:
         assert float(exact[name].abs().max()) < 1e-9
         assert float(np.abs(parity.to_numpy(grads[name])).max()) < 1e-6, f"{name}: gradient should be ~0"
-    # LOOSENED (one check, bar 2e-4 vs float64 for three kinds of parameter): query/key weights (sums of cancelling
-    # terms: the loss sees only the class token's attention row in the last layer) and the position table (the
-    # sum of every token's gradient through every layer). Measured vs float64 (2 seeds): torch fp32 2.7e-5..5.5e-5
-    # and 0.6e-5; ours 1.1e-4..1.2e-4 on the last layer's key weight and 4e-5..1.5e-4 on position_embeddings.
-    qk = [n for n in exact if n.endswith(("query.weight", "key.weight", "position_embeddings"))]
+    # LOOSENED (one check, bar 2e-4 vs float64 for query/key weights only): their gradients are sums of cancelling
+    # terms (the loss sees only the class token's attention row in the last layer). Measured vs float64 on the last
+    # layer's key weight: torch fp32 2.7e-5..5.5e-5, ours 1.05e-4..1.2e-4 (suspect: MindSpore's CPU softmax
+    # backward; the loss's log-softmax had the same kind of error and is fixed in backend.cross_entropy).
+    qk = [n for n in exact if n.endswith(("query.weight", "key.weight"))]
     bad = {n: parity.rel_error(grads[n], exact[n]) for n in qk}
     bad = {n: e for n, e in bad.items() if e > 2 * parity.GRAD_BAR}
-    assert not bad, f"query/key/position gradients vs float64: {bad}"
+    assert not bad, f"query/key gradients vs float64: {bad}"
     errors = parity.compare_gradients(grads, {n: g for n, g in exact.items() if n not in key_biases + qk})
     errors["loss"] = parity.rel_error(loss, ref_loss)
     parity.assert_close(errors, parity.GRAD_BAR, f"grads/{mode}")
