@@ -269,13 +269,21 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _precise_log_softmax(x):
+    """x - max - log(sum(exp(x - max))) over the last axis, written out: MindSpore's CPU LogSoftmax kernel is
+    1.5e-6 (forward) and 8.4e-6 (gradient) from float64 on 64x7 logits, against 4.6e-7 and 1.6e-6 for this form
+    (torch fp32: ~1e-8); its gradient error reaches every parameter gradient of a classifier."""
+    shifted = x - ops.stop_gradient(x.max(-1, keepdims=True))
+    return shifted - ops.log(ops.exp(shifted).sum(-1, keepdims=True))
+
+
 def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
     """torch.nn.functional.cross_entropy over the last axis of `logits` (float32 math).
 
     Labels equal to `ignore_index` contribute nothing; "mean" divides by the number of counted labels
     (NaN when there are none, as torch).
     """
-    logp = log_softmax(_cast(logits, ms.float32), -1)
+    logp = _precise_log_softmax(_cast(logits, ms.float32))
     valid = labels != ignore_index
     safe = ops.where(valid, labels, ops.zeros_like(labels))
     picked = ops.gather_elements(logp, -1, safe.astype(ms.int32)[..., None]).squeeze(-1)

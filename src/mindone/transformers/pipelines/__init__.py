@@ -21,6 +21,7 @@ from .text import (
 )
 from .text2text_generation import SummarizationPipeline, Text2TextGenerationPipeline, TranslationPipeline
 from .text_generation import TextGenerationPipeline
+from .vision import ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,20 @@ SUPPORTED_TASKS = {
     "text2text-generation": (Text2TextGenerationPipeline, "seq2seq-lm"),
     "summarization": (SummarizationPipeline, "seq2seq-lm"),
     "translation": (TranslationPipeline, "seq2seq-lm"),
+    "image-classification": (ImageClassificationPipeline, "image-classification"),
+    "image-feature-extraction": (ImageFeatureExtractionPipeline, "base"),
+    "zero-shot-image-classification": (ZeroShotImageClassificationPipeline, "zero-shot-image-classification"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
+# pipelines fed by an image processor instead of a tokenizer
+_IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline)
+# image tasks that also tokenize text
+_IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline,)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
-def pipeline(task, model=None, tokenizer=None, feature_extractor=None, dtype=None, torch_dtype=None, batch_size=1,
+def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_processor=None, dtype=None, torch_dtype=None, batch_size=1,
              model_kwargs=None, trust_remote_code=None, device=None, device_map=None, **kwargs):
     """Builds the pipeline for `task` around `model` (a directory / hub id, or one of our models).
 
@@ -53,6 +61,8 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, dtype=Non
         tokenizer: a `transformers` tokenizer or where to load it from (default: the model's directory).
         feature_extractor: for automatic-speech-recognition, a `transformers` feature extractor or where to load
             it from (default: the model's directory).
+        image_processor: for the image tasks, a `transformers` image processor or where to load it from (default:
+            the model's directory).
         dtype: "auto", "float32", "float16" ... as in `from_pretrained` (`torch_dtype` is accepted too).
         batch_size: inputs run through the model together.
         kwargs: default call arguments of the pipeline (e.g. `top_k`, `aggregation_strategy`).
@@ -78,13 +88,33 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, dtype=Non
         if dtype is not None:
             load_kwargs["dtype"] = dtype
         model = model_class(config.model_type, model_task).from_pretrained(path, config=config, **load_kwargs)
-        tokenizer = tokenizer if tokenizer is not None else path
+        if issubclass(pipeline_cls, _IMAGE_TASKS):
+            image_processor = image_processor if image_processor is not None else path
+        if not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
+            tokenizer = tokenizer if tokenizer is not None else path
         if pipeline_cls is AutomaticSpeechRecognitionPipeline and feature_extractor is None:
             feature_extractor = path
     else:
         _check_model_instance(model, task, model_task)
-        if tokenizer is None:
+        if issubclass(pipeline_cls, _IMAGE_TASKS) and image_processor is None:
+            image_processor = getattr(model, "name_or_path", None) or None
+        if (not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)) \
+                and tokenizer is None:
             tokenizer = getattr(model, "name_or_path", None) or None
+    if issubclass(pipeline_cls, _IMAGE_TASKS):
+        if isinstance(image_processor, (str, os.PathLike)):
+            from transformers import AutoImageProcessor
+
+            image_processor = AutoImageProcessor.from_pretrained(os.fspath(image_processor))
+        if issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
+            if isinstance(tokenizer, (str, os.PathLike)):
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+            if tokenizer is None:
+                raise ValueError(f"pipeline({task!r}) needs a tokenizer: pass `tokenizer=`")
+            kwargs["tokenizer"] = tokenizer
+        return pipeline_cls(model, image_processor=image_processor, batch_size=batch_size, **kwargs)
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 

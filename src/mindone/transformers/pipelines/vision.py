@@ -1,0 +1,168 @@
+"""Image pipelines: image-classification and image-feature-extraction on our vision models, with `transformers`'
+image processors (HF's call arguments and result formats).
+
+Inputs: PIL images, local paths or URLs (loaded with `transformers.image_utils.load_image`) and NumPy arrays (given
+to the image processor as they are), one or a list.
+"""
+
+import numpy as np
+
+from .base import Pipeline, sigmoid, softmax
+
+_FUNCTIONS = ("sigmoid", "softmax", "none")
+
+
+class _ImagePipeline(Pipeline):
+    def __init__(self, model, image_processor=None, **kwargs):
+        if image_processor is None:
+            raise ValueError(f"{type(self).__name__} needs an image processor: pass `image_processor=`")
+        super().__init__(model, image_processor=image_processor, **kwargs)
+
+    def _load(self, image, timeout=None):
+        if isinstance(image, np.ndarray):
+            return image
+        from transformers.image_utils import load_image
+
+        return load_image(image, timeout=timeout)
+
+    def _pixels(self, image, timeout=None, **processor_kwargs):
+        inputs = self.image_processor(images=self._load(image, timeout), return_tensors="np", **processor_kwargs)
+        return {"pixel_values": np.asarray(inputs["pixel_values"], np.float32)}
+
+    def _model_input_names(self):
+        return ()
+
+    def _extra_model_inputs(self):
+        return ("pixel_values",)
+
+
+class ImageClassificationPipeline(_ImagePipeline):
+    """`pipe(images, top_k=5, function_to_apply=None)` -> [{"label", "score"}] by decreasing score (a list of
+    those for a list of images). The default function is HF's: sigmoid for multi-label or single-output models,
+    softmax otherwise, none for regression."""
+
+    task = "image-classification"
+
+    def _sanitize_parameters(self, top_k=None, function_to_apply=None, timeout=None):
+        post = {}
+        if top_k is not None:
+            post["top_k"] = top_k
+        if function_to_apply is not None:
+            function_to_apply = str(getattr(function_to_apply, "value", function_to_apply)).lower()
+            if function_to_apply not in _FUNCTIONS:
+                raise ValueError(f"Unrecognized `function_to_apply` argument: {function_to_apply}")
+            post["function_to_apply"] = function_to_apply
+        return ({"timeout": timeout} if timeout is not None else {}), post
+
+    def preprocess(self, image, timeout=None):
+        return self._pixels(image, timeout)
+
+    def _default_function(self):
+        config = self.model.config
+        if config.problem_type == "regression":
+            return "none"
+        if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+            return "sigmoid"
+        if config.problem_type == "single_label_classification" or config.num_labels > 1:
+            return "softmax"
+        return getattr(config, "function_to_apply", None) or "none"
+
+    def postprocess(self, model_outputs, function_to_apply=None, top_k=5):
+        function_to_apply = function_to_apply or self._default_function()
+        top_k = min(top_k, self.model.config.num_labels)
+        logits = model_outputs["logits"][0].astype(np.float32)
+        scores = {"sigmoid": sigmoid, "softmax": softmax, "none": lambda x: x}[function_to_apply](logits)
+        ranked = sorted(({"label": self.model.config.id2label[i], "score": float(s)} for i, s in enumerate(scores)),
+                        key=lambda d: d["score"], reverse=True)
+        return ranked[:top_k]
+
+
+class ImageFeatureExtractionPipeline(_ImagePipeline):
+    """`pipe(images, pool=False, return_tensors=False)` -> the model's first output (last_hidden_state) or, with
+    `pool=True`, its pooler_output, as nested lists of shape (1, ...) per image (NumPy arrays with
+    `return_tensors=True`)."""
+
+    task = "image-feature-extraction"
+
+    def _sanitize_parameters(self, image_processor_kwargs=None, return_tensors=None, pool=None, timeout=None):
+        pre = dict(image_processor_kwargs or {})
+        if timeout is not None:
+            pre["timeout"] = timeout
+        post = {}
+        if pool is not None:
+            post["pool"] = pool
+        if return_tensors is not None:
+            post["return_tensors"] = return_tensors
+        return pre, post
+
+    def preprocess(self, image, timeout=None, **processor_kwargs):
+        return self._pixels(image, timeout, **processor_kwargs)
+
+    def _forward(self, model_inputs):
+        outputs = super()._forward(model_inputs)
+        # the first output (HF's `model_outputs[0]`), remembered by name: the base class returns a plain dict
+        first = next(iter(outputs))
+        outputs["__first__"] = outputs[first]
+        return outputs
+
+    def postprocess(self, model_outputs, pool=False, return_tensors=False):
+        if pool:
+            if "pooler_output" not in model_outputs:
+                raise ValueError("No pooled output was returned. Make sure the model has a `pooler` layer when using "
+                                 "the `pool` option.")
+            outputs = model_outputs["pooler_output"]
+        else:
+            outputs = model_outputs["__first__"]
+        return outputs if return_tensors else outputs.tolist()
+
+
+class ZeroShotImageClassificationPipeline(_ImagePipeline):
+    """`pipe(images, candidate_labels=[...], hypothesis_template="This is a photo of {}.")` -> [{"score", "label"}]
+    by decreasing score: the softmax over the labels of CLIP's image-text logits (sigmoid for SigLIP models)."""
+
+    task = "zero-shot-image-classification"
+
+    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, timeout=None,
+                             tokenizer_kwargs=None):
+        pre = {}
+        if candidate_labels is not None:
+            pre["candidate_labels"] = candidate_labels
+        if hypothesis_template is not None:
+            pre["hypothesis_template"] = hypothesis_template
+        if timeout is not None:
+            pre["timeout"] = timeout
+        if tokenizer_kwargs is not None:
+            pre["tokenizer_kwargs"] = tokenizer_kwargs
+        return pre, {}
+
+    def preprocess(self, image, candidate_labels=None, hypothesis_template="This is a photo of {}.", timeout=None,
+                   tokenizer_kwargs=None):
+        if not candidate_labels:
+            raise ValueError("zero-shot-image-classification needs `candidate_labels`")
+        if isinstance(candidate_labels, str):
+            candidate_labels = [candidate_labels]
+        inputs = self._pixels(image, timeout)
+        text_kwargs = {"padding": True}
+        if "siglip" in self.model.config.model_type:
+            text_kwargs.update(padding="max_length", max_length=64, truncation=True)
+        text_kwargs.update(tokenizer_kwargs or {})
+        text = self.tokenizer([hypothesis_template.format(x) for x in candidate_labels], return_tensors="np",
+                              **text_kwargs)
+        inputs.update({k: np.asarray(v) for k, v in text.items() if k in ("input_ids", "attention_mask")})
+        inputs["candidate_labels"] = list(candidate_labels)
+        return inputs
+
+    def _run_batch(self, parts):
+        # every image has its own label set: one model call per image
+        split = []
+        for part in parts:
+            inputs = {k: v for k, v in part.items() if k in ("pixel_values", "input_ids", "attention_mask")}
+            outputs = Pipeline._forward(self, inputs)
+            split.append({"candidate_labels": part["candidate_labels"], "logits": outputs["logits_per_image"]})
+        return split
+
+    def postprocess(self, model_outputs):
+        logits = model_outputs["logits"][0].astype(np.float32)
+        scores = sigmoid(logits) if "siglip" in self.model.config.model_type else softmax(logits)
+        ranked = sorted(zip(scores.tolist(), model_outputs["candidate_labels"]), key=lambda x: -x[0])
+        return [{"score": score, "label": label} for score, label in ranked]
