@@ -230,3 +230,18 @@ def test_cache_argument_and_output_field_use_transformers_5_names(tmp_path):
     assert cache.get_seq_length() == 4
     with pytest.raises(ValueError, match="both `cache` and `past_key_values`"):
         model(ids, cache=DynamicCache(), past_key_values=DynamicCache())
+
+
+def test_from_pretrained_passes_model_init_kwargs(tmp_path):
+    """Keyword arguments that are not config attributes go to the model's __init__ (HF), unknown ones are an error."""
+    import transformers as hf
+
+    from mindone.transformers import ViTModel
+
+    config = hf.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20,
+                          image_size=8, patch_size=4)
+    hf.ViTModel(config).save_pretrained(tmp_path)
+    assert ViTModel.from_pretrained(tmp_path).pooler is not None
+    assert ViTModel.from_pretrained(tmp_path, add_pooling_layer=False).pooler is None
+    with pytest.raises(TypeError, match="unexpected keyword arguments: \\['not_an_option'\\]"):
+        ViTModel.from_pretrained(tmp_path, not_an_option=1)

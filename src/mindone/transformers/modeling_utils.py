@@ -397,6 +397,10 @@ class PreTrainedModel(nn.Cell):
             for key, value in list(kwargs.items()):
                 if hasattr(config, key):
                     setattr(config, key, kwargs.pop(key))
+        # what is neither a config attribute nor a hub option goes to the model's __init__, as in HF
+        # (e.g. ViTModel.from_pretrained(path, add_pooling_layer=False))
+        init_params = inspect.signature(cls.__init__).parameters
+        model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in init_params and k not in ("self", "config")}
         if kwargs:
             raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments: {sorted(kwargs)}")
         config.name_or_path = path
@@ -406,7 +410,7 @@ class PreTrainedModel(nn.Cell):
         config.dtype = _DTYPE_TO_STR.get(ms_dtype, "float32")
 
         with no_init_parameters(), layers.dtype_scope(ms_dtype), _loading_scope():
-            model = cls(config, *model_args)
+            model = cls(config, *model_args, **model_kwargs)
         info = model._load_checkpoint(files, fmt, ignore_mismatched_sizes=ignore_mismatched_sizes)
         model.name_or_path = path
 
