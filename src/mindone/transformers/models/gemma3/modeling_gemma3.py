@@ -150,8 +150,8 @@ class Gemma3Attention(nn.Cell):
 
         attn_output, attn_weights = F.attention(
             query_states,
-            F.repeat_kv(key_states, self.num_key_value_groups),
-            F.repeat_kv(value_states, self.num_key_value_groups),
+            key_states,  # F.attention groups query heads over the kv heads (GQA)
+            value_states,
             attn_mask=attention_mask,
             scale=self.scaling,
             dropout_p=self.attention_dropout if self.training else 0.0,
