@@ -19,6 +19,7 @@ from ...cache_utils import DynamicCache
 from ...generation import GenerationMixin
 from ...loss_utils import causal_lm_loss, sequence_classification_loss
 from ...masking_utils import create_causal_mask
+from ...modeling_layers import last_non_pad_logits
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutput, model_output
 from ...modeling_utils import PreTrainedModel
 
@@ -258,19 +259,7 @@ class CTRLForSequenceClassification(CTRLPreTrainedModel):
             cache_position=cache_position,
         )
         logits = self.classifier(outputs["last_hidden_state"])
-        batch_size = input_ids.shape[0] if input_ids is not None else inputs_embeds.shape[0]
-        pad_token_id = self.config.pad_token_id
-        if pad_token_id is None and batch_size != 1:
-            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined.")
-        if pad_token_id is None or input_ids is None:
-            last_non_pad = ops.fill(ms.int32, (batch_size,), logits.shape[1] - 1)
-        else:
-            non_pad = (input_ids != pad_token_id).astype(ms.int32)
-            positions = F.arange(input_ids.shape[-1], dtype=ms.int32)
-            last_non_pad = F.argmax(positions * non_pad, -1).astype(ms.int32)
-        pooled_logits = ops.gather_elements(
-            logits, 1, ops.broadcast_to(last_non_pad[:, None, None], (batch_size, 1, logits.shape[-1]))
-        ).squeeze(1)
+        pooled_logits = last_non_pad_logits(logits, input_ids, inputs_embeds, self.config.pad_token_id)
         loss = None
         if labels is not None:
             loss = sequence_classification_loss(labels, pooled_logits, self.config)
