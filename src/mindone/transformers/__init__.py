@@ -117,6 +117,7 @@ _MODEL_FAMILIES = {
     "convnextv2": ["ConvNextV2Model", "ConvNextV2ForImageClassification", "ConvNextV2PreTrainedModel"],
     "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",
              "BartPreTrainedModel"],
+    "vision_text_dual_encoder": ["VisionTextDualEncoderModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
