@@ -49,6 +49,10 @@ _IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, Zer
 # image tasks that also tokenize text
 _IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline,)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+# models HF's pipeline runs for a task although the task's auto class does not list their model_type: it falls back
+# to the class named in `config.architectures` (logging that the model is not supported) and the outputs it reads are
+# there
+_ARCHITECTURE_FALLBACKS = {"zero-shot-image-classification": ("VisionTextDualEncoderModel",)}
 
 
 def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_processor=None, dtype=None, torch_dtype=None, batch_size=1,
@@ -83,11 +87,14 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
 
         path = os.fspath(model)
         config = AutoConfig.from_pretrained(path)
-        _check_model_type(config.model_type, task, model_task)
+        model_cls = _architecture_fallback(config, task, model_task)
+        if model_cls is None:
+            _check_model_type(config.model_type, task, model_task)
+            model_cls = model_class(config.model_type, model_task)
         load_kwargs = dict(model_kwargs or {})
         if dtype is not None:
             load_kwargs["dtype"] = dtype
-        model = model_class(config.model_type, model_task).from_pretrained(path, config=config, **load_kwargs)
+        model = model_cls.from_pretrained(path, config=config, **load_kwargs)
         if issubclass(pipeline_cls, _IMAGE_TASKS):
             image_processor = image_processor if image_processor is not None else path
         if not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
@@ -141,8 +148,22 @@ def _check_model_type(model_type, task, model_task):
                          f"{', '.join(supported_model_types(model_task))}")
 
 
+def _architecture_fallback(config, task, model_task):
+    """The class of `config.architectures` that HF's pipeline would fall back to for `task`, or None."""
+    if config.model_type in supported_model_types(model_task):
+        return None
+    names = [n for n in (getattr(config, "architectures", None) or ()) if n in _ARCHITECTURE_FALLBACKS.get(task, ())]
+    if not names:
+        return None
+    import mindone.transformers as package
+
+    return getattr(package, names[0])
+
+
 def _check_model_instance(model, task, model_task):
     model_type = getattr(model.config, "model_type", None)
+    if type(model).__name__ in _ARCHITECTURE_FALLBACKS.get(task, ()):
+        return
     expected = MODEL_FAMILIES.get(model_type, {}).get(model_task)
     if expected is not None and type(model).__name__ != expected:
         raise ValueError(f"Task {task!r} needs a {expected} ({TASKS[model_task]}) model, got "
