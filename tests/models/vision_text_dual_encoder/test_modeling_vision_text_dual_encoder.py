@@ -279,3 +279,51 @@ def test_built_from_config_or_towers():
     assert again.config.projection_dim == 512
     with pytest.raises(ValueError, match="Either a configuration"):
         VisionTextDualEncoderModel()
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    """A tiny ViT+BERT dual encoder with a VisionTextDualEncoderProcessor (WordPiece tokenizer + ViT image
+    processor) saved beside it, as HF's docs build one."""
+    words = "a photo of the cat dog car park walks picture".split()
+    tokenizer = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                                                             "[MASK]"] + words)})
+    try:
+        import torchvision  # noqa: F401  (the default processor's backend)
+        image_processor = transformers.ViTImageProcessor(size={"height": SIZE, "width": SIZE})
+    except ImportError:
+        image_processor = transformers.ViTImageProcessorPil(size={"height": SIZE, "width": SIZE})
+    text_config = TEXT["bert"]()
+    text_config.vocab_size = len(tokenizer)
+    config = VisionTextDualEncoderConfig.from_vision_text_configs(VISION["vit"](), text_config, projection_dim=16)
+    model = parity.torch_reference(transformers.VisionTextDualEncoderModel, config, seed=5)
+    with torch.no_grad():
+        model.logit_scale.fill_(6.0)  # spread the label scores apart (cosines of random towers are close)
+    directory = str(tmp_path_factory.mktemp("vtde-pipeline"))
+    model.save_pretrained(directory)
+    transformers.VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer) \
+        .save_pretrained(directory)
+    return directory, tokenizer, image_processor
+
+
+def test_zero_shot_image_classification_pipeline_matches_torch(pipeline_dir):
+    """HF's pipeline runs the dual encoder (through config.architectures: its auto class does not list it)."""
+    from PIL import Image
+
+    from mindone.transformers import pipeline
+    from tests.pipelines.test_pipelines import assert_same_result
+
+    directory, tokenizer, image_processor = pipeline_dir
+    rng = np.random.RandomState(0)
+    images = [Image.fromarray(rng.randint(0, 256, (20 + 5 * i, 24, 3), dtype=np.uint8)) for i in range(2)]
+    labels = ["cat", "dog", "park walks"]
+    ref_pipe = transformers.pipeline("zero-shot-image-classification", model=directory)
+    ref = ref_pipe(images, candidate_labels=labels, hypothesis_template="a picture of the {}")
+    ours = pipeline("zero-shot-image-classification", model=directory)
+    assert type(ours.model) is VisionTextDualEncoderModel
+    assert_same_result(ours(images, candidate_labels=labels, hypothesis_template="a picture of the {}",
+                            batch_size=2), ref)
+    assert max(r["score"] for r in ref[0]) - min(r["score"] for r in ref[0]) > 0.05  # the labels are told apart
+    instance = pipeline("zero-shot-image-classification", model=ours.model, tokenizer=tokenizer,
+                        image_processor=image_processor)
+    assert_same_result(instance(images[0], candidate_labels=labels), ref_pipe(images[0], candidate_labels=labels))
