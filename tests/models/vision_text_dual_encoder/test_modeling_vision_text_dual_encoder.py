@@ -1,10 +1,13 @@
 """VisionTextDualEncoder parity with torch `transformers` on tiny random checkpoints (tests/parity.py): vision and text
 towers of our own families, built from the sub-configs through our AutoModel."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 import transformers
+from safetensors.numpy import load_file, save_file
 from transformers import VisionTextDualEncoderConfig
 
 import mindspore as ms
@@ -213,13 +216,12 @@ def test_from_vision_text_pretrained_loads_the_same_towers_as_torch(tmp_path, vi
                                                                              projection_dim=16)
     ours = VisionTextDualEncoderModel.from_vision_text_pretrained(vision_dir, text_dir, projection_dim=16)
     assert type(ours.vision_model) is (CLIPVisionModel if vision == "clip" else ViTModel)
-    assert ours.config.projection_dim == 16 and ours.config.vision_config.model_type == ref.config.vision_config.model_type
+    assert ours.config.projection_dim == 16
+    assert ours.config.vision_config.model_type == ref.config.vision_config.model_type
     ours_state, ref_state = ours.state_dict(), ref.state_dict()
     new = ("visual_projection.weight", "text_projection.weight", "logit_scale")
     # torch's module names of ViT differ from its saved keys (ours): compare through a save
     ref.save_pretrained(str(tmp_path / "dual"))
-    from safetensors.numpy import load_file
-
     saved = load_file(str(tmp_path / "dual" / "model.safetensors"))
     assert sorted(saved) == sorted(ours_state)
     for key, value in saved.items():
@@ -335,10 +337,6 @@ def test_zero_shot_image_classification_pipeline_matches_torch(pipeline_dir):
 def test_missing_weights_get_their_owners_initialisation(checkpoints, tmp_path):
     """A tower's missing weight is initialised by the tower's scheme, the dual encoder's own by HF's (each differs
     from the parameter's construction-time default, so the right scheme is what is checked)."""
-    import shutil
-
-    from safetensors.numpy import load_file, save_file
-
     _, path = checkpoints(*COMBOS[1])
     shutil.copy(f"{path}/config.json", tmp_path / "config.json")
     state = load_file(f"{path}/model.safetensors")

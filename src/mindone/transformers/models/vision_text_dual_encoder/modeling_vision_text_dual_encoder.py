@@ -48,7 +48,6 @@ def _as_tuple(outputs):
 class VisionTextDualEncoderModel(PreTrainedModel):
     config_class = VisionTextDualEncoderConfig
     base_model_prefix = "vision_text_dual_encoder"
-    main_input_name = "input_ids"
 
     def __init__(self, config: VisionTextDualEncoderConfig = None, vision_model: PreTrainedModel = None,
                  text_model: PreTrainedModel = None):
