@@ -306,6 +306,14 @@ def conv2d_strided_fn(x, w, b):
     return F.conv2d(x, w, b, (2, 1), (0, 1), 1, 2)
 
 
+def conv2d_patches_fn(x, w, b):
+    return F.conv2d(x, w, b, (3, 2))
+
+
+def conv2d_patches_no_bias_fn(x, w):
+    return F.conv2d(x, w, None, 2, 0, 1, 1)
+
+
 def interpolate_fn(x):
     return F.interpolate(x, (7, 3))
 
@@ -461,6 +469,12 @@ CASES = [
          lambda r, d: [randn(r, 2, 3, 6, 6), randn(r, 5, 3, 3, 3), randn(r, 5)], (0, 1, 2)),
     Case("conv2d", "strided_groups", conv2d_strided_fn, lambda x, w, b: TF.conv2d(x, w, b, (2, 1), (0, 1), 1, 2),
          lambda r, d: [randn(r, 1, 4, 7, 5), randn(r, 6, 2, 3, 2), randn(r, 6)], (0, 1, 2)),
+    # stride == kernel, no padding: a patch embedding (on CPU one matmul over the patches); 7x5 input drops the last
+    # row and column like the convolution does
+    Case("conv2d", "patches", conv2d_patches_fn, lambda x, w, b: TF.conv2d(x, w, b, (3, 2)),
+         lambda r, d: [randn(r, 2, 3, 7, 5), randn(r, 5, 3, 3, 2), randn(r, 5)], (0, 1, 2)),
+    Case("conv2d", "patches_no_bias", conv2d_patches_no_bias_fn, lambda x, w: TF.conv2d(x, w, None, 2),
+         lambda r, d: [randn(r, 1, 4, 8, 6), randn(r, 6, 4, 2, 2)], (0, 1)),
 ]
 
 # Functions tested by a dedicated test below rather than by a Case.
@@ -483,7 +497,7 @@ BF16_MISSING_CPU_KERNEL = {
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
     "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",
     "pad-value": "Pad", "pad-minus_inf_3d": "Pad", "conv1d": "Pad", "conv1d-groups_dilation": "Conv2D", "conv2d": "Conv2D",
-    "conv2d-strided_groups": "Conv2D",
+    "conv2d-strided_groups": "Conv2D", "conv2d-patches": "MatMul", "conv2d-patches_no_bias": "MatMul",
 }
 _SORT_BF16 = r"For primitive\[Sort\], the input argument\[inputx\] must be a type of .* but got Tensor\[BFloat16\]"
 
