@@ -382,6 +382,8 @@ CASES = [
     Case("gelu", "", gelu_fn, TF.gelu, lambda r, d: [randn(r, 4, 33) * 2], (0,)),
     Case("gelu_tanh", "", gelu_tanh_fn, lambda x: TF.gelu(x, approximate="tanh"), lambda r, d: [randn(r, 4, 33) * 2],
          (0,)),
+    Case("gelu_tanh", "large", gelu_tanh_fn, lambda x: TF.gelu(x, approximate="tanh"),
+         lambda r, d: [randn(r, 4, 4096) * 3], (0,)),  # >= 16k elements: the exp form on CPU
     Case("gelu_fast", "", gelu_fast_fn, hf_activations.FastGELUActivation(), lambda r, d: [randn(r, 4, 33) * 2], (0,)),
     Case("quick_gelu", "", quick_gelu_fn, hf_activations.QuickGELUActivation(), lambda r, d: [randn(r, 4, 33) * 2],
          (0,), grad_tol=SHARP_FP16_GRAD_TOL),
@@ -489,7 +491,7 @@ SPECIAL_TESTS = {
 BF16_MISSING_CPU_KERNEL = {
     "linear": "MatMul", "linear-no_bias": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
     "embedding-padding_idx": "Gather", "gelu": "Sqrt",
-    "gelu_tanh": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
+    "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
     "log_softmax": "LogSoftmax",
     "dropout-train": "Dropout", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
