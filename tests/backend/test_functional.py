@@ -174,6 +174,10 @@ def repeat_kv_fn(x):
     return F.repeat_kv(x, 3)
 
 
+def rotary_matrix_fn(x, cos, sin):
+    return F.matmul(x, F.rotary_matrix(cos, sin, 0.125))
+
+
 def attention_fn(q, k, v, mask):
     return F.attention(q, k, v, mask)
 
@@ -340,6 +344,13 @@ def _attention_ref(q, k, v, mask=None, scale=None):
     return weights @ v, weights
 
 
+def _rotary_ref(x, cos, sin):
+    """HF's apply_rotary_pos_emb on (B, S, H, D) rows with (B, S, D) tables, times a scale."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
+    return (x * cos[:, :, None] + rotated * sin[:, :, None]) * 0.125
+
+
 def _labels(rng, n, vocab, ignored=(1,)):
     labels = rng.integers(0, vocab, n)
     labels[list(ignored)] = -100
@@ -405,6 +416,8 @@ CASES = [
          ref_uses_output=True),
     Case("repeat_kv", "", repeat_kv_fn, lambda x: x.repeat_interleave(3, 1), lambda r, d: [randn(r, 2, 2, 3, 4)],
          (0,)),
+    Case("rotary_matrix", "", rotary_matrix_fn, _rotary_ref,
+         lambda r, d: [randn(r, 2, 3, 4, 8), randn(r, 2, 3, 8), randn(r, 2, 3, 8)], (0,)),
     Case("attention", "causal", attention_fn, _attention_ref,
          lambda r, d: [randn(r, 2, 4, 5, 8), randn(r, 2, 4, 6, 8), randn(r, 2, 4, 6, 8), causal_mask(d, 5, 6)],
          (0, 1, 2), (0, 1), grad_tol=SHARP_FP16_GRAD_TOL),
@@ -485,6 +498,7 @@ SPECIAL_TESTS = {
     "get_activation": "test_get_activation_matches_hf",
     # host-side (numpy) on CPU by design, so neither jit nor a torch-equal stream applies
     "sample_categorical": "test_sample_categorical_follows_probs_and_never_draws_zero",
+    "argmax_to_numpy": "test_argmax_to_numpy_matches_torch_first_maximum_and_nan",
 }
 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
@@ -494,7 +508,7 @@ BF16_MISSING_CPU_KERNEL = {
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
     "log_softmax": "LogSoftmax",
-    "dropout-train": "Dropout", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
+    "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
     "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",
@@ -776,6 +790,17 @@ def test_sample_categorical_follows_probs_and_never_draws_zero(dtype):
 
     again = F.sample_categorical(probs_ms, 3, np.random.default_rng(0)).asnumpy()
     np.testing.assert_array_equal(three, again)  # the generator makes draws reproducible
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_argmax_to_numpy_matches_torch_first_maximum_and_nan(dtype):
+    scores = distinct(np.random.default_rng(0), 3, 50)
+    scores[1, [7, 30]] = scores[1].max() + 1  # tie: the first index wins
+    scores[2, [4, 9]] = np.nan  # NaN counts as the maximum
+    ours = F.argmax_to_numpy(ms.Tensor(scores).astype(DTYPES[dtype][0]))
+    expected = torch.from_numpy(scores).to(DTYPES[dtype][1]).argmax(-1).numpy()
+    assert ours.dtype == np.int64
+    np.testing.assert_array_equal(ours, expected)
 
 
 # ----------------------------------------------------------------------------------------------------------------

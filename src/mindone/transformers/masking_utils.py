@@ -32,15 +32,16 @@ def create_causal_mask(attention_mask, batch_size, cache_position, kv_length, dt
         dtype: dtype of the attention scores.
         sliding_window: if set, a query also ignores keys more than `sliding_window - 1` positions back.
     """
-    key_positions = F.arange(kv_length, dtype=ms.int64)
-    query_positions = cache_position.astype(ms.int64)
-    allowed = key_positions[None, :] <= query_positions[:, None]
+    # reshape rather than None-indexing: inside a compiled graph `x[None]` runs a StridedSlice kernel
+    key_positions = F.arange(kv_length, dtype=ms.int64).reshape(1, kv_length)
+    query_positions = cache_position.astype(ms.int64).reshape(-1, 1)
+    allowed = key_positions <= query_positions
     if sliding_window is not None:
-        allowed = ops.logical_and(allowed, key_positions[None, :] > query_positions[:, None] - sliding_window)
-    allowed = allowed[None, None, :, :]
+        allowed = ops.logical_and(allowed, key_positions > query_positions - sliding_window)
+    allowed = allowed.reshape(1, 1, -1, kv_length)
     if attention_mask is not None:
         padding = _pad_to(attention_mask, kv_length).astype(ms.bool_)
-        allowed = ops.logical_and(allowed, padding[:, None, None, :])
+        allowed = ops.logical_and(allowed, padding.reshape(padding.shape[0], 1, 1, kv_length))
     return ops.where(allowed, ops.zeros((), dtype), F.full((), F.finfo_min(dtype), dtype))
 
 

@@ -6,6 +6,7 @@ Each processor is called as `processor(input_ids, scores) -> scores` with `input
 computations that MindSpore would dispatch as dozens of kernels; the resulting (B, V) masks are applied on device.
 """
 
+import functools
 import inspect
 import math
 
@@ -37,14 +38,39 @@ def _as_id_list(token_ids):
 
 def _vocab_mask(vocab_size, token_ids):
     """(V,) bool tensor, True at `token_ids` (ids outside the vocabulary are ignored, like torch.isin)."""
+    return Tensor(_vocab_mask_array(vocab_size, tuple(token_ids)))
+
+
+def _vocab_mask_array(vocab_size, token_ids):
     mask = np.zeros((vocab_size,), np.bool_)
     ids = np.asarray([t for t in token_ids if 0 <= t < vocab_size], np.int64)
     mask[ids] = True
-    return Tensor(mask)
+    return mask
+
+
+@functools.lru_cache(maxsize=16)
+def _token_mask(shape, token_ids):
+    """(B, V) bool tensor, True at `token_ids` in every row; cached, as the EOS masks are the same at every step."""
+    return Tensor(np.ascontiguousarray(np.broadcast_to(_vocab_mask_array(shape[-1], token_ids), shape)))
+
+
+@functools.lru_cache(maxsize=16)
+def _scalar(value, dtype):
+    return Tensor(value, dtype)
 
 
 def _fill(scores, mask, value=NEG_INF):
-    return scores.masked_fill(mask, value)
+    """scores.masked_fill(mask, value), with the mask at the scores' full shape and the value as a cached tensor:
+    MindSpore's CPU MaskedFill on a 49152-wide row took ~0.7 ms with a broadcast (V,) mask and a float value against
+    ~0.1 ms this way (measured)."""
+    if mask.shape != scores.shape:
+        mask = ops.broadcast_to(mask, scores.shape)
+    return scores.masked_fill(mask, _scalar(value, scores.dtype))
+
+
+def _fill_tokens(scores, token_ids, value=NEG_INF):
+    """`value` at `token_ids` in every row of scores (B, V)."""
+    return _fill(scores, _token_mask(tuple(scores.shape), tuple(token_ids)), value)
 
 
 def _kth_largest(scores, k):
@@ -87,12 +113,24 @@ class LogitsProcessor:
                                   "be called.")
 
 
+def _call_parameters(processor):
+    """Parameter names of `processor.__call__`; looked up once per processor class (every decoding step asks)."""
+    if isinstance(processor, LogitsProcessor):
+        return _class_call_parameters(type(processor))
+    return list(inspect.signature(processor.__call__).parameters)
+
+
+@functools.lru_cache(maxsize=None)
+def _class_call_parameters(cls):
+    return [name for name in inspect.signature(cls.__call__).parameters][1:]  # without self
+
+
 class LogitsProcessorList(list):
     """Applies its processors in order; processors whose `__call__` takes extra arguments get them from kwargs."""
 
     def __call__(self, input_ids, scores, **kwargs):
         for processor in self:
-            params = list(inspect.signature(processor.__call__).parameters)
+            params = _call_parameters(processor)
             if len(params) > 2:
                 if not all(arg in kwargs for arg in params[2:]):
                     raise ValueError(f"Make sure that all the required parameters: {params} for "
@@ -119,7 +157,7 @@ class MinLengthLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] < self.min_length:
-            return _fill(scores, _vocab_mask(scores.shape[-1], self.eos_token_id))
+            return _fill_tokens(scores, self.eos_token_id)
         return scores
 
 
@@ -136,7 +174,7 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] - self.prompt_length_to_skip < self.min_new_tokens:
-            return _fill(scores, _vocab_mask(scores.shape[-1], self.eos_token_id))
+            return _fill_tokens(scores, self.eos_token_id)
         return scores
 
 
@@ -414,7 +452,7 @@ class SuppressTokensLogitsProcessor(LogitsProcessor):
         self.suppress_tokens = _as_id_list(suppress_tokens)
 
     def __call__(self, input_ids, scores):
-        return _fill(scores, _vocab_mask(scores.shape[-1], self.suppress_tokens))
+        return _fill_tokens(scores, self.suppress_tokens)
 
 
 class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
@@ -429,7 +467,7 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         if input_ids.shape[-1] == self.begin_index:
-            return _fill(scores, _vocab_mask(scores.shape[-1], self.begin_suppress_tokens))
+            return _fill_tokens(scores, self.begin_suppress_tokens)
         return scores
 
 

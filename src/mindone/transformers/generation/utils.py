@@ -58,7 +58,6 @@ from .stopping_criteria import (
     MaxTimeCriteria,
     StoppingCriteriaList,
     StopStringCriteria,
-    as_done_array,
 )
 
 logger = logging.getLogger(__name__)
@@ -184,6 +183,7 @@ class _ModelRunner:
         self.embeds_len = inputs_embeds.shape[1] if inputs_embeds is not None else 0
         self.logits_to_keep_supported = logits_to_keep_supported
         self.past = 0  # positions already in the cache
+        self._slot_mask = None  # (numpy, Tensor) of the last compiled call's attention mask
 
     def _extend(self, length):
         """Grows the mask (ones) and position ids (last + 1, ...) to `length` columns."""
@@ -220,7 +220,9 @@ class _ModelRunner:
         mask[:, :offset] = 0
         if self.mask is not None:
             mask[:, offset:offset + length] = self.mask
-        mask = Tensor(mask)
+        if self._slot_mask is None or not np.array_equal(self._slot_mask[0], mask):
+            self._slot_mask = (mask, Tensor(mask))  # unchanged across decode steps (new slots were already ones)
+        mask = self._slot_mask[1]
         positions = self.positions if self.positions is not None else \
             np.broadcast_to(np.arange(length, dtype=np.int64), (batch, length))
         if start > 0:
@@ -767,21 +769,21 @@ class GenerationMixin:
         unfinished = np.ones((input_ids.shape[0],), np.bool_)
         while True:
             outputs = runner(input_ids)
-            logits = _last_position(outputs.logits).astype(ms.float32)
+            logits = _float32(_last_position(outputs.logits))
             ids = Tensor(input_ids)
             scores = logits_processor(ids, logits)
             record.step(scores, logits, outputs)
             if gc.do_sample:
-                next_tokens = F.sample_categorical(F.softmax(scores, -1), 1, rng).reshape(-1)
+                next_tokens = F.sample_categorical(F.softmax(scores, -1), 1, rng).reshape(-1).asnumpy()
             else:
-                next_tokens = F.argmax(scores, -1)
-            next_tokens = next_tokens.asnumpy().astype(np.int64)
+                next_tokens = F.argmax_to_numpy(scores)
+            next_tokens = next_tokens.astype(np.int64)
             if has_eos_stopping:
                 next_tokens = np.where(unfinished, next_tokens, pad)
             input_ids = np.concatenate([input_ids, next_tokens[:, None]], 1)
             if streamer is not None:
                 streamer.put(next_tokens)
-            unfinished &= ~as_done_array(stopping_criteria(Tensor(input_ids), record.scores), input_ids.shape[0])
+            unfinished &= ~stopping_criteria.host_done(input_ids, record.scores)
             if not unfinished.any():
                 break
         if streamer is not None:
@@ -821,7 +823,7 @@ class GenerationMixin:
         while True:
             flat_running = running_sequences[:, :, :cur_len].reshape(batch_size * num_beams, cur_len)
             outputs = runner(flat_running)
-            logits = _last_position(outputs.logits).astype(ms.float32)
+            logits = _float32(_last_position(outputs.logits))
             log_probs = logits_processor(Tensor(flat_running), F.log_softmax(logits, -1))
             record.step(log_probs, logits, outputs)
             vocab_size = log_probs.shape[-1]
@@ -843,9 +845,9 @@ class GenerationMixin:
             topk_running_beam_indices[:, :, cur_len - prompt_len] = topk_beam + np.arange(batch_size)[:, None] * \
                 num_beams
 
-            hits = as_done_array(stopping_criteria(
-                Tensor(topk_running_sequences[:, :, :cur_len + 1].reshape(batch_size * beams_to_keep, -1)),
-                record.scores), batch_size * beams_to_keep).reshape(batch_size, beams_to_keep)
+            hits = stopping_criteria.host_done(
+                topk_running_sequences[:, :, :cur_len + 1].reshape(batch_size * beams_to_keep, -1),
+                record.scores).reshape(batch_size, beams_to_keep)
 
             # the best candidates that did not stop keep running
             running_log_probs = topk_log_probs + hits.astype(np.float32) * neg
@@ -916,7 +918,7 @@ class GenerationMixin:
                 else np.zeros((0,), np.int64)
             extended = np.concatenate([input_ids, candidates[None, :]], 1)
             outputs = runner(extended, logits_to_keep=len(candidates) + 1)
-            logits = outputs.logits[:, -(len(candidates) + 1):, :].astype(ms.float32)
+            logits = _float32(outputs.logits[:, -(len(candidates) + 1):, :])
             chosen, step_scores, step_logits = [], [], []
             accepted = 0
             for i in range(len(candidates) + 1):
@@ -927,7 +929,7 @@ class GenerationMixin:
                 if gc.do_sample:
                     token = int(F.sample_categorical(F.softmax(scores, -1), 1, rng).asnumpy().reshape(-1)[0])
                 else:
-                    token = int(F.argmax(scores, -1).asnumpy()[0])
+                    token = int(F.argmax_to_numpy(scores)[0])
                 chosen.append(token)
                 if i < len(candidates) and token == candidates[i]:
                     accepted += 1
@@ -940,7 +942,7 @@ class GenerationMixin:
                 record.step(scores, raw, None)
                 if streamer is not None:
                     streamer.put(np.array([token]))
-                if as_done_array(stopping_criteria(Tensor(input_ids), record.scores), 1).all():
+                if stopping_criteria.host_done(input_ids, record.scores).all():
                     done = True
                     break
             if done:
@@ -1088,6 +1090,11 @@ def _prompt_lookup_candidates(ids, max_ngram, num_tokens):
             if begin < end:
                 return np.asarray(ids[begin:end], np.int64)
     return np.zeros((0,), np.int64)
+
+
+def _float32(x):
+    """x as float32; already-float32 logits are returned as they are (a same-dtype cast still runs a kernel)."""
+    return x if x.dtype == ms.float32 else x.astype(ms.float32)
 
 
 def _last_position(logits):

@@ -60,22 +60,19 @@ class LlamaRotaryEmbedding(nn.Cell):
 
     def construct(self, x, position_ids):
         inv_freq = self._dynamic_inv_freq(position_ids) if self.rope_type == "dynamic" else self.inv_freq
-        freqs = position_ids[..., None].astype(ms.float32) * inv_freq
+        freqs = position_ids.reshape(position_ids.shape + (1,)).astype(ms.float32) * inv_freq
         emb = F.cat([freqs, freqs], -1)
-        cos = emb.cos() * self.attention_scaling
-        sin = emb.sin() * self.attention_scaling
+        cos, sin = emb.cos(), emb.sin()
+        if self.attention_scaling != 1.0:
+            cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
         return cos.astype(x.dtype), sin.astype(x.dtype)
 
 
-def rotate_half(x):
-    half = x.shape[-1] // 2
-    return F.cat([-x[..., half:], x[..., :half]], -1)
-
-
-def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
-    cos = cos.unsqueeze(unsqueeze_dim)
-    sin = sin.unsqueeze(unsqueeze_dim)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+def rotary_position_embeddings(cos, sin, scaling):
+    """HF's (cos, sin) tables as the (query, key) rotation matrices every layer applies with one matmul each: RoPE is
+    `x @ R` (see `F.rotary_matrix`), and the queries' matrix also carries the attention scale."""
+    key_rotation = F.rotary_matrix(cos, sin)
+    return key_rotation * scaling, key_rotation
 
 
 class LlamaMLP(nn.Cell):
@@ -111,13 +108,15 @@ class LlamaAttention(nn.Cell):
     def construct(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None,
                   cache_position=None):
         batch, seq_len = hidden_states.shape[:2]
-        # (B, S, H*D) -> (B, H, S, D); swapaxes because Tensor.transpose(1, 2) fails inside jit on CPU
-        query_states = self.q_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
-        key_states = self.k_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+        # (B, S, H*D) -> (B, S, H, D) -> RoPE -> (B, H, S, D); swapaxes because Tensor.transpose(1, 2) fails inside
+        # jit on CPU. position_embeddings are per-position rotation matrices (B, S, D, D), the queries' scaled by
+        # self.scaling (`rotary_position_embeddings`)
+        query_rotation, key_rotation = position_embeddings
+        query_states = F.matmul(self.q_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim), query_rotation)
+        key_states = F.matmul(self.k_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim), key_rotation)
+        query_states = query_states.swapaxes(1, 2)
+        key_states = key_states.swapaxes(1, 2)
         value_states = self.v_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
-
-        cos, sin = position_embeddings
-        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
         if past_key_values is not None:
             key_states, value_states = past_key_values.update(
@@ -129,7 +128,7 @@ class LlamaAttention(nn.Cell):
             key_states,  # F.attention groups query heads over the kv heads (GQA)
             value_states,
             attn_mask=attention_mask,
-            scale=self.scaling,
+            scale=1.0,  # self.scaling is folded into the query rotation
             dropout_p=self.attention_dropout if self.training else 0.0,
             training=self.training,
         )
@@ -183,6 +182,8 @@ class LlamaModel(LlamaPreTrainedModel):
         self.layers = nn.CellList([LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.query_scaling = head_dim ** -0.5  # LlamaAttention.scaling, applied with the query rotation
         self.post_init()
 
     def get_input_embeddings(self):
@@ -225,7 +226,8 @@ class LlamaModel(LlamaPreTrainedModel):
         causal_mask = create_causal_mask(attention_mask, batch_size, cache_position, kv_length, inputs_embeds.dtype)
 
         hidden_states = inputs_embeds
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        cos, sin = self.rotary_emb(hidden_states, position_ids)
+        position_embeddings = rotary_position_embeddings(cos, sin, self.query_scaling)
 
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
