@@ -34,11 +34,10 @@ logger = logging.getLogger(__name__)
 
 _store_first = ops.MultitypeFuncGraph("store_first")
 _store_add = ops.MultitypeFuncGraph("store_add")
+_store_scaled = ops.MultitypeFuncGraph("store_scaled")
 _store_cast = ops.MultitypeFuncGraph("store_cast")
-_to_float32 = ops.MultitypeFuncGraph("to_float32")
-_scale = ops.MultitypeFuncGraph("scale")
 _square_sum = ops.MultitypeFuncGraph("square_sum")
-_all_reduce = ops.MultitypeFuncGraph("all_reduce")
+_all_reduce_sum = ops.MultitypeFuncGraph("all_reduce_sum")
 
 
 @_store_first.register("Tensor", "Tensor")
@@ -51,14 +50,9 @@ def _store_add_fn(buf, grad):
     return ops.assign_add(buf, grad.astype(ms.float32))
 
 
-@_to_float32.register("Tensor")
-def _to_float32_fn(grad):
-    return grad if grad.dtype == ms.float32 else grad.astype(ms.float32)
-
-
-@_scale.register("Tensor", "Tensor")
-def _scale_fn(coef, grad):
-    return grad * coef
+@_store_scaled.register("Tensor", "Tensor")
+def _store_scaled_fn(coef, buf):
+    return ops.assign(buf, buf * coef)
 
 
 @_store_cast.register("Tensor", "Tensor")
@@ -71,9 +65,9 @@ def _square_sum_fn(x):
     return F.sum_of_squares(x)
 
 
-@_all_reduce.register("Function", "Tensor")
-def _all_reduce_fn(allreduce, grad):
-    return allreduce(grad)
+@_all_reduce_sum.register("Function", "Tensor")
+def _all_reduce_sum_fn(allreduce, buf):
+    return ops.assign(buf, allreduce(buf))
 
 
 def _fusable_adamw(optimizer):
@@ -132,8 +126,9 @@ class TrainStep:
         self.max_grad_norm = float(max_grad_norm or 0.0)
         self.world_size = world_size
         self.use_jit = use_jit
-        self.buffers = None  # float32 accumulation buffers, created when a step has several micro-batches
-        self.grads = None  # this step's float32 gradients: graph outputs (one micro-batch) or the buffers
+        self.buffers = ms.ParameterTuple(tuple(
+            Parameter(np.zeros(p.shape, np.float32), name=f"grad_buffer.{i}", requires_grad=False)
+            for i, p in enumerate(self.model_params)))
         self._allreduce = ops.AllReduce() if world_size > 1 else None
         self.grad_scale = 1.0  # set by prepare(): 1 / (loss_scale * world_size) times the clip coefficient
         self._compiled = {}
@@ -142,7 +137,7 @@ class TrainStep:
 
     def _build(self):
         """The traced functions, as closures over the parameters (how mindspore.jit sees Parameters as state)."""
-        loss_fn, optimizer = self.loss_fn, self.optimizer
+        loss_fn, buffers, optimizer = self.loss_fn, self.buffers, self.optimizer
         model_params, master_params = self.model_params, self.master_params
         allreduce = self._allreduce
 
@@ -150,50 +145,35 @@ class TrainStep:
             loss = loss_fn(inputs, num_items).astype(ms.float32) * loss_factor
             return loss * loss_scale, loss
 
-        self._grad_fn = grad_fn = ms.value_and_grad(forward, None, model_params, has_aux=True)
+        grad_fn = ms.value_and_grad(forward, None, model_params, has_aux=True)
 
         # per-parameter work goes through HyperMap: a Python loop over hundreds of parameters is unrolled by the
         # graph compiler into nested calls and hits its call-depth limit (1000) on a 30-layer model
-        hyper_map = self._hyper_map = ops.HyperMap()
+        hyper_map = ops.HyperMap()
 
-        def grad_step(loss_factor, loss_scale, num_items, **inputs):
-            # one micro-batch per step: the gradients are the graph's outputs (no copy into buffers)
-            (_, loss), grads = grad_fn(loss_factor, loss_scale, num_items, **inputs)
-            return loss, hyper_map(_to_float32, grads)
-
-        def prepare(grads):
-            # the sum over ranks replaces the gradients; 1 / world_size, 1 / loss_scale and the clip coefficient
-            # are one scalar the optimizer applies (`grad_scale`) instead of passes over every gradient
-            if allreduce is not None:
-                grads = hyper_map(ops.partial(_all_reduce, allreduce), grads)
-                return ops.addn(hyper_map(_square_sum, grads)), grads
-            return ops.addn(hyper_map(_square_sum, grads))
-
-        def scale(coef, grads):
-            return hyper_map(ops.partial(_scale, coef), grads)
-
-        def copy_masters():
-            return ops.depend(Tensor(0, ms.int32), hyper_map(_store_cast, model_params, master_params))
-
-        fns = {"grad": grad_step, "prepare": prepare, "scale": scale, "copy_masters": copy_masters}
-        if _fusable_adamw(optimizer):
-            fns["adamw"] = self._build_adamw()
-        return fns
-
-    def _build_accumulate(self):
-        """Gradient accumulation: the first micro-batch's gradients are written into float32 buffers (created
-        here, once), later ones added."""
-        self.buffers = buffers = ms.ParameterTuple(tuple(
-            Parameter(np.zeros(p.shape, np.float32), name=f"grad_buffer.{i}", requires_grad=False)
-            for i, p in enumerate(self.model_params)))
-        grad_fn, hyper_map = self._grad_fn, self._hyper_map
-
-        def grad_accumulate(loss_factor, loss_scale, num_items, first, **inputs):
+        def grad_step(loss_factor, loss_scale, num_items, first, **inputs):
             (_, loss), grads = grad_fn(loss_factor, loss_scale, num_items, **inputs)
             store = _store_first if first else _store_add
             return ops.depend(loss, hyper_map(store, buffers, grads))
 
-        self._fns["grad_accumulate"] = grad_accumulate
+        def prepare():
+            # the sum over ranks stays in the buffers; 1 / world_size, 1 / loss_scale and the clip coefficient are
+            # one scalar the optimizer applies (`grad_scale`), instead of three passes over every gradient
+            grads = buffers
+            if allreduce is not None:
+                grads = hyper_map(ops.partial(_all_reduce_sum, allreduce), buffers)  # the assigned buffers
+            return ops.addn(hyper_map(_square_sum, grads))
+
+        def scale_buffers(coef):
+            return ops.depend(coef, hyper_map(ops.partial(_store_scaled, coef), buffers))
+
+        def copy_masters():
+            return ops.depend(Tensor(0, ms.int32), hyper_map(_store_cast, model_params, master_params))
+
+        fns = {"grad": grad_step, "prepare": prepare, "scale_buffers": scale_buffers, "copy_masters": copy_masters}
+        if _fusable_adamw(optimizer):
+            fns["adamw"] = self._build_adamw()
+        return fns
 
     def _build_adamw(self):
         """torch's AdamW over the gradient buffers: one fused in-place kernel per parameter (F.adamw_update_),
@@ -204,7 +184,7 @@ class TrainStep:
         resident). An op-by-op update (8 kernels per parameter) needed no extra memory but took ~1 s per step on a
         20M-parameter model; the fused kernel reads and writes each tensor once (~90 ms there, 1 thread).
         """
-        optimizer = self.optimizer
+        optimizer, buffers = self.optimizer, self.buffers
         state_step = optimizer.state_step
         groups = []
         for i, group in enumerate(optimizer.param_groups):
@@ -213,13 +193,13 @@ class TrainStep:
             groups.append((i, start, end, beta1, beta2, float(group["eps"]), float(group["weight_decay"])))
         params, exp_avg, exp_avg_sq = optimizer.parameters, optimizer.exp_avg, optimizer.exp_avg_sq
 
-        def adamw(grads, lrs, grad_scale):
+        def adamw(lrs, grad_scale):
             ops.assign_add(state_step, Tensor(1, state_step.dtype))
             step = int(state_step.asnumpy())
             scale = None if grad_scale == 1.0 else Tensor(grad_scale, ms.float32)
             for i, start, end, beta1, beta2, eps, weight_decay in groups:
                 for j in range(start, end):
-                    grad = grads[j] if scale is None else grads[j] * scale
+                    grad = buffers[j] if scale is None else buffers[j] * scale
                     F.adamw_update_(params[j], exp_avg[j], exp_avg_sq[j], grad, lrs[i], beta1, beta2, eps,
                                     weight_decay, step)
 
@@ -244,31 +224,19 @@ class TrainStep:
             self._failed.add(name)
             return fn(*args, **kwargs)
 
-    def grad_step(self, inputs, loss_factor, loss_scale=1.0, num_items_in_batch=None, first=True, last=True):
-        """This micro-batch's gradients: the step's gradients (`first and last`), or written (`first`) / added into
-        the accumulation buffers. Returns its (GA-normalised) loss as a Tensor."""
+    def grad_step(self, inputs, loss_factor, loss_scale=1.0, num_items_in_batch=None, first=True):
+        """Adds this micro-batch's gradients to the buffers; returns its (GA-normalised) loss as a Tensor."""
         factor = Tensor(float(loss_factor), ms.float32)
         scale = Tensor(float(loss_scale), ms.float32)
         num_items = None if num_items_in_batch is None else Tensor(float(num_items_in_batch), ms.float32)
-        if first and last:
-            loss, grads = self._call("grad", factor, scale, num_items, **inputs)
-            self.grads = tuple(grads)
-            return loss
-        if self.buffers is None:
-            self._build_accumulate()
-        self.grads = tuple(self.buffers)
-        return self._call("grad_accumulate", factor, scale, num_items, bool(first), **inputs)
+        return self._call("grad", factor, scale, num_items, bool(first), **inputs)
 
     def prepare(self, loss_scale=1.0):
-        """Sums this step's gradients over data-parallel ranks and takes the global L2 norm of their mean, unscaled
+        """Sums the buffered gradients over data-parallel ranks and takes the global L2 norm of their mean, unscaled
         (fp16); returns that pre-clip norm (float). The averaging, unscaling and clipping (HF's coefficient
         max_norm / (norm + 1e-6), at most 1) become one factor that `update` applies to the gradients."""
         factor = 1.0 / (float(loss_scale) * self.world_size)
-        out = self._call("prepare", ms.mutable(self.grads))
-        if self._allreduce is not None:
-            out, grads = out
-            self.grads = tuple(grads)
-        norm = math.sqrt(float(out.asnumpy())) * factor  # inf / nan stay inf / nan
+        norm = math.sqrt(float(self._call("prepare").asnumpy())) * factor  # inf / nan stay inf / nan
         coef = 1.0
         if self.max_grad_norm > 0 and math.isfinite(norm):
             coef = min(self.max_grad_norm / (norm + 1e-6), 1.0)
@@ -276,18 +244,17 @@ class TrainStep:
         return norm
 
     def update(self):
-        """The optimizer step on this step's gradients times `grad_scale` (set by `prepare`)."""
+        """The optimizer step on the buffered gradients times `grad_scale` (set by `prepare`)."""
         # The optimizer runs from Python: the schedule hands it the lr as a float per group, which a traced graph
         # would freeze as a constant.
-        grads, self.grads = self.grads, None  # graph outputs are freed once used
         grad_scale = float(np.float32(self.grad_scale))
         if "adamw" in self._fns:
             lrs = [float(g["lr"]) if isinstance(g["lr"], (int, float)) else float(lr.asnumpy())
                    for g, lr in zip(self.optimizer.param_groups, self.optimizer.lrs)]
-            self._fns["adamw"](grads, lrs, grad_scale)
+            self._fns["adamw"](lrs, grad_scale)
         else:
             if grad_scale != 1.0:
-                grads = self._call("scale", Tensor(grad_scale, ms.float32), ms.mutable(grads))
-            self.optimizer(tuple(grads))
+                self._call("scale_buffers", Tensor(grad_scale, ms.float32))
+            self.optimizer(tuple(self.buffers))
         if self.master_params is not None:
             self._call("copy_masters")

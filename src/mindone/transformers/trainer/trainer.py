@@ -433,12 +433,9 @@ class Trainer:
     def _step_loss(self, inputs, num_items_in_batch):
         return self.compute_loss(self.model, inputs, num_items_in_batch=num_items_in_batch)
 
-    def training_step(self, model, inputs, num_items_in_batch=None, first=True, last=None):
-        """Forward and backward of one micro-batch (`first` / `last` of the optimizer step; by default the step has
-        `current_gradient_accumulation_steps` micro-batches); returns the loss as float, normalised for gradient
-        accumulation like HF's."""
-        if last is None:
-            last = getattr(self, "current_gradient_accumulation_steps", 1) == 1
+    def training_step(self, model, inputs, num_items_in_batch=None, first=True):
+        """Forward and backward of one micro-batch (gradients go to the step's buffers); returns the loss as
+        float, normalised for gradient accumulation like HF's."""
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
             factor = 1.0
             if self.args.average_tokens_across_devices:
@@ -448,7 +445,7 @@ class Trainer:
             factor = 1.0 / self.current_gradient_accumulation_steps
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
         tensors = {k: Tensor(v) for k, v in inputs.items() if isinstance(v, np.ndarray)}
-        loss = self._train_step.grad_step(tensors, factor, scale, num_items_in_batch, first=first, last=last)
+        loss = self._train_step.grad_step(tensors, factor, scale, num_items_in_batch, first=first)
         return float(loss.asnumpy())
 
     def _run_epoch(self, loader, epoch, steps_in_epoch, updates_per_epoch, skip, ignore_keys_for_eval):
@@ -478,7 +475,7 @@ class Trainer:
                 step += 1
                 if step % accum == 0:
                     self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
-                loss = self.training_step(self.model, inputs, num_items, first=i == 0, last=i == len(batches) - 1)
+                loss = self.training_step(self.model, inputs, num_items, first=i == 0)
                 if args.logging_nan_inf_filter and not math.isfinite(loss):
                     self._tr_loss += self._tr_loss / (1 + self.state.global_step - self._globalstep_last_logged)
                 else:
