@@ -71,7 +71,7 @@ def _all_reduce_sum_fn(allreduce, buf):
 
 
 def _fusable_adamw(optimizer):
-    """mindspore.experimental.optim.AdamW without amsgrad/maximize: its update can run in our own compiled graph."""
+    """mindspore.experimental.optim.AdamW without amsgrad/maximize: its update can run as F.adamw_update_."""
     from mindspore.experimental import optim as ms_optim
 
     return (type(optimizer) is ms_optim.AdamW or getattr(type(optimizer), "_fusable_adamw", False)) and not any(
