@@ -8,7 +8,9 @@ Trainer internals: ours `Trainer.training_step` + `_optimizer_step`, torch `Trai
 
     python benchmarks/bench_train.py [--models tiny smollm2] [--threads 1 2] [--steps 8]
 
-Prints a markdown table of median ms per step (after 2 warm-up steps, which include our compile) and ours/torch.
+Prints a markdown table of median ms per step (after 2 warm-up steps, which include our compile) and ours/torch,
+then the same steps split into phases (median ms): forward+backward (`training_step`), clipping (ours: the global
+norm, `TrainStep.prepare`; torch: `clip_grad_norm_`), optimizer (+ schedule, zero_grad), and each worker's peak RSS.
 """
 
 import argparse
@@ -49,9 +51,21 @@ def batches(vocab, steps):
     return [rng.randint(0, vocab, (BATCH, SEQ)).astype(np.int64) for _ in range(steps)]
 
 
+def _timed(fn, phases, name):
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        phases[name].append(time.perf_counter() - t)
+        return out
+    return wrapper
+
+
 def worker(impl, model_dir, threads, steps):
+    import resource
+
     result = {"impl": impl, "threads": threads}
     times = []
+    phases = {"grad": [], "clip": [], "optimizer": []}
     if impl == "torch":
         import torch
         import transformers
@@ -70,11 +84,16 @@ def worker(impl, model_dir, threads, steps):
             x = torch.from_numpy(ids)
             t = time.perf_counter()
             trainer.training_step(model, {"input_ids": x, "labels": x})
+            t1 = time.perf_counter()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            t2 = time.perf_counter()
             trainer.optimizer.step()
             trainer.lr_scheduler.step()
             model.zero_grad()
             times.append(time.perf_counter() - t)
+            phases["grad"].append(t1 - t)
+            phases["clip"].append(t2 - t1)
+            phases["optimizer"].append(times[-1] - (t2 - t))
     else:
         hide_torch()
         from mindone.transformers import LlamaForCausalLM, Trainer, TrainingArguments
@@ -87,13 +106,19 @@ def worker(impl, model_dir, threads, steps):
         trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": [0]}])
         trainer._setup_training(steps + WARMUP)
         trainer.current_gradient_accumulation_steps = 1
+        step = trainer._train_step
+        step.prepare = _timed(step.prepare, phases, "clip")
         for ids in batches(model.config.vocab_size, steps + WARMUP):
             t = time.perf_counter()
             trainer.training_step(model, {"input_ids": ids, "labels": ids})
+            phases["grad"].append(time.perf_counter() - t)
             trainer._optimizer_step()
             times.append(time.perf_counter() - t)
+            phases["optimizer"].append(times[-1] - phases["grad"][-1] - phases["clip"][-1])
     result["first_s"] = times[0]
     result["step_ms"] = statistics.median(times[WARMUP:]) * 1e3
+    result["phases_ms"] = {k: statistics.median(v[WARMUP:]) * 1e3 for k, v in phases.items()}
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(json.dumps(result))
 
 
@@ -121,15 +146,25 @@ def main():
     print(f"Training step, batch {BATCH}, seq {SEQ}, fp32, AdamW + clipping; median of {opts.steps} steps\n")
     print("| model | threads | torch ms | ours jit ms (first step s) | ours PyNative ms | jit / torch |")
     print("|---|---|---|---|---|---|")
+    all_results = []
     for model in opts.models:
         for threads in opts.threads:
             res = {impl: run_one(impl, model, threads, opts.steps) for impl in opts.impls}
+            all_results.append((model, threads, res))
             torch_ms = res.get("torch", {}).get("step_ms", float("nan"))
             jit = res.get("ours-jit", {})
             pyn = res.get("ours-pynative", {})
             print(f"| {model} | {threads} | {torch_ms:.0f} | {jit.get('step_ms', float('nan')):.0f} "
                   f"({jit.get('first_s', float('nan')):.1f}) | {pyn.get('step_ms', float('nan')):.0f} | "
                   f"{jit.get('step_ms', float('nan')) / torch_ms:.2f}x |", flush=True)
+    print("\nPer phase, median ms (forward+backward / clipping / optimizer+schedule), peak RSS\n")
+    print("| model | threads | impl | fwd+bwd | clip | optimizer | peak RSS GB |")
+    print("|---|---|---|---|---|---|---|")
+    for model, threads, res in all_results:
+        for impl, r in res.items():
+            p = r["phases_ms"]
+            print(f"| {model} | {threads} | {impl} | {p['grad']:.0f} | {p['clip']:.0f} | {p['optimizer']:.0f} | "
+                  f"{r['peak_rss_gb']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ One optimizer step is `grad_step` once per micro-batch, then `prepare` and (unle
 
     grad_step(micro-batch)  value_and_grad of compute_loss(...) * loss_factor * loss_scale; gradients are written
                             (first micro-batch) or added (later ones) into float32 buffers owned by this object
-    prepare()               mean over data-parallel ranks (AllReduce), divide by the loss scale, global L2 norm,
-                            clip to max_grad_norm (HF's coefficient max_norm / (norm + 1e-6)); returns the pre-clip norm
-    update()                optimizer on the buffers (called from Python, see `update`); with fp16, copies the
-                            float32 master weights into the float16 model
+    prepare()               sum over data-parallel ranks (AllReduce, in the buffers) and the sum of squares of the
+                            buffers; on the host: global L2 norm of the mean, unscaled gradient, HF's clip coefficient
+                            max_norm / (norm + 1e-6) (at most 1); returns the pre-clip norm. 1 / world_size,
+                            1 / loss_scale and the clip coefficient make one factor, `grad_scale`.
+    update()                optimizer on buffers * grad_scale (called from Python, see `update`): AdamW is one fused
+                            in-place kernel per parameter; with fp16, copies the float32 master weights into the
+                            float16 model
 
-`grad_step`, `prepare` and the master copy are compiled with `mindspore.jit` when `use_jit`; if compiling fails the step falls back to PyNative
-(same functions, run op by op) and logs a warning once.
+`grad_step`, `prepare` and the master copy are compiled with `mindspore.jit` when `use_jit`; if compiling fails the
+step falls back to PyNative (same functions, run op by op) and logs a warning once.
 
 fp16 keeps float32 master weights in the optimizer and a float16 model for the forward and backward; a dynamic loss
 scale (torch GradScaler's defaults: 2**16, x2 every 2000 good steps, x0.5 and skip the step on inf/nan) keeps small
@@ -18,10 +21,13 @@ gradients representable.
 """
 
 import logging
+import math
 
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, ops
+
+from ..backend import functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +36,8 @@ _store_first = ops.MultitypeFuncGraph("store_first")
 _store_add = ops.MultitypeFuncGraph("store_add")
 _store_scaled = ops.MultitypeFuncGraph("store_scaled")
 _store_cast = ops.MultitypeFuncGraph("store_cast")
-_scale = ops.MultitypeFuncGraph("scale")
 _square_sum = ops.MultitypeFuncGraph("square_sum")
-_all_reduce_mean = ops.MultitypeFuncGraph("all_reduce_mean")
-_adamw = ops.MultitypeFuncGraph("adamw")
+_all_reduce_sum = ops.MultitypeFuncGraph("all_reduce_sum")
 
 
 @_store_first.register("Tensor", "Tensor")
@@ -46,9 +50,9 @@ def _store_add_fn(buf, grad):
     return ops.assign_add(buf, grad.astype(ms.float32))
 
 
-@_store_scaled.register("Tensor", "Tensor", "Tensor")
-def _store_scaled_fn(coef, buf, grad):
-    return ops.assign(buf, grad * coef)
+@_store_scaled.register("Tensor", "Tensor")
+def _store_scaled_fn(coef, buf):
+    return ops.assign(buf, buf * coef)
 
 
 @_store_cast.register("Tensor", "Tensor")
@@ -56,36 +60,18 @@ def _store_cast_fn(target, source):
     return ops.assign(target, source.astype(target.dtype))
 
 
-@_scale.register("Tensor", "Tensor")
-def _scale_fn(factor, x):
-    return x * factor
-
-
 @_square_sum.register("Tensor")
 def _square_sum_fn(x):
-    return (x * x).sum()
+    return F.sum_of_squares(x)
 
 
-@_all_reduce_mean.register("Function", "Number", "Tensor")
-def _all_reduce_mean_fn(allreduce, world_size, x):
-    return allreduce(x) / world_size
-
-
-@_adamw.register("Tensor", "Tensor", "Tensor", "Number", "Number", "Number", "Tensor", "Tensor", "Tensor",
-                  "Tensor")
-def _adamw_fn(decay, step_size, bias_correction2_sqrt, beta1, beta2, eps, param, grad, exp_avg, exp_avg_sq):
-    # torch's AdamW, in the same operation order as mindspore.experimental.optim.AdamW (whose state it updates)
-    next_param = param * decay
-    exp_avg_new = exp_avg * beta1 + grad * (1 - beta1)
-    exp_avg_sq_new = exp_avg_sq * beta2 + grad * grad * (1 - beta2)
-    denom = ops.sqrt(exp_avg_sq_new) / bias_correction2_sqrt + eps
-    update = next_param - (exp_avg_new / denom) * step_size
-    return ops.depend(ops.assign(param, update), (ops.assign(exp_avg, exp_avg_new),
-                                                  ops.assign(exp_avg_sq, exp_avg_sq_new)))
+@_all_reduce_sum.register("Function", "Tensor")
+def _all_reduce_sum_fn(allreduce, buf):
+    return ops.assign(buf, allreduce(buf))
 
 
 def _fusable_adamw(optimizer):
-    """mindspore.experimental.optim.AdamW without amsgrad/maximize: its update can run in our own compiled graph."""
+    """mindspore.experimental.optim.AdamW without amsgrad/maximize: its update can run as F.adamw_update_."""
     from mindspore.experimental import optim as ms_optim
 
     return (type(optimizer) is ms_optim.AdamW or getattr(type(optimizer), "_fusable_adamw", False)) and not any(
@@ -144,6 +130,7 @@ class TrainStep:
             Parameter(np.zeros(p.shape, np.float32), name=f"grad_buffer.{i}", requires_grad=False)
             for i, p in enumerate(self.model_params)))
         self._allreduce = ops.AllReduce() if world_size > 1 else None
+        self.grad_scale = 1.0  # set by prepare(): 1 / (loss_scale * world_size) times the clip coefficient
         self._compiled = {}
         self._failed = set()
         self._fns = self._build()
@@ -152,7 +139,7 @@ class TrainStep:
         """The traced functions, as closures over the parameters (how mindspore.jit sees Parameters as state)."""
         loss_fn, buffers, optimizer = self.loss_fn, self.buffers, self.optimizer
         model_params, master_params = self.model_params, self.master_params
-        allreduce, world_size, max_norm = self._allreduce, self.world_size, self.max_grad_norm
+        allreduce = self._allreduce
 
         def forward(loss_factor, loss_scale, num_items, **inputs):
             loss = loss_fn(inputs, num_items).astype(ms.float32) * loss_factor
@@ -169,33 +156,33 @@ class TrainStep:
             store = _store_first if first else _store_add
             return ops.depend(loss, hyper_map(store, buffers, grads))
 
-        def prepare(inv_scale):
-            grads = hyper_map(ops.partial(_scale, inv_scale), buffers)
+        def prepare():
+            # the sum over ranks stays in the buffers; 1 / world_size, 1 / loss_scale and the clip coefficient are
+            # one scalar the optimizer applies (`grad_scale`), instead of three passes over every gradient
+            grads = buffers
             if allreduce is not None:
-                grads = hyper_map(ops.partial(_all_reduce_mean, allreduce, world_size), grads)
-            norm = ops.sqrt(ops.addn(hyper_map(_square_sum, grads)))
-            coef = Tensor(1.0, ms.float32)
-            if max_norm > 0:
-                coef = ops.minimum(max_norm / (norm + 1e-6), coef)
-            return ops.depend(norm, hyper_map(ops.partial(_store_scaled, coef), buffers, grads))
+                grads = hyper_map(ops.partial(_all_reduce_sum, allreduce), buffers)  # the assigned buffers
+            return ops.addn(hyper_map(_square_sum, grads))
+
+        def scale_buffers(coef):
+            return ops.depend(coef, hyper_map(ops.partial(_store_scaled, coef), buffers))
 
         def copy_masters():
             return ops.depend(Tensor(0, ms.int32), hyper_map(_store_cast, model_params, master_params))
 
-        fns = {"grad": grad_step, "prepare": prepare, "copy_masters": copy_masters}
+        fns = {"grad": grad_step, "prepare": prepare, "scale_buffers": scale_buffers, "copy_masters": copy_masters}
         if _fusable_adamw(optimizer):
-            fns["adamw"] = self._build_adamw(hyper_map)
+            fns["adamw"] = self._build_adamw()
         return fns
 
-    def _build_adamw(self, hyper_map):
-        """AdamW over the gradient buffers, run op by op (PyNative) on purpose.
+    def _build_adamw(self):
+        """torch's AdamW over the gradient buffers: one fused in-place kernel per parameter (F.adamw_update_),
+        called from Python, on MindSpore's AdamW state (parameters, exp_avg, exp_avg_sq, state_step).
 
-        MindSpore's own AdamW jits its per-group update (even with `jit_mode=False`): on SmolLM2-135M its first call
-        compiled for 27 s and added 6.4 GB of resident memory (a graph keeps a buffer for every intermediate of
-        every parameter's update, ~10x the model size), later calls took 2.1-2.5 s. Compiling this function gave
-        the same (+6.8 GB); one compiled graph per parameter compiled per parameter (+5.2 GB). Op by op, each
-        intermediate is freed once used: no extra memory, 3.4-5.4 s per step on this (loaded) machine.
-        The learning rates come from the schedule as floats each step.
+        Not MindSpore's own AdamW: it jits its per-group update (even with `jit_mode=False`), and on SmolLM2-135M
+        that graph compiled for 27 s and kept a buffer for every intermediate of every parameter's update (+6.4 GB
+        resident). An op-by-op update (8 kernels per parameter) needed no extra memory but took ~1 s per step on a
+        20M-parameter model; the fused kernel reads and writes each tensor once (~90 ms there, 1 thread).
         """
         optimizer, buffers = self.optimizer, self.buffers
         state_step = optimizer.state_step
@@ -206,16 +193,15 @@ class TrainStep:
             groups.append((i, start, end, beta1, beta2, float(group["eps"]), float(group["weight_decay"])))
         params, exp_avg, exp_avg_sq = optimizer.parameters, optimizer.exp_avg, optimizer.exp_avg_sq
 
-        def adamw(lrs):
+        def adamw(lrs, grad_scale):
             ops.assign_add(state_step, Tensor(1, state_step.dtype))
             step = int(state_step.asnumpy())
+            scale = None if grad_scale == 1.0 else Tensor(grad_scale, ms.float32)
             for i, start, end, beta1, beta2, eps, weight_decay in groups:
-                lr = float(lrs[i])
-                decay = Tensor(1.0 - lr * weight_decay, ms.float32)
-                step_size = Tensor(lr / (1.0 - beta1 ** step), ms.float32)
-                bias_correction2_sqrt = Tensor((1.0 - beta2 ** step) ** 0.5, ms.float32)
-                hyper_map(ops.partial(_adamw, decay, step_size, bias_correction2_sqrt, beta1, beta2, eps),
-                          params[start:end], buffers[start:end], exp_avg[start:end], exp_avg_sq[start:end])
+                for j in range(start, end):
+                    grad = buffers[j] if scale is None else buffers[j] * scale
+                    F.adamw_update_(params[j], exp_avg[j], exp_avg_sq[j], grad, lrs[i], beta1, beta2, eps,
+                                    weight_decay, step)
 
         return adamw
 
@@ -246,18 +232,29 @@ class TrainStep:
         return self._call("grad", factor, scale, num_items, bool(first), **inputs)
 
     def prepare(self, loss_scale=1.0):
-        """Averages, unscales and clips the buffered gradients; returns the pre-clip global norm (float)."""
-        norm = self._call("prepare", Tensor(1.0 / float(loss_scale), ms.float32))
-        return float(norm.asnumpy())
+        """Sums the buffered gradients over data-parallel ranks and takes the global L2 norm of their mean, unscaled
+        (fp16); returns that pre-clip norm (float). The averaging, unscaling and clipping (HF's coefficient
+        max_norm / (norm + 1e-6), at most 1) become one factor that `update` applies to the gradients."""
+        factor = 1.0 / (float(loss_scale) * self.world_size)
+        norm = math.sqrt(float(self._call("prepare").asnumpy())) * factor  # inf / nan stay inf / nan
+        coef = 1.0
+        if self.max_grad_norm > 0 and math.isfinite(norm):
+            coef = min(self.max_grad_norm / (norm + 1e-6), 1.0)
+        self.grad_scale = factor * coef
+        return norm
 
     def update(self):
+        """The optimizer step on the buffered gradients times `grad_scale` (set by `prepare`)."""
         # The optimizer runs from Python: the schedule hands it the lr as a float per group, which a traced graph
-        # would freeze as a constant. Its per-group update is jitted anyway.
+        # would freeze as a constant.
+        grad_scale = float(np.float32(self.grad_scale))
         if "adamw" in self._fns:
             lrs = [float(g["lr"]) if isinstance(g["lr"], (int, float)) else float(lr.asnumpy())
                    for g, lr in zip(self.optimizer.param_groups, self.optimizer.lrs)]
-            self._fns["adamw"](lrs)
+            self._fns["adamw"](lrs, grad_scale)
         else:
+            if grad_scale != 1.0:
+                self._call("scale_buffers", Tensor(grad_scale, ms.float32))
             self.optimizer(tuple(self.buffers))
         if self.master_params is not None:
             self._call("copy_masters")
