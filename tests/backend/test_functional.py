@@ -202,6 +202,10 @@ def mse_loss_fn(x, y):
     return F.mse_loss(x, y)
 
 
+def cast_fp32_fn(x):
+    return F.cast(x, ms.float32)
+
+
 def sum_of_squares_fn(x):
     return F.sum_of_squares(x)
 
@@ -494,6 +498,7 @@ CASES = [
          lambda r, d: [randn(r, 2, 3, 7, 5), randn(r, 5, 3, 3, 2), randn(r, 5)], (0, 1, 2)),
     Case("conv2d", "patches_no_bias", conv2d_patches_no_bias_fn, lambda x, w: TF.conv2d(x, w, None, 2),
          lambda r, d: [randn(r, 1, 4, 8, 6), randn(r, 6, 4, 2, 2)], (0, 1)),
+    Case("cast", "to_fp32", cast_fp32_fn, lambda x: x.float(), lambda r, d: [randn(r, 4, 8)], (0,), out_dtype="fp32"),
     Case("sum_of_squares", "", sum_of_squares_fn, lambda x: (x.float() * x.float()).sum(),
          lambda r, d: [randn(r, 3, 50, 40)], (0,), out_dtype="fp32"),
     Case("sum_of_squares", "1d", sum_of_squares_fn, lambda x: (x.float() * x.float()).sum(),

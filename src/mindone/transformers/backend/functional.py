@@ -21,9 +21,10 @@ _MINT_ONLY_DEVICE = not runtime.is_cpu()
 FLOAT_DTYPES = (ms.float16, ms.bfloat16, ms.float32, ms.float64)
 
 
-def _cast(x, dtype):
-    """`x` in `dtype`. In PyNative even a same-dtype `astype` launches a kernel (~24 µs on CPU, measured), and the
-    norms, softmax and losses below cast on every call; under `jit` the check folds away."""
+def cast(x, dtype):
+    """`x` in `dtype`, returned as it is when it already is. In PyNative even a same-dtype `astype` launches a kernel
+    (~24 µs on CPU, measured), and the norms, softmax and losses below (and `generate`, on every step's logits) cast
+    on every call; under `jit` the check folds away."""
     return x if x.dtype == dtype else x.astype(dtype)
 
 
@@ -94,14 +95,14 @@ def layer_norm(x, weight, bias, eps=1e-5):
     if bias is None:
         bias = ops.zeros(x.shape[-1:], ms.float32)
     if _MINT_ONLY_DEVICE:
-        y = mint.nn.functional.layer_norm(_cast(x, ms.float32), x.shape[-1:], _cast(weight, ms.float32),
-                                          _cast(bias, ms.float32), eps)
+        y = mint.nn.functional.layer_norm(cast(x, ms.float32), x.shape[-1:], cast(weight, ms.float32),
+                                          cast(bias, ms.float32), eps)
     else:
         # the functional LayerNormExt has no CPU kernel; the LayerNorm primitive does
         y, _, _ = ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)(
-            _cast(x, ms.float32), _cast(weight, ms.float32), _cast(bias, ms.float32)
+            cast(x, ms.float32), cast(weight, ms.float32), cast(bias, ms.float32)
         )
-    return _cast(y, dtype)
+    return cast(y, dtype)
 
 
 def rms_norm(x, weight, eps=1e-6):
@@ -110,9 +111,9 @@ def rms_norm(x, weight, eps=1e-6):
     `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul.
     """
     dtype = x.dtype
-    h = _cast(x, ms.float32)
+    h = cast(x, ms.float32)
     variance = (h * h).mean(-1, keep_dims=True)
-    h = _cast(h * ops.rsqrt(variance + eps), dtype)
+    h = cast(h * ops.rsqrt(variance + eps), dtype)
     if weight is None:
         return h
     return weight * h
@@ -215,7 +216,7 @@ def softmax(x, axis=-1, dtype=None):
     against 3.1e-2 and 4.9e-2 for fp32-and-cast, which is what torch's own fp16 softmax gets).
     """
     if dtype is not None:
-        x = _cast(x, dtype)
+        x = cast(x, dtype)
     if not _MINT_ONLY_DEVICE and x.dtype == ms.float16:
         return ops.softmax(x.astype(ms.float32), axis).astype(ms.float16)
     return ops.softmax(x, axis)
@@ -270,7 +271,7 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         scores = scores * scale
     if attn_mask is not None:
         scores = scores + attn_mask
-    weights = _cast(softmax(scores, -1, ms.float32), query.dtype)
+    weights = cast(softmax(scores, -1, ms.float32), query.dtype)
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
         out = ops.matmul(weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1]), value)
@@ -327,30 +328,30 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
     Labels equal to `ignore_index` contribute nothing; "mean" divides by the number of counted labels
     (NaN when there are none, as torch).
     """
-    logp = _precise_log_softmax(_cast(logits, ms.float32))
+    logp = _precise_log_softmax(cast(logits, ms.float32))
     valid = labels != ignore_index
     safe = ops.where(valid, labels, ops.zeros_like(labels))
     picked = ops.gather_elements(logp, -1, safe.astype(ms.int32)[..., None]).squeeze(-1)
     nll = -picked * valid.astype(ms.float32)
     if reduction == "none":
-        return _cast(nll, logits.dtype)
+        return cast(nll, logits.dtype)
     total = nll.sum()
     if reduction == "sum":
-        return _cast(total, logits.dtype)
-    return _cast(total / valid.astype(ms.float32).sum(), logits.dtype)
+        return cast(total, logits.dtype)
+    return cast(total / valid.astype(ms.float32).sum(), logits.dtype)
 
 
 def mse_loss(x, y):
     """Mean squared error in float32, returned in x's dtype (torch's dtype rule)."""
-    d = _cast(x, ms.float32) - _cast(y, ms.float32)
-    return _cast((d * d).mean(), x.dtype)
+    d = cast(x, ms.float32) - cast(y, ms.float32)
+    return cast((d * d).mean(), x.dtype)
 
 
 def binary_cross_entropy_with_logits(logits, targets):
     """Mean BCE-with-logits in float32, returned in the logits' dtype (torch's dtype rule)."""
-    x = _cast(logits, ms.float32)
+    x = cast(logits, ms.float32)
     ones = ops.ones_like(x)
-    return _cast(ops.binary_cross_entropy_with_logits(x, _cast(targets, ms.float32), ones, ones), logits.dtype)
+    return cast(ops.binary_cross_entropy_with_logits(x, cast(targets, ms.float32), ones, ones), logits.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -402,7 +403,7 @@ def cumsum(x, axis, dtype=None):
     if x.dtype == ms.float16:
         x = x.astype(ms.float32)
     out = ops.cumsum(x, axis)
-    return _cast(out, dtype if dtype is not None else in_dtype)
+    return cast(out, dtype if dtype is not None else in_dtype)
 
 
 def multinomial(probs, num_samples=1, replacement=False):
@@ -634,7 +635,7 @@ def sum_of_squares(x):
     elements for `(x * x).sum()`, measured); summing the rows of the last axis first and then the row sums is
     ~2.7x faster (1.5 ms per 1M elements incl. the square) and as accurate (pairwise-like: short partial sums).
     """
-    x = _cast(x, ms.float32)
+    x = cast(x, ms.float32)
     if _MINT_ONLY_DEVICE or x.ndim < 2:
         return (x * x).sum()
     x = x.reshape(-1, x.shape[-1])

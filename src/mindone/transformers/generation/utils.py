@@ -769,7 +769,7 @@ class GenerationMixin:
         unfinished = np.ones((input_ids.shape[0],), np.bool_)
         while True:
             outputs = runner(input_ids)
-            logits = _float32(_last_position(outputs.logits))
+            logits = F.cast(_last_position(outputs.logits), ms.float32)
             ids = Tensor(input_ids)
             scores = logits_processor(ids, logits)
             record.step(scores, logits, outputs)
@@ -823,7 +823,7 @@ class GenerationMixin:
         while True:
             flat_running = running_sequences[:, :, :cur_len].reshape(batch_size * num_beams, cur_len)
             outputs = runner(flat_running)
-            logits = _float32(_last_position(outputs.logits))
+            logits = F.cast(_last_position(outputs.logits), ms.float32)
             log_probs = logits_processor(Tensor(flat_running), F.log_softmax(logits, -1))
             record.step(log_probs, logits, outputs)
             vocab_size = log_probs.shape[-1]
@@ -918,7 +918,7 @@ class GenerationMixin:
                 else np.zeros((0,), np.int64)
             extended = np.concatenate([input_ids, candidates[None, :]], 1)
             outputs = runner(extended, logits_to_keep=len(candidates) + 1)
-            logits = _float32(outputs.logits[:, -(len(candidates) + 1):, :])
+            logits = F.cast(outputs.logits[:, -(len(candidates) + 1):, :], ms.float32)
             chosen, step_scores, step_logits = [], [], []
             accepted = 0
             for i in range(len(candidates) + 1):
@@ -1090,11 +1090,6 @@ def _prompt_lookup_candidates(ids, max_ngram, num_tokens):
             if begin < end:
                 return np.asarray(ids[begin:end], np.int64)
     return np.zeros((0,), np.int64)
-
-
-def _float32(x):
-    """x as float32; already-float32 logits are returned as they are (a same-dtype cast still runs a kernel)."""
-    return x if x.dtype == ms.float32 else x.astype(ms.float32)
 
 
 def _last_position(logits):
