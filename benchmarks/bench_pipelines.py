@@ -42,20 +42,23 @@ def minilm_dir():
 IMAGES = 16
 
 
-def dinov2_s14_dir():
-    sys.path.insert(0, ROOT)
-    from tests.models.dinov2.fixtures import dinov2_s14_dir as converted
+def _dinov2_fixtures():
+    """The test suite's DINOv2-S/14 fixtures (converted checkpoint, generated photos), imported from the repo root."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from tests.models.dinov2 import fixtures
 
-    return converted()
+    return fixtures
+
+
+def dinov2_s14_dir():
+    return _dinov2_fixtures().dinov2_s14_dir()
 
 
 def photos():
     from PIL import Image
 
-    sys.path.insert(0, ROOT)
-    from tests.models.dinov2.fixtures import photo_paths
-
-    return [Image.open(path).convert("RGB") for path in photo_paths(IMAGES)]
+    return [Image.open(path).convert("RGB") for path in _dinov2_fixtures().photo_paths(IMAGES)]
 
 
 # task: (checkpoint name, its directory, the inputs, their unit, default batch_size)

@@ -14,8 +14,6 @@ from .logits_process import _as_id_list, _as_numpy
 logger = logging.getLogger(__name__)
 
 
-
-
 def as_done_array(result, batch_size):
     """A criterion's answer (tensor, array, list or bool) as a (B,) numpy bool array."""
     done = _as_numpy(result).astype(np.bool_)
