@@ -385,6 +385,9 @@ WIDE_SOFTMAX_TOL = {"fp32": 6e-5, "fp16": 4e-2}
 CASES = [
     Case("linear", "", linear_fn, TF.linear, lambda r, d: [randn(r, 2, 3, 8), randn(r, 5, 8), randn(r, 5)], (0, 1, 2)),
     Case("linear", "no_bias", linear_nobias_fn, TF.linear, lambda r, d: [randn(r, 4, 8), randn(r, 5, 8)], (0, 1)),
+    # one row: the native matrix-vector kernel in fp32 (K = 64 + 6 covers its blocked loop and its tail)
+    Case("linear", "one_row", linear_fn, TF.linear, lambda r, d: [randn(r, 1, 1, 70), randn(r, 40, 70), randn(r, 40)],
+         (0, 1, 2)),
     Case("matmul", "", matmul_fn, torch.matmul, lambda r, d: [randn(r, 2, 3, 4, 5), randn(r, 3, 5, 6)], (0, 1)),
     Case("embedding", "", embedding_fn, lambda ids, w: TF.embedding(ids, w),
          lambda r, d: [np.array([[1, 3, 3, 0], [9, 3, 1, 1]]), randn(r, 10, 8)], (1,)),
@@ -518,7 +521,7 @@ SPECIAL_TESTS = {
 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
 BF16_MISSING_CPU_KERNEL = {
-    "linear": "MatMul", "linear-no_bias": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
+    "linear": "MatMul", "linear-no_bias": "MatMul", "linear-one_row": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
     "embedding-padding_idx": "Gather", "gelu": "Sqrt",
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",

@@ -1,0 +1,94 @@
+"""The native CPU kernels (`backend.native`): built on this machine, numerically equal to float64 references,
+used by `F.linear` for one float32 row, and replaced by MindSpore's kernels when disabled."""
+
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mindone.transformers.backend import functional as F
+from mindone.transformers.backend import native, runtime
+
+pytestmark = pytest.mark.skipif(not runtime.is_cpu(), reason="native kernels are CPU-only")
+
+
+def test_library_builds_where_a_compiler_exists():
+    # this machine (and CI) has a C++ compiler: a failed build must fail here, not silently fall back
+    assert native._compiler() is not None
+    assert native.available(), "native kernels did not build (see the warning logged by backend.native)"
+    assert os.path.dirname(native.library_path()) == native.cache_dir()
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 300, 70), (1, 1000, 576), (3, 257, 129), (2, 64, 64)])
+@pytest.mark.parametrize("mode", ["pynative", "jit"])
+def test_linear_nt_matches_float64(m, n, k, mode):
+    rng = np.random.default_rng(m * 1000 + n + k)
+    x, w = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((n, k)).astype(np.float32)
+    op = native.linear_nt_op()
+
+    def run(a, b):
+        return op(a, b)
+
+    fn = ms.jit(run) if mode == "jit" else run
+    out = fn(ms.Tensor(x), ms.Tensor(w)).asnumpy()
+    ref = x.astype(np.float64) @ w.astype(np.float64).T
+    assert out.shape == (m, n) and out.dtype == np.float32
+    # float32 accumulation of k products: |error| <= ~k * eps * sum|x*w|
+    bound = 4 * k * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(w).T) + 1e-30
+    assert np.all(np.abs(out - ref) <= bound), np.abs(out - ref).max()
+
+
+def test_linear_nt_gradient_matches_matmul():
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((1, 70)).astype(np.float32))
+    w = ms.Tensor(rng.standard_normal((30, 70)).astype(np.float32))
+    cot = ms.Tensor(rng.standard_normal((1, 30)).astype(np.float32))
+    op = native.linear_nt_op()
+
+    def native_loss(a, b):
+        return (op(a, b) * cot).sum()
+
+    def matmul_loss(a, b):
+        return (ms.ops.matmul(a, b.T) * cot).sum()
+
+    got = ms.grad(native_loss, grad_position=(0, 1))(x, w)
+    want = ms.grad(matmul_loss, grad_position=(0, 1))(x, w)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g.asnumpy(), r.asnumpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_f_linear_uses_the_native_kernel_for_one_float32_row(monkeypatch):
+    calls = []
+    real = F._native_linear_nt
+
+    def spy(x, w):
+        calls.append(x.shape)
+        return real(x, w)
+
+    monkeypatch.setattr(F, "_native_linear_nt", spy)
+    w = ms.Tensor(np.ones((5, 8), np.float32))
+    F.linear(ms.Tensor(np.ones((1, 1, 8), np.float32)), w)
+    F.linear(ms.Tensor(np.ones((2, 8), np.float32)), w)  # two rows: MatMul
+    F.linear(ms.Tensor(np.ones((1, 8), np.float16)), w.astype(ms.float16))  # float16: MatMul
+    assert calls == [(1, 8)]
+
+
+def test_disabled_by_environment_variable():
+    code = ("from mindone.transformers.backend import native, functional as F; "
+            "assert not native.available() and F._native_linear_nt is None; print('ok')")
+    env = dict(os.environ, MINDONE_TRANSFORMERS_NATIVE_KERNELS="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_build_failure_names_the_source_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.cc"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(native, "SOURCE", str(broken))
+    monkeypatch.setenv("MINDONE_TRANSFORMERS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="broken.cc"):
+        native._build(native._compiler())
+    assert not any(p.suffix == ".so" for p in (tmp_path / "cache" / "kernels").iterdir())  # temp files removed
