@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 
+import mindspore as ms
 from mindspore import ops
 
 from . import runtime
@@ -29,7 +30,10 @@ from . import runtime
 logger = logging.getLogger(__name__)
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "cpu_kernels.cc")
-_FLAG_SETS = (["-O3", "-march=native"], ["-O3"])
+# -fno-math-errno: sqrt never sets errno, so loops calling it vectorise (AdamW); -ffp-contract=off: no multiply-add
+# is fused unless the source says so (the kernels round where torch's do)
+_FLAG_SETS = (["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off"],
+              ["-O3", "-fno-math-errno", "-ffp-contract=off"])
 
 _lock = threading.Lock()
 _state = {"loaded": False, "path": None, "ops": {}}
@@ -146,3 +150,16 @@ def linear_nt_op():
     MatMul), or None when native kernels are unavailable. Faster than MatMul for one row of x (batch-1 decoding);
     from two rows on MindSpore's MatMul is as fast (4 rows: equal, 8 rows: faster; measured on one core)."""
     return _custom("LinearNT", _linear_nt_shape, _same_dtype, _linear_nt_bprop)
+
+
+ADAMW_NUM_HYPER = 8  # the kernel's hyperparameter vector, see `AdamWHyper` in cpu_kernels.cc
+
+
+def adamw_op():
+    """Primitive of torch.optim.AdamW's float32 step on one parameter, or None when native kernels are unavailable:
+    op(param, exp_avg, exp_avg_sq, grad, hyper) updates the first three IN PLACE (float32, contiguous, same size) and
+    returns a 1-element dummy; `hyper` is `F.adamw_update_`'s float32 vector of step coefficients. PyNative only,
+    never inside jit (see the kernel's comment). ~6x faster than `ops.AdamWeightDecay` on one core (0.68 vs 4.2 ns
+    per parameter; torch fused: 0.63), and it applies a gradient scale in the same pass."""
+    # constant output shape/dtype: no Python shape-inference callback per call
+    return _custom("AdamW", [1], ms.float32)
