@@ -4,9 +4,9 @@
 // with params = inputs then outputs. Plain C++: the loops are written so that the compiler vectorises them for the
 // machine it runs on (-O3 -march=native). Built with -ffp-contract=off: a multiply-add is fused only where `fmadd`
 // is written (so AdamW rounds exactly like torch's fused kernel). Single-threaded: with 2 cores, splitting the
-// columns of LinearNT over OpenMP threads made the decode step ~1.7x slower (libgomp's spinning threads compete with MindSpore's own pool; passive waiting
-// is a process-wide setting MindSpore has already fixed when it loaded libgomp), and one thread of this loop is as
-// fast as MindSpore's 2-thread MatMul on a matrix-vector product.
+// columns of LinearNT over OpenMP threads made the decode step ~1.7x slower (libgomp's spinning threads compete
+// with MindSpore's own pool; passive waiting is a process-wide setting MindSpore has already fixed when it loaded
+// libgomp), and one thread of this loop is as fast as MindSpore's 2-thread MatMul on a matrix-vector product.
 #include <cmath>
 #include <cstdint>
 
