@@ -73,9 +73,9 @@ def worker(impl, model_dir, threads, steps):
         torch.set_num_threads(threads)
         model = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                               attn_implementation="eager")
+        # HF's default optimizer: "adamw_torch_fused" with torch >= 2.8 (torch's fused CPU AdamW kernel)
         args = transformers.TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True, report_to="none",
-                                              optim="adamw_torch", max_steps=steps + WARMUP, learning_rate=1e-5,
-                                              disable_tqdm=True)
+                                              max_steps=steps + WARMUP, learning_rate=1e-5, disable_tqdm=True)
         trainer = transformers.Trainer(model=model, args=args)
         trainer.create_optimizer_and_scheduler(steps + WARMUP)
         trainer.current_gradient_accumulation_steps = 1
