@@ -2,7 +2,8 @@
 
 On CPU, MindSpore's default asynchronous PyNative dispatch costs 0.6-1.9 ms per host sync on a 2-core machine
 (measured 20-60x slower than synchronous dispatch for small ops), so we switch to synchronous dispatch
-(`mindspore.runtime.launch_blocking()`) when the package is imported. Set `MINDONE_TRANSFORMERS_ASYNC_DISPATCH=1`
+(`mindspore.runtime.launch_blocking()`, and `MS_DEV_HOST_BLOCKING_RUN=1` so compiled graphs run on the calling
+thread, see `configure`) when the package is imported. Set `MINDONE_TRANSFORMERS_ASYNC_DISPATCH=1`
 before importing to keep MindSpore's default.
 """
 
@@ -38,7 +39,12 @@ def configure() -> None:
     _configured = True
     if is_cpu() and not _env_flag("MINDONE_TRANSFORMERS_ASYNC_DISPATCH"):
         ms.runtime.launch_blocking()
-        logger.debug("CPU backend: synchronous dispatch enabled (launch_blocking)")
+        # Compiled graphs too: by default MindSpore runs them on its "frontend_queue" thread while the calling thread
+        # busy-waits (AsyncRQueue::Wait, a spin loop without pause or yield) in `asnumpy()`. On CPU that spinning
+        # thread takes a core from the kernels: on one core a training step's matmuls ran at about half speed
+        # (SmolLM2-135M: 8.3 -> s), and with two cores only one was left for the kernels. Read at the first graph run.
+        os.environ.setdefault("MS_DEV_HOST_BLOCKING_RUN", "1")
+        logger.debug("CPU backend: synchronous dispatch enabled (launch_blocking, MS_DEV_HOST_BLOCKING_RUN)")
 
 
 def set_threads(num_threads: int) -> None:
