@@ -178,6 +178,10 @@ def rotary_matrix_fn(x, cos, sin):
     return F.matmul(x, F.rotary_matrix(cos, sin, 0.125))
 
 
+def apply_rotary_matrix_fn(x, cos, sin):
+    return F.apply_rotary_matrix(x, F.rotary_matrix(cos, sin, 0.125))
+
+
 def attention_fn(q, k, v, mask):
     return F.attention(q, k, v, mask)
 
@@ -429,6 +433,12 @@ CASES = [
          (0,)),
     Case("rotary_matrix", "", rotary_matrix_fn, _rotary_ref,
          lambda r, d: [randn(r, 2, 3, 4, 8), randn(r, 2, 3, 8), randn(r, 2, 3, 8)], (0,)),
+    # returns (B, H, S, D); own (B, S, D, D) rotations, and (1, S, D, D) shared by a batch of 3 (positions as batch)
+    Case("apply_rotary_matrix", "", apply_rotary_matrix_fn, lambda x, c, s_: _rotary_ref(x, c, s_).transpose(1, 2),
+         lambda r, d: [randn(r, 2, 3, 4, 8), randn(r, 2, 3, 8), randn(r, 2, 3, 8)], (0,)),
+    Case("apply_rotary_matrix", "shared", apply_rotary_matrix_fn,
+         lambda x, c, s_: _rotary_ref(x, c.expand(3, -1, -1), s_.expand(3, -1, -1)).transpose(1, 2),
+         lambda r, d: [randn(r, 3, 5, 4, 8), randn(r, 1, 5, 8), randn(r, 1, 5, 8)], (0,)),
     Case("attention", "causal", attention_fn, _attention_ref,
          lambda r, d: [randn(r, 2, 4, 5, 8), randn(r, 2, 4, 6, 8), randn(r, 2, 4, 6, 8), causal_mask(d, 5, 6)],
          (0, 1, 2), (0, 1), grad_tol=SHARP_FP16_GRAD_TOL),
@@ -526,7 +536,8 @@ BF16_MISSING_CPU_KERNEL = {
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
     "log_softmax": "LogSoftmax",
-    "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
+    "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "apply_rotary_matrix": "BatchMatMul",
+    "apply_rotary_matrix-shared": "BatchMatMul", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
     "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",

@@ -109,13 +109,13 @@ class LlamaAttention(nn.Cell):
                   cache_position=None):
         batch, seq_len = hidden_states.shape[:2]
         # (B, S, H*D) -> (B, S, H, D) -> RoPE -> (B, H, S, D); swapaxes because Tensor.transpose(1, 2) fails inside
-        # jit on CPU. position_embeddings are per-position rotation matrices (B, S, D, D), the queries' scaled by
-        # self.scaling (`rotary_position_embeddings`)
+        # jit on CPU. position_embeddings are per-position rotation matrices (B or 1, S, D, D), the queries' scaled
+        # by self.scaling (`rotary_position_embeddings`)
         query_rotation, key_rotation = position_embeddings
-        query_states = F.matmul(self.q_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim), query_rotation)
-        key_states = F.matmul(self.k_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim), key_rotation)
-        query_states = query_states.swapaxes(1, 2)
-        key_states = key_states.swapaxes(1, 2)
+        query_states = F.apply_rotary_matrix(self.q_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim),
+                                             query_rotation)
+        key_states = F.apply_rotary_matrix(self.k_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim),
+                                           key_rotation)
         value_states = self.v_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
 
         if past_key_values is not None:
