@@ -42,7 +42,8 @@ def configure() -> None:
         # Compiled graphs too: by default MindSpore runs them on its "frontend_queue" thread while the calling thread
         # busy-waits (AsyncRQueue::Wait, a spin loop without pause or yield) in `asnumpy()`. On CPU that spinning
         # thread takes a core from the kernels: on one core a training step's matmuls ran at about half speed
-        # (SmolLM2-135M: 8.3 -> s), and with two cores only one was left for the kernels. Read at the first graph run.
+        # (SmolLM2-135M forward+backward 9.3 s, 5.6 s with this), and with two cores one core only spun. MindSpore
+        # reads the variable when it first runs a graph.
         os.environ.setdefault("MS_DEV_HOST_BLOCKING_RUN", "1")
         logger.debug("CPU backend: synchronous dispatch enabled (launch_blocking, MS_DEV_HOST_BLOCKING_RUN)")
 
