@@ -71,10 +71,10 @@ def _build(compiler: str) -> str:
     with open(SOURCE, "rb") as f:
         source = f.read()
     # the compiler's path and mtime stand for its version (no subprocess when the library is already built)
-    compiler_id = f"{compiler}:{os.stat(compiler).st_mtime_ns}"
+    machine = f"{compiler}:{os.stat(compiler).st_mtime_ns}:{_cpu_signature()}".encode()
     errors = []
     for flags in _FLAG_SETS:
-        key = hashlib.sha256(source + repr(flags).encode() + compiler_id.encode() + _cpu_signature().encode())
+        key = hashlib.sha256(source + repr(flags).encode() + machine)
         target = os.path.join(cache_dir(), f"cpu_kernels-{key.hexdigest()[:16]}.so")
         if os.path.exists(target):
             return target
@@ -150,9 +150,6 @@ def linear_nt_op():
     MatMul), or None when native kernels are unavailable. Faster than MatMul for one row of x (batch-1 decoding);
     from two rows on MindSpore's MatMul is as fast (4 rows: equal, 8 rows: faster; measured on one core)."""
     return _custom("LinearNT", _linear_nt_shape, _same_dtype, _linear_nt_bprop)
-
-
-ADAMW_NUM_HYPER = 8  # the kernel's hyperparameter vector, see `AdamWHyper` in cpu_kernels.cc
 
 
 def adamw_op():

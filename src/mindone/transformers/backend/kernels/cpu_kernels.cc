@@ -34,6 +34,13 @@ static inline float dot(const float *w, const float *x, int64_t K) {
   return s + tail;
 }
 
+// number of elements of a tensor given its first `ndim` dimensions (all of them: the tensor's size)
+static inline int64_t num_elements(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) n *= shape[i];
+  return n;
+}
+
 static void linear_nt_columns(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
   for (int64_t n = 0; n < N; n++) {
     const float *row = w + n * K;
@@ -54,8 +61,7 @@ extern "C" int LinearNT(int nparam, void **params, int *ndims, int64_t **shapes,
   const float *w = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
   const int64_t K = shapes[0][ndims[0] - 1];
-  int64_t M = 1;
-  for (int i = 0; i < ndims[0] - 1; i++) M *= shapes[0][i];
+  const int64_t M = num_elements(ndims[0] - 1, shapes[0]);
   const int64_t N = shapes[1][0];
   if (shapes[1][1] != K) return 2;
   linear_nt_columns(x, w, y, M, N, K);
@@ -69,7 +75,9 @@ extern "C" int LinearNT(int nparam, void **params, int *ndims, int64_t **shapes,
 // are formed on the host in double and rounded to float32 once (F.adamw_update_), the lerp is
 // fma(w, g - m, m) for w < 0.5 else fma(w - 1, g - m, g) (the branch hoisted out of the loop: kSmallWeight), and
 // v = fma((1 - beta2) * g, g, beta2 * v). Bit-identical to the fused kernel where the CPU has FMA.
-enum AdamWHyper { kDecay, kLerpWeight, kBeta2, kOneMinusBeta2, kBc2Sqrt, kEps, kNegStepSize, kGradScale, kNumHyper };
+enum AdamWHyper {
+  kDecay, kLerpWeight, kBeta2, kOneMinusBeta2, kBc2Sqrt, kEps, kNegStepSize, kGradScale, kNumHyper
+};
 
 template <bool kSmallWeight>
 static void adamw_loop(float *__restrict p, float *__restrict m, float *__restrict v, const float *__restrict grad,
@@ -103,14 +111,10 @@ extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, co
   (void)extra;
   (void)dtypes;
   if (nparam != 6) return 1;
-  int64_t numel[5];
-  for (int t = 0; t < 5; t++) {
-    numel[t] = 1;
-    for (int i = 0; i < ndims[t]; i++) numel[t] *= shapes[t][i];
-  }
-  const int64_t n = numel[0];
-  if (numel[1] != n || numel[2] != n || numel[3] != n) return 2;
-  if (numel[4] < kNumHyper) return 3;
+  const int64_t n = num_elements(ndims[0], shapes[0]);
+  for (int t = 1; t < 4; t++)
+    if (num_elements(ndims[t], shapes[t]) != n) return 2;
+  if (num_elements(ndims[4], shapes[4]) < kNumHyper) return 3;
   float *p = static_cast<float *>(params[0]);
   float *m = static_cast<float *>(params[1]);
   float *v = static_cast<float *>(params[2]);
