@@ -178,6 +178,14 @@ def rotary_matrix_fn(x, cos, sin):
     return F.matmul(x, F.rotary_matrix(cos, sin, 0.125))
 
 
+def rotary_matrix_partial_fn(x, cos, sin):
+    return F.matmul(x, F.rotary_matrix(cos, sin, 0.125, head_dim=x.shape[-1]))
+
+
+def rotary_matrix_interleaved_fn(x, cos, sin):
+    return F.matmul(x, F.rotary_matrix(cos, sin, 0.125, head_dim=x.shape[-1], interleaved=True))
+
+
 def apply_rotary_matrix_fn(x, cos, sin):
     return F.apply_rotary_matrix(x, F.rotary_matrix(cos, sin, 0.125))
 
@@ -363,6 +371,19 @@ def _rotary_ref(x, cos, sin):
     return (x * cos[:, :, None] + rotated * sin[:, :, None]) * 0.125
 
 
+def _partial_rotary_ref(x, cos, sin, interleaved=False):
+    """GPT-NeoX / Phi (rotate_half) or GPT-J / CodeGen (rotate_every_two) RoPE on the first cos.shape[-1] features of
+    each row, the rest passed through, times a scale."""
+    r = cos.shape[-1]
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    if interleaved:
+        rotated = torch.stack([-x_rot[..., 1::2], x_rot[..., ::2]], -1).flatten(-2)
+    else:
+        rotated = torch.cat([-x_rot[..., r // 2:], x_rot[..., :r // 2]], -1)
+    out = x_rot * cos[:, :, None] + rotated * sin[:, :, None]
+    return torch.cat([out, x_pass], -1) * 0.125
+
+
 def _labels(rng, n, vocab, ignored=(1,)):
     labels = rng.integers(0, vocab, n)
     labels[list(ignored)] = -100
@@ -433,6 +454,13 @@ CASES = [
          (0,)),
     Case("rotary_matrix", "", rotary_matrix_fn, _rotary_ref,
          lambda r, d: [randn(r, 2, 3, 4, 8), randn(r, 2, 3, 8), randn(r, 2, 3, 8)], (0,)),
+    # rotary on the first 4 of 10 features; the interleaved tables repeat each frequency twice (GPT-J's layout)
+    Case("rotary_matrix", "partial", rotary_matrix_partial_fn, _partial_rotary_ref,
+         lambda r, d: [randn(r, 2, 3, 4, 10), randn(r, 2, 3, 4), randn(r, 2, 3, 4)], (0,)),
+    Case("rotary_matrix", "interleaved_partial", rotary_matrix_interleaved_fn,
+         lambda x, c, s_: _partial_rotary_ref(x, c, s_, interleaved=True),
+         lambda r, d: [randn(r, 2, 3, 4, 10), randn(r, 2, 3, 3).repeat(2, -1), randn(r, 2, 3, 3).repeat(2, -1)],
+         (0,)),
     # returns (B, H, S, D); own (B, S, D, D) rotations, and (1, S, D, D) shared by a batch of 3 (positions as batch)
     Case("apply_rotary_matrix", "", apply_rotary_matrix_fn, lambda x, c, s_: _rotary_ref(x, c, s_).transpose(1, 2),
          lambda r, d: [randn(r, 2, 3, 4, 8), randn(r, 2, 3, 8), randn(r, 2, 3, 8)], (0,)),
@@ -536,7 +564,8 @@ BF16_MISSING_CPU_KERNEL = {
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
     "log_softmax": "LogSoftmax",
-    "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "apply_rotary_matrix": "BatchMatMul",
+    "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "rotary_matrix-partial": "Pad",
+    "rotary_matrix-interleaved_partial": "Pad", "apply_rotary_matrix": "BatchMatMul",
     "apply_rotary_matrix-shared": "BatchMatMul", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",

@@ -288,30 +288,53 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
 
 
 @ops.constexpr
-def _rotate_half_matrices(dim, dtype):
-    """(D, D) identity and the signed permutation P with x @ P == rotate_half(x) == cat(-x[D/2:], x[:D/2])."""
-    half = dim // 2
-    perm = np.zeros((dim, dim), np.float32)
-    perm[np.arange(half) + half, np.arange(half)] = -1.0
-    perm[np.arange(half), np.arange(half) + half] = 1.0
-    return ms.Tensor(np.eye(dim, dtype=np.float32), dtype), ms.Tensor(perm, dtype)
+def _rotation_bases(rotary_dim, head_dim, interleaved, dtype):
+    """(D, D) constants of `rotary_matrix`: the identity on the first `rotary_dim` features, the signed permutation P
+    pairing them (x @ P == rotate_half(x) == cat(-x[R/2:R], x[:R/2]), or, interleaved, rotate_every_two(x) ==
+    (-x1, x0, -x3, x2, ...)), and the identity on the features past `rotary_dim` (None when there are none)."""
+    rotated = np.zeros((head_dim, head_dim), np.float32)
+    rotated[np.arange(rotary_dim), np.arange(rotary_dim)] = 1.0
+    perm = np.zeros((head_dim, head_dim), np.float32)
+    if interleaved:
+        even = np.arange(0, rotary_dim, 2)
+        perm[even + 1, even] = -1.0
+        perm[even, even + 1] = 1.0
+    else:
+        half = rotary_dim // 2
+        perm[np.arange(half) + half, np.arange(half)] = -1.0
+        perm[np.arange(half), np.arange(half) + half] = 1.0
+    passed = None
+    if head_dim > rotary_dim:
+        passed = ms.Tensor(np.eye(head_dim, dtype=np.float32) - rotated, dtype)
+    return ms.Tensor(rotated, dtype), ms.Tensor(perm, dtype), passed
 
 
-def rotary_matrix(cos, sin, scale=1.0):
-    """HF's rotary embedding as one (D, D) matrix per position: for cos/sin tables (..., D) in HF's rotate_half
-    layout, returns R (..., D, D) with `x @ R == (x * cos + rotate_half(x) * sin) * scale` for rows x (..., D).
+def rotary_matrix(cos, sin, scale=1.0, head_dim=None, interleaved=False):
+    """HF's rotary embedding as one (D, D) matrix per position: for cos/sin tables (..., R) returns R (..., D, D) with
+    `x @ R == (x * cos + rotate(x) * sin) * scale` on the first R features of rows x (..., D) and `x * scale` on the
+    other D - R (partial rotary: GPT-NeoX, Phi, GPT-J, CodeGen; `head_dim` D defaults to R).
+
+    `rotate` is HF's `rotate_half` (Llama, GPT-NeoX, Phi: the tables are cat(freqs, freqs)) or, with
+    `interleaved=True`, `rotate_every_two` (GPT-J, CodeGen: feature pairs (2i, 2i+1), the tables repeat each frequency
+    twice in a row).
 
     Built once per forward and shared by every layer, it turns RoPE into one batched matmul per tensor instead of
-    seven kernels (two slices, neg, concat, two muls, add): the kernel count of a compiled decode step is what bounds
-    its speed on CPU. Each output element is still one cos and one sin product (the other terms are exact zeros).
-    `scale` lets queries carry the attention scale (then attention runs with scale 1). No gradient flows into the
-    tables (they depend on positions only).
+    seven or more kernels (slices, neg, concat, muls, add, and the pass-through concat): the kernel count of a
+    compiled decode step is what bounds its speed on CPU. Each output element is still one cos and one sin product
+    (the other terms are exact zeros). `scale` lets queries carry the attention scale (then attention runs with
+    scale 1). No gradient flows into the tables (they depend on positions only).
     """
-    dim = cos.shape[-1]
-    eye, perm = _rotate_half_matrices(dim, cos.dtype)
+    rotary_dim = cos.shape[-1]
+    dim = rotary_dim if head_dim is None else head_dim
+    rotated, perm, passed = _rotation_bases(rotary_dim, dim, interleaved, cos.dtype)
+    if dim > rotary_dim:
+        cos = pad(cos, (0, dim - rotary_dim))
+        sin = pad(sin, (0, dim - rotary_dim))
     # reshape rather than cos[..., None, :]: inside a compiled graph that indexing runs a StridedSlice kernel
     rows = cos.shape[:-1] + (1, dim)
-    rotation = cos.reshape(rows) * eye + sin.reshape(rows) * perm
+    rotation = cos.reshape(rows) * rotated + sin.reshape(rows) * perm
+    if passed is not None:
+        rotation = rotation + passed
     if scale != 1.0:
         rotation = rotation * scale
     return ops.stop_gradient(rotation)
