@@ -89,15 +89,27 @@ def assert_causal_lm_matches_torch(ours_cls, torch_model, path, vocab, mode, dty
                                 dtype=dtype)
 
 
-def assert_greedy_tokens_match_torch(ours_cls, torch_model, path, vocab, max_new_tokens=8, **generate_kwargs):
+def assert_greedy_tokens_match_torch(ours_cls, torch_model, path, vocab, max_new_tokens=8, torch_kwargs=None,
+                                     **generate_kwargs):
+    """generate() on a left-padded batch, ours with `generate_kwargs`, torch with `torch_kwargs` (e.g. the same
+    num_beams); asserts the same token ids and returns our model (e.g. to check which decoding path it took)."""
     import torch
 
     ours = parity.load_ours(ours_cls, path)
     ids, mask, _ = left_padded_batch(vocab, seed=5)
     with torch.no_grad():
         ref = torch_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
-                                   max_new_tokens=max_new_tokens, pad_token_id=0).numpy()
+                                   max_new_tokens=max_new_tokens, pad_token_id=0, **(torch_kwargs or {})).numpy()
     out = ours.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=0,
                         **generate_kwargs)
     out = parity.to_numpy(out)
     assert out.shape == ref.shape and np.array_equal(out, ref), f"ours:\n{out}\ntorch:\n{ref}"
+    return ours
+
+
+def compiled_decode_steps(model):
+    """The (batch, cache length, dtype) keys of the compiled static-cache decode steps `generate` built for `model`
+    (empty when it decoded eagerly)."""
+    from mindone.transformers.generation import utils
+
+    return list(utils._COMPILED_STEPS.get(model, {}))

@@ -68,6 +68,7 @@ MODEL_FAMILIES = {
     "gemma3_text": {"base": "Gemma3TextModel", "causal-lm": "Gemma3ForCausalLM",
                     "sequence-classification": "Gemma3TextForSequenceClassification"},
     "phi3": _decoder_family("Phi3", heads=("sequence-classification", "token-classification")),
+    "phi": _decoder_family("Phi", heads=("sequence-classification", "token-classification")),
     "gpt2": {"base": "GPT2Model", "causal-lm": "GPT2LMHeadModel",
              "sequence-classification": "GPT2ForSequenceClassification",
              "token-classification": "GPT2ForTokenClassification",

@@ -1,0 +1,7 @@
+from .modeling_phi import (
+    PhiForCausalLM,
+    PhiForSequenceClassification,
+    PhiForTokenClassification,
+    PhiModel,
+    PhiPreTrainedModel,
+)
