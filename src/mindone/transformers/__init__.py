@@ -113,6 +113,8 @@ _MODEL_FAMILIES = {
              "Phi3PreTrainedModel"],
     "phi": ["PhiModel", "PhiForCausalLM", "PhiForSequenceClassification", "PhiForTokenClassification",
             "PhiPreTrainedModel"],
+    "gpt_neox": ["GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
+                 "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering", "GPTNeoXPreTrainedModel"],
     "ctrl": ["CTRLModel", "CTRLLMHeadModel", "CTRLForSequenceClassification", "CTRLPreTrainedModel"],
     "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
     "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],

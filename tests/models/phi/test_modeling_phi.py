@@ -89,4 +89,5 @@ def test_task_heads_match_torch(checkpoints, ours_cls, fields):
         inputs["labels"] = np.array([0, 2], np.int64)
     elif ours_cls is PhiForTokenClassification:
         inputs["labels"] = np.where(mask == 1, ids % 3, -100)
-    assert_matches_torch(ours_cls, torch_model, path, inputs, fields, "graph", rows=mask.astype(bool))
+    # PyNative: the compiled forward of these layers is covered by the causal-LM tests above
+    assert_matches_torch(ours_cls, torch_model, path, inputs, fields, "pynative", rows=mask.astype(bool))
