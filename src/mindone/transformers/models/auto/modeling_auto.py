@@ -73,6 +73,7 @@ MODEL_FAMILIES = {
                  "sequence-classification": "GPTNeoXForSequenceClassification",
                  "token-classification": "GPTNeoXForTokenClassification",
                  "question-answering": "GPTNeoXForQuestionAnswering"},
+    "opt": _decoder_family("OPT", heads=("sequence-classification", "question-answering")),
     "gpt2": {"base": "GPT2Model", "causal-lm": "GPT2LMHeadModel",
              "sequence-classification": "GPT2ForSequenceClassification",
              "token-classification": "GPT2ForTokenClassification",
