@@ -117,6 +117,8 @@ _MODEL_FAMILIES = {
                  "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering", "GPTNeoXPreTrainedModel"],
     "opt": ["OPTModel", "OPTForCausalLM", "OPTForSequenceClassification", "OPTForQuestionAnswering",
             "OPTPreTrainedModel"],
+    "gptj": ["GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForQuestionAnswering",
+             "GPTJPreTrainedModel"],
     "ctrl": ["CTRLModel", "CTRLLMHeadModel", "CTRLForSequenceClassification", "CTRLPreTrainedModel"],
     "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
     "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],
