@@ -119,6 +119,7 @@ _MODEL_FAMILIES = {
             "OPTPreTrainedModel"],
     "gptj": ["GPTJModel", "GPTJForCausalLM", "GPTJForSequenceClassification", "GPTJForQuestionAnswering",
              "GPTJPreTrainedModel"],
+    "codegen": ["CodeGenModel", "CodeGenForCausalLM", "CodeGenPreTrainedModel"],
     "ctrl": ["CTRLModel", "CTRLLMHeadModel", "CTRLForSequenceClassification", "CTRLPreTrainedModel"],
     "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
     "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],

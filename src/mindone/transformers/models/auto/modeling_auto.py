@@ -77,6 +77,7 @@ MODEL_FAMILIES = {
     "gptj": {"base": "GPTJModel", "causal-lm": "GPTJForCausalLM",
              "sequence-classification": "GPTJForSequenceClassification",
              "question-answering": "GPTJForQuestionAnswering"},
+    "codegen": {"base": "CodeGenModel", "causal-lm": "CodeGenForCausalLM"},
     "gpt2": {"base": "GPT2Model", "causal-lm": "GPT2LMHeadModel",
              "sequence-classification": "GPT2ForSequenceClassification",
              "token-classification": "GPT2ForTokenClassification",

@@ -1,0 +1,1 @@
+from .modeling_codegen import CodeGenForCausalLM, CodeGenModel, CodeGenPreTrainedModel
