@@ -118,6 +118,10 @@ _MODEL_FAMILIES = {
     "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",
              "BartPreTrainedModel"],
     "vision_text_dual_encoder": ["VisionTextDualEncoderModel"],
+    "roberta_prelayernorm": ["RobertaPreLayerNormModel", "RobertaPreLayerNormForCausalLM",
+                             "RobertaPreLayerNormForMaskedLM", "RobertaPreLayerNormForSequenceClassification",
+                             "RobertaPreLayerNormForMultipleChoice", "RobertaPreLayerNormForTokenClassification",
+                             "RobertaPreLayerNormForQuestionAnswering", "RobertaPreLayerNormPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

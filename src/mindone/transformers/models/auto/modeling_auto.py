@@ -77,6 +77,7 @@ MODEL_FAMILIES = {
     "bert": _encoder_family("Bert", causal_lm="BertLMHeadModel"),
     "roberta": _encoder_family("Roberta", causal_lm="RobertaForCausalLM"),
     "distilbert": _encoder_family("DistilBert"),
+    "roberta-prelayernorm": _encoder_family("RobertaPreLayerNorm", causal_lm="RobertaPreLayerNormForCausalLM"),
     "t5": _t5_family("T5"),
     "mt5": _t5_family("MT5"),
     "umt5": _t5_family("UMT5"),
