@@ -122,6 +122,10 @@ _MODEL_FAMILIES = {
                              "RobertaPreLayerNormForMaskedLM", "RobertaPreLayerNormForSequenceClassification",
                              "RobertaPreLayerNormForMultipleChoice", "RobertaPreLayerNormForTokenClassification",
                              "RobertaPreLayerNormForQuestionAnswering", "RobertaPreLayerNormPreTrainedModel"],
+    "data2vec_text": ["Data2VecTextModel", "Data2VecTextForCausalLM", "Data2VecTextForMaskedLM",
+                      "Data2VecTextForSequenceClassification", "Data2VecTextForMultipleChoice",
+                      "Data2VecTextForTokenClassification", "Data2VecTextForQuestionAnswering",
+                      "Data2VecTextPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

@@ -78,6 +78,7 @@ MODEL_FAMILIES = {
     "roberta": _encoder_family("Roberta", causal_lm="RobertaForCausalLM"),
     "distilbert": _encoder_family("DistilBert"),
     "roberta-prelayernorm": _encoder_family("RobertaPreLayerNorm", causal_lm="RobertaPreLayerNormForCausalLM"),
+    "data2vec-text": _encoder_family("Data2VecText", causal_lm="Data2VecTextForCausalLM"),
     "t5": _t5_family("T5"),
     "mt5": _t5_family("MT5"),
     "umt5": _t5_family("UMT5"),
