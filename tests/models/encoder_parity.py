@@ -27,6 +27,7 @@ class EncoderFamilyTests:
     multiple_choice = None
     causal_lm = None  # a head that is a decoder with `config.is_decoder=True`, if the family has one
     first_token_id = 3  # lowest id a random real token gets (below: special tokens)
+    has_attentions = True  # False for families without attention (FNet)
 
     # ---- what a family may override -------------------------------------------------------------------------
 
@@ -76,7 +77,9 @@ class EncoderFamilyTests:
         # HF's QA heads split their logits in two: they need num_labels == 2
         overrides = {"num_labels": 2} if "start_positions" in extra else {}
         torch_model, path = checkpoints(self.torch_class(ours_cls), **overrides)
-        inputs = dict(self.inputs_for(extra), output_hidden_states=True, output_attentions=True)
+        inputs = dict(self.inputs_for(extra), output_hidden_states=True)
+        if self.has_attentions:
+            inputs["output_attentions"] = True
         assert_matches_torch(ours_cls, torch_model, path, inputs, fields, mode)
 
     # ---- the tests --------------------------------------------------------------------------------------------

@@ -6,8 +6,24 @@ import torch
 import transformers
 
 from tests import parity
-from tests.pipelines.test_pipelines import LABELS, both
+from tests.pipelines.test_pipelines import LABELS, WORDS, both
 from tests.pipelines.test_pipelines_roberta_distilbert import SENTENCE, SHARPENED, _roberta_tokenizer
+
+# output layers scaled up so the random logits are not near-ties (BERT-style heads name theirs cls.predictions)
+SHARPENED = SHARPENED + ("cls.predictions.decoder",)
+
+
+
+def _fnet_tokenizer(directory):
+    """FNet's (ALBERT-style) Unigram tokenizer over the test words; <pad> = 0, no attention mask in its outputs."""
+    specials = [("<pad>", 0.0), ("<unk>", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[MASK]", 0.0)]
+    words = sorted({w.lstrip("#") for w in WORDS})
+    pieces = [("\u2581" + w, -1.0 - i / 100) for i, w in enumerate(words)]
+    letters = [(c, -20.0) for c in sorted({c for w in words for c in w})]
+    tokenizer = transformers.FNetTokenizer(vocab=specials + pieces + letters)
+    assert tokenizer.unk_token_id not in tokenizer(" ".join(words))["input_ids"]
+    return tokenizer
+
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 ROBERTA_LIKE = dict(TINY, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
@@ -16,6 +32,7 @@ ROBERTA_LIKE = dict(TINY, max_position_embeddings=130, type_vocab_size=1, pad_to
 FAMILIES = {
     "roberta-prelayernorm": (transformers.RobertaPreLayerNormConfig, ROBERTA_LIKE, _roberta_tokenizer),
     "data2vec-text": (transformers.Data2VecTextConfig, ROBERTA_LIKE, _roberta_tokenizer),
+    "fnet": (transformers.FNetConfig, dict(TINY, max_position_embeddings=64, pad_token_id=0), _fnet_tokenizer),
 }
 
 
@@ -53,3 +70,9 @@ def test_roberta_prelayernorm_fill_mask_matches_torch(model_dir):
 def test_data2vec_text_token_classification_matches_torch(model_dir):
     directory = model_dir("data2vec-text", "Data2VecTextForTokenClassification", "token-classification")
     both("token-classification", directory, SENTENCE, aggregation_strategy="simple", ignore_labels=[])
+
+
+def test_fnet_fill_mask_matches_torch(model_dir):
+    directory = model_dir("fnet", "FNetForMaskedLM", "fill-mask")
+    both("fill-mask", directory, "the [MASK] sat on a mat .", top_k=3)
+    both("fill-mask", directory, ["john [MASK] in paris", "mary likes [MASK] ."])

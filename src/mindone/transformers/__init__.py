@@ -126,6 +126,9 @@ _MODEL_FAMILIES = {
                       "Data2VecTextForSequenceClassification", "Data2VecTextForMultipleChoice",
                       "Data2VecTextForTokenClassification", "Data2VecTextForQuestionAnswering",
                       "Data2VecTextPreTrainedModel"],
+    "fnet": ["FNetModel", "FNetForPreTraining", "FNetForMaskedLM", "FNetForNextSentencePrediction",
+             "FNetForSequenceClassification", "FNetForMultipleChoice", "FNetForTokenClassification",
+             "FNetForQuestionAnswering", "FNetPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
