@@ -16,6 +16,16 @@ from tests.models.head_parity import assert_gradients_match_torch, assert_matche
 # labels for a head, by name: "tokens" (masked / causal LM), "token_classes" (token classification), or an array
 QA_LABELS = {"start_positions": np.array([1, 4], np.int64), "end_positions": np.array([3, 20], np.int64)}
 SEQUENCE_LABELS = {"labels": np.array([0, 2], np.int64)}
+# a head class's name after the family prefix -> the Auto class that must pick it
+AUTO_CLASSES = {"Model": "AutoModel", "ForMaskedLM": "AutoModelForMaskedLM",
+                "ForSequenceClassification": "AutoModelForSequenceClassification",
+                "ForTokenClassification": "AutoModelForTokenClassification",
+                "ForQuestionAnswering": "AutoModelForQuestionAnswering"}
+
+
+def _head_overrides(extra):
+    # HF's QA heads split their logits in two: they need num_labels == 2
+    return {"num_labels": 2} if "start_positions" in extra else {}
 
 
 class EncoderFamilyTests:
@@ -23,7 +33,9 @@ class EncoderFamilyTests:
     base_config = {}  # tiny-config kwargs; must include vocab_size and pad_token_id
     # (our class, output fields to compare, extra inputs) for every head taking (batch, seq) inputs
     heads = []
-    masked_lm = None  # the head used for the fp16 and gradient checks
+    masked_lm = None
+    # (head, its labels) for the fp16 and gradient checks; None: the masked LM with token labels
+    loss_head = None
     multiple_choice = None
     causal_lm = None  # a head that is a decoder with `config.is_decoder=True`, if the family has one
     first_token_id = 3  # lowest id a random real token gets (below: special tokens)
@@ -59,6 +71,9 @@ class EncoderFamilyTests:
     def checkpoints(cls, tmp_path_factory):
         return checkpoint_factory(tmp_path_factory, cls().make_config)
 
+    def _loss_head(self):
+        return self.loss_head or (self.masked_lm, {"labels": "tokens"})
+
     def torch_class(self, ours_cls):
         return getattr(transformers, ours_cls.__name__)
 
@@ -74,9 +89,7 @@ class EncoderFamilyTests:
 
     def check_head(self, checkpoints, head, mode):
         ours_cls, fields, extra = head
-        # HF's QA heads split their logits in two: they need num_labels == 2
-        overrides = {"num_labels": 2} if "start_positions" in extra else {}
-        torch_model, path = checkpoints(self.torch_class(ours_cls), **overrides)
+        torch_model, path = checkpoints(self.torch_class(ours_cls), **_head_overrides(extra))
         inputs = dict(self.inputs_for(extra), output_hidden_states=True)
         if self.has_attentions:
             inputs["output_attentions"] = True
@@ -95,15 +108,15 @@ class EncoderFamilyTests:
         self.check_head(checkpoints, head, "graph")
 
     def test_fp16_close_to_torch_fp32(self, checkpoints):
-        torch_model, path = checkpoints(self.torch_class(self.masked_lm))
-        assert_matches_torch(self.masked_lm, torch_model, path, self.batch(seed=7), ["logits"], "pynative",
-                             dtype="float16")
+        head, _ = self._loss_head()
+        torch_model, path = checkpoints(self.torch_class(head))
+        assert_matches_torch(head, torch_model, path, self.batch(seed=7), ["logits"], "pynative", dtype="float16")
 
     @pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.slow)])
-    def test_masked_lm_gradients_match_torch(self, checkpoints, mode):
-        torch_model, path = checkpoints(self.torch_class(self.masked_lm))
-        assert_gradients_match_torch(self.masked_lm, torch_model, path, self.inputs_for({"labels": "tokens"}, 8),
-                                     mode)
+    def test_gradients_match_torch(self, checkpoints, mode):
+        head, labels = self._loss_head()
+        torch_model, path = checkpoints(self.torch_class(head))
+        assert_gradients_match_torch(head, torch_model, path, self.inputs_for(labels, 8), mode)
 
     def test_multiple_choice_matches_torch(self, checkpoints):
         if self.multiple_choice is None:
@@ -132,8 +145,11 @@ class EncoderFamilyTests:
         assert np.array_equal(out, ref), f"ours:\n{out}\ntorch:\n{ref}"
 
     def test_auto_classes_pick_the_family(self, checkpoints):
-        from mindone.transformers import AutoModel, AutoModelForMaskedLM
+        import mindone.transformers as ours
 
-        for auto, ours_cls in ((AutoModel, self.heads[0][0]), (AutoModelForMaskedLM, self.masked_lm)):
-            _, path = checkpoints(self.torch_class(ours_cls))
-            assert type(auto.from_pretrained(path)) is ours_cls
+        family = self.heads[0][0].__name__[:-len("Model")]
+        for ours_cls, _, extra in self.heads:
+            auto = AUTO_CLASSES.get(ours_cls.__name__[len(family):])
+            if auto is not None:
+                _, path = checkpoints(self.torch_class(ours_cls), **_head_overrides(extra))
+                assert type(getattr(ours, auto).from_pretrained(path)) is ours_cls, auto

@@ -32,6 +32,7 @@ ROBERTA_LIKE = dict(TINY, max_position_embeddings=130, type_vocab_size=1, pad_to
 FAMILIES = {
     "roberta-prelayernorm": (transformers.RobertaPreLayerNormConfig, ROBERTA_LIKE, _roberta_tokenizer),
     "data2vec-text": (transformers.Data2VecTextConfig, ROBERTA_LIKE, _roberta_tokenizer),
+    "lilt": (transformers.LiltConfig, dict(ROBERTA_LIKE, hidden_size=48), _roberta_tokenizer),
     "fnet": (transformers.FNetConfig, dict(TINY, max_position_embeddings=64, pad_token_id=0), _fnet_tokenizer),
 }
 
@@ -76,3 +77,9 @@ def test_fnet_fill_mask_matches_torch(model_dir):
     directory = model_dir("fnet", "FNetForMaskedLM", "fill-mask")
     both("fill-mask", directory, "the [MASK] sat on a mat .", top_k=3)
     both("fill-mask", directory, ["john [MASK] in paris", "mary likes [MASK] ."])
+
+
+def test_lilt_text_classification_matches_torch(model_dir):
+    """Text-only pipelines give LiLT no boxes: both sides use all-zero boxes."""
+    directory = model_dir("lilt", "LiltForSequenceClassification", "text-classification")
+    both("text-classification", directory, ["the dog sat", SENTENCE], top_k=None)

@@ -129,6 +129,8 @@ _MODEL_FAMILIES = {
     "fnet": ["FNetModel", "FNetForPreTraining", "FNetForMaskedLM", "FNetForNextSentencePrediction",
              "FNetForSequenceClassification", "FNetForMultipleChoice", "FNetForTokenClassification",
              "FNetForQuestionAnswering", "FNetPreTrainedModel"],
+    "lilt": ["LiltModel", "LiltForSequenceClassification", "LiltForTokenClassification", "LiltForQuestionAnswering",
+             "LiltPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

@@ -82,6 +82,8 @@ MODEL_FAMILIES = {
     "fnet": {"base": "FNetModel", "masked-lm": "FNetForMaskedLM",
              "sequence-classification": "FNetForSequenceClassification",
              "token-classification": "FNetForTokenClassification", "question-answering": "FNetForQuestionAnswering"},
+    "lilt": {"base": "LiltModel", "sequence-classification": "LiltForSequenceClassification",
+             "token-classification": "LiltForTokenClassification", "question-answering": "LiltForQuestionAnswering"},
     "t5": _t5_family("T5"),
     "mt5": _t5_family("MT5"),
     "umt5": _t5_family("UMT5"),
