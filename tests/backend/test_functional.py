@@ -98,6 +98,19 @@ def embedding_padding_fn(ids, w):
     return F.embedding(ids, w, 3)
 
 
+def fft2_real_fn(x):
+    return F.fft2_real(x)
+
+
+def dft2_real_fn(x):
+    # the matmul form used where MindSpore has no FFT kernel, checked here on the same inputs
+    return F.cast(F._dft2_real(F.cast(x, ms.float32)), x.dtype)
+
+
+def _fft2_real_ref(x):
+    return torch.fft.fftn(x, dim=(-2, -1)).real
+
+
 def layer_norm_fn(x, w, b):
     return F.layer_norm(x, w, b, 1e-5)
 
@@ -418,6 +431,8 @@ CASES = [
          lambda r, d: [np.array([[1, 3, 3, 0], [9, 3, 1, 1]]), randn(r, 10, 8)], (1,)),
     Case("embedding", "padding_idx", embedding_padding_fn, lambda ids, w: TF.embedding(ids, w, padding_idx=3),
          lambda r, d: [np.array([[1, 3, 3, 0], [9, 3, 1, 1]]), randn(r, 10, 8)], (1,)),
+    Case("fft2_real", "", fft2_real_fn, _fft2_real_ref, lambda r, d: [randn(r, 2, 7, 12)], (0,)),
+    Case("fft2_real", "dft_matmuls", dft2_real_fn, _fft2_real_ref, lambda r, d: [randn(r, 2, 7, 12)], (0,)),
     Case("layer_norm", "", layer_norm_fn, lambda x, w, b: _ln_ref(x, w, b, 1e-5),
          lambda r, d: [randn(r, 2, 3, 16) * 3 + 1, randn(r, 16), randn(r, 16)], (0, 1, 2)),
     Case("layer_norm", "no_affine", layer_norm_noaffine_fn, lambda x: _ln_ref(x, None, None, 1e-12),

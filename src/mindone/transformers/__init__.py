@@ -127,6 +127,19 @@ _MODEL_FAMILIES = {
     "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",
              "BartPreTrainedModel"],
     "vision_text_dual_encoder": ["VisionTextDualEncoderModel"],
+    "roberta_prelayernorm": ["RobertaPreLayerNormModel", "RobertaPreLayerNormForCausalLM",
+                             "RobertaPreLayerNormForMaskedLM", "RobertaPreLayerNormForSequenceClassification",
+                             "RobertaPreLayerNormForMultipleChoice", "RobertaPreLayerNormForTokenClassification",
+                             "RobertaPreLayerNormForQuestionAnswering", "RobertaPreLayerNormPreTrainedModel"],
+    "data2vec_text": ["Data2VecTextModel", "Data2VecTextForCausalLM", "Data2VecTextForMaskedLM",
+                      "Data2VecTextForSequenceClassification", "Data2VecTextForMultipleChoice",
+                      "Data2VecTextForTokenClassification", "Data2VecTextForQuestionAnswering",
+                      "Data2VecTextPreTrainedModel"],
+    "fnet": ["FNetModel", "FNetForPreTraining", "FNetForMaskedLM", "FNetForNextSentencePrediction",
+             "FNetForSequenceClassification", "FNetForMultipleChoice", "FNetForTokenClassification",
+             "FNetForQuestionAnswering", "FNetPreTrainedModel"],
+    "lilt": ["LiltModel", "LiltForSequenceClassification", "LiltForTokenClassification", "LiltForQuestionAnswering",
+             "LiltPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

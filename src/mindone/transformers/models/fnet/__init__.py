@@ -1,0 +1,1 @@
+from .modeling_fnet import *  # noqa: F401,F403

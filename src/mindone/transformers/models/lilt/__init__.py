@@ -1,0 +1,1 @@
+from .modeling_lilt import *  # noqa: F401,F403
