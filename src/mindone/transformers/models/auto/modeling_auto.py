@@ -91,6 +91,7 @@ MODEL_FAMILIES = {
     "clip_vision_model": {"base": "CLIPVisionModel"},
     "vision-text-dual-encoder": {"base": "VisionTextDualEncoderModel"},
     "whisper": {"base": "WhisperModel", "speech-seq2seq": "WhisperForConditionalGeneration"},
+    "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
 }
 
 # classes added at run time with `AutoModelXxx.register(config_class, model_class)`: (model_type, task) -> class
