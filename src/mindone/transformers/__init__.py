@@ -119,6 +119,8 @@ _MODEL_FAMILIES = {
              "BartPreTrainedModel"],
     "vision_text_dual_encoder": ["VisionTextDualEncoderModel"],
     "m2m_100": ["M2M100Model", "M2M100ForConditionalGeneration", "M2M100PreTrainedModel"],
+    "blenderbot_small": ["BlenderbotSmallModel", "BlenderbotSmallForConditionalGeneration",
+                         "BlenderbotSmallForCausalLM", "BlenderbotSmallPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:
