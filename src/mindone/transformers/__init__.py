@@ -140,6 +140,9 @@ _MODEL_FAMILIES = {
              "FNetForQuestionAnswering", "FNetPreTrainedModel"],
     "lilt": ["LiltModel", "LiltForSequenceClassification", "LiltForTokenClassification", "LiltForQuestionAnswering",
              "LiltPreTrainedModel"],
+    "m2m_100": ["M2M100Model", "M2M100ForConditionalGeneration", "M2M100PreTrainedModel"],
+    "blenderbot_small": ["BlenderbotSmallModel", "BlenderbotSmallForConditionalGeneration",
+                         "BlenderbotSmallForCausalLM", "BlenderbotSmallPreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

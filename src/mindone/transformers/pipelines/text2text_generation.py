@@ -1,10 +1,13 @@
-"""text2text-generation, summarization and translation on encoder-decoder models (T5): HF 4.x's pipelines.
+"""text2text-generation, summarization and translation on encoder-decoder models (T5, BART, M2M100 / NLLB): HF
+4.x's pipelines.
 
 transformers 5 removed these torch pipelines; the behaviour follows their 4.x documentation: the model config's
 `prefix` (or the task's `task_specific_params` entry, e.g. T5's "summarize: " / "translate English to German: ")
 is put before each text, `model.generate` runs on the encoder input, and every input gives a list of
 {"generated_text" | "summary_text" | "translation_text": ...} records (one per returned sequence; a list of strings
-with one sequence each gives a flat list).
+with one sequence each gives a flat list). Translation with a multilingual tokenizer (M2M100, NLLB) takes
+`src_lang` / `tgt_lang` (or the task name "translation_xx_to_yy"): the tokenizer's `_build_translation_inputs` sets
+the source language and returns the target language as `forced_bos_token_id`, which goes to `generate`.
 """
 
 import logging
@@ -44,6 +47,8 @@ class Text2TextGenerationPipeline(Pipeline):
                              clean_up_tokenization_spaces=None, truncation=None, src_lang=None, tgt_lang=None,
                              **generate_kwargs):
         pre = {"truncation": truncation}
+        if src_lang is not None or tgt_lang is not None:
+            pre.update(src_lang=src_lang, tgt_lang=tgt_lang)
         post = {"return_tensors": bool(return_tensors) and not return_text,
                 "clean_up_tokenization_spaces": clean_up_tokenization_spaces}
         self._generate_kwargs = generate_kwargs
@@ -68,7 +73,10 @@ class Text2TextGenerationPipeline(Pipeline):
         gc = self.model.generation_config
         self.check_inputs(p["input_ids"].shape[-1], self._generate_kwargs.get("min_length", gc.min_length),
                           self._generate_kwargs.get("max_length", gc.max_length))
-        out = self.model.generate(p["input_ids"], attention_mask=p["attention_mask"], **self._generate_kwargs)
+        # inputs may carry generate arguments (a translation tokenizer's forced_bos_token_id); call kwargs win
+        generate_kwargs = {**{k: v for k, v in p.items() if k not in ("input_ids", "attention_mask")},
+                           **self._generate_kwargs}
+        out = self.model.generate(p["input_ids"], attention_mask=p["attention_mask"], **generate_kwargs)
         sequences = out.sequences if hasattr(out, "sequences") else out
         sequences = sequences.asnumpy() if hasattr(sequences, "asnumpy") else np.asarray(sequences)
         return dict(p, sequences=sequences)
@@ -112,6 +120,26 @@ class TranslationPipeline(Text2TextGenerationPipeline):
     def __init__(self, model, tokenizer=None, task=None, **kwargs):
         super().__init__(model, tokenizer=tokenizer, task=task, **kwargs)
         self.src_lang, self.tgt_lang = parse_translation_task(task)
+
+    def _sanitize_parameters(self, src_lang=None, tgt_lang=None, **kwargs):
+        if src_lang is None and tgt_lang is None:
+            # HF's backward compatibility: "translation_en_to_fr" names the languages
+            src_lang, tgt_lang = self.src_lang, self.tgt_lang
+        return super()._sanitize_parameters(src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
+
+    def preprocess(self, item, truncation=None, src_lang=None, tgt_lang=None):
+        build = getattr(self.tokenizer, "_build_translation_inputs", None)
+        if build is None:
+            return super().preprocess(item, truncation=truncation)
+        if not isinstance(item, str):
+            raise TypeError(f" `args[0]`: {item} have the wrong format. The should be either of type `str` or type "
+                            "`list`")
+        kwargs = {} if truncation is None else {"truncation": truncation}
+        encoded = build(item, return_tensors="np", src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
+        out = {"input_ids": np.asarray(encoded["input_ids"]), "attention_mask": np.asarray(encoded["attention_mask"])}
+        if "forced_bos_token_id" in encoded:
+            out["forced_bos_token_id"] = int(encoded["forced_bos_token_id"])
+        return out
 
     def check_inputs(self, input_length, min_length, max_length):
         if max_length is not None and input_length > 0.9 * max_length:

@@ -108,6 +108,9 @@ MODEL_FAMILIES = {
     "clip_vision_model": {"base": "CLIPVisionModel"},
     "vision-text-dual-encoder": {"base": "VisionTextDualEncoderModel"},
     "whisper": {"base": "WhisperModel", "speech-seq2seq": "WhisperForConditionalGeneration"},
+    "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
+    "blenderbot-small": {"base": "BlenderbotSmallModel", "seq2seq-lm": "BlenderbotSmallForConditionalGeneration",
+                         "causal-lm": "BlenderbotSmallForCausalLM"},
 }
 
 # classes added at run time with `AutoModelXxx.register(config_class, model_class)`: (model_type, task) -> class

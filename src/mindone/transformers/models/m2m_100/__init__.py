@@ -1,0 +1,1 @@
+from .modeling_m2m_100 import M2M100ForConditionalGeneration, M2M100Model, M2M100PreTrainedModel
