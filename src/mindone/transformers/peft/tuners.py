@@ -444,6 +444,7 @@ def inject_adapter_in_model(peft_config: LoraConfig, model, adapter_name: str = 
     if not hasattr(model, "peft_config") or model.peft_config is None:
         model.peft_config = {}
     model.peft_config[adapter_name] = peft_config
+    model._hf_peft_config_loaded = True
     _mark_only_adapters_as_trainable(model, peft_config)
     active = active_adapters(model) if len(model.peft_config) > 1 else [adapter_name]
     set_adapter(model, active, inference_mode=peft_config.inference_mode)
@@ -547,6 +548,7 @@ def unload(model, merge=True, safe_merge=False, adapter_names=None):
     for param in _named_parameters(model).values():
         param.requires_grad = True
     model.peft_config = {}
+    model._hf_peft_config_loaded = False
     _forget_compiled(model)
     return model
 
