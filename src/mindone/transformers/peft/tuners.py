@@ -360,12 +360,17 @@ def _resolve_all_linear(config, model):
 
 
 def _replace(model, name, new):
+    """Puts `new` at `name`, keeping its Parameters' names: MindSpore re-prefixes them on assignment, and compiled
+    graphs (the decode step) need every parameter name unique."""
+    names = {id(p): p.name for p in new.get_parameters()}
     parent_name, _, attr = name.rpartition(".")
     parent = _submodule(model, parent_name) if parent_name else model
     if isinstance(parent, (nn.CellList, nn.SequentialCell)):
         parent[int(attr)] = new
     else:
         setattr(parent, attr, new)
+    for param in new.get_parameters():
+        param.name = names[id(param)]
 
 
 def _submodule(model, name):
