@@ -85,13 +85,27 @@ def load_adapter_into(model, model_id, adapter_name="default", is_trainable=Fals
     state, file = load_adapter_weights(model_id, **hub_kwargs)
     tuners.inject_adapter_in_model(config, model, adapter_name)
     info = tuners.set_peft_model_state_dict(model, state, adapter_name=adapter_name, source=file)
+    _report_loading(info, file)
+    return info
+
+
+def _report_loading(info, file):
     if info["unexpected_keys"]:
         logger.warning("Found unexpected keys in the adapter %s that do not belong to the model: %s", file,
                        info["unexpected_keys"])
     if info["missing_keys"]:
         logger.warning("Found missing adapter keys while loading the checkpoint %s: %s", file,
                        info["missing_keys"])
-    return info
+
+
+def _getattr_or_delegate(cell, name, inner):
+    """Cell attribute lookup, falling back to the wrapped `inner` Cell (peft's wrappers forward unknown attributes)."""
+    try:
+        return nn.Cell.__getattr__(cell, name)
+    except AttributeError:
+        if name == inner:
+            raise
+        return getattr(getattr(cell, inner), name)
 
 
 class LoraModel(nn.Cell):
@@ -147,12 +161,7 @@ class LoraModel(nn.Cell):
         return tuners.unload(self.model, merge=False)
 
     def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "model":
-                raise
-            return getattr(self.model, name)
+        return _getattr_or_delegate(self, name, "model")
 
 
 class PeftModel(nn.Cell):
@@ -215,12 +224,7 @@ class PeftModel(nn.Cell):
         return self.base_model.model.generate(*args, **kwargs)
 
     def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_model":
-                raise
-            return getattr(self.base_model, name)
+        return _getattr_or_delegate(self, name, "base_model")
 
     def named_parameters_dict(self):
         return {PEFT_PREFIX + k: v for k, v in self.base_model.model.named_parameters_dict().items()}
@@ -325,12 +329,7 @@ class PeftModel(nn.Cell):
         peft_model = model_cls(model, config, adapter_name)
         info = tuners.set_peft_model_state_dict(peft_model.base_model.model, state, adapter_name=adapter_name,
                                                 source=file)
-        if info["unexpected_keys"]:
-            logger.warning("Found unexpected keys in the adapter %s that do not belong to the model: %s", file,
-                           info["unexpected_keys"])
-        if info["missing_keys"]:
-            logger.warning("Found missing adapter keys while loading the checkpoint %s: %s", file,
-                           info["missing_keys"])
+        _report_loading(info, file)
         if not is_trainable:
             peft_model.set_train(False)
         return peft_model
