@@ -63,6 +63,7 @@ CONFIGS = {
     "layers_to_transform_modules_to_save": dict(target_modules=["q_proj", "gate_proj"], layers_to_transform=[0, 2],
                                                 modules_to_save=["lm_head"]),
     "bias_all_lora_bias": dict(target_modules=["o_proj"], bias="all", lora_bias=True),
+    "dora": dict(target_modules=["q_proj", "v_proj", "down_proj"], use_dora=True, modules_to_save=["lm_head"]),
 }
 
 
@@ -73,7 +74,7 @@ def test_torch_peft_adapter_gives_torch_logits(base_dir, name):
     assert type(model).__name__ == "PeftModelForCausalLM"
     expected = torch_logits(reference)
     # graph mode (compiling costs ~10 s) on the config that has both LoRA layers and a modules_to_save wrapper
-    for mode in ("pynative", "graph") if name == "layers_to_transform_modules_to_save" else ("pynative",):
+    for mode in ("pynative", "graph") if name in ("layers_to_transform_modules_to_save", "dora") else ("pynative",):
         out = parity.run_ours(model, {"input_ids": IDS}, mode)
         assert parity.rel_error(out["logits"], expected) <= parity.FP32_BAR, mode
     # the same modules are adapted, with the same ranks
@@ -83,9 +84,10 @@ def test_torch_peft_adapter_gives_torch_logits(base_dir, name):
     assert all(theirs[k] == mine[k] for k in theirs)
 
 
-def test_merge_and_unload_gives_torch_merged_weights(base_dir):
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_merge_and_unload_gives_torch_merged_weights(base_dir, use_dora):
     reference, directory = torch_adapter(base_dir, target_modules=["q_proj", "v_proj", "down_proj"],
-                                         modules_to_save=["lm_head"], lora_bias=False)
+                                         modules_to_save=["lm_head"], use_dora=use_dora)
     model = ms_peft.PeftModel.from_pretrained(ours(base_dir), directory)
     merged = model.merge_and_unload()
     assert type(merged) is LlamaForCausalLM and not merged._hf_peft_config_loaded
@@ -98,10 +100,11 @@ def test_merge_and_unload_gives_torch_merged_weights(base_dir):
     assert parity.rel_error(merged(input_ids=IDS).logits, torch_logits(reference)) <= parity.FP32_BAR
 
 
-def test_our_adapter_loads_in_torch_peft(base_dir):
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_our_adapter_loads_in_torch_peft(base_dir, use_dora):
     model = ms_peft.get_peft_model(ours(base_dir), ms_peft.LoraConfig(
         r=4, lora_alpha=16, target_modules=["k_proj", "up_proj"], modules_to_save=["lm_head"],
-        init_lora_weights=False, task_type="CAUSAL_LM"))
+        init_lora_weights=False, task_type="CAUSAL_LM", use_dora=use_dora))
     directory = tempfile.mkdtemp(prefix="ms-adapter-")
     model.save_pretrained(directory)
     assert sorted(os.listdir(directory)) == ["adapter_config.json", "adapter_model.safetensors"]
@@ -197,7 +200,7 @@ def test_adapter_for_another_base_model_names_the_key(base_dir):
 
 
 @pytest.mark.parametrize("option", [
-    {"use_dora": True},
+    {"trainable_token_indices": [1, 2]},
     {"init_lora_weights": "pissa"},
     {"layer_replication": [[0, 1]]},
     {"use_qalora": True},

@@ -19,9 +19,10 @@ ARGS = dict(per_device_train_batch_size=4, learning_rate=1e-2, weight_decay=0.01
             max_grad_norm=0.5, seed=7)
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """(base checkpoint, adapter saved by torch peft with random A and B, plus a trained lm_head copy)."""
+@pytest.fixture(scope="module", params=[False, pytest.param(True, marks=pytest.mark.slow, id="dora")],
+                ids=lambda p: "dora" if p else "lora")
+def setup(tmp_path_factory, request):
+    """(base checkpoint, adapter saved by torch peft with random A, plus a trained lm_head copy); DoRA too (slow)."""
     config = transformers.LlamaConfig(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                                       pad_token_id=0, tie_word_embeddings=False)
@@ -31,14 +32,14 @@ def setup(tmp_path_factory):
     model = peft.get_peft_model(transformers.LlamaForCausalLM.from_pretrained(base),
                                 peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                                                 modules_to_save=["lm_head"], init_lora_weights="gaussian",
-                                                task_type="CAUSAL_LM"))
+                                                task_type="CAUSAL_LM", use_dora=request.param))
     adapter = str(tmp_path_factory.mktemp("lora-train-adapter"))
     model.save_pretrained(adapter)
-    return base, adapter
+    return base, adapter, request.param
 
 
 def our_trainer(setup, output_dir, **kwargs):
-    base, adapter = setup
+    base, adapter, _ = setup
     model = ms_peft.PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(base, dtype="float32"), adapter,
                                               is_trainable=True)
     args = TrainingArguments(output_dir=output_dir, disable_tqdm=True, **dict(dict(save_strategy="no"), **kwargs))
@@ -55,7 +56,7 @@ def orders_of(trainer, epochs=4):
 
 
 def test_lora_training_matches_torch_peft_and_trainer(setup, tmp_path):
-    base, adapter = setup
+    base, adapter, _ = setup
     ours = our_trainer(setup, str(tmp_path / "ours"), max_steps=8, **ARGS)
     frozen_before = {k: v.asnumpy().copy() for k, v in ours.model.named_parameters_dict().items()
                      if not v.requires_grad}
@@ -84,6 +85,8 @@ def test_lora_training_matches_torch_peft_and_trainer(setup, tmp_path):
 
 @pytest.mark.slow
 def test_adapter_only_checkpoints_resume_exactly(setup, tmp_path):
+    if setup[2]:
+        pytest.skip("resume is covered by the LoRA case")
     kwargs = dict(ARGS, max_steps=6)
     full = our_trainer(setup, str(tmp_path / "full"), save_strategy="steps", save_steps=3, **kwargs)
     full.train()

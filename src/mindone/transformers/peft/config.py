@@ -56,7 +56,7 @@ class LoraConfig:
             std 1/r, B zero) or False (both random: for tests).
         layers_to_transform / layers_pattern: only adapt layers with these indices (in the `layers_pattern` list).
         rank_pattern / alpha_pattern: {regex of a module name: r / alpha} overriding `r` / `lora_alpha`.
-        use_dora: weight-decomposed LoRA (not implemented: raises).
+        use_dora: weight-decomposed LoRA (DoRA): a trained magnitude per output row of the adapted weight.
         lora_bias: a trainable bias on `lora_B`.
     """
 
@@ -96,8 +96,6 @@ class LoraConfig:
             raise ValueError("`layers_pattern` cannot be used when `target_modules` is a str.")
         if self.layers_pattern and not self.layers_to_transform:
             raise ValueError("When `layers_pattern` is specified, `layers_to_transform` must also be specified. ")
-        if self.use_dora:
-            raise NotImplementedError("LoraConfig(use_dora=True): DoRA is not implemented in mindone.transformers.peft")
         init = self.init_lora_weights
         if not (init is True or init is False or (isinstance(init, str) and init.lower() == "gaussian")):
             raise NotImplementedError(f"LoraConfig(init_lora_weights={init!r}) is not implemented in "

@@ -9,6 +9,9 @@ original module and one trainable copy per adapter (`lm_head.original_module.wei
 
 The math (peft's `lora.Linear.forward`): y = base(x) + sum over active adapters of lora_B(lora_A(dropout(x))) * s,
 s = lora_alpha / r (or lora_alpha / sqrt(r) with use_rslora). Merging adds s * B @ A to the base weight.
+DoRA (use_dora) rescales each output row of W + s * B @ A to a trained magnitude m: with n = ||W + s B A||
+per row (a constant for the gradient, as in the paper and peft), y = base(x) + (m / n - 1) * (x W^T) + (m / n) * s *
+lora_B(lora_A(x)); its file key is `...lora_magnitude_vector` (no ".weight"), as peft writes it.
 """
 
 import copy
@@ -18,7 +21,7 @@ import re
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Normal, Zero
 
 from ..backend import functional as F
@@ -27,11 +30,19 @@ from .config import INCLUDE_LINEAR_LAYERS_SHORTHAND, LoraConfig
 
 logger = logging.getLogger(__name__)
 
-_ADAPTER_LAYER_NAMES = ("lora_A", "lora_B")
+_ADAPTER_LAYER_NAMES = ("lora_A", "lora_B", "lora_magnitude_vector")
 
 
 class NoMatchingPeftModuleError(ValueError):
     """No module of the model matched the config's `target_modules` (peft's error type and message)."""
+
+
+class _Magnitude(nn.Cell):
+    """DoRA's per-output-row magnitude (peft's DoraLinearLayer holds it as `.weight`)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.weight = ms.Parameter(values, name="weight")
 
 
 class _AdapterCells(nn.Cell):
@@ -69,7 +80,9 @@ class LoraLinear(layers.Linear):
         self.lora_A = _AdapterCells()
         self.lora_B = _AdapterCells()
         self.lora_dropout = _AdapterCells()
+        self.lora_magnitude_vector = _AdapterCells()
         self.r, self.lora_alpha, self.scaling, self.dropout_p = {}, {}, {}, {}
+        self.use_dora, self._dora_norm = {}, {}
         self.active_adapters = []
         self.merged_adapters = []
         self.disable_adapters = False
@@ -105,27 +118,36 @@ class LoraLinear(layers.Linear):
         setattr(self.lora_A, adapter_name, lora_a)
         setattr(self.lora_B, adapter_name, lora_b)
         setattr(self.lora_dropout, adapter_name, layers.Dropout(config.lora_dropout))
-        for kind, cell in (("lora_A", lora_a), ("lora_B", lora_b)):
-            for pname, param in cell.parameters_and_names():
-                param.name = f"{prefix}.{kind}.{adapter_name}.{pname}" if prefix else f"{kind}.{adapter_name}.{pname}"
         self.r[adapter_name] = r
         self.lora_alpha[adapter_name] = lora_alpha
         self.scaling[adapter_name] = lora_alpha / math.sqrt(r) if config.use_rslora else lora_alpha / r
         self.dropout_p[adapter_name] = float(config.lora_dropout)
+        self.use_dora[adapter_name] = bool(config.use_dora)
+        cells = [("lora_A", lora_a), ("lora_B", lora_b)]
+        if config.use_dora:
+            if config.lora_bias:
+                raise NotImplementedError("LoraConfig(use_dora=True, lora_bias=True) is not implemented")
+            norm = self._weight_norm(self.get_delta_weight(adapter_name))
+            magnitude = _Magnitude(Tensor(norm.astype(np.float32)).astype(dtype))
+            setattr(self.lora_magnitude_vector, adapter_name, magnitude)
+            cells.append(("lora_magnitude_vector", magnitude))
+        for kind, cell in cells:
+            for pname, param in cell.parameters_and_names():
+                param.name = f"{prefix}.{kind}.{adapter_name}.{pname}" if prefix else f"{kind}.{adapter_name}.{pname}"
         self._refresh()
 
     def delete_adapter(self, adapter_name):
-        for holder in (self.lora_A, self.lora_B, self.lora_dropout):
+        for holder in (self.lora_A, self.lora_B, self.lora_dropout, self.lora_magnitude_vector):
             if adapter_name in holder._cells:
                 delattr(holder, adapter_name)
-        for table in (self.r, self.lora_alpha, self.scaling, self.dropout_p):
+        for table in (self.r, self.lora_alpha, self.scaling, self.dropout_p, self.use_dora):
             table.pop(adapter_name, None)
         self.active_adapters = [a for a in self.active_adapters if a != adapter_name]
         self._refresh()
 
     def set_adapter(self, adapter_names, inference_mode=False):
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
-        for holder in (self.lora_A, self.lora_B):
+        for holder in (self.lora_A, self.lora_B, self.lora_magnitude_vector):
             for key in holder.keys():
                 for param in getattr(holder, key).get_parameters():
                     param.requires_grad = key in names and not inference_mode
@@ -143,7 +165,7 @@ class LoraLinear(layers.Linear):
         if self.disable_adapters or self.merged:
             self._branches = ()
         else:
-            self._branches = tuple((name, float(self.scaling[name]), self.dropout_p[name] > 0)
+            self._branches = tuple((name, float(self.scaling[name]), self.dropout_p[name] > 0, self.use_dora[name])
                                    for name in self.active_adapters if name in self.scaling)
 
     def get_delta_weight(self, adapter) -> np.ndarray:
@@ -153,12 +175,26 @@ class LoraLinear(layers.Linear):
         delta = (b @ a) * np.float32(self.scaling[adapter])
         return delta.T if self.fan_in_fan_out else delta
 
+    def _weight_norm(self, delta):
+        """DoRA's n: the L2 norm of each output row of W + delta (delta in the base weight's layout)."""
+        weight = self.weight.asnumpy().astype(np.float32) + delta
+        return np.linalg.norm(weight.T if self.fan_in_fan_out else weight, axis=1)
+
+    def _dora_factor(self, name, norm):
+        factor = getattr(self.lora_magnitude_vector, name).weight.asnumpy().astype(np.float32) / norm
+        return factor[None, :] if self.fan_in_fan_out else factor[:, None]
+
     def merge(self, safe_merge=False, adapter_names=None):
         names = self.active_adapters if adapter_names is None else list(adapter_names)
         for name in names:
             if name not in self.scaling or name in self.merged_adapters:
                 continue
-            weight = self.weight.asnumpy().astype(np.float32) + self.get_delta_weight(name)
+            delta = self.get_delta_weight(name)
+            weight = self.weight.asnumpy().astype(np.float32) + delta
+            if self.use_dora[name]:
+                # the norm of the unmerged weight, kept to undo the merge exactly
+                self._dora_norm[name] = self._weight_norm(delta)
+                weight = weight * self._dora_factor(name, self._dora_norm[name])
             if safe_merge and not np.isfinite(weight).all():
                 raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
             _set(self.weight, weight)
@@ -175,7 +211,10 @@ class LoraLinear(layers.Linear):
     def unmerge(self):
         while self.merged_adapters:
             name = self.merged_adapters.pop()
-            _set(self.weight, self.weight.asnumpy().astype(np.float32) - self.get_delta_weight(name))
+            weight = self.weight.asnumpy().astype(np.float32)
+            if self.use_dora[name]:
+                weight = weight / self._dora_factor(name, self._dora_norm.pop(name))
+            _set(self.weight, weight - self.get_delta_weight(name))
             lora_b_bias = getattr(self.lora_B, name).bias
             if lora_b_bias is not None:
                 _set(self.bias, self.bias.asnumpy().astype(np.float32) -
@@ -191,15 +230,35 @@ class LoraLinear(layers.Linear):
         else:
             result = F.linear(x, self.weight, self.bias)
         out_dtype = result.dtype
-        for name, scaling, has_dropout in self._branches:
+        for name, scaling, has_dropout, use_dora in self._branches:
             lora_a = getattr(self.lora_A, name)
             lora_b = getattr(self.lora_B, name)
             h = F.cast(x, lora_a.weight.dtype)
             if has_dropout:
                 h = getattr(self.lora_dropout, name)(h)
+            if use_dora:
+                result = self._dora_branch(name, scaling, h, result, has_dropout and self.training)
+                continue
             delta = lora_b(lora_a(h)) * scaling
             result = F.cast(result, delta.dtype) + delta
         return F.cast(result, out_dtype)
+
+    def _dora_branch(self, name, scaling, h, result, dropped):
+        lora_a = getattr(self.lora_A, name)
+        lora_b = getattr(self.lora_B, name)
+        weight = F.cast(self.weight, h.dtype)
+        if self.fan_in_fan_out:
+            weight = weight.swapaxes(0, 1)
+        full = weight + F.matmul(lora_b.weight, lora_a.weight) * scaling
+        norm = ops.stop_gradient(ops.sqrt((full * full).sum(axis=1)))
+        mag_norm_scale = getattr(self.lora_magnitude_vector, name).weight / norm
+        if dropped:
+            base = F.linear(h, weight)  # peft: with dropout active, the base term uses the dropped-out input
+        else:
+            result = F.cast(result, h.dtype)
+            base = result - self.bias if self.bias is not None else result
+        return F.cast(result, h.dtype) + (mag_norm_scale - 1) * base + \
+            mag_norm_scale * lora_b(lora_a(h)) * scaling
 
     def extend_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \
@@ -570,7 +629,9 @@ def _file_key(name, adapter_name, config, lora_owners):
         if holder in parts:
             i = parts.index(holder)
             if i + 1 < len(parts) and parts[i + 1] == adapter_name:
-                return ".".join(parts[: i + 1] + parts[i + 2:])
+                key = ".".join(parts[: i + 1] + parts[i + 2:])
+                # peft writes DoRA's magnitude without ".weight" (its pre-refactor ParameterDict name)
+                return key[: -len(".weight")] if holder == "lora_magnitude_vector" else key
             return None
     if "modules_to_save" in parts:
         i = parts.index("modules_to_save")
