@@ -109,3 +109,25 @@ def test_adapter_only_checkpoints_resume_exactly(setup, tmp_path):
     final_resumed = resumed.model.get_base_model().get_adapter_state_dict()
     for key, value in final_full.items():
         np.testing.assert_allclose(final_resumed[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_and_fp16_train_the_adapter(setup, tmp_path):
+    if setup[2]:
+        pytest.skip("covered by the LoRA case")
+    plain = our_trainer(setup, str(tmp_path / "plain"), max_steps=4, **ARGS)
+    plain.train()
+    recomputed = our_trainer(setup, str(tmp_path / "recompute"), max_steps=4, gradient_checkpointing=True, **ARGS)
+    recomputed.train()
+    a, b = per_step_logs(plain.state.log_history), per_step_logs(recomputed.state.log_history)
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5) and y["grad_norm"] == pytest.approx(x["grad_norm"],
+                                                                                                  rel=1e-4)
+    half = our_trainer(setup, str(tmp_path / "fp16"), max_steps=4, fp16=True, **ARGS)
+    frozen = {k: v.asnumpy().copy() for k, v in half.model.named_parameters_dict().items() if not v.requires_grad}
+    half.train()
+    losses = [h["loss"] for h in per_step_logs(half.state.log_history)]
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    assert losses[0] == pytest.approx(a[0]["loss"], rel=1e-2)
+    after = half.model.named_parameters_dict()
+    assert all(np.array_equal(after[k].asnumpy(), v) for k, v in frozen.items())

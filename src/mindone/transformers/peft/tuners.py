@@ -239,8 +239,7 @@ class LoraLinear(layers.Linear):
             if use_dora:
                 result = self._dora_branch(name, scaling, h, result, has_dropout and self.training)
                 continue
-            delta = lora_b(lora_a(h)) * scaling
-            result = F.cast(result, delta.dtype) + delta
+            result = _add(result, lora_b(lora_a(h)) * scaling)
         return F.cast(result, out_dtype)
 
     def _dora_branch(self, name, scaling, h, result, dropped):
@@ -255,14 +254,21 @@ class LoraLinear(layers.Linear):
         if dropped:
             base = F.linear(h, weight)  # peft: with dropout active, the base term uses the dropped-out input
         else:
-            result = F.cast(result, h.dtype)
-            base = result - self.bias if self.bias is not None else result
-        return F.cast(result, h.dtype) + (mag_norm_scale - 1) * base + \
-            mag_norm_scale * lora_b(lora_a(h)) * scaling
+            base = F.cast(result, h.dtype)
+            base = base - F.cast(self.bias, h.dtype) if self.bias is not None else base
+        return _add(result, (mag_norm_scale - 1) * base + mag_norm_scale * lora_b(lora_a(h)) * scaling)
 
     def extend_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \
                f"adapters={list(self.scaling)}"
+
+
+def _add(result, delta):
+    """result + delta, in float32 when their dtypes differ (torch's promotion for a float16 model with float32
+    adapters, and no rounding of a float32 result when the Trainer's fp16 mode made the adapters float16)."""
+    if result.dtype == delta.dtype:
+        return result + delta
+    return F.cast(result, ms.float32) + F.cast(delta, ms.float32)
 
 
 class ModulesToSaveWrapper(nn.Cell):
@@ -311,11 +317,17 @@ class ModulesToSaveWrapper(nn.Cell):
 
     def _refresh(self):
         self._use = None if self.disable_adapters else self.active_adapter
+        self._cast_input = self._use is not None and \
+            getattr(getattr(self.modules_to_save, self._use), "weight", None) is not None
 
-    def construct(self, *args):
+    def construct(self, x, *args):
         if self._use is None:
-            return self.original_module(*args)
-        return getattr(self.modules_to_save, self._use)(*args)
+            return self.original_module(x, *args)
+        module = getattr(self.modules_to_save, self._use)
+        if self._cast_input and x.dtype in F.FLOAT_DTYPES:
+            # the trained copy may be in another dtype than the frozen model (the Trainer's fp16 mode)
+            x = F.cast(x, module.weight.dtype)
+        return module(x, *args)
 
 
 def _init(initializer, param):
