@@ -289,3 +289,25 @@ def test_compiled_greedy_generation_follows_the_active_adapter(base_dir):
                                           pad_token_id=0).numpy()
         out = model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0).asnumpy()
         assert np.array_equal(out, expected), name
+
+
+def test_gpt2_conv1d_layers_take_lora_like_peft(tmp_path):
+    """GPT-2's Conv1D stores weights (in, out): peft switches fan_in_fan_out on; logits and merged weights agree."""
+    from mindone.transformers import GPT2LMHeadModel
+
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    base = parity.save_torch(parity.torch_reference(transformers.GPT2LMHeadModel, config), str(tmp_path / "base"))
+    torch.manual_seed(0)
+    reference = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(base, attn_implementation="eager"),
+                                    peft.LoraConfig(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True,
+                                                    init_lora_weights=False)).eval()
+    reference.save_pretrained(str(tmp_path / "adapter"))
+    model = ms_peft.PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base, dtype="float32"),
+                                              str(tmp_path / "adapter"))
+    expected = torch_logits(reference)
+    assert parity.rel_error(model(input_ids=IDS).logits, expected) <= parity.FP32_BAR
+    merged = model.merge_and_unload().state_dict()
+    assert "transformer.h.0.attn.c_attn.weight" in merged
+    for key, value in reference.merge_and_unload().state_dict().items():
+        if key in merged:
+            np.testing.assert_allclose(merged[key], value.numpy(), rtol=0, atol=1e-6, err_msg=key)
