@@ -356,9 +356,10 @@ def _named_cells(model):
         if any(name == s or name.startswith(s + ".") for s in skip):
             continue
         if isinstance(cell, LoraLinear):
-            skip.extend(f"{name}.{h}" if name else h for h in ("lora_A", "lora_B", "lora_dropout"))
+            skip.extend(f"{name}.{h}" if name else h
+                        for h in ("lora_A", "lora_B", "lora_dropout", "lora_magnitude_vector"))
         elif isinstance(cell, ModulesToSaveWrapper):
-            skip.append(f"{name}.modules_to_save" if name else "modules_to_save")
+            skip.extend(f"{name}.{h}" if name else h for h in ("modules_to_save", "original_module"))
         yield name, cell
 
 
