@@ -131,3 +131,23 @@ def test_gradient_checkpointing_and_fp16_train_the_adapter(setup, tmp_path):
     assert losses[0] == pytest.approx(a[0]["loss"], rel=1e-2)
     after = half.model.named_parameters_dict()
     assert all(np.array_equal(after[k].asnumpy(), v) for k, v in frozen.items())
+
+
+def test_trainer_on_a_model_with_add_adapter_saves_the_adapter(setup, tmp_path):
+    """HF's other route: `model.add_adapter(config)` then Trainer; checkpoints hold the adapter, torch peft loads it."""
+    if setup[2]:
+        pytest.skip("covered by the LoRA case")
+    model = LlamaForCausalLM.from_pretrained(setup[0], dtype="float32")
+    model.add_adapter(ms_peft.LoraConfig(r=2, target_modules=["k_proj"], init_lora_weights="gaussian"))
+    args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=True, max_steps=2, save_strategy="steps",
+                             save_steps=2, per_device_train_batch_size=4, learning_rate=1e-2)
+    Trainer(model=model, args=args, train_dataset=make_rows()).train()
+    checkpoint = str(tmp_path / "checkpoint-2")
+    assert "model.safetensors" not in os.listdir(checkpoint)
+    reference = peft.PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(setup[0]), checkpoint)
+    trained = {k: v.numpy() for k, v in peft.get_peft_model_state_dict(reference).items()}
+    assert {k[len("base_model.model."):]: v for k, v in trained.items()}.keys() == \
+        model.get_adapter_state_dict().keys()
+    for key, value in model.get_adapter_state_dict().items():
+        np.testing.assert_array_equal(trained["base_model.model." + key], value)
+    assert any(np.abs(v).max() > 0 for k, v in trained.items() if "lora_B" in k)
