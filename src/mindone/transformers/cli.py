@@ -2,6 +2,8 @@
 
     mindone-transformers generate --prompt "The capital of France is" [--model PATH] [--max-new-tokens 64] ...
     mindone-transformers chat [--model PATH] [--system "You are ..."]
+    mindone-transformers lora --model PATH --data train.jsonl --iters 100     (see cli_lora.py; --adapter for the rest)
+    mindone-transformers fuse --model PATH --adapter adapters --save-path fused_model
 
 Generated text goes to stdout as it is produced; loading messages, the chat prompt marker and the speed summary go
 to stderr, so `mindone-transformers generate ... > out.txt` captures only the text. Without --model, the
@@ -15,6 +17,8 @@ import logging
 import os
 import sys
 import time
+
+from .cli_lora import add_adapter_option, add_lora_commands, attach_adapter
 
 logger = logging.getLogger("mindone.transformers.cli")
 
@@ -92,6 +96,7 @@ def load(args):
         if config.model_type != "llama":
             model_cls = _auto_causal_lm()
     model = model_cls.from_pretrained(path, gguf_file=gguf_file, dtype=args.dtype)
+    model = attach_adapter(model, args)
     logger.info("loaded %s (%s, %s parameters) in %.1f s", type(model).__name__, args.dtype,
                 f"{model.num_parameters():,}", time.perf_counter() - started)
     return model, tokenizer
@@ -248,11 +253,13 @@ def build_parser():
     common.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
     common.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
     common.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    add_adapter_option(common)
     gen = sub.add_parser("generate", parents=[common], help="generate text for one prompt, streamed to stdout")
     gen.add_argument("--prompt", help="prompt text (default: read stdin)")
     gen.set_defaults(func=cmd_generate)
     chat = sub.add_parser("chat", parents=[common], help="interactive chat with the tokenizer's chat template")
     chat.set_defaults(func=cmd_chat)
+    add_lora_commands(sub, common)
     return parser
 
 

@@ -24,6 +24,7 @@ from mindspore.nn.utils import no_init_parameters
 from . import weights
 from .backend import layers
 from .backend import runtime
+from .peft.mixin import PeftAdapterMixin, adapter_paths
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _undo_recompute(cell):
         sub.__dict__.pop("output_recompute", None)
 
 
-class PreTrainedModel(nn.Cell):
+class PreTrainedModel(PeftAdapterMixin, nn.Cell):
     """Base class of every model: HF's `from_pretrained` / `save_pretrained` and helpers on a MindSpore Cell."""
 
     config_class = None
@@ -378,6 +379,8 @@ class PreTrainedModel(nn.Cell):
             subfolder, revision, cache_dir, local_files_only, token: as in HF.
             output_loading_info: also return {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}.
             ignore_mismatched_sizes: re-initialise parameters whose checkpoint shape differs instead of failing.
+            adapter_name, adapter_kwargs: when the path holds a LoRA adapter (adapter_config.json), the base model
+                it names (or the model beside it) is loaded and the adapter attached under this name, as in HF.
             kwargs: config attribute overrides (e.g. `num_labels=3`).
         """
         for unused in ("device_map", "low_cpu_mem_usage", "attn_implementation", "trust_remote_code",
@@ -389,6 +392,16 @@ class PreTrainedModel(nn.Cell):
             dtype = "auto"
         path = os.fspath(pretrained_model_name_or_path)
         hub_kwargs = dict(cache_dir=cache_dir, revision=revision, local_files_only=local_files_only, token=token)
+        adapter_name = kwargs.pop("adapter_name", "default")
+        adapter_kwargs = kwargs.pop("adapter_kwargs", None) or {}
+        adapter_path, base_path = adapter_paths(path, **hub_kwargs) if not gguf_file else (None, path)
+        if adapter_path is not None:
+            model = cls.from_pretrained(base_path, *model_args, config=config, dtype=dtype, subfolder=subfolder,
+                                        output_loading_info=output_loading_info,
+                                        ignore_mismatched_sizes=ignore_mismatched_sizes, **hub_kwargs, **kwargs)
+            base_model = model[0] if output_loading_info else model
+            base_model.load_adapter(adapter_path, adapter_name=adapter_name, **adapter_kwargs)
+            return model
 
         if config is None:
             config, kwargs = cls._load_config(path, subfolder=subfolder, gguf_file=gguf_file, kwargs=kwargs,
@@ -535,13 +548,18 @@ class PreTrainedModel(nn.Cell):
     def save_pretrained(self, save_directory, max_shard_size="5GB", safe_serialization=True, state_dict=None,
                         is_main_process=True, **kwargs):
         """Writes config.json, generation_config.json and safetensors weights (`{"format": "pt"}`) that torch
-        `transformers` loads; shards above `max_shard_size` with an index. Every file is written under a temporary
-        name and renamed into place, so an interrupted save never leaves a directory that loads as a broken model."""
+        `transformers` loads; shards above `max_shard_size` with an index. With adapters attached, writes only the
+        active adapter (adapter_config.json + adapter_model.safetensors in peft's format), as HF does. Every file is
+        written under a temporary name and renamed into place, so an interrupted save never leaves a directory that
+        loads as a broken model."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {save_directory!r} is a file, expected a directory")
         if not is_main_process:
             return
         os.makedirs(save_directory, exist_ok=True)
+        if self._hf_peft_config_loaded:
+            self._save_active_adapter(save_directory, state_dict=state_dict)
+            return
         if state_dict is None:
             state_dict = self.state_dict()
         for key in self._keys_to_ignore_on_save or ():

@@ -136,6 +136,12 @@ def static_cache_length(needed: int) -> int:
 _COMPILED_STEPS = weakref.WeakKeyDictionary()
 
 
+def forget_compiled_steps(model):
+    """Drops the model's compiled decode steps: needed after a change the traced graph baked in (adapters added,
+    switched, merged or removed)."""
+    _COMPILED_STEPS.pop(model, None)
+
+
 def compiled_decode_step(model, batch_size, cache_len, dtype):
     """(StaticCache, step) for the model: `step(input_ids (B,1), attention_mask (B,T), position_ids (B,1),
     cache_position (1,)) -> logits (B,1,V)`, compiled by `mindspore.jit` at its first call and reused afterwards.

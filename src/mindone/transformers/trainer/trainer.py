@@ -134,7 +134,7 @@ class Trainer:
             self.model.config.use_cache = self.args.use_cache
 
     def _setup_model_facts(self):
-        model = self.model
+        model = _forward_model(self.model)
         forward = inspect.signature(model.construct).parameters
         if hasattr(model, "accepts_loss_kwargs"):
             self.model_accepts_loss_kwargs = bool(model.accepts_loss_kwargs)
@@ -181,7 +181,7 @@ class Trainer:
 
     def _prepared(self, dataset, description):
         if self.args.remove_unused_columns:
-            columns = data_utils.signature_columns(self.model, self.label_names)
+            columns = data_utils.signature_columns(_forward_model(self.model), self.label_names)
             dataset = data_utils.remove_unused_columns(dataset, columns, description)
         return dataset
 
@@ -826,6 +826,9 @@ class Trainer:
 
         if not os.path.isdir(checkpoint):
             raise ValueError(f"Can't find a valid checkpoint at {checkpoint}")
+        if _is_adapter_checkpoint(self.model, checkpoint):
+            self.model._load_adapter_checkpoint(checkpoint)
+            return
         files, fmt = weights.resolve_checkpoint_files(checkpoint)
         self.model._load_checkpoint(files, fmt)
 
@@ -878,6 +881,18 @@ class Trainer:
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _forward_model(model):
+    """The model whose forward signature the Trainer reads: a PeftModel's wrapped model (as HF's Trainer does)."""
+    get_base_model = getattr(type(model), "get_base_model", None)
+    return get_base_model(model) if get_base_model is not None else model
+
+
+def _is_adapter_checkpoint(model, checkpoint) -> bool:
+    """An adapter-only checkpoint (what saving a model with LoRA adapters writes) for a model that has adapters."""
+    return os.path.isfile(os.path.join(checkpoint, "adapter_config.json")) and \
+        bool(getattr(_forward_model(model), "_hf_peft_config_loaded", False))
 
 
 def _all_reduce_sum(array):
