@@ -96,11 +96,14 @@ class WhisperAttention(nn.Cell):
             key_states, value_states = self._project_kv(current_states, batch)
         elif is_cross_attention:
             cache = past_key_values.cross_attention_cache
-            if cache.get_seq_length(self.layer_idx) > 0:
-                # the encoder's keys/values were projected at the first decoding step
+            if past_key_values.is_updated.get(self.layer_idx):
+                # the encoder's keys/values were projected at the first decoding step (a host-side flag, so a
+                # compiled decode step reads them from the cache without projecting again)
                 key_states, value_states = cache.key_cache[self.layer_idx], cache.value_cache[self.layer_idx]
             else:
-                key_states, value_states = cache.update(*self._project_kv(current_states, batch), self.layer_idx)
+                slots = F.arange(0, current_states.shape[1], dtype=ms.int64)
+                key_states, value_states = cache.update(*self._project_kv(current_states, batch), self.layer_idx,
+                                                        {"cache_position": slots})
                 past_key_values.is_updated[self.layer_idx] = True
         else:
             key_states, value_states = past_key_values.self_attention_cache.update(
@@ -451,6 +454,8 @@ class WhisperModel(WhisperPreTrainedModel):
 
 class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
+    # decode steps run under mindspore.jit with an EncoderDecoderStaticCache (compiled greedy / beam decoding)
+    _supports_static_cache = True
 
     def __init__(self, config: WhisperConfig):
         super().__init__(config)
