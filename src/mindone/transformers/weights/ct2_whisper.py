@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # CTranslate2's DataType enum
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 _MULTILINGUAL_VOCAB = 51865  # English-only Whisper checkpoints have 51864 tokens
+_CONVERTER_VERSION = 2  # part of the conversion cache key: a changed converter converts again
 
 
 def read_ct2(path):
@@ -224,7 +225,7 @@ def whisper_configs(variables, ct2_config, tokenizer):
         suppress_tokens=ct2_config.get("suppress_ids"), begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
         alignment_heads=ct2_config.get("alignment_heads"), is_multilingual=multilingual,
         no_timestamps_token_id=no_timestamps, prev_sot_token_id=token("<|startofprev|>"),
-        max_initial_timestamp_index=50, return_timestamps=False)
+        max_initial_timestamp_index=50)
     if multilingual:
         generation.lang_to_id = {tokenizer.convert_ids_to_tokens(i): int(i) for i in ct2_config.get("lang_ids", ())}
         generation.task_to_id = {"transcribe": token("<|transcribe|>"), "translate": token("<|translate|>")}
@@ -282,7 +283,7 @@ def converted_ct2_whisper_dir(source, cache_dir=None):
     `cache_dir` (default ~/.cache/mindone-transformers/converted/) keyed by the source's path, size and mtime."""
     source = os.path.abspath(os.fspath(source))
     stat = os.stat(os.path.join(source, "model.bin"))
-    key = hashlib.sha1(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{_CONVERTER_VERSION}".encode()).hexdigest()[:16]
     if cache_dir is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         cache_dir = os.path.join(base, "mindone-transformers", "converted")

@@ -608,6 +608,8 @@ class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
                                       time_precision_features, kwargs)
         if input_features is not None:
             batch_size = input_features.shape[0]
+            if frames < segment_frames:  # HF pads a shorter window with zeros
+                input_features = np.pad(_as_numpy(input_features), ((0, 0), (0, 0), (0, segment_frames - frames)))
         else:
             batch_size = _encoder_fields(kwargs["encoder_outputs"])[0].shape[0]
         if kwargs.get("encoder_outputs") is None:
@@ -825,7 +827,9 @@ def _generate_segments(model, features, gc, attention_mask, logits_processor, st
     if return_token_timestamps:
         stamps = []
         for row in segments:
-            t = np.concatenate([seg["token_timestamps"] for seg in row]) if row else np.zeros((0,), np.float32)
+            # as HF: the windows' own times (without the window's offset; the segments carry the offset)
+            t = np.concatenate([seg["result"]["token_timestamps"][seg["idxs"][0]:seg["idxs"][1]] for seg in row]) \
+                if row else np.zeros((0,), np.float32)
             fill = t[-1] if len(t) else 0.0
             stamps.append(np.concatenate([t, np.full(width - len(t), fill, t.dtype)]))
         out["token_timestamps"] = Tensor(np.stack(stamps).astype(np.float32))
