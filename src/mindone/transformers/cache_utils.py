@@ -7,6 +7,8 @@ Models call `update` and never look inside; generation decides which cache to us
   `cache_position`. Shapes never change, so one compiled decode graph serves every step; attention covers all
   `max_cache_len` slots and the causal mask hides the slots not written yet.
 - `EncoderDecoderCache` pairs a self-attention cache with a cross-attention cache (T5, Whisper, BART...).
+- `EncoderDecoderStaticCache` is its fixed-shape form for compiled decoding: a `StaticCache` for the decoder's
+  self-attention and one holding the encoder's projected keys/values (written once, at the prefill).
 """
 
 import itertools
@@ -270,4 +272,56 @@ class EncoderDecoderCache(Cache):
         return cache
 
 
-__all__ = ["Cache", "DynamicCache", "StaticCache", "EncoderDecoderCache"]
+class EncoderDecoderStaticCache(EncoderDecoderCache, nn.Cell):
+    """Fixed-shape encoder-decoder cache for compiled decoding (Whisper's compiled greedy / beam steps).
+
+    Args:
+        config: the model config; the decoder's layers / heads / width are read from `decoder_layers`,
+            `decoder_attention_heads`, `d_model` when present (Whisper, BART), else as for `StaticCache`.
+        max_cache_len: decoder self-attention slots (prompt + generated tokens must fit).
+        encoder_length: number of encoder positions (cross-attention keys), e.g. 1500 for Whisper.
+        max_batch_size: rows (batch x beams).
+        dtype: storage dtype.
+
+    The cross-attention keys/values are projected from the encoder output by the (PyNative) prefill step, which
+    sets `is_updated[layer]`; every compiled decode step then reads them from the storage. `reset()` forgets them,
+    so the next prefill projects the new encoder output into the same storage (the compiled step is reused).
+    """
+
+    is_compileable = True
+
+    def __init__(self, config, max_cache_len, encoder_length, max_batch_size, dtype=None):
+        nn.Cell.__init__(self)
+        layers, heads, head_dim = _decoder_geometry(config)
+        dtype = dtype or ms.float32
+
+        def static(length):
+            cache = StaticCache(config, max_cache_len=length)
+            cache.num_layers, cache.num_kv_heads, cache.head_dim = layers, heads, head_dim
+            cache._allocate(max_batch_size, dtype)
+            return cache
+
+        self.self_attention_cache = static(max_cache_len)
+        self.cross_attention_cache = static(encoder_length)
+        self.is_updated = {}
+
+    def reorder_cache(self, beam_idx):
+        """Reorders the self-attention rows (beam search). The cross-attention rows stay: beams only move within
+        their own batch item, whose rows all hold the same encoder output."""
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+    def reset(self):
+        self.self_attention_cache.reset()
+        self.cross_attention_cache.seen_tokens = 0  # overwritten in full by the next prefill: no need to zero it
+        self.is_updated = {}
+
+
+def _decoder_geometry(config):
+    """(layers, heads, head_dim) of an encoder-decoder model's decoder."""
+    if getattr(config, "decoder_layers", None) and getattr(config, "decoder_attention_heads", None):
+        heads = config.decoder_attention_heads
+        return config.decoder_layers, heads, config.d_model // heads
+    return _cache_geometry(config)
+
+
+__all__ = ["Cache", "DynamicCache", "StaticCache", "EncoderDecoderCache", "EncoderDecoderStaticCache"]

@@ -4,6 +4,7 @@
     mindone-transformers chat [--model PATH] [--system "You are ..."]
     mindone-transformers lora --model PATH --data train.jsonl --iters 100     (see cli_lora.py; --adapter for the rest)
     mindone-transformers fuse --model PATH --adapter adapters --save-path fused_model
+    mindone-transformers convert-ct2-whisper SRC DST [--dtype float16]   (CTranslate2 Whisper -> HF directory)
 
 Generated text goes to stdout as it is produced; loading messages, the chat prompt marker and the speed summary go
 to stderr, so `mindone-transformers generate ... > out.txt` captures only the text. Without --model, the
@@ -230,6 +231,17 @@ def cmd_chat(args):
     return 0
 
 
+def cmd_convert_ct2_whisper(args):
+    from .weights.ct2_whisper import convert_ct2_whisper
+
+    started = time.perf_counter()
+    target = convert_ct2_whisper(args.source, args.target, dtype=args.dtype)
+    sys.stderr.write(f"converted in {time.perf_counter() - started:.1f} s; load it with "
+                     f"WhisperForConditionalGeneration.from_pretrained({target!r}) or "
+                     f"pipeline('automatic-speech-recognition', model={target!r})\n")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mindone-transformers",
                                      description="Hugging Face Transformers models on MindSpore")
@@ -260,6 +272,14 @@ def build_parser():
     chat = sub.add_parser("chat", parents=[common], help="interactive chat with the tokenizer's chat template")
     chat.set_defaults(func=cmd_chat)
     add_lora_commands(sub, common)
+    convert = sub.add_parser("convert-ct2-whisper", help="convert a CTranslate2 Whisper model directory (model.bin, "
+                                                         "config.json, tokenizer.json) to an HF checkpoint directory")
+    convert.add_argument("source", help="CTranslate2 Whisper directory")
+    convert.add_argument("target", help="output directory")
+    convert.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                         help="weight dtype written (default float32, as HF's Whisper checkpoints)")
+    convert.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    convert.set_defaults(func=cmd_convert_ct2_whisper)
     return parser
 
 

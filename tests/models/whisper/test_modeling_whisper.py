@@ -204,3 +204,56 @@ def test_auto_class_and_saved_dir_roundtrip(checkpoint):
                                                                 attn_implementation="eager").eval()
     inputs = dict(input_features=features(7), labels=labels(7))
     assert parity.rel_error(parity.run_torch(back, inputs).logits, parity.run_torch(torch_model, inputs).logits) == 0
+
+
+def _real_features(long=False):
+    from mindone.transformers.pipelines.automatic_speech_recognition import read_wav
+    from tests.models.whisper.fixtures import long_speech_wav, speech_wav, whisper_tiny_en_dir
+
+    path = whisper_tiny_en_dir()
+    samples, rate = read_wav(long_speech_wav() if long else speech_wav())
+    extractor = transformers.WhisperFeatureExtractor.from_pretrained(path)
+    extra = dict(truncation=False, padding="longest") if long else {}
+    inputs = extractor(samples, sampling_rate=rate, return_tensors="np", return_attention_mask=True, **extra)
+    ref = transformers.WhisperForConditionalGeneration.from_pretrained(path, attn_implementation="eager").eval()
+    return path, inputs["input_features"], inputs["attention_mask"], ref
+
+
+def _compare_generate(ours, ref, features, mask, **kwargs):
+    out = ours.generate(features, attention_mask=mask, **kwargs)
+    with torch.no_grad():
+        expected = ref.generate(torch.from_numpy(features), attention_mask=torch.from_numpy(mask), **kwargs)
+    if isinstance(expected, dict):
+        np.testing.assert_array_equal(parity.to_numpy(out["sequences"]), expected["sequences"].numpy())
+        if "token_timestamps" in expected:
+            np.testing.assert_allclose(parity.to_numpy(out["token_timestamps"]), expected["token_timestamps"].numpy(),
+                                       rtol=0, atol=1e-6)
+        if "segments" in expected:
+            spans = [[(s["start"], s["end"]) for s in row] for row in out["segments"]]
+            ref_spans = [[(float(s["start"]), float(s["end"])) for s in row] for row in expected["segments"]]
+            np.testing.assert_allclose(np.array(spans, dtype=object).astype(float),
+                                       np.array(ref_spans, dtype=object).astype(float), atol=1e-6)
+    else:
+        np.testing.assert_array_equal(parity.to_numpy(out), expected.numpy())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kwargs", [
+    dict(),  # compiled greedy decode steps
+    dict(return_timestamps=True),
+    dict(return_timestamps=True, return_token_timestamps=True, return_segments=True),
+    dict(return_token_timestamps=True, num_beams=2),
+], ids=["greedy", "timestamps", "token_timestamps", "token_timestamps_beam"])
+def test_whisper_tiny_en_timestamps_equal_torch(kwargs):
+    path, features, mask, ref = _real_features()
+    _compare_generate(WhisperForConditionalGeneration.from_pretrained(path), ref, features, mask, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kwargs", [dict(), dict(return_token_timestamps=True, return_segments=True)],
+                         ids=["tokens", "token_timestamps"])
+def test_whisper_tiny_en_long_form_equals_torch(kwargs):
+    """~44 s of espeak-ng speech: HF's sequential long form over 30 s windows."""
+    path, features, mask, ref = _real_features(long=True)
+    assert features.shape[-1] > 3000
+    _compare_generate(WhisperForConditionalGeneration.from_pretrained(path), ref, features, mask, **kwargs)

@@ -25,6 +25,7 @@ from .logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
     TypicalLogitsWarper,
+    WhisperTimeStampLogitsProcessor,
 )
 from .stopping_criteria import (
     EosTokenCriteria,

@@ -471,6 +471,72 @@ class SuppressTokensAtBeginLogitsProcessor(LogitsProcessor):
         return scores
 
 
+class WhisperTimeStampLogitsProcessor(LogitsProcessor):
+    """Whisper's timestamp rules (HF / OpenAI): <|notimestamps|> never; timestamps come in pairs (except before EOS)
+    and never decrease; the first generated token is a timestamp of at most `max_initial_timestamp_index`; a
+    timestamp is forced when the timestamps' total probability beats every text token.
+
+    Args:
+        generate_config: a generation config with `no_timestamps_token_id` (timestamps are the ids after it),
+            `eos_token_id` and optionally `max_initial_timestamp_index`.
+        begin_index: length of the decoder prompt (index of the first generated token).
+    """
+
+    def __init__(self, generate_config, begin_index, _detect_timestamp_from_logprob=None):
+        self.no_timestamps_token_id = generate_config.no_timestamps_token_id
+        self.timestamp_begin = generate_config.no_timestamps_token_id + 1
+        eos = generate_config.eos_token_id or generate_config.bos_token_id
+        self.eos_token_id = eos[0] if isinstance(eos, (list, tuple)) else eos
+        self._detect_timestamp_from_logprob = (
+            _detect_timestamp_from_logprob if _detect_timestamp_from_logprob is not None
+            else getattr(generate_config, "_detect_timestamp_from_logprob", True))
+        if begin_index is None:
+            raise ValueError("`begin_index` (the decoder prompt length) must be provided to "
+                             "`WhisperTimeStampLogitsProcessor`")
+        self.begin_index = begin_index
+        self.max_initial_timestamp_index = getattr(generate_config, "max_initial_timestamp_index", None)
+
+    def set_begin_index(self, begin_index):
+        self.begin_index = begin_index
+
+    def __call__(self, input_ids, scores):
+        ids = _as_numpy(input_ids)
+        begin = self.timestamp_begin
+        # the rules depend on each row's ids (host) only: one (B, V) mask, then one masked fill on device
+        mask = np.zeros(tuple(scores.shape), np.bool_)
+        mask[:, self.no_timestamps_token_id] = True
+        for k, seq in enumerate(ids[:, self.begin_index:].tolist()):
+            last_was_timestamp = len(seq) >= 1 and seq[-1] >= begin
+            penultimate_was_timestamp = len(seq) < 2 or seq[-2] >= begin
+            if last_was_timestamp:
+                if penultimate_was_timestamp:  # a pair is complete: text (or EOS) next
+                    mask[k, begin:] = True
+                else:  # an open pair: a timestamp or EOS next
+                    mask[k, :self.eos_token_id] = True
+            timestamps = [t for t in seq if t >= begin]
+            timestamp_last = begin  # timestamps never decrease; <|0.00|> is not emitted twice
+            if timestamps:
+                timestamp_last = timestamps[-1] if last_was_timestamp and not penultimate_was_timestamp \
+                    else timestamps[-1] + 1
+            mask[k, begin:timestamp_last] = True
+        if ids.shape[1] == self.begin_index:
+            mask[:, :begin] = True
+            if self.max_initial_timestamp_index is not None:
+                mask[:, begin + self.max_initial_timestamp_index + 1:] = True
+        scores = _fill(scores, Tensor(mask))
+        if self._detect_timestamp_from_logprob:
+            logprobs = F.log_softmax(scores.astype(ms.float32), -1)
+            timestamp_logprobs = logprobs[:, begin:]
+            peak = timestamp_logprobs.max(-1, keepdims=True)
+            finite_peak = ops.where(ops.isfinite(peak), peak, ops.zeros_like(peak))
+            timestamp_logprob = finite_peak + ops.log(ops.exp(timestamp_logprobs - finite_peak).sum(-1,
+                                                                                                    keepdims=True))
+            max_text_logprob = logprobs[:, :begin].max(-1, keepdims=True)
+            text = Tensor(np.arange(scores.shape[-1]) < begin)
+            scores = _fill(scores, ops.logical_and(timestamp_logprob > max_text_logprob, text.reshape(1, -1)))
+        return scores
+
+
 class LogitNormalization(LogitsProcessor):
     """log_softmax of the scores (keeps beam-search scores normalised after other processors)."""
 

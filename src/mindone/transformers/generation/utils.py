@@ -24,7 +24,7 @@ from mindspore import Tensor, ops
 from transformers import GenerationConfig
 
 from ..backend import functional as F
-from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, StaticCache
+from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, EncoderDecoderStaticCache, StaticCache
 from ..modeling_outputs import ModelOutput
 from .logits_process import (
     EncoderRepetitionPenaltyLogitsProcessor,
@@ -142,24 +142,36 @@ def forget_compiled_steps(model):
     _COMPILED_STEPS.pop(model, None)
 
 
-def compiled_decode_step(model, batch_size, cache_len, dtype):
+def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None):
     """(StaticCache, step) for the model: `step(input_ids (B,1), attention_mask (B,T), position_ids (B,1),
     cache_position (1,)) -> logits (B,1,V)`, compiled by `mindspore.jit` at its first call and reused afterwards.
+
+    Encoder-decoder models (`encoder_length` = encoder positions) get an `EncoderDecoderStaticCache` and
+    `step(decoder_input_ids (B,1), cache_position (1,), encoder_hidden_states (B,S,H)) -> logits (B,1,V)`; it runs
+    after a PyNative prefill has projected the encoder output into the cache's cross-attention storage.
 
     The cache is created with the step and captured by it (its Parameters are written in place inside the graph), so
     both are kept together and reused across `generate` calls.
     """
     steps = _COMPILED_STEPS.setdefault(model, OrderedDict())
-    key = (batch_size, cache_len, str(dtype))
+    key = (batch_size, cache_len, str(dtype), encoder_length)
     if key in steps:
         steps.move_to_end(key)
         return steps[key]
-    cache = StaticCache(model.config, max_cache_len=cache_len, max_batch_size=batch_size, dtype=dtype)
+    if encoder_length is not None:
+        cache = EncoderDecoderStaticCache(model.config, cache_len, encoder_length, batch_size, dtype)
 
-    def decode_step(input_ids, attention_mask, position_ids, cache_position):
-        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     past_key_values=cache, cache_position=cache_position, use_cache=True, logits_to_keep=1,
-                     return_dict=True)["logits"]
+        def decode_step(decoder_input_ids, cache_position, encoder_hidden_states):
+            return model(decoder_input_ids=decoder_input_ids, encoder_outputs=(encoder_hidden_states,),
+                         past_key_values=cache, cache_position=cache_position, use_cache=True,
+                         return_dict=True)["logits"]
+    else:
+        cache = StaticCache(model.config, max_cache_len=cache_len, max_batch_size=batch_size, dtype=dtype)
+
+        def decode_step(input_ids, attention_mask, position_ids, cache_position):
+            return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, cache_position=cache_position, use_cache=True, logits_to_keep=1,
+                         return_dict=True)["logits"]
 
     steps[key] = (cache, ms.jit(decode_step))
     while len(steps) > _MAX_COMPILED_STEPS:
@@ -207,7 +219,12 @@ class _ModelRunner:
         self._extend(length)
         start = self.past if self.use_cache else 0
         first = self.past == 0
-        if self.compiled_step is not None and (first or length - start == 1) and logits_to_keep == 1:
+        if self.is_encoder_decoder:
+            # the prefill runs in PyNative (it projects the encoder output into the cache), then steps compile
+            use_compiled = not first and length - start == 1
+        else:
+            use_compiled = first or length - start == 1
+        if self.compiled_step is not None and use_compiled and logits_to_keep == 1:
             outputs = self._compiled(input_ids, start)
         else:
             outputs = self._eager(input_ids, start, length, first, logits_to_keep)
@@ -215,10 +232,19 @@ class _ModelRunner:
             self.past = length
             if isinstance(self.cache, StaticCache):
                 self.cache.seen_tokens = self.slot_offset + length
+            elif isinstance(self.cache, EncoderDecoderStaticCache):
+                self.cache.self_attention_cache.seen_tokens = length
         return outputs
 
     def _compiled(self, input_ids, start):
         """Prefill (in chunks) or one decode step through the compiled step, in cache-slot coordinates."""
+        if self.is_encoder_decoder:
+            encoder_outputs = self.model_kwargs["encoder_outputs"]
+            encoder_states = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else \
+                encoder_outputs["last_hidden_state"]
+            logits = self.compiled_step(Tensor(np.ascontiguousarray(input_ids[:, start:])),
+                                        Tensor(np.array([start], np.int64)), encoder_states)
+            return ModelOutput_logits(logits=logits, past_key_values=self.cache)
         batch, length = input_ids.shape
         offset = self.slot_offset
         slots = self.cache.get_max_cache_shape()
@@ -728,7 +754,14 @@ class GenerationMixin:
             raise ValueError(f"cache_implementation={implementation!r} is not supported by mindone.transformers; "
                              "use 'static' (compiled decoding) or 'dynamic'")
         if use_cache and cache is None:
-            if self.config.is_encoder_decoder:
+            if self.config.is_encoder_decoder and self._supports_static_cache and implementation != "dynamic" \
+                    and mode != "assisted_generation" and _wants_compile(gc) and attention_mask is None:
+                encoder_outputs = model_kwargs["encoder_outputs"]
+                encoder_states = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else \
+                    encoder_outputs["last_hidden_state"]
+                cache, compiled = compiled_decode_step(self, batch, static_cache_length(gc.max_length), self.dtype,
+                                                       encoder_length=encoder_states.shape[1])
+            elif self.config.is_encoder_decoder:
                 cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             elif implementation == "dynamic" or mode == "assisted_generation" or not self._supports_static_cache:
                 if implementation == "static":
@@ -749,6 +782,8 @@ class GenerationMixin:
         elif use_cache and not isinstance(cache, Cache):
             raise ValueError(f"past_key_values must be a Cache (DynamicCache, StaticCache, EncoderDecoderCache), got "
                              f"{type(cache).__name__}")
+        if isinstance(cache, EncoderDecoderStaticCache):
+            cache.reset()
         if isinstance(cache, StaticCache):
             # a reused cache holds the previous call's keys; a fully padded row attends to every slot uniformly,
             # so stale slots must be zero (as in a fresh cache) for its output not to depend on earlier calls

@@ -61,7 +61,10 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
 
     Args:
         task: a key of SUPPORTED_TASKS, an alias ("sentiment-analysis", "ner") or "translation_xx_to_yy".
-        model: checkpoint directory or hub repo id, or an instantiated model of this package.
+        model: checkpoint directory or hub repo id, or an instantiated model of this package. For
+            automatic-speech-recognition, a CTranslate2 Whisper directory (model.bin, config.json, tokenizer.json)
+            too: it is converted once to an HF directory under ~/.cache/mindone-transformers/converted/ (logged;
+            `mindone-transformers convert-ct2-whisper SRC DST` converts explicitly).
         tokenizer: a `transformers` tokenizer or where to load it from (default: the model's directory).
         feature_extractor: for automatic-speech-recognition, a `transformers` feature extractor or where to load
             it from (default: the model's directory).
@@ -86,6 +89,11 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
         from transformers import AutoConfig
 
         path = os.fspath(model)
+        if pipeline_cls is AutomaticSpeechRecognitionPipeline and os.path.isdir(path):
+            from ..weights.ct2_whisper import converted_ct2_whisper_dir, is_ct2_whisper_dir
+
+            if is_ct2_whisper_dir(path):
+                path = converted_ct2_whisper_dir(path)
         config = AutoConfig.from_pretrained(path)
         model_cls = _architecture_fallback(config, task, model_task)
         if model_cls is None:

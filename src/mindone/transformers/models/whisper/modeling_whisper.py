@@ -7,6 +7,7 @@ tied to the token embeddings. `generate()` is HF's short-form Whisper decoding (
 """
 
 import copy
+import logging
 import math
 
 import mindspore as ms
@@ -20,7 +21,7 @@ from ...backend import runtime
 from ...backend.layers import Conv1d, Dropout, Embedding, LayerNorm, Linear
 from ...cache_utils import DynamicCache, EncoderDecoderCache
 from ...generation import GenerationMixin
-from ...generation.logits_process import _as_numpy
+from ...generation.logits_process import WhisperTimeStampLogitsProcessor, _as_numpy
 from ...masking_utils import create_causal_mask
 from ...modeling_layers import GradientCheckpointingLayer
 from ...modeling_outputs import (
@@ -31,6 +32,8 @@ from ...modeling_outputs import (
     Seq2SeqModelOutput,
 )
 from ...modeling_utils import PreTrainedModel, init_parameter
+
+logger = logging.getLogger(__name__)
 
 _FP16_CLAMP = 65504.0 - 1000
 
@@ -96,11 +99,14 @@ class WhisperAttention(nn.Cell):
             key_states, value_states = self._project_kv(current_states, batch)
         elif is_cross_attention:
             cache = past_key_values.cross_attention_cache
-            if cache.get_seq_length(self.layer_idx) > 0:
-                # the encoder's keys/values were projected at the first decoding step
+            if past_key_values.is_updated.get(self.layer_idx):
+                # the encoder's keys/values were projected at the first decoding step (a host-side flag, so a
+                # compiled decode step reads them from the cache without projecting again)
                 key_states, value_states = cache.key_cache[self.layer_idx], cache.value_cache[self.layer_idx]
             else:
-                key_states, value_states = cache.update(*self._project_kv(current_states, batch), self.layer_idx)
+                slots = F.arange(0, current_states.shape[1], dtype=ms.int64)
+                key_states, value_states = cache.update(*self._project_kv(current_states, batch), self.layer_idx,
+                                                        {"cache_position": slots})
                 past_key_values.is_updated[self.layer_idx] = True
         else:
             key_states, value_states = past_key_values.self_attention_cache.update(
@@ -451,6 +457,8 @@ class WhisperModel(WhisperPreTrainedModel):
 
 class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
+    # decode steps run under mindspore.jit with an EncoderDecoderStaticCache (compiled greedy / beam decoding)
+    _supports_static_cache = True
 
     def __init__(self, config: WhisperConfig):
         super().__init__(config)
@@ -529,26 +537,39 @@ class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
 
     def generate(self, input_features=None, generation_config=None, logits_processor=None, stopping_criteria=None,
                  prefix_allowed_tokens_fn=None, synced_gpus=None, return_timestamps=None, task=None, language=None,
-                 is_multilingual=None, prompt_ids=None, return_dict_in_generate=None, **kwargs):
-        """Transcribes (or translates) up to 30 s of audio, as HF's Whisper `generate` does in short form.
+                 is_multilingual=None, prompt_ids=None, return_dict_in_generate=None, attention_mask=None,
+                 return_token_timestamps=None, return_segments=False, time_precision=0.02,
+                 time_precision_features=0.01, **kwargs):
+        """Transcribes (or translates) audio as HF's Whisper `generate` does: one 30 s window (short form), or
+        longer features window after window (sequential long form, which predicts timestamps to know where the
+        next window starts).
 
         Args:
-            input_features: (B, num_mel_bins, 3000) log-mel features.
+            input_features: (B, num_mel_bins, frames) log-mel features; frames > 3000 is long form.
+            attention_mask: (B, frames) 1 on real frames (the feature extractor's `return_attention_mask=True`):
+                bounds each row's long-form decoding (needed for batches) and the word-timestamp alignment.
             task: "transcribe" or "translate" (multilingual checkpoints).
             language: a language token ("<|fr|>"), code ("fr") or name ("french"); detected when a multilingual
                 checkpoint gets none.
-            return_timestamps: not supported yet (raises).
+            return_timestamps: predict segment timestamp tokens (<|0.00|> ...); always on in long form.
+            return_token_timestamps: also return each token's time in seconds, from the cross-attention of the
+                generation config's `alignment_heads` aligned to the audio by dynamic time warping (HF's method).
+            return_segments: also return the segments ({"start", "end", "tokens", "result"} per row).
             kwargs: generation parameters (`max_new_tokens=`, `num_beams=`, ...) or model inputs
                 (`encoder_outputs=`).
 
         Returns:
             (B, L) int64 tensor of the generated ids after the decoder prompt (<|startoftranscript|>, language,
             task, <|notimestamps|>), without the final <|endoftext|> and right-padded with `pad_token_id`, like
-            HF 5; a `GenerateEncoderDecoderOutput` (with the prompt) when `return_dict_in_generate=True`.
+            HF 5 (with timestamps: every window's tokens, concatenated); a dict {"sequences", "token_timestamps",
+            "segments"} when token timestamps or segments are asked for; a `GenerateEncoderDecoderOutput` (with
+            the prompt) for `return_dict_in_generate=True` without timestamps.
         """
-        if return_timestamps:
-            raise NotImplementedError("Whisper timestamp prediction (`return_timestamps=True`) is not supported by "
-                                      "mindone.transformers yet")
+        for name in ("temperature", "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold",
+                     "condition_on_prev_tokens", "prompt_condition_type"):
+            if isinstance(kwargs.get(name), (list, tuple)) or (name != "temperature" and kwargs.get(name)):
+                raise NotImplementedError(f"Whisper's `{name}` (temperature fallback / conditioning on previous "
+                                          "windows) is not supported by mindone.transformers yet")
         if prompt_ids is not None:
             raise NotImplementedError("Whisper `prompt_ids` are not supported by mindone.transformers yet")
         if "decoder_input_ids" in kwargs:
@@ -562,13 +583,33 @@ class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
             gc.language = language
         if is_multilingual is not None:
             gc.is_multilingual = is_multilingual
+        segment_frames = 2 * self.config.max_source_positions
+        frames = input_features.shape[-1] if input_features is not None else segment_frames
+        if return_timestamps is None:
+            return_timestamps = getattr(gc, "return_timestamps", None)
+        if frames > segment_frames:
+            if return_timestamps is False:
+                raise ValueError(f"You have passed more than {segment_frames} mel input features (> 30 seconds) "
+                                 "which automatically enables long-form generation which requires the model to "
+                                 "predict timestamp tokens. Please either pass `return_timestamps=True` or make "
+                                 f"sure to pass no more than {segment_frames} mel input features.")
+            logger.info("Setting `return_timestamps=True` for long-form generation.")
+            return_timestamps = True
+        if return_timestamps and not hasattr(gc, "no_timestamps_token_id"):
+            raise ValueError("You are trying to return timestamps, but the generation config has no "
+                             "`no_timestamps_token_id`.")
+        gc.return_timestamps = bool(return_timestamps)
+        if return_timestamps or return_token_timestamps or return_segments:
+            if input_features is None:
+                raise ValueError("Whisper timestamps and segments need `input_features`")
+            return _generate_segments(self, _as_numpy(input_features), gc, attention_mask, logits_processor,
+                                      stopping_criteria, prefix_allowed_tokens_fn, return_token_timestamps,
+                                      return_segments, return_dict_in_generate, time_precision,
+                                      time_precision_features, kwargs)
         if input_features is not None:
-            frames = input_features.shape[-1]
-            if frames > 2 * self.config.max_source_positions:
-                raise NotImplementedError(f"long-form Whisper generation ({frames} > "
-                                          f"{2 * self.config.max_source_positions} frames) is not supported by "
-                                          "mindone.transformers yet; use the pipeline's chunk_length_s")
             batch_size = input_features.shape[0]
+            if frames < segment_frames:  # HF pads a shorter window with zeros
+                input_features = np.pad(_as_numpy(input_features), ((0, 0), (0, 0), (0, segment_frames - frames)))
         else:
             batch_size = _encoder_fields(kwargs["encoder_outputs"])[0].shape[0]
         if kwargs.get("encoder_outputs") is None:
@@ -669,8 +710,11 @@ class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
             elif language is not None and hasattr(gc, "task_to_id"):
                 if not any(t in row for t in gc.task_to_id.values()):
                     row.append(gc.task_to_id["transcribe"])
-            if hasattr(gc, "no_timestamps_token_id") and row[-1] != gc.no_timestamps_token_id:
-                row.append(gc.no_timestamps_token_id)
+            if hasattr(gc, "no_timestamps_token_id"):
+                if not getattr(gc, "return_timestamps", False) and row[-1] != gc.no_timestamps_token_id:
+                    row.append(gc.no_timestamps_token_id)
+                elif getattr(gc, "return_timestamps", False) and row[-1] == gc.no_timestamps_token_id:
+                    row = row[:-1]  # timestamps asked for: a forced <|notimestamps|> is dropped (as HF)
             rows[i] = [t for t in row if t is not None]
         return np.asarray(rows, np.int64)
 
@@ -688,6 +732,274 @@ class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
         allowed = np.full(logits.shape[-1], -np.inf, np.float32)
         allowed[lang_ids] = 0
         return (logits + allowed).argmax(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# timestamps and long form (HF's WhisperGenerationMixin segment loop; bookkeeping on the host in numpy)
+# ----------------------------------------------------------------------------------------------------------------
+
+_INPUT_STRIDE = 2  # encoder frames per decoder timestamp step: conv1 stride 1 x conv2 stride 2
+
+
+def _generate_segments(model, features, gc, attention_mask, logits_processor, stopping_criteria,
+                       prefix_allowed_tokens_fn, return_token_timestamps, return_segments, return_dict_in_generate,
+                       time_precision, time_precision_features, kwargs):
+    """Decodes 30 s windows in turn (one window for short form): each window's output is split into segments at
+    its timestamp tokens, and the next window starts at the last complete segment's end (HF's algorithm)."""
+    segment_frames = _INPUT_STRIDE * model.config.max_source_positions
+    batch_size, total_frames = features.shape[0], features.shape[-1]
+    is_shortform = total_frames <= segment_frames
+    mask = _as_numpy(attention_mask) if attention_mask is not None else None
+    if return_token_timestamps:
+        if not hasattr(gc, "alignment_heads"):
+            raise ValueError("Model generation config has no `alignment_heads`, token-level timestamps not "
+                             "available.")
+        gc.return_dict_in_generate = True
+        gc.output_attentions = True
+        gc.output_scores = True
+        if mask is None:
+            logger.warning("When setting `return_token_timestamps` to `True`, make sure to pass an `attention_mask` "
+                           "to get precise token-level timestamps.")
+    num_frames = mask.sum(-1).astype(np.int64) if (return_token_timestamps and mask is not None) else None
+    if batch_size > 1 and not is_shortform:
+        if mask is None:
+            raise ValueError("When doing batched long-form audio transcription, make sure to pass an "
+                             "`attention_mask`.")
+        max_frames = mask.sum(-1).astype(np.int64)
+    else:
+        max_frames = np.full((batch_size,), total_frames, np.int64)
+    seek = np.zeros((batch_size,), np.int64)
+    timestamp_begin = gc.no_timestamps_token_id + 1 if hasattr(gc, "no_timestamps_token_id") \
+        else model.config.vocab_size + 1
+
+    first_window = _window(features, seek, np.minimum(max_frames, segment_frames), segment_frames,
+                           list(range(batch_size)))
+    needs_encoder = hasattr(gc, "lang_to_id") and getattr(gc, "language", None) is None
+    encoder_outputs = model.get_encoder()(Tensor(first_window), return_dict=True) if needs_encoder else None
+    init_tokens = model._retrieve_init_tokens(gc, batch_size, encoder_outputs)
+    begin_index = init_tokens.shape[1]
+    processors = list(logits_processor or [])
+    if gc.return_timestamps:
+        processors.append(WhisperTimeStampLogitsProcessor(gc, begin_index=begin_index))
+    segments = [[] for _ in range(batch_size)]
+    while (seek < max_frames).any():
+        active = [i for i in range(batch_size) if seek[i] < max_frames[i]]
+        time_offset = seek.astype(np.float64) * time_precision / _INPUT_STRIDE
+        window_frames = np.minimum(max_frames - seek, segment_frames)
+        decoder_input_ids = init_tokens[active]
+        _set_max_length(model.config, decoder_input_ids, gc)
+        window = Tensor(_window(features, seek, window_frames, segment_frames, active))
+        outputs = GenerationMixin.generate(
+            model, None, generation_config=gc, logits_processor=processors, stopping_criteria=stopping_criteria,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, decoder_input_ids=decoder_input_ids,
+            encoder_outputs=model.get_encoder()(window, return_dict=True), **kwargs)
+        sequences = _as_numpy(outputs["sequences"] if isinstance(outputs, dict) else outputs)
+        token_timestamps = None
+        if return_token_timestamps:
+            frames = None
+            if num_frames is not None:
+                frames = (num_frames - seek)[active]
+            token_timestamps = _extract_token_timestamps(model.config, outputs, gc.alignment_heads, time_precision,
+                                                         frames, begin_index)
+        for row, i in enumerate(active):
+            tokens = _strip_padding(sequences[row, begin_index:], gc)
+            result = {"sequences": sequences[row]}
+            if token_timestamps is not None:
+                result["token_timestamps"] = token_timestamps[row]
+            new_segments, offset = _split_segments(tokens, result, time_offset[i], timestamp_begin, window_frames[i],
+                                                   time_precision, time_precision_features, begin_index)
+            seek[i] += offset
+            segments[i] += new_segments
+
+    rows = [np.concatenate([seg["tokens"] for seg in row]) if row else np.zeros((0,), np.int64)
+            for row in segments]
+    width = max(len(r) for r in rows)
+    pad = gc.pad_token_id
+    sequences = np.stack([np.concatenate([r, np.full(width - len(r), pad, np.int64)]) for r in rows])
+    if return_dict_in_generate and not return_token_timestamps:
+        logger.warning("You have passed `return_dict_in_generate=True` and `return_timestamps=True`, this "
+                       "automatically sets `return_segments=True` to access the results of the underlying calls to "
+                       "GenerationMixin's generate in the returned `segments`.")
+        return_segments = True
+    if not return_segments and not return_token_timestamps:
+        return Tensor(sequences)
+    out = {"sequences": Tensor(sequences)}
+    if return_token_timestamps:
+        stamps = []
+        for row in segments:
+            # as HF: the windows' own times (without the window's offset; the segments carry the offset)
+            t = np.concatenate([seg["result"]["token_timestamps"][seg["idxs"][0]:seg["idxs"][1]] for seg in row]) \
+                if row else np.zeros((0,), np.float32)
+            fill = t[-1] if len(t) else 0.0
+            stamps.append(np.concatenate([t, np.full(width - len(t), fill, t.dtype)]))
+        out["token_timestamps"] = Tensor(np.stack(stamps).astype(np.float32))
+    if return_segments:
+        out["segments"] = segments
+    return out
+
+
+def _window(features, seek, window_frames, segment_frames, rows):
+    """(len(rows), mel, segment_frames) features from each row's seek position, zero-padded as HF pads them."""
+    windows = []
+    for i in rows:
+        part = features[i:i + 1, :, seek[i]:seek[i] + window_frames[i]]
+        if part.shape[-1] < segment_frames:
+            part = np.pad(part, ((0, 0), (0, 0), (0, segment_frames - part.shape[-1])))
+        windows.append(part)
+    return np.ascontiguousarray(np.concatenate(windows, 0).astype(np.float32))
+
+
+def _set_max_length(config, decoder_input_ids, gc):
+    """HF's per-window length rule: max_length grows by the prompt (capped at max_target_positions), or
+    max_new_tokens shrinks to fit."""
+    prompt = decoder_input_ids.shape[-1]
+    if (gc.max_new_tokens or 0) + prompt > config.max_target_positions:
+        raise ValueError(f"The length of `decoder_input_ids` {prompt} plus `max_new_tokens` {gc.max_new_tokens} "
+                         f"exceeds `max_target_positions` {config.max_target_positions}.")
+    num_initial = min(config.max_target_positions // 2 - 1, prompt)
+    if gc.max_length is not None and gc.max_new_tokens is None:
+        gc.max_length = min(gc.max_length + num_initial, config.max_target_positions)
+
+
+def _strip_padding(tokens, gc):
+    """A window's generated ids without the right padding and the final EOS."""
+    tokens = np.asarray(tokens, np.int64)
+    pad, eos = gc.pad_token_id, gc.eos_token_id
+    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+    if len(tokens) and tokens[-1] == pad:
+        paddings = int((tokens == pad).sum()) - (1 if pad == eos else 0)
+        if paddings:
+            tokens = tokens[:-paddings]
+    if len(tokens) and tokens[-1] == eos:
+        tokens = tokens[:-1]
+    return tokens
+
+
+def _split_segments(tokens, result, time_offset, timestamp_begin, window_frames, time_precision,
+                    time_precision_features, prompt_length):
+    """(segments, frames to advance): the window's ids split after each pair of consecutive timestamp tokens, with
+    start/end times in seconds (HF's `_retrieve_segment`)."""
+    is_timestamp = [t >= timestamp_begin for t in tokens.tolist()]
+    single_timestamp_ending = is_timestamp[-2:] == [False, True]
+    cuts = [i + 1 for i in range(len(is_timestamp) - 1) if is_timestamp[i] and is_timestamp[i + 1]]
+    stamps = result.get("token_timestamps")
+
+    def segment(start, end, lo, hi):
+        seg = {"start": time_offset + start * time_precision, "end": time_offset + end * time_precision,
+               "tokens": tokens[lo:hi], "idxs": (prompt_length + lo, prompt_length + hi), "result": result}
+        if stamps is not None:
+            seg["token_timestamps"] = stamps[prompt_length + lo:prompt_length + hi] + time_offset
+        return seg
+
+    if cuts:
+        if single_timestamp_ending:
+            cuts.append(len(tokens))
+        else:
+            cuts[-1] += 1  # the last timestamp stays in the last segment: it was not a single ending
+        segments, last = [], 0
+        for n, cut in enumerate(cuts):
+            piece = tokens[last:cut]
+            end_index = -1 if n < len(cuts) - 1 or single_timestamp_ending else -2
+            segments.append(segment(float(piece[0] - timestamp_begin), float(piece[end_index] - timestamp_begin),
+                                    last, cut))
+            last = cut
+        if single_timestamp_ending:
+            offset = window_frames  # nothing is said after the last timestamp
+        else:
+            # the words after the last complete segment are decoded again from its end, in the next window
+            offset = int(tokens[last - 2] - timestamp_begin) * _INPUT_STRIDE
+        return segments, offset
+    positions = [i for i, flag in enumerate(is_timestamp) if flag]
+    end = int(window_frames * time_precision_features / time_precision)
+    if positions and tokens[positions[-1]] != timestamp_begin:
+        end = float(tokens[positions[-1]] - timestamp_begin)
+    return [segment(0.0, end, 0, len(tokens))], window_frames
+
+
+def _median_filter(x, width):
+    """Median over a sliding window of `width` (odd) along the last axis, edges reflected (HF's)."""
+    if width <= 0 or width % 2 != 1:
+        raise ValueError("`filter_width` should be an odd number")
+    half = width // 2
+    if x.shape[-1] <= half:
+        return x
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(half, half)], mode="reflect")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1)
+    return np.sort(windows, -1)[..., half]
+
+
+def _dynamic_time_warping(cost_matrix):
+    """(text indices, time indices) of the cheapest monotonic path through (tokens, frames) costs; ties go to the
+    diagonal / vertical / horizontal move in HF's order."""
+    rows, cols = cost_matrix.shape
+    cost = np.full((rows + 1, cols + 1), np.inf, np.float32)
+    trace = -np.ones((rows + 1, cols + 1), np.float32)
+    cost[0, 0] = 0
+    for j in range(1, cols + 1):
+        for i in range(1, rows + 1):
+            c0, c1, c2 = cost[i - 1, j - 1], cost[i - 1, j], cost[i, j - 1]
+            if c0 < c1 and c0 < c2:
+                c, t = c0, 0
+            elif c1 < c0 and c1 < c2:
+                c, t = c1, 1
+            else:
+                c, t = c2, 2
+            cost[i, j] = cost_matrix[i - 1, j - 1] + c
+            trace[i, j] = t
+    i, j = rows, cols
+    trace[0, :] = 2
+    trace[:, 0] = 1
+    text, time = [], []
+    while i > 0 or j > 0:
+        text.append(i - 1)
+        time.append(j - 1)
+        if trace[i, j] == 0:
+            i, j = i - 1, j - 1
+        elif trace[i, j] == 1:
+            i -= 1
+        else:
+            j -= 1
+    return np.array(text[::-1]), np.array(time[::-1])
+
+
+def _extract_token_timestamps(config, outputs, alignment_heads, time_precision, num_frames, num_input_ids):
+    """(B, L) time in seconds of each token of `outputs.sequences`: the alignment heads' cross-attention
+    (standardised over tokens, median-filtered over frames, averaged over heads) aligned to the frames by DTW;
+    prompt tokens get 0 and the last token repeats its predecessor's time (HF's method)."""
+    steps = outputs["cross_attentions"]
+    layers = [np.concatenate([_as_numpy(step[l]).astype(np.float32) for step in steps], 2)
+              for l in range(config.decoder_layers)]
+    weights = np.stack([layers[l][:, h] for l, h in alignment_heads], 1)  # (B, heads, tokens, frames)
+    weight_length = None
+    beam_indices = outputs.get("beam_indices") if hasattr(outputs, "get") else None
+    if beam_indices is not None:
+        beam_indices = _as_numpy(beam_indices)
+        weight_length = int((beam_indices != -1).sum(-1).max())
+        beam_indices = beam_indices[:, :weight_length]
+        if num_input_ids > 1:
+            weight_length += num_input_ids - 1
+            beam_indices = np.concatenate([np.repeat(beam_indices[:, :1], num_input_ids - 1, 1), beam_indices], 1)
+        beam_indices = np.where(beam_indices == -1, 0, beam_indices)
+        weights = np.stack([weights[beam_indices[:, i], :, i, :] for i in range(beam_indices.shape[1])], 2)
+    input_length = weight_length or layers[0].shape[2]
+    batch = _as_numpy(outputs["sequences"]).shape[0]
+    timestamps = np.zeros((batch, input_length + 1), np.float32)
+    if num_frames is not None:
+        num_frames = np.asarray(num_frames).reshape(-1)
+        num_frames = np.repeat(num_frames, batch // len(num_frames))
+    weights = weights[:, :, num_input_ids:, :]
+    if weights.shape[2] == 0:
+        return timestamps
+    for b in range(batch):
+        matrix = weights[b] if num_frames is None else weights[b, ..., :num_frames[b] // 2]
+        std = matrix.std(-2, keepdims=True)
+        matrix = (matrix - matrix.mean(-2, keepdims=True)) / std
+        matrix = _median_filter(matrix, config.median_filter_width).mean(0)
+        text_indices, time_indices = _dynamic_time_warping(-matrix.astype(np.float64))
+        jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
+        jump_times = time_indices[jumps] * time_precision
+        timestamps[b] = np.concatenate([np.zeros(num_input_ids), jump_times, jump_times[-1:]])
+    return timestamps
 
 
 def _language_to_id(gc, language):
