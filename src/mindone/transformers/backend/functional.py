@@ -90,6 +90,16 @@ def embedding(input_ids, weight, padding_idx=None):
     return out
 
 
+def index_select(x, axis, index):
+    """The entries of `x` at the integer positions `index` (1-D) along `axis`, as a new tensor (torch.index_select).
+
+    Not `x[index]`: in PyNative (MindSpore 2.10) the result of indexing keeps a reference to its input, so a tensor
+    re-indexed every step (`cache = cache[beam_idx]` in beam search) keeps every earlier version alive and memory
+    grows by one copy per step. `mint.index_select` has no CPU kernel; `ops.gather` runs everywhere and releases it.
+    """
+    return ops.gather(x, index, axis)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Normalisation
 # ----------------------------------------------------------------------------------------------------------------
