@@ -14,7 +14,9 @@ test asserts that error (so it fails as soon as the kernel appears) and then rep
 `test_every_public_function_has_a_case` fails when `functional` gains a function without a case here.
 """
 
+import gc
 import inspect
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -255,6 +257,10 @@ def stack_fn(a, b, c):
     return F.stack((a, b, c), 1)
 
 
+def index_select_fn(x, index):
+    return F.index_select(x, 1, index)
+
+
 def cat_fn(a, b, c):
     return F.cat((a, b, c), -1)
 
@@ -433,6 +439,8 @@ CASES = [
          lambda r, d: [np.array([[1, 3, 3, 0], [9, 3, 1, 1]]), randn(r, 10, 8)], (1,)),
     Case("fft2_real", "", fft2_real_fn, _fft2_real_ref, lambda r, d: [randn(r, 2, 7, 12)], (0,)),
     Case("fft2_real", "dft_matmuls", dft2_real_fn, _fft2_real_ref, lambda r, d: [randn(r, 2, 7, 12)], (0,)),
+    Case("index_select", "", index_select_fn, lambda x, i: torch.index_select(x, 1, i),
+         lambda r, d: [randn(r, 2, 4, 3), np.array([3, 0, 0, 2, 1])], (0,)),
     Case("layer_norm", "", layer_norm_fn, lambda x, w, b: _ln_ref(x, w, b, 1e-5),
          lambda r, d: [randn(r, 2, 3, 16) * 3 + 1, randn(r, 16), randn(r, 16)], (0, 1, 2)),
     Case("layer_norm", "no_affine", layer_norm_noaffine_fn, lambda x: _ln_ref(x, None, None, 1e-12),
@@ -575,7 +583,7 @@ SPECIAL_TESTS = {
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
 BF16_MISSING_CPU_KERNEL = {
     "linear": "MatMul", "linear-no_bias": "MatMul", "linear-one_row": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
-    "embedding-padding_idx": "Gather", "gelu": "Sqrt",
+    "embedding-padding_idx": "Gather", "index_select": "Gather", "gelu": "Sqrt",
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
     "log_softmax": "LogSoftmax",
@@ -898,6 +906,19 @@ def test_case_table_names_real_functions():
     assert not unknown, f"cases for functions that do not exist: {unknown}"
     assert len({c.id for c in CASES}) == len(CASES), "duplicate case ids"
     assert set(k[0] for k in EXPECTED_FAILURES) <= {c.id for c in CASES}, "expected failure for an unknown case"
+
+
+def test_index_select_result_does_not_keep_its_input_alive():
+    """`x = F.index_select(x, 0, beam_idx)` every step must free the previous `x` (with `x[beam_idx]` PyNative keeps
+    it referenced from the result, and beam search's cache grew by one copy per step)."""
+    index = ms.Tensor(np.array([1, 0, 0], np.int64))
+    x = ms.Tensor(np.arange(12, dtype=np.float32).reshape(3, 4)) + 0
+    first = weakref.ref(x)
+    for _ in range(3):
+        x = F.index_select(x, 0, index)
+    gc.collect()
+    assert first() is None, "an earlier version of the re-indexed tensor is still alive"
+    np.testing.assert_array_equal(x.asnumpy(), np.arange(12, dtype=np.float32).reshape(3, 4)[[1, 0, 0]])
 
 
 def test_cross_entropy_gradient_close_to_float64():

@@ -77,9 +77,7 @@ class DynamicCache(Cache):
 
     def reorder_cache(self, beam_idx):
         """Reorders the batch axis (beam search)."""
-        for i in range(len(self.key_cache)):
-            self.key_cache[i] = self.key_cache[i][beam_idx]
-            self.value_cache[i] = self.value_cache[i][beam_idx]
+        self.batch_select_indices(beam_idx)
 
     def crop(self, max_length):
         """Keeps the first `max_length` positions (a negative value drops that many from the end)."""
@@ -96,8 +94,8 @@ class DynamicCache(Cache):
 
     def batch_select_indices(self, indices):
         for i in range(len(self.key_cache)):
-            self.key_cache[i] = self.key_cache[i][indices]
-            self.value_cache[i] = self.value_cache[i][indices]
+            self.key_cache[i] = F.index_select(self.key_cache[i], 0, indices)
+            self.value_cache[i] = F.index_select(self.value_cache[i], 0, indices)
 
     def reset(self):
         self.key_cache = []
@@ -149,6 +147,7 @@ class StaticCache(Cache, nn.Cell):
         self._uid = next(_cache_ids)
         self.key_cache = None
         self.value_cache = None
+        self._reorder = None  # the compiled batch reorder of this storage (beam search)
         if max_batch_size is not None:
             self._allocate(max_batch_size, dtype or ms.float32)
 
@@ -163,6 +162,7 @@ class StaticCache(Cache, nn.Cell):
         self.value_cache = ms.ParameterTuple([storage("value", i) for i in range(self.num_layers)])
         self.max_batch_size = batch_size
         self.dtype = dtype
+        self._reorder = None
 
     def __len__(self):
         return self.num_layers
@@ -184,8 +184,17 @@ class StaticCache(Cache, nn.Cell):
         return self.max_cache_len
 
     def reorder_cache(self, beam_idx):
-        for param in itertools.chain(self.key_cache, self.value_cache):
-            ops.assign(param, param[beam_idx])
+        """Reorders the batch axis in place (beam search): one compiled graph, reused at every step."""
+        if self._reorder is None:
+            storage = tuple(itertools.chain(self.key_cache, self.value_cache))
+
+            def reorder(beam_idx):
+                for param in storage:
+                    ops.assign(param, F.index_select(param, 0, beam_idx))
+                return beam_idx
+
+            self._reorder = ms.jit(reorder)
+        self._reorder(beam_idx)
 
     def reset(self):
         """Zeroes the storage (stale slots are masked anyway; this keeps a reused cache free of old values)."""

@@ -120,6 +120,16 @@ def _dft2_real(x):
     return ops.matmul(ops.matmul(cos_s, x), cos_h) - ops.matmul(ops.matmul(sin_s, x), sin_h)
 
 
+def index_select(x, axis, index):
+    """The entries of `x` at the integer positions `index` (1-D) along `axis`, as a new tensor (torch.index_select).
+
+    Not `x[index]`: in PyNative (MindSpore 2.10) the result of indexing keeps a reference to its input, so a tensor
+    re-indexed every step (`cache = cache[beam_idx]` in beam search) keeps every earlier version alive and memory
+    grows by one copy per step. `mint.index_select` has no CPU kernel; `ops.gather` runs everywhere and releases it.
+    """
+    return ops.gather(x, index, axis)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Normalisation
 # ----------------------------------------------------------------------------------------------------------------

@@ -293,14 +293,23 @@ class _ModelRunner:
         return outputs
 
     def reorder_cache(self, beam_idx):
-        if self.use_cache and self.cache is not None:
-            if hasattr(self.model, "_reorder_cache"):
-                self.cache = self.model._reorder_cache(self.cache, beam_idx)
-            elif hasattr(self.cache, "reorder_cache"):
-                self.cache.reorder_cache(beam_idx)
-            else:
-                raise ValueError(f"{self.model.__class__.__name__} cannot use beam search with a cache currently, "
-                                 "as the cache cannot be reordered")
+        """Moves the cache rows to the beams that continue them (`beam_idx` (B * num_beams,) int64 on device).
+
+        Of an encoder-decoder cache only the self-attention part moves: beams move within their own batch item,
+        whose rows all hold the same encoder output, so the cross-attention keys/values (the largest part: one row
+        per encoder position) already sit in the right rows and copying them every step would only cost memory
+        traffic.
+        """
+        if not self.use_cache or self.cache is None:
+            return
+        if hasattr(self.model, "_reorder_cache"):
+            self.cache = self.model._reorder_cache(self.cache, beam_idx)
+            return
+        cache = getattr(self.cache, "self_attention_cache", self.cache)
+        if not hasattr(cache, "reorder_cache"):
+            raise ValueError(f"{self.model.__class__.__name__} cannot use beam search with a cache currently, "
+                             "as the cache cannot be reordered")
+        cache.reorder_cache(beam_idx)
 
     def rollback(self, length):
         """Forgets every position from `length` on (assisted decoding rejected some candidates)."""
