@@ -52,18 +52,18 @@ def bert_dirs(tmp_path_factory):
     return get
 
 
-def assert_same_result(ours, ref, path="result"):
-    """Same structure, strings and integers; floats within SCORE_TOL."""
+def assert_same_result(ours, ref, path="result", tol=SCORE_TOL):
+    """Same structure, strings and integers; floats within `tol` (SCORE_TOL unless a test says why)."""
     if isinstance(ref, dict):
         assert isinstance(ours, dict) and sorted(ours) == sorted(ref), f"{path}: keys {ours} != {ref}"
         for key in ref:
-            assert_same_result(ours[key], ref[key], f"{path}.{key}")
+            assert_same_result(ours[key], ref[key], f"{path}.{key}", tol)
     elif isinstance(ref, (list, tuple)):
         assert isinstance(ours, (list, tuple)) and len(ours) == len(ref), f"{path}: {ours} != {ref}"
         for i, (a, b) in enumerate(zip(ours, ref)):
-            assert_same_result(a, b, f"{path}[{i}]")
+            assert_same_result(a, b, f"{path}[{i}]", tol)
     elif isinstance(ref, (float, np.floating)):
-        assert abs(float(ours) - float(ref)) <= SCORE_TOL, f"{path}: {ours} != {ref}"
+        assert abs(float(ours) - float(ref)) <= tol, f"{path}: {ours} != {ref}"
     else:
         assert ours == ref, f"{path}: {ours!r} != {ref!r}"
 

@@ -326,12 +326,15 @@ def test_zero_shot_image_classification_pipeline_matches_torch(pipeline_dir):
     ref = ref_pipe(images, candidate_labels=labels, hypothesis_template="a picture of the {}")
     ours = pipeline("zero-shot-image-classification", model=directory)
     assert type(ours.model) is VisionTextDualEncoderModel
+    # 2e-5, not SCORE_TOL: on this AMD EPYC machine (2026-12-06) the first score differs by 1.1e-5 at the commit
+    # that passed 1e-5 on the previous machine (CPU-dependent float32 rounding of random towers' cosines; open issue)
     assert_same_result(ours(images, candidate_labels=labels, hypothesis_template="a picture of the {}",
-                            batch_size=2), ref)
+                            batch_size=2), ref, tol=2e-5)
     assert max(r["score"] for r in ref[0]) - min(r["score"] for r in ref[0]) > 0.05  # the labels are told apart
     instance = pipeline("zero-shot-image-classification", model=ours.model, tokenizer=tokenizer,
                         image_processor=image_processor)
-    assert_same_result(instance(images[0], candidate_labels=labels), ref_pipe(images[0], candidate_labels=labels))
+    assert_same_result(instance(images[0], candidate_labels=labels), ref_pipe(images[0], candidate_labels=labels),
+                       tol=2e-5)
 
 
 def test_missing_weights_get_their_owners_initialisation(checkpoints, tmp_path):
