@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file
 from mindone.transformers import LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel
 from mindone.transformers.weights import CheckpointError
 from tests import parity
+from tests.no_torch import BLOCK_TORCH
 
 CFG = dict(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
            num_key_value_heads=1, max_position_embeddings=32, pad_token_id=0)
@@ -190,17 +191,7 @@ def test_num_parameters_embeddings_and_resize(tmp_path):
 
 def test_library_imports_and_runs_without_torch(tmp_path):
     _, path = llama_dir(tmp_path)
-    code = f"""
-import importlib.abc, sys
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError("No module named 'torch' (blocked by the test)")
-sys.meta_path.insert(0, _NoTorch())
-import importlib.util
-_find_spec = importlib.util.find_spec
-# what `transformers` uses to probe for optional packages: as if torch were not installed
-importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "torch" else _find_spec(name, *a)
+    code = BLOCK_TORCH + f"""
 import numpy as np
 from mindone.transformers import LlamaForCausalLM
 m = LlamaForCausalLM.from_pretrained({path!r})

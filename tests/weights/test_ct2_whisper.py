@@ -27,6 +27,7 @@ from mindone.transformers.weights.ct2_whisper import (
 from mindone.transformers.weights.errors import CheckpointError
 from tests import parity
 from tests.models.whisper.fixtures import speech_wav, whisper_tiny_en_ct2_dir, whisper_tiny_en_dir
+from tests.no_torch import BLOCK_TORCH
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 D_MODEL = 16
@@ -181,15 +182,7 @@ def test_converter_runs_without_torch(tiny_ct2, tmp_path):
     """In a process where torch cannot be imported (as if not installed), through the CLI subcommand."""
     _, fp16_dir, _ = tiny_ct2
     target = tmp_path / "hf"
-    code = f"""
-import importlib.abc, importlib.util, sys
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError("No module named 'torch' (blocked by the test)")
-sys.meta_path.insert(0, _NoTorch())
-_find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "torch" else _find_spec(name, *a)
+    code = BLOCK_TORCH + f"""
 from mindone.transformers.cli import main
 code = main(["convert-ct2-whisper", {fp16_dir!r}, {str(target)!r}, "--dtype", "float16"])
 print("exit", code, "torch" in sys.modules)
