@@ -40,7 +40,7 @@ demo: install
 	$(BIN)/python examples/demo.py
 
 test: install
-	$(PYTEST) -q -n 2 --dist loadfile -p no:cacheprovider
+	$(PYTEST) -q -n 2 --dist loadfile -p no:cacheprovider --durations=25
 
 test-slow: install $(SLOW_WEIGHT_STAMP)
 	$(PYTEST) -q -m slow -p no:cacheprovider

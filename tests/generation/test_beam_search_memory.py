@@ -24,20 +24,32 @@ NEW_TOKENS = 24
 EARLY_STEP = 4
 
 
+def _live_tensors():
+    gc.collect()
+    return [o for o in gc.get_objects() if issubclass(type(o), ms.Tensor)]
+
+
+def _bytes(tensor):
+    # from metadata only: reading `nbytes` of every tensor a long test session left alive once hung in CI
+    return int(np.prod(tensor.shape, dtype=np.int64)) * ms.dtype_to_nptype(tensor.dtype)().itemsize
+
+
 class LiveTensorProbe(LogitsProcessor):
-    """Records (number, bytes) of the live MindSpore tensors at the given steps; leaves the scores unchanged."""
+    """Records (number, bytes) of the MindSpore tensors created since the probe was made and still alive at the
+    given steps; leaves the scores unchanged. Tensors alive before (other tests' leftovers, the weights) are held
+    in `before`, so their ids are not reused and they are never touched."""
 
     def __init__(self, steps):
         self.steps = set(steps)
         self.step = 0
         self.seen = {}
+        self.before = {id(t): t for t in _live_tensors()}
 
     def __call__(self, input_ids, scores):
         self.step += 1
         if self.step in self.steps:
-            gc.collect()
-            live = [o for o in gc.get_objects() if issubclass(type(o), ms.Tensor)]
-            self.seen[self.step] = (len(live), sum(int(t.nbytes) for t in live))
+            live = [t for t in _live_tensors() if id(t) not in self.before]
+            self.seen[self.step] = (len(live), sum(_bytes(t) for t in live))
         return scores
 
 
