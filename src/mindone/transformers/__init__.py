@@ -74,6 +74,7 @@ _LAZY = {
     "AutoModelForTextEncoding": "models.auto.modeling_auto",
     "pipeline": "pipelines",
     "Pipeline": "pipelines",
+    "tensor_interop": None,
 }
 
 # model family -> its public classes; a family's module is models/<family>/modeling_<family>.py
@@ -154,7 +155,9 @@ _FROM_TRANSFORMERS = ("AutoConfig", "AutoTokenizer", "AutoProcessor", "AutoImage
 
 
 def __getattr__(name):
-    if name in _LAZY:
+    if name in _LAZY and _LAZY[name] is None:  # a submodule
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     elif name in _FROM_TRANSFORMERS:
         value = getattr(importlib.import_module("transformers"), name)

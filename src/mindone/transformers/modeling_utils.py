@@ -21,7 +21,7 @@ from mindspore import Parameter, Tensor, nn
 from mindspore.common.initializer import Normal, One, Zero, initializer
 from mindspore.nn.utils import no_init_parameters
 
-from . import weights
+from . import tensor_interop, weights
 from .backend import layers
 from .backend import runtime
 from .peft.mixin import PeftAdapterMixin, adapter_paths
@@ -51,9 +51,11 @@ def _loading_scope():
 
 
 def to_ms_dtype(dtype):
-    """Accepts MindSpore dtypes, numpy dtypes, torch-style strings ("float16", "torch.bfloat16") or None."""
+    """Accepts MindSpore dtypes, numpy dtypes, torch dtypes or their names ("float16", "torch.bfloat16"), or None."""
     if dtype is None or isinstance(dtype, ms.dtype.Type):
         return dtype
+    if tensor_interop.is_torch_object(dtype, "dtype"):
+        dtype = str(dtype)
     if isinstance(dtype, str):
         key = dtype.replace("torch.", "").replace("mindspore.", "").lower()
         if key in _STR_TO_DTYPE:
@@ -64,6 +66,14 @@ def to_ms_dtype(dtype):
         except (TypeError, KeyError):
             pass
     raise ValueError(f"dtype {dtype!r} is not supported; use 'auto', 'float32', 'float16' or 'bfloat16'")
+
+
+def _is_dtype(value) -> bool:
+    try:
+        to_ms_dtype(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def resolve_load_dtype(dtype, config, files, fmt):
@@ -130,21 +140,41 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
 
             self.generation_config = GenerationConfig.from_model_config(config)
         self.gradient_checkpointing = False
+        # tokenizers then decode this model's output tensors (transformers is imported by now: the config is its)
+        tensor_interop.install_tokenizer_support()
 
     # ------------------------------------------------------------------------------------------------------------
-    # calling with numpy / lists, like HF with torch tensors
+    # calling with numpy / lists, like HF with torch tensors (tensor_interop.py)
     # ------------------------------------------------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        args = tuple(_to_tensor(a) for a in args)
-        kwargs = {k: _to_tensor(v) for k, v in kwargs.items()}
+        names = _construct_arg_names(type(self))
+        args = tuple(tensor_interop.to_model_input(names[i] if i < len(names) else f"argument {i}", a)
+                     for i, a in enumerate(args))
+        kwargs = {k: tensor_interop.to_model_input(k, v) for k, v in kwargs.items()}
         if "cache" in kwargs and "cache" not in _construct_params(type(self)):
             # transformers >= 5.23 names the cache argument `cache` (`past_key_values` until 5.40); ours keep HF's
             # older name, so both spellings work
             if kwargs.get("past_key_values") is not None:
                 raise ValueError("You cannot specify both `cache` and `past_key_values`. Use `cache` only.")
             kwargs["past_key_values"] = kwargs.pop("cache")
-        return super().__call__(*args, **kwargs)
+        if tensor_interop.ids_already_checked():
+            return super().__call__(*args, **kwargs)
+        # a bad id would otherwise wrap (negative) or fail in the Gather kernel with a C++ stack; checked here, on
+        # the host where the user's call enters (under mindspore.jit this method is not run: the graph calls
+        # `construct`), once: nested model calls skip it
+        vocab_size = None
+        for name in ("input_ids", "decoder_input_ids"):
+            ids = kwargs.get(name)
+            if ids is None and name in names and names.index(name) < len(args):
+                ids = args[names.index(name)]
+            if ids is not None:
+                vocab_size = vocab_size or tensor_interop.embedding_rows(self)
+                tensor_interop.check_token_ids(name, ids, vocab_size)
+        if vocab_size is None:
+            return super().__call__(*args, **kwargs)
+        with tensor_interop.ids_checked():
+            return super().__call__(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------------
     # initialisation and tying
@@ -294,19 +324,73 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
         self.set_train(False)
         return self
 
-    def to(self, dtype):
-        """Casts floating parameters to `dtype` in place (there is no device to move to)."""
+    def to(self, *args, **kwargs):
+        """torch's `module.to`: `to(dtype)`, `to(device)`, `to(device, dtype)`, `to(device=..., dtype=...)`,
+        `to(tensor)`. Floating parameters are cast to `dtype` in place. A model lives from creation on the device
+        MindSpore runs on, so `device` ("cpu", "cuda", "npu", MindSpore's "CPU"/"GPU"/"Ascend", a torch.device)
+        must name that device (a no-op); another raises, saying to call `mindspore.set_device` before loading.
+        `non_blocking` / `copy` are accepted and ignored."""
+        kwargs.pop("non_blocking", None)
+        kwargs.pop("copy", None)
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword arguments: {sorted(kwargs)}")
+        for arg in args:
+            if isinstance(arg, (Tensor, Parameter)):
+                dtype = arg.dtype
+            elif _is_dtype(arg):
+                dtype = arg
+            else:
+                device = arg
+        if device is not None:
+            tensor_interop.check_device(device)
+        if dtype is None:
+            return self
         target = to_ms_dtype(dtype)
         for p in self.get_parameters():
             if p.dtype in (ms.float32, ms.float16, ms.bfloat16, ms.float64) and p.dtype != target:
                 p.set_dtype(target)
         return self
 
+    def cpu(self):
+        return self.to("cpu")
+
     def half(self):
         return self.to(ms.float16)
 
     def float(self):
         return self.to(ms.float32)
+
+    @property
+    def device(self):
+        """The device the model runs on, spelt like torch: "cpu" (a str with torch.device's `.type`/`.index`)."""
+        return tensor_interop.current_device()
+
+    def parameters(self, recurse: bool = True):
+        """Yields the parameters, each once (a tied one under its first name), like torch; same as
+        `get_parameters()`."""
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        """Yields (HF checkpoint key, Parameter) like torch; a tied parameter once, under its first name unless
+        `remove_duplicate=False`."""
+        seen = set()
+        for name, param in self.named_parameters_dict().items():
+            if not recurse and "." in name:
+                continue
+            if remove_duplicate:
+                if id(param) in seen:
+                    continue
+                seen.add(id(param))
+            yield (f"{prefix}.{name}" if prefix else name), param
+
+    def get_memory_footprint(self, return_buffers: bool = True) -> int:
+        """Bytes held by the parameters (each tied parameter once) and, with `return_buffers`, the Cell buffers."""
+        tensors = list(self.parameters())
+        if return_buffers:
+            tensors += [b for b in self.buffers() if b is not None]
+        return sum(int(np.prod(t.shape)) * t.itemsize for t in tensors)
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         """Recomputes each decoder/encoder layer's activations in the backward pass (MindSpore recompute).
@@ -604,10 +688,12 @@ def _construct_params(cls) -> frozenset:
     return frozenset(inspect.signature(cls.construct).parameters)
 
 
-def _to_tensor(value):
-    if isinstance(value, np.ndarray):
-        return Tensor(value)
-    return value
+@functools.lru_cache(maxsize=None)
+def _construct_arg_names(cls) -> tuple:
+    """`construct`'s positional parameter names (without self), to name positional arguments."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(inspect.signature(cls.construct).parameters.values())[1:]
+    return tuple(p.name for p in params if p.kind in kinds)
 
 
 def _to_saveable(value):

@@ -23,6 +23,7 @@ import numpy as np
 from mindspore import Tensor, ops
 from transformers import GenerationConfig
 
+from .. import tensor_interop
 from ..backend import functional as F
 from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, EncoderDecoderStaticCache, StaticCache
 from ..modeling_outputs import ModelOutput
@@ -287,7 +288,8 @@ class _ModelRunner:
             Tensor(input_ids), past_key_values=self.cache if self.use_cache else None,
             cache_position=Tensor(np.arange(start, length, dtype=np.int64)), use_cache=self.use_cache,
             is_first_iteration=first, **kwargs)
-        outputs = self.model(**inputs, return_dict=True)
+        with tensor_interop.ids_checked():
+            outputs = self.model(**inputs, return_dict=True)
         if self.use_cache and getattr(outputs, "past_key_values", None) is not None:
             self.cache = outputs.past_key_values
         return outputs
@@ -621,6 +623,9 @@ class GenerationMixin:
         forward_params = self._forward_parameters()
         inputs_embeds = model_kwargs.pop("inputs_embeds", None)
         input_ids = _input_ids(inputs, model_kwargs, self.main_input_name, inputs_embeds)
+        # the prompt's ids are checked once, here on the host; the decode loop feeds the model ids it made itself
+        vocab_size = tensor_interop.embedding_rows(self)
+        tensor_interop.check_token_ids(self.main_input_name, input_ids, vocab_size)
         kwargs_has_attention_mask = model_kwargs.get("attention_mask") is not None
         batch_size = input_ids.shape[0] if input_ids is not None else (
             inputs_embeds.shape[0] if inputs_embeds is not None else 1)
@@ -658,6 +663,7 @@ class GenerationMixin:
                 model_kwargs["encoder_outputs"] = encoder_outputs
             encoder_input_ids = input_ids
             input_ids, decoder_mask = self._decoder_start_ids(batch_size, model_kwargs, gc)
+            tensor_interop.check_token_ids("decoder_input_ids", input_ids, vocab_size)
             attention_mask = decoder_mask
             inputs_embeds = None
         else:
@@ -727,7 +733,8 @@ class GenerationMixin:
             encoder_kwargs["inputs_embeds"] = inputs_embeds
         else:
             encoder_kwargs[self.main_input_name] = Tensor(input_ids)
-        return encoder(**encoder_kwargs)
+        with tensor_interop.ids_checked():
+            return encoder(**encoder_kwargs)
 
     @staticmethod
     def _decoder_start_ids(batch_size, model_kwargs, gc):
@@ -1091,6 +1098,7 @@ def _input_ids(inputs, model_kwargs, main_input_name, inputs_embeds):
             inputs = model_kwargs.pop("input_ids", inputs)
     if inputs is None:
         return None
+    tensor_interop.reject_torch(main_input_name, inputs)
     ids = np.asarray(_as_numpy(inputs) if not isinstance(inputs, list) else inputs)
     if ids.ndim == 1:
         ids = ids[None, :]
