@@ -273,3 +273,18 @@ def test_text_classification_return_all_scores_is_handled_as_torch(bert_dirs):
     for inputs in ("the cat sat on a mat", ["the dog sat", "john lives in paris , france"]):
         assert_same_result(ours_init(inputs), ref_init(inputs))
         assert_same_result(ours(inputs, return_all_scores=True), ref(inputs, return_all_scores=True))
+
+
+@pytest.mark.slow
+def test_text_generation_on_the_embedded_smollm2_gguf_matches_torch():
+    """The real GGUF through model_kwargs only (config, weights and tokenizer all read from it), as torch loads it."""
+    from mindone.transformers.cli import default_model
+
+    path, gguf = default_model()
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    call = dict(max_new_tokens=8, do_sample=False)
+    ours = pipeline("text-generation", model=path, model_kwargs={"gguf_file": gguf})(chat, **call)
+    ref = transformers.pipeline("text-generation", model=path, device="cpu", dtype=torch.float32,
+                                model_kwargs={"gguf_file": gguf})(chat, **call)
+    assert_same_result(ours, ref)
+    assert "Paris" in ours[0]["generated_text"][-1]["content"]
