@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -62,6 +63,55 @@ def test_chat_keeps_the_history(tiny_dir):
 def test_bad_arguments_exit_with_an_error():
     result = run_cli(["generate", "--num-beams", "x"])
     assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--model", "/nonexistent/model-dir"], "--model /nonexistent/model-dir: no such file or directory"),
+    (["--dtype", "float99"], "argument --dtype: invalid choice: 'float99'"),
+    (["--max-new-tokens", "0"], "argument --max-new-tokens: must be >= 1, got 0"),
+    (["--temperature", "-1"], "argument --temperature: must be >= 0"),
+    (["--top-p", "0"], "argument --top-p: must be in (0, 1]"),
+])
+def test_usage_errors_are_one_line_with_status_2_before_anything_loads(args, named):
+    result = run_cli(["generate", "--prompt", "hi"] + args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+
+
+def test_a_model_directory_of_gguf_files_without_gguf_file_is_a_usage_error(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    result = run_cli(["generate", "--prompt", "hi", "--model", str(tmp_path)])
+    assert result.returncode == 2 and "pass --gguf-file NAME" in result.stderr and "m.gguf" in result.stderr
+
+
+def test_a_truncated_checkpoint_is_one_error_line_naming_the_file_with_status_1(tiny_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    weights = broken / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    result = run_cli(["generate", "--prompt", "hi", "--model", str(broken), "--no-compile"])
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and str(weights) in error and "truncated" in error
+
+
+def test_verbose_adds_the_traceback_to_a_runtime_error(tmp_path):
+    from tests.weights.test_gguf_io import write_tiny_gguf
+
+    write_tiny_gguf(tmp_path / "full.gguf")
+    data = (tmp_path / "full.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: len(data) - 1000])
+    quiet = run_cli(["generate", "--prompt", "hi", "--model", str(tmp_path / "cut.gguf")])
+    loud = run_cli(["generate", "--prompt", "hi", "--model", str(tmp_path / "cut.gguf"), "-v"])
+    for result in (quiet, loud):
+        assert result.returncode == 1, result.stderr[-3000:]
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: ") and "cut.gguf" in error and "truncated" in error
+    assert "Traceback" not in quiet.stderr and "-v shows the traceback" in quiet.stderr
+    assert "Traceback (most recent call last)" in loud.stderr
 
 
 @pytest.mark.slow

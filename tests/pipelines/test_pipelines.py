@@ -193,3 +193,98 @@ def test_call_time_batch_size_batches_the_model_calls(bert_dirs):
     assert calls[2:] == [1] * 5
     for a, b in zip(batched, one_by_one):
         assert parity.rel_error(np.array(a), np.array(b)) <= parity.FP32_BAR
+
+
+def generate_calls(pipe):
+    """Replaces `pipe.model.generate` by a recorder of its keyword arguments (inputs left out, configs as dicts)."""
+    calls = []
+
+    def record(*args, **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask")}
+        if kwargs.get("generation_config") is not None:
+            kwargs["generation_config"] = kwargs["generation_config"].to_diff_dict()
+        calls.append(kwargs)
+        raise StopIteration
+
+    pipe.model.generate = record
+    return calls
+
+
+@pytest.mark.parametrize("init_kwargs, call_kwargs", [
+    ({}, {}),                                      # HF's defaults: 256 new tokens, sampling at temperature 0.7
+    ({}, {"temperature": 0.2}),                    # the other defaults still apply
+    ({"max_new_tokens": 3}, {"do_sample": False}),  # greedy: no temperature default
+    ({}, {"max_length": 30}),                       # a max_length keeps the default max_new_tokens out
+    ({}, {"generation_config": transformers.GenerationConfig(top_k=5)}),
+])
+def test_text_generation_pipeline_resolves_generate_arguments_as_torch(llama_dir, init_kwargs, call_kwargs):
+    ours = pipeline("text-generation", model=llama_dir, **init_kwargs)
+    ref = transformers.pipeline("text-generation", model=llama_dir, device="cpu", **init_kwargs)
+    got, expected = generate_calls(ours), generate_calls(ref)
+    for pipe in (ours, ref):
+        with pytest.raises((StopIteration, RuntimeError)):  # torch re-raises a StopIteration as RuntimeError
+            pipe("The capital of France", **call_kwargs)
+    assert got == expected and len(got) == 1
+
+
+def test_text_generation_follows_the_models_generation_config(tmp_path):
+    """A generation_config.json saying greedy, 5 new tokens: both pipelines, called without arguments, give the same
+    5-token continuation."""
+    from tests.generation.helpers import tiny_llama_pair, tiny_tokenizer
+
+    torch_model, _ = tiny_llama_pair(tmp_path, seed=3)
+    torch_model.generation_config.do_sample = False
+    torch_model.generation_config.max_new_tokens = 5
+    torch_model.generation_config.save_pretrained(str(tmp_path))
+    tiny_tokenizer().save_pretrained(str(tmp_path))
+    ours = both("text-generation", str(tmp_path), "Once upon a time", return_tensors=True)
+    prompt = tiny_tokenizer()("Once upon a time")["input_ids"]
+    assert len(ours[0]["generated_token_ids"]) == len(prompt) + 5
+
+
+def test_text_generation_from_a_gguf_file_in_model_kwargs(bert_dirs, tmp_path):
+    """`model_kwargs={"gguf_file": ...}` reaches the config loading too (it failed with "Unrecognized model")."""
+    from tests.weights.test_gguf_io import write_tiny_gguf
+
+    write_tiny_gguf(tmp_path / "tiny.gguf", quantised=False)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(bert_dirs("fill-mask"))  # ids < the GGUF's 128 tokens
+    kwargs = dict(model_kwargs={"gguf_file": "tiny.gguf"}, tokenizer=tokenizer)
+    ours = pipeline("text-generation", model=str(tmp_path), **kwargs)
+    ref = transformers.pipeline("text-generation", model=str(tmp_path), device="cpu", **kwargs)
+    call = dict(max_new_tokens=6, do_sample=False, return_tensors=True)
+    assert_same_result(ours("the cat sat on", **call), ref("the cat sat on", **call))
+
+
+@pytest.mark.parametrize("init_kwargs", [{"top_k": None}, {"top_k": 2}, {"top_k": 1}])
+def test_text_classification_top_k_given_to_pipeline_sorts_as_torch(bert_dirs, init_kwargs):
+    directory = bert_dirs("text-classification")
+    ours = pipeline("text-classification", model=directory, **init_kwargs)
+    ref = transformers.pipeline("text-classification", model=directory, device="cpu", **init_kwargs)
+    for inputs in ("the cat sat on a mat", ["the dog sat", "john lives in paris , france"]):
+        assert_same_result(ours(inputs), ref(inputs))
+
+
+def test_text_classification_return_all_scores_is_handled_as_torch(bert_dirs):
+    directory = bert_dirs("text-classification")
+    ours_init = pipeline("text-classification", model=directory, return_all_scores=True)
+    ref_init = transformers.pipeline("text-classification", model=directory, device="cpu", return_all_scores=True)
+    ours, ref = pipeline("text-classification", model=directory), \
+        transformers.pipeline("text-classification", model=directory, device="cpu")
+    for inputs in ("the cat sat on a mat", ["the dog sat", "john lives in paris , france"]):
+        assert_same_result(ours_init(inputs), ref_init(inputs))
+        assert_same_result(ours(inputs, return_all_scores=True), ref(inputs, return_all_scores=True))
+
+
+@pytest.mark.slow
+def test_text_generation_on_the_embedded_smollm2_gguf_matches_torch():
+    """The real GGUF through model_kwargs only (config, weights and tokenizer all read from it), as torch loads it."""
+    from mindone.transformers.cli import default_model
+
+    path, gguf = default_model()
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    call = dict(max_new_tokens=8, do_sample=False)
+    ours = pipeline("text-generation", model=path, model_kwargs={"gguf_file": gguf})(chat, **call)
+    ref = transformers.pipeline("text-generation", model=path, device="cpu", dtype=torch.float32,
+                                model_kwargs={"gguf_file": gguf})(chat, **call)
+    assert_same_result(ours, ref)
+    assert "Paris" in ours[0]["generated_text"][-1]["content"]

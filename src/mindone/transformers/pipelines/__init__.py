@@ -85,6 +85,7 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
                          "default checkpoint offline")
     pipeline_cls, model_task = SUPPORTED_TASKS[task]
     dtype = dtype if dtype is not None else torch_dtype
+    tokenizer_kwargs = {}
     if isinstance(model, (str, os.PathLike)):
         from transformers import AutoConfig
 
@@ -94,7 +95,9 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
 
             if is_ct2_whisper_dir(path):
                 path = converted_ct2_whisper_dir(path)
-        config = AutoConfig.from_pretrained(path)
+        # as HF: model_kwargs reach the config and the tokenizer too (a `gguf_file` is read by all three)
+        config_kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in ("dtype", "torch_dtype")}
+        config = AutoConfig.from_pretrained(path, **config_kwargs)
         model_cls = _architecture_fallback(config, task, model_task)
         if model_cls is None:
             _check_model_type(config.model_type, task, model_task)
@@ -107,6 +110,7 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
             image_processor = image_processor if image_processor is not None else path
         if not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
             tokenizer = tokenizer if tokenizer is not None else path
+            tokenizer_kwargs = config_kwargs
         if pipeline_cls is AutomaticSpeechRecognitionPipeline and feature_extractor is None:
             feature_extractor = path
     else:
@@ -133,7 +137,7 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer), **tokenizer_kwargs)
     if tokenizer is None:
         raise ValueError(f"pipeline({task!r}) needs a tokenizer: pass `tokenizer=`")
     if pipeline_cls is AutomaticSpeechRecognitionPipeline:

@@ -1,8 +1,12 @@
 """Text pipelines on encoder models: HF's output formats (dict keys, ordering, score types) for each task."""
 
+import logging
+
 import numpy as np
 
 from .base import Pipeline, sigmoid, softmax
+
+logger = logging.getLogger(__name__)
 
 
 def _tokenize(tokenizer, text, text_pair=None, **kwargs):
@@ -42,18 +46,24 @@ class TextClassificationPipeline(Pipeline):
     _NOT_GIVEN = object()
 
     def __call__(self, inputs, **kwargs):
-        legacy = "top_k" not in kwargs
-        result = super().__call__(inputs, _legacy=legacy, **kwargs)
-        if isinstance(inputs, str) and legacy:
+        result = super().__call__(inputs, **kwargs)
+        # as HF: a lone string gives a list around its result unless *this call* passes top_k (a top_k given to
+        # pipeline(...) still sorts and cuts the labels, but keeps the extra list)
+        if isinstance(inputs, str) and "top_k" not in kwargs:
             return [result]
         return result
 
-    def _sanitize_parameters(self, top_k=_NOT_GIVEN, function_to_apply=None, _legacy=True, **kwargs):
+    def _sanitize_parameters(self, top_k=_NOT_GIVEN, function_to_apply=None, **kwargs):
+        if "return_all_scores" in kwargs:
+            # HF 5 dropped the argument (it reaches its tokenizer, which ignores it): results are as without it
+            kwargs.pop("return_all_scores")
+            logger.warning("`return_all_scores` is no longer supported (as in transformers 5) and is ignored; "
+                           "use `top_k=None` for the scores of all labels")
         tokenize_kwargs = {k: kwargs.pop(k) for k in ("truncation", "padding", "max_length") if k in kwargs}
         super()._sanitize_parameters(**kwargs)
-        if top_k is self._NOT_GIVEN:
-            top_k = 1
-        return tokenize_kwargs, {"top_k": top_k, "function_to_apply": function_to_apply, "_legacy": _legacy}
+        legacy = top_k is self._NOT_GIVEN
+        return tokenize_kwargs, {"top_k": 1 if legacy else top_k, "function_to_apply": function_to_apply,
+                                 "_legacy": legacy}
 
     def preprocess(self, item, **kwargs):
         if isinstance(item, dict):
@@ -64,7 +74,9 @@ class TextClassificationPipeline(Pipeline):
         config = self.model.config
         logits = model_outputs["logits"][0].astype(np.float64)
         if function_to_apply is None:
-            if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+            if config.problem_type == "regression":
+                function_to_apply = "none"
+            elif config.problem_type == "multi_label_classification" or config.num_labels == 1:
                 function_to_apply = "sigmoid"
             else:
                 function_to_apply = "softmax"

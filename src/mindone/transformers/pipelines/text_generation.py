@@ -1,8 +1,15 @@
 """text-generation: prompts or chat messages -> `model.generate` -> HF's {"generated_text": ...} records."""
 
+import copy
+
 import numpy as np
 
 from .base import Pipeline
+
+# HF's text-generation pipeline defaults, used for what neither the call nor the model's generation config sets
+GENERATION_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
+# defaults that only apply when sampling (generate() warns about them otherwise)
+_SAMPLING_PARAMS = {"temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff"}
 
 _GENERATE_ARGS_NOT_FOR_GENERATE = ("return_full_text", "return_text", "return_tensors", "clean_up_tokenization_spaces",
                                    "prefix", "add_special_tokens", "continue_final_message")
@@ -11,7 +18,10 @@ _GENERATE_ARGS_NOT_FOR_GENERATE = ("return_full_text", "return_text", "return_te
 class TextGenerationPipeline(Pipeline):
     """Each prompt gives a list of {"generated_text"}: the prompt plus its continuation (`return_full_text=False`:
     the continuation only); a chat (a list of {"role", "content"}) gives the chat with the assistant's reply
-    appended. Extra keyword arguments go to `generate` (max_new_tokens, do_sample, num_return_sequences...)."""
+    appended. Extra keyword arguments go to `generate` (max_new_tokens, do_sample, num_return_sequences...).
+
+    As HF's, unless the call or the model's `generation_config` (its non-default entries) sets them, generation uses
+    max_new_tokens=256, do_sample=True, temperature=0.7, and the tokenizer's pad token."""
 
     task = "text-generation"
 
@@ -51,11 +61,31 @@ class TextGenerationPipeline(Pipeline):
         # prompts of different lengths are generated one at a time (left padding would change nothing but speed)
         return [self._generate(p) for p in prepared]
 
+    def generate_kwargs(self, **kwargs):
+        """What `generate` gets for a call with generation arguments `kwargs`: those, plus the pipeline defaults
+        (GENERATION_DEFAULTS, the tokenizer's pad id) for what neither they nor the model's generation config set;
+        the sampling defaults only when sampling. A `generation_config` argument gets the defaults in a copy."""
+        user_config = kwargs.get("generation_config")
+        set_params = self.model.generation_config.to_diff_dict()
+        if user_config is not None:
+            set_params.update(user_config.to_diff_dict())
+        set_params.update(kwargs)
+        defaults = dict(GENERATION_DEFAULTS)
+        if getattr(self.tokenizer, "pad_token_id", None) is not None:
+            defaults["pad_token_id"] = self.tokenizer.pad_token_id
+        # a default max_new_tokens would override a max_length that is set
+        added = {k: v for k, v in defaults.items()
+                 if k not in set_params and not (k == "max_new_tokens" and "max_length" in set_params)}
+        if not {**set_params, **added}.get("do_sample"):
+            added = {k: v for k, v in added.items() if k not in _SAMPLING_PARAMS}
+        if user_config is None:
+            return {**kwargs, **added}
+        user_config = copy.deepcopy(user_config)
+        user_config.update(**added)
+        return {**kwargs, "generation_config": user_config}
+
     def _generate(self, p):
-        kwargs = dict(self._generate_kwargs)
-        if "pad_token_id" not in kwargs and getattr(self.model.generation_config, "pad_token_id", None) is None:
-            kwargs["pad_token_id"] = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
-                else self.tokenizer.eos_token_id
+        kwargs = self.generate_kwargs(**self._generate_kwargs)
         out = self.model.generate(p["input_ids"], attention_mask=p["attention_mask"], **kwargs)
         sequences = out if not hasattr(out, "sequences") else out.sequences
         sequences = sequences.asnumpy() if hasattr(sequences, "asnumpy") else np.asarray(sequences)

@@ -739,15 +739,20 @@ class Trainer:
         return state
 
     def save_model(self, output_dir=None, _internal_call=False):
-        """Writes the model (HF format, loadable by torch `transformers`), the processing class and the
-        training arguments to `output_dir` (default args.output_dir)."""
+        """Writes the model (HF format, loadable by torch `transformers`), the processing class (as HF: else the
+        data collator's tokenizer, if it has one) and the training arguments to `output_dir` (default
+        args.output_dir)."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
         self.model.save_pretrained(output_dir, state_dict=self._model_state_dict())
-        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
-            self.processing_class.save_pretrained(output_dir)
+        processor = self.processing_class
+        if processor is None and getattr(self.data_collator, "tokenizer", None) is not None:
+            logger.info("saving the data collator's tokenizer, as there is no processing_class")
+            processor = self.data_collator.tokenizer
+        if processor is not None and hasattr(processor, "save_pretrained"):
+            processor.save_pretrained(output_dir)
         with open(os.path.join(output_dir, TRAINING_ARGS_NAME), "w", encoding="utf-8") as f:
             f.write(self.args.to_json_string())
 
