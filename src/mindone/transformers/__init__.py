@@ -140,6 +140,8 @@ _MODEL_FAMILIES = {
              "FNetForQuestionAnswering", "FNetPreTrainedModel"],
     "lilt": ["LiltModel", "LiltForSequenceClassification", "LiltForTokenClassification", "LiltForQuestionAnswering",
              "LiltPreTrainedModel"],
+    "canine": ["CanineModel", "CanineForSequenceClassification", "CanineForMultipleChoice",
+               "CanineForTokenClassification", "CanineForQuestionAnswering", "CanineLayer", "CaninePreTrainedModel"],
     "m2m_100": ["M2M100Model", "M2M100ForConditionalGeneration", "M2M100PreTrainedModel"],
     "blenderbot_small": ["BlenderbotSmallModel", "BlenderbotSmallForConditionalGeneration",
                          "BlenderbotSmallForCausalLM", "BlenderbotSmallPreTrainedModel"],
