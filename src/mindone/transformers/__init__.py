@@ -145,6 +145,7 @@ _MODEL_FAMILIES = {
     "luke": ["LukeModel", "LukeForMaskedLM", "LukeForEntityClassification", "LukeForEntityPairClassification",
              "LukeForEntitySpanClassification", "LukeForSequenceClassification", "LukeForMultipleChoice",
              "LukeForTokenClassification", "LukeForQuestionAnswering", "LukePreTrainedModel"],
+    "cpmant": ["CpmAntModel", "CpmAntForCausalLM", "CpmAntPreTrainedModel"],
     "m2m_100": ["M2M100Model", "M2M100ForConditionalGeneration", "M2M100PreTrainedModel"],
     "blenderbot_small": ["BlenderbotSmallModel", "BlenderbotSmallForConditionalGeneration",
                          "BlenderbotSmallForCausalLM", "BlenderbotSmallPreTrainedModel"],

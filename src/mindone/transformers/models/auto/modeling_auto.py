@@ -100,6 +100,7 @@ MODEL_FAMILIES = {
     "luke": {"base": "LukeModel", "masked-lm": "LukeForMaskedLM",
              "sequence-classification": "LukeForSequenceClassification",
              "token-classification": "LukeForTokenClassification", "question-answering": "LukeForQuestionAnswering"},
+    "cpmant": {"base": "CpmAntModel", "causal-lm": "CpmAntForCausalLM"},
     "t5": _t5_family("T5"),
     "mt5": _t5_family("MT5"),
     "umt5": _t5_family("UMT5"),
