@@ -25,6 +25,18 @@ def _fnet_tokenizer(directory):
     return tokenizer
 
 
+def _luke_tokenizer(directory):
+    """LUKE's tokenizer: RoBERTa's byte-level BPE plus an entity vocabulary (its special entities and a few titles)."""
+    roberta = _roberta_tokenizer(directory)
+    entities = ["[PAD]", "[UNK]", "[MASK]", "[MASK2]", "Paris", "France", "Mary"]
+    return transformers.LukeTokenizer(vocab=roberta.get_vocab(), merges=_roberta_merges(directory),
+                                      entity_vocab={e: i for i, e in enumerate(entities)})
+
+
+def _roberta_merges(directory):
+    return [tuple(line.split()) for line in (directory / "merges.txt").read_text().splitlines()[1:] if line]
+
+
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 ROBERTA_LIKE = dict(TINY, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
                     eos_token_id=2)
@@ -33,6 +45,7 @@ FAMILIES = {
     "roberta-prelayernorm": (transformers.RobertaPreLayerNormConfig, ROBERTA_LIKE, _roberta_tokenizer),
     "data2vec-text": (transformers.Data2VecTextConfig, ROBERTA_LIKE, _roberta_tokenizer),
     "lilt": (transformers.LiltConfig, dict(ROBERTA_LIKE, hidden_size=48), _roberta_tokenizer),
+    "luke": (transformers.LukeConfig, dict(ROBERTA_LIKE, entity_vocab_size=7, entity_emb_size=16), _luke_tokenizer),
     "fnet": (transformers.FNetConfig, dict(TINY, max_position_embeddings=64, pad_token_id=0), _fnet_tokenizer),
 }
 
@@ -83,3 +96,19 @@ def test_lilt_text_classification_matches_torch(model_dir):
     """Text-only pipelines give LiLT no boxes: both sides use all-zero boxes."""
     directory = model_dir("lilt", "LiltForSequenceClassification", "text-classification")
     both("text-classification", directory, ["the dog sat", SENTENCE], top_k=None)
+
+
+def test_luke_fill_mask_matches_torch(model_dir):
+    """Text-only pipelines give LUKE no entities: the word stream alone, on both sides."""
+    directory = model_dir("luke", "LukeForMaskedLM", "fill-mask")
+    both("fill-mask", directory, "the <mask> sat on a <mask> .", top_k=3)
+
+
+def test_luke_text_classification_matches_torch(model_dir):
+    directory = model_dir("luke", "LukeForSequenceClassification", "text-classification")
+    both("text-classification", directory, ["the dog sat", SENTENCE], top_k=None)
+
+
+def test_luke_token_classification_matches_torch(model_dir):
+    directory = model_dir("luke", "LukeForTokenClassification", "token-classification")
+    both("token-classification", directory, SENTENCE, aggregation_strategy="simple", ignore_labels=[])

@@ -32,7 +32,7 @@ class TextGenerationPipeline(Pipeline):
             return super().__call__(list(inputs), **kwargs)
         return super().__call__(inputs, **kwargs)
 
-    def _sanitize_parameters(self, return_full_text=None, return_tensors=False, clean_up_tokenization_spaces=True,
+    def _sanitize_parameters(self, return_full_text=None, return_tensors=False, clean_up_tokenization_spaces=None,
                              prefix="", add_special_tokens=None, continue_final_message=None, **generate_kwargs):
         pre = {"prefix": prefix, "add_special_tokens": add_special_tokens,
                "continue_final_message": continue_final_message}
@@ -91,7 +91,7 @@ class TextGenerationPipeline(Pipeline):
         sequences = sequences.asnumpy() if hasattr(sequences, "asnumpy") else np.asarray(sequences)
         return dict(p, sequences=sequences)
 
-    def postprocess(self, out, return_full_text=None, return_tensors=False, clean_up_tokenization_spaces=True):
+    def postprocess(self, out, return_full_text=None, return_tensors=False, clean_up_tokenization_spaces=None):
         prompt = out["prompt"]
         chat = _is_chat(prompt)
         if return_full_text is None:
@@ -101,10 +101,10 @@ class TextGenerationPipeline(Pipeline):
             if return_tensors:
                 records.append({"generated_token_ids": sequence.tolist()})
                 continue
-            decode = dict(skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)
-            text = self.tokenizer.decode(sequence, **decode)
-            prompt_length = len(self.tokenizer.decode(out["input_ids"][0], **decode))
-            completion = text[prompt_length:]
+            # the new tokens decoded on their own, as HF 5 does (decoding the whole sequence and cutting the decoded
+            # prompt's length off differs for SentencePiece tokenizers, whose decode drops a leading space)
+            completion = self.tokenizer.decode(sequence[out["input_ids"].shape[-1]:], skip_special_tokens=True,
+                                               clean_up_tokenization_spaces=clean_up_tokenization_spaces)
             if chat:
                 if return_full_text:
                     if prompt[-1]["role"] == "assistant":

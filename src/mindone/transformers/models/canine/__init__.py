@@ -1,0 +1,1 @@
+from .modeling_canine import *  # noqa: F401,F403

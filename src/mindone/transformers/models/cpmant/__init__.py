@@ -1,0 +1,1 @@
+from .modeling_cpmant import *  # noqa: F401,F403

@@ -1,0 +1,1 @@
+from .modeling_luke import *  # noqa: F401,F403
