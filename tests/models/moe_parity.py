@@ -101,3 +101,23 @@ def assert_moe_trainer_matches_torch(ours_cls, torch_cls, config, tmp_path, step
     for name, tensor in ref.model.state_dict().items():
         err = parity.rel_error(ours_state[name], tensor)
         assert err <= 1e-4, f"{name}: final weights differ (rel {err:.2e})"
+
+
+def assert_missing_expert_is_a_clear_error(ours_cls, path, tmp_path, dropped, match):
+    """A copy of the (per-expert) checkpoint at `path` without the keys containing `dropped` fails to load with
+    a CheckpointError matching `match`."""
+    import shutil
+
+    import pytest
+    from safetensors.numpy import load_file, save_file as save_numpy
+
+    from mindone.transformers.weights import CheckpointError
+
+    broken = str(tmp_path / "broken")
+    shutil.copytree(path, broken)
+    state = load_file(os.path.join(broken, "model.safetensors"))
+    assert any(dropped in k for k in state)
+    save_numpy({k: v for k, v in state.items() if dropped not in k}, os.path.join(broken, "model.safetensors"),
+               metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=match):
+        ours_cls.from_pretrained(broken)
