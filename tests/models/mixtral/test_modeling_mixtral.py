@@ -1,14 +1,9 @@
 """Mixtral family parity with torch `transformers` on tiny random checkpoints: routing, router logits, the auxiliary
 load-balancing loss, per-expert and stacked checkpoints, compiled greedy decoding and Trainer steps."""
 
-import copy
-import os
-
 import numpy as np
 import pytest
-import torch
 import transformers
-from safetensors.torch import save_file
 
 from mindone.transformers import (
     AutoModelForCausalLM,
@@ -18,7 +13,6 @@ from mindone.transformers import (
     MixtralForTokenClassification,
     MixtralModel,
 )
-from mindone.transformers.weights import CheckpointError
 from tests import parity
 from tests.models.head_parity import (
     assert_gradients_match_torch,
@@ -31,6 +25,7 @@ from tests.models.head_parity import (
 from tests.models.moe_parity import (
     assert_moe_causal_lm_matches_torch,
     assert_moe_fp16_close_to_torch,
+    assert_missing_expert_is_a_clear_error,
     assert_moe_trainer_matches_torch,
     assert_stacked_checkpoint_loads_and_saves_hf_layout,
 )
@@ -132,23 +127,9 @@ def test_stacked_checkpoint_loads_and_save_writes_hf_per_expert_layout(checkpoin
 
 
 def test_checkpoint_missing_an_expert_is_a_clear_error(checkpoints, tmp_path):
-    torch_model, _ = checkpoints(transformers.MixtralForCausalLM)
-    torch_model.config.save_pretrained(tmp_path)
-    state = {k: v.contiguous() for k, v in torch_model.state_dict().items()}
-    state = {k.replace(".mlp.", ".block_sparse_moe."): v for k, v in state.items()}
-    for name in ("gate_up_proj", "down_proj"):
-        for layer in range(BASE["num_hidden_layers"]):
-            stacked = state.pop(f"model.layers.{layer}.block_sparse_moe.experts.{name}")
-            for e in range(3):  # one of the 4 experts left out
-                if name == "down_proj":
-                    state[f"model.layers.{layer}.block_sparse_moe.experts.{e}.w2.weight"] = stacked[e].clone()
-                else:
-                    w1, w3 = stacked[e].chunk(2, 0)
-                    state[f"model.layers.{layer}.block_sparse_moe.experts.{e}.w1.weight"] = w1.clone()
-                    state[f"model.layers.{layer}.block_sparse_moe.experts.{e}.w3.weight"] = w3.clone()
-    save_file(state, os.path.join(tmp_path, "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"model\.layers\.0\.mlp\.experts\.\w+: .*4 experts"):
-        MixtralForCausalLM.from_pretrained(tmp_path)
+    _, path = checkpoints(transformers.MixtralForCausalLM)
+    assert_missing_expert_is_a_clear_error(MixtralForCausalLM, path, tmp_path, ".experts.3.",
+                                           r"model\.layers\.0\.mlp\.experts\.\w+: .*4 experts")
 
 
 def test_trainer_steps_with_aux_loss_match_torch_trainer(tmp_path):
