@@ -46,21 +46,22 @@ def fuse_experts(stream: Iterable, layout: ExpertLayout, num_experts: int) -> It
             continue
         is_down = match["name"] == layout.down
         target = match["prefix"] + (".down_proj" if is_down else ".gate_up_proj")
+        index = int(match["index"])
+        if index >= num_experts:
+            raise CheckpointError(f"{key}: expert index {index} out of range for {target} "
+                                  f"(model has {num_experts} experts)")
         parts = pending.setdefault(target, {})
-        parts[(match["name"], int(match["index"]))] = array
+        parts[(match["name"], index)] = array
         if len(parts) < num_experts * (1 if is_down else 2):
             continue
         del pending[target]
-        try:
-            if is_down:
-                yield target, np.stack([parts[(layout.down, e)] for e in range(num_experts)])
-            else:
-                gate = np.stack([parts[(layout.gate, e)] for e in range(num_experts)])
-                up = np.stack([parts[(layout.up, e)] for e in range(num_experts)])
-                yield target, np.concatenate([gate, up], axis=1)
-        except KeyError as e:
-            raise CheckpointError(f"{target}: per-expert checkpoint tensor {e.args[0]} missing or out of range "
-                                  f"(model has {num_experts} experts; got {sorted(parts)})") from None
+        # indices are < num_experts and each (name, index) appears once, so a full count means every one is there
+        if is_down:
+            yield target, np.stack([parts[(layout.down, e)] for e in range(num_experts)])
+        else:
+            gate = np.stack([parts[(layout.gate, e)] for e in range(num_experts)])
+            up = np.stack([parts[(layout.up, e)] for e in range(num_experts)])
+            yield target, np.concatenate([gate, up], axis=1)
     for target, parts in pending.items():
         raise CheckpointError(f"{target}: checkpoint holds only {len(parts)} per-expert tensors for it "
                               f"(model has {num_experts} experts): {sorted(parts)}")
