@@ -68,3 +68,39 @@ def question_answering_loss(start_logits, end_logits, start_positions, end_posit
     start_loss = fixed_cross_entropy(start_logits, start_positions, ignore_index=ignored)
     end_loss = fixed_cross_entropy(end_logits, end_positions, ignore_index=ignored)
     return (start_loss + end_loss) / 2
+
+
+def load_balancing_loss(router_logits, num_experts, top_k, attention_mask=None):
+    """Switch Transformer's auxiliary loss (eqs. 4-6) as HF computes it for its MoE decoders:
+    num_experts * sum_e(fraction of top-k assignments to e * mean router probability of e), both over all layers'
+    tokens, padding excluded when `attention_mask` (B, S) is given.
+
+    Args:
+        router_logits: tuple with one (B * S, num_experts) tensor per MoE layer; anything else gives 0 (as HF).
+        attention_mask: (B, S) with 1 on real tokens; when it is longer than the routed tokens (a cached decoding
+            step) its last S columns are used.
+    """
+    if not isinstance(router_logits, tuple) or not router_logits:
+        return 0
+    experts = F.arange(num_experts, dtype=ms.int64)
+    flat_mask = None
+    if attention_mask is not None:
+        tokens = router_logits[0].shape[0] // attention_mask.shape[0]
+        flat_mask = attention_mask[:, attention_mask.shape[1] - tokens:].reshape(-1).astype(ms.float32)
+    tokens_per_expert = 0.0
+    router_prob = 0.0
+    rows = 0.0
+    for logits in router_logits:
+        probs = F.softmax(logits, -1)  # in the logits' dtype, as HF
+        _, selected = F.topk(probs, top_k)
+        hits = (selected[..., None] == experts).astype(ms.float32)  # (T, top_k, E), no gradient (like histc)
+        probs = probs.astype(ms.float32)
+        if flat_mask is None:
+            tokens_per_expert = tokens_per_expert + hits.sum((0, 1))
+            router_prob = router_prob + probs.sum(0)
+            rows = rows + probs.shape[0]
+        else:
+            tokens_per_expert = tokens_per_expert + (hits * flat_mask[:, None, None]).sum((0, 1))
+            router_prob = router_prob + (probs * flat_mask[:, None]).sum(0)
+            rows = rows + flat_mask.sum()
+    return (tokens_per_expert / rows * (router_prob / rows)).sum() * num_experts

@@ -129,6 +129,26 @@ class CausalLMOutputWithPast(ModelOutput):
 
 
 @dataclass
+class MoeModelOutputWithPast(ModelOutput):
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    router_logits: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class MoeCausalLMOutputWithPast(ModelOutput):
+    loss: Any = None
+    aux_loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    router_logits: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
 class CausalLMOutputWithCrossAttentions(ModelOutput):
     loss: Any = None
     logits: Any = None

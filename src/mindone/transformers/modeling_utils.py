@@ -447,6 +447,15 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
             return key[: -len(".beta")] + ".bias"
         return key
 
+    def _convert_checkpoint(self, stream):
+        """The (key, numpy array) checkpoint stream as this model's parameters; models whose checkpoints store a
+        parameter in pieces (MoE experts) override it. The reverse is `_revert_checkpoint`."""
+        return stream
+
+    def _revert_checkpoint(self, state_dict):
+        """{key: numpy array} in the layout HF's save_pretrained writes (identity unless `_convert_checkpoint` is)."""
+        return state_dict
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, cache_dir=None,
                         force_download=False, local_files_only=False, token=None, revision=None, subfolder="",
@@ -563,7 +572,7 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
         model_has_prefix = bool(prefix) and any(k.startswith(prefix + ".") for k in params)
         loaded, unexpected, mismatched, head_only = set(), [], [], []
 
-        for raw_key, array in weights.iter_state_dict(files, fmt):
+        for raw_key, array in self._convert_checkpoint(weights.iter_state_dict(files, fmt)):
             key = self._fix_checkpoint_key(raw_key)
             if key not in params and prefix:
                 if model_has_prefix and f"{prefix}.{key}" in params:
@@ -649,6 +658,7 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
         for key in self._keys_to_ignore_on_save or ():
             state_dict.pop(key, None)
         state_dict = {k: _to_saveable(v) for k, v in state_dict.items()}
+        state_dict = self._revert_checkpoint(state_dict)
         self.config.architectures = [type(self).__name__]
         self.config.dtype = _DTYPE_TO_STR.get(self.dtype, "float32")
         weights.save_state_dict(state_dict, save_directory, max_shard_size=max_shard_size,

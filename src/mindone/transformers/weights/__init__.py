@@ -5,6 +5,7 @@ checkpoint keys, `save_state_dict` writes HF-format checkpoints that torch `tran
 """
 
 from .errors import CheckpointError
+from .experts import ExpertLayout, fuse_experts, split_experts
 from .files import atomic_write_text
 from .gguf_io import ARCHITECTURES as GGUF_ARCHITECTURES
 from .gguf_io import GGUFArchitecture, load_gguf
@@ -15,14 +16,17 @@ from .saving import parse_size, save_state_dict
 
 __all__ = [
     "CheckpointError",
+    "ExpertLayout",
     "GGUFArchitecture",
     "GGUF_ARCHITECTURES",
     "atomic_write_text",
     "checkpoint_dtype",
+    "fuse_experts",
     "iter_state_dict",
     "load_gguf",
     "parse_size",
     "rename_legacy_key",
     "resolve_checkpoint_files",
     "save_state_dict",
+    "split_experts",
 ]

@@ -1,0 +1,1 @@
+from .modeling_mixtral import *  # noqa: F401,F403
