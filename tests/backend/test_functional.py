@@ -161,6 +161,10 @@ def sigmoid_fn(x):
     return F.sigmoid(x)
 
 
+def log_sigmoid_fn(x):
+    return F.log_sigmoid(x)
+
+
 def softmax_fn(x):
     return F.softmax(x)
 
@@ -461,6 +465,7 @@ CASES = [
     Case("relu", "", relu_fn, TF.relu, lambda r, d: [randn(r, 4, 33)], (0,)),
     Case("tanh", "", tanh_fn, torch.tanh, lambda r, d: [randn(r, 4, 33)], (0,)),
     Case("sigmoid", "", sigmoid_fn, torch.sigmoid, lambda r, d: [randn(r, 4, 33) * 2], (0,)),
+    Case("log_sigmoid", "", log_sigmoid_fn, TF.logsigmoid, lambda r, d: [randn(r, 4, 33) * 8], (0,)),
     Case("softmax", "", softmax_fn, lambda x: torch.softmax(x, -1), lambda r, d: [randn(r, 2, 3, 7) * 3], (0,)),
     Case("softmax", "axis1", softmax_axis1_fn, lambda x: torch.softmax(x, 1), lambda r, d: [randn(r, 2, 3, 7)], (0,)),
     Case("softmax", "wide", softmax_fn, lambda x: torch.softmax(x, -1), lambda r, d: [randn(r, 4, 128) * 3], (0,),
@@ -585,7 +590,7 @@ BF16_MISSING_CPU_KERNEL = {
     "linear": "MatMul", "linear-no_bias": "MatMul", "linear-one_row": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
     "embedding-padding_idx": "Gather", "index_select": "Gather", "gelu": "Sqrt",
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
-    "tanh": "Tanh", "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
+    "tanh": "Tanh", "sigmoid": "Sigmoid", "log_sigmoid": "Minimum", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
     "log_softmax": "LogSoftmax",
     "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "rotary_matrix-partial": "Pad",
     "rotary_matrix-interleaved_partial": "Pad", "apply_rotary_matrix": "BatchMatMul",
@@ -1002,3 +1007,26 @@ def test_adamw_update_uses_the_native_kernel_for_float32_on_cpu(monkeypatch):
         state = [ms.Parameter(ms.Tensor(np.ones((4, 3)), dtype), name=f"spy_{dtype}_{i}") for i in range(3)]
         F.adamw_update_(*state, ms.Tensor(np.ones((4, 3)), dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, grad_scale=0.5)
     assert calls == [ms.float32]
+
+
+def test_fp16_linear_with_bias_rounds_once_as_torch():
+    """torch's fp16 addmm adds the bias before its one rounding; our fp16 linear gives the same bits."""
+    rng = np.random.RandomState(0)
+    x, w, b = (rng.randn(*s).astype(np.float16) for s in [(24, 32), (37, 32), (37,)])
+    ref = TF.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)).numpy()
+    np.testing.assert_array_equal(F.linear(ms.Tensor(x), ms.Tensor(w), ms.Tensor(b)).asnumpy(), ref)
+
+
+def test_fp16_attention_scales_scores_as_torch():
+    """HF's eager attention multiplies fp16 scores by a Python float (computed in float32 by torch, rounded once):
+    our fp16 attention weights equal torch's but for rare one-ulp softmax roundings (rounding the scale to fp16
+    first, as a plain fp16 multiply does, changed 15% of the scores)."""
+    rng = np.random.RandomState(1)
+    q, k, v = (rng.randn(2, 4, 12, 8).astype(np.float16) for _ in range(3))
+    tq, tk = torch.from_numpy(q), torch.from_numpy(k)
+    scores = torch.matmul(tq, tk.transpose(-1, -2)) * 8 ** -0.5
+    ref = torch.softmax(scores, -1, dtype=torch.float32).to(torch.float16).numpy()
+    _, weights = F.attention(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), scale=8 ** -0.5)
+    ours = weights.asnumpy()
+    assert (ours != ref).mean() < 0.01
+    np.testing.assert_allclose(ours.astype(np.float32), ref.astype(np.float32), rtol=2e-3, atol=0)

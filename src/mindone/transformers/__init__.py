@@ -156,6 +156,10 @@ _MODEL_FAMILIES = {
     "m2m_100": ["M2M100Model", "M2M100ForConditionalGeneration", "M2M100PreTrainedModel"],
     "blenderbot_small": ["BlenderbotSmallModel", "BlenderbotSmallForConditionalGeneration",
                          "BlenderbotSmallForCausalLM", "BlenderbotSmallPreTrainedModel"],
+    "siglip": ["SiglipModel", "SiglipTextModel", "SiglipVisionModel", "SiglipForImageClassification",
+               "SiglipPreTrainedModel"],
+    "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
+                "Siglip2PreTrainedModel"],
 }
 for _family, _names in _MODEL_FAMILIES.items():
     for _name in _names:

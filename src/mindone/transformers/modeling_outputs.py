@@ -324,3 +324,13 @@ class CLIPOutput(ModelOutput):
 
     def to_tuple(self) -> Tuple[Any, ...]:
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class SiglipOutput(CLIPOutput):
+    """SigLIP's image-text output: CLIP's fields, the logits from the sigmoid model (scale and bias)."""
+
+
+@dataclass
+class Siglip2Output(CLIPOutput):
+    """As `SiglipOutput`, for SigLIP 2."""

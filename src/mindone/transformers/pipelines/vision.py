@@ -10,6 +10,8 @@ import numpy as np
 from .base import Pipeline, sigmoid, softmax
 
 _FUNCTIONS = ("sigmoid", "softmax", "none")
+# SigLIP 2 image processors' extra outputs: which patches are real, and each image's patch grid
+_NAFLEX_INPUTS = ("pixel_attention_mask", "spatial_shapes")
 
 
 class _ImagePipeline(Pipeline):
@@ -26,14 +28,17 @@ class _ImagePipeline(Pipeline):
         return load_image(image, timeout=timeout)
 
     def _pixels(self, image, timeout=None, **processor_kwargs):
+        """The processor's model inputs: pixel_values, plus SigLIP 2's NaFlex patch mask and grid shapes."""
         inputs = self.image_processor(images=self._load(image, timeout), return_tensors="np", **processor_kwargs)
-        return {"pixel_values": np.asarray(inputs["pixel_values"], np.float32)}
+        pixels = {"pixel_values": np.asarray(inputs["pixel_values"], np.float32)}
+        pixels.update({k: np.asarray(inputs[k]) for k in _NAFLEX_INPUTS if k in inputs})
+        return pixels
 
     def _model_input_names(self):
         return ()
 
     def _extra_model_inputs(self):
-        return ("pixel_values",)
+        return ("pixel_values",) + _NAFLEX_INPUTS
 
 
 class ImageClassificationPipeline(_ImagePipeline):
@@ -156,7 +161,8 @@ class ZeroShotImageClassificationPipeline(_ImagePipeline):
         # every image has its own label set: one model call per image
         split = []
         for part in parts:
-            inputs = {k: v for k, v in part.items() if k in ("pixel_values", "input_ids", "attention_mask")}
+            inputs = {k: v for k, v in part.items()
+                      if k in ("pixel_values", "input_ids", "attention_mask") + _NAFLEX_INPUTS}
             outputs = Pipeline._forward(self, inputs)
             split.append({"candidate_labels": part["candidate_labels"], "logits": outputs["logits_per_image"]})
         return split
