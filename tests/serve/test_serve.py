@@ -3,7 +3,11 @@ driven by the official `openai` client: greedy output equals generate()'s, exact
 concurrent clients, OpenAI-shaped 4xx errors."""
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -22,16 +26,25 @@ MODEL_ID = "tiny-llama"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def tiny_dir(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("tiny-llama"))
     tiny_llama_pair(directory, seed=2)
-    tokenizer = tiny_tokenizer()
-    tokenizer.save_pretrained(directory)
-    model = LlamaForCausalLM.from_pretrained(directory)
-    app = build_app(model, tokenizer, MODEL_ID, default_max_tokens=16)
+    tiny_tokenizer().save_pretrained(directory)
+    return directory
+
+
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_dir):
+    tokenizer = tiny_tokenizer()
+    model = LlamaForCausalLM.from_pretrained(tiny_dir)
+    app = build_app(model, tokenizer, MODEL_ID, default_max_tokens=16)
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -184,3 +197,29 @@ def test_the_openai_client_raises_its_own_error_types(served):
         served["client"].chat.completions.create(model="nope", messages=MESSAGES)
     with pytest.raises(openai.BadRequestError):
         served["client"].completions.create(model=MODEL_ID, prompt="x " * 300)
+
+
+def test_the_cli_serves_and_ctrl_c_stops_it_cleanly(tiny_dir):
+    port = free_port()
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, "-m", "mindone.transformers", "serve", "--model", tiny_dir,
+                             "--port", str(port), "--max-new-tokens", "6"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(repo, "src")))
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        deadline = time.time() + 120
+        while True:
+            try:
+                assert [m.id for m in client.models.list().data] == [tiny_dir]
+                break
+            except openai.APIConnectionError:
+                assert time.time() < deadline and proc.poll() is None, proc.stderr.read()[-3000:]
+                time.sleep(0.3)
+        r = client.chat.completions.create(model=tiny_dir, messages=MESSAGES)
+        assert r.usage.completion_tokens <= 6
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

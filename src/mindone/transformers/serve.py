@@ -17,6 +17,8 @@ import asyncio
 import json
 import logging
 import re
+import signal
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -488,7 +490,16 @@ def serve(model, tokenizer, model_id, host="127.0.0.1", port=8000, **app_kwargs)
     except ImportError as e:
         raise ImportError(f"`mindone-transformers serve` needs uvicorn: {_INSTALL_HINT} ({e})") from None
     app = build_app(model, tokenizer, model_id, **app_kwargs)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # uvicorn shuts down on Ctrl-C / SIGTERM and then re-raises the signal to the handler it found. Once MindSpore has
+    # run a graph, its runtime turns SIGINT into SIGTERM, whose default action would kill the process after the clean
+    # shutdown (exit status 143); Python-level handlers make the re-raised signal a KeyboardInterrupt instead.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except KeyboardInterrupt:
+        logger.info("server stopped")
 
 
 __all__ = ["APIError", "Engine", "build_app", "serve"]
