@@ -202,9 +202,10 @@ def test_the_openai_client_raises_its_own_error_types(served):
 def test_the_cli_serves_and_ctrl_c_stops_it_cleanly(tiny_dir):
     port = free_port()
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.path.join(repo, "src"))
     proc = subprocess.Popen([sys.executable, "-m", "mindone.transformers", "serve", "--model", tiny_dir,
                              "--port", str(port), "--max-new-tokens", "6"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(repo, "src")))
+                            stderr=subprocess.PIPE, text=True, env=env)
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         deadline = time.time() + 120
