@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from smolagents import ChatMessage, Tool
+from smolagents import ChatMessage, CodeAgent, Tool, ToolCallingAgent
 from smolagents import TransformersModel as TorchTransformersModel
 
 from mindone.transformers.agents import TransformersModel
@@ -79,6 +79,17 @@ def test_generate_stream_gives_the_same_text(models):
     pieces = list(ours.generate_stream(MESSAGES))
     assert "".join(p.content for p in pieces) == ours.generate(MESSAGES).content
     assert pieces[0].token_usage.input_tokens == ours.generate(MESSAGES).token_usage.input_tokens
+
+
+@pytest.mark.parametrize("agent_cls", [CodeAgent, ToolCallingAgent])
+def test_agents_run_with_it(models, agent_cls):
+    """A random tiny model cannot solve the task: the agent runs its step, then asks for a final answer."""
+    ours, _ = models
+    agent = agent_cls(tools=[Weather()], model=ours, max_steps=1, verbosity_level=0)
+    answer = agent.run("What is the weather in Paris?")
+    assert isinstance(answer, str)
+    usage = agent.monitor.get_total_token_counts()
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
 
 
 def test_without_smolagents_the_import_error_names_the_install_command():
