@@ -224,3 +224,26 @@ def test_the_cli_serves_and_ctrl_c_stops_it_cleanly(tiny_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_tool_call_markup_becomes_openai_tool_calls():
+    from mindone.transformers.serve import _parse_tool_calls
+
+    content, calls = _parse_tool_calls('Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": '
+                                       '{"city": "Paris"}}\n</tool_call>')
+    assert content == "Let me check." and len(calls) == 1
+    assert calls[0]["type"] == "function" and calls[0]["function"]["name"] == "get_weather"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
+    assert _parse_tool_calls("no call <tool_call>not json</tool_call>") == (
+        "no call <tool_call>not json</tool_call>", [])
+
+
+def test_streamed_text_holds_back_a_possible_stop_string_prefix():
+    from mindone.transformers.serve import _StopText
+
+    tok = tiny_tokenizer()
+    ids = tok("The capital of France is Paris. The")["input_ids"]
+    text = _StopText(tok, ["Paris. T"])
+    pieces = [text.add(i) for i in ids]
+    assert "".join(pieces) == "The capital of France is " and text.stopped
+    assert text.final() == "The capital of France is "
