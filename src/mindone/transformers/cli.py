@@ -5,6 +5,7 @@
     mindone-transformers lora --model PATH --data train.jsonl --iters 100     (see cli_lora.py; --adapter for the rest)
     mindone-transformers fuse --model PATH --adapter adapters --save-path fused_model
     mindone-transformers convert-ct2-whisper SRC DST [--dtype float16]   (CTranslate2 Whisper -> HF directory)
+    mindone-transformers serve [--model PATH] [--gguf-file F] [--adapter PATH] [--host 127.0.0.1] [--port 8000]
 
 Generated text goes to stdout as it is produced; loading messages, the chat prompt marker and the speed summary go
 to stderr, so `mindone-transformers generate ... > out.txt` captures only the text. Without --model, the
@@ -274,6 +275,17 @@ def cmd_chat(args):
     return 0
 
 
+def cmd_serve(args):
+    from .serve import serve
+
+    model, tokenizer = load(args)
+    model_id = args.model_id or (args.model if args.model else DEFAULT_GGUF.split(".")[0])
+    sys.stderr.write(f"serving {model_id!r} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)\n")
+    serve(model, tokenizer, model_id, host=args.host, port=args.port, default_max_tokens=args.max_new_tokens,
+          default_temperature=args.temperature, disable_compile=args.no_compile)
+    return 0
+
+
 def cmd_convert_ct2_whisper(args):
     from .weights.ct2_whisper import convert_ct2_whisper
 
@@ -346,6 +358,26 @@ def build_parser():
     chat = sub.add_parser("chat", parents=[common], help="interactive chat with the tokenizer's chat template")
     chat.set_defaults(func=cmd_chat)
     add_lora_commands(sub, common)
+    srv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, "
+                                       "/v1/models); needs `pip install mindone-transformers[serve]`")
+    srv.add_argument("--model", help="model directory, hub repo id or .gguf file (default: the embedded "
+                                     "SmolLM2-135M-Instruct)")
+    srv.add_argument("--gguf-file", help="GGUF file name inside --model")
+    srv.add_argument("--model-id", help="the model name clients send (default: --model as given, or "
+                                        "SmolLM2-135M-Instruct)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    srv.add_argument("--device", choices=["CPU", "GPU", "Ascend"], help="MindSpore device (default: MindSpore's)")
+    srv.add_argument("--threads", type=int, help="CPU kernel threads")
+    srv.add_argument("--max-new-tokens", type=int, default=512,
+                     help="completion length when a request gives no max_tokens (capped by the context)")
+    srv.add_argument("--temperature", type=float, default=0.0,
+                     help="temperature when a request gives none (0, the default: greedy)")
+    srv.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
+    srv.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    add_adapter_option(srv)
+    srv.set_defaults(func=cmd_serve)
     convert = sub.add_parser("convert-ct2-whisper", help="convert a CTranslate2 Whisper model directory (model.bin, "
                                                          "config.json, tokenizer.json) to an HF checkpoint directory")
     convert.add_argument("source", help="CTranslate2 Whisper directory")

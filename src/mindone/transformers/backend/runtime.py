@@ -7,8 +7,10 @@ thread, see `configure`) when the package is imported. Set `MINDONE_TRANSFORMERS
 before importing to keep MindSpore's default.
 """
 
+import functools
 import logging
 import os
+import threading
 
 import mindspore as ms
 from mindspore.ops.primitive import constexpr
@@ -16,6 +18,12 @@ from mindspore.ops.primitive import constexpr
 logger = logging.getLogger(__name__)
 
 _configured = False
+
+# MindSpore's graph compiler and PyNative executor keep per-process state that two threads running a model at once
+# corrupt (`mindspore.jit` compiling the same decode step from two threads fails with "Illegal AnfNode" / "Fail to get
+# eval result" errors), and a compiled decode step owns one StaticCache that two calls would write together. One
+# process-wide re-entrant lock serialises model execution: `generate()` holds it for a whole call.
+_EXECUTION_LOCK = threading.RLock()
 
 
 def device_target() -> str:
@@ -46,6 +54,25 @@ def configure() -> None:
         # reads the variable when it first runs a graph.
         os.environ.setdefault("MS_DEV_HOST_BLOCKING_RUN", "1")
         logger.debug("CPU backend: synchronous dispatch enabled (launch_blocking, MS_DEV_HOST_BLOCKING_RUN)")
+
+
+def execution_lock():
+    """The process-wide re-entrant lock held while a model executes (`generate()` takes it for a whole call).
+
+    Code that calls a model's forward from several threads at once holds it too: `with runtime.execution_lock(): ...`.
+    """
+    return _EXECUTION_LOCK
+
+
+def serialized(fn):
+    """Decorator: `fn` runs holding `execution_lock()` (so calls from several threads run one after another)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _EXECUTION_LOCK:
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def set_threads(num_threads: int) -> None:

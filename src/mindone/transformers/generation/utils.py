@@ -25,6 +25,7 @@ from transformers import GenerationConfig
 
 from .. import tensor_interop
 from ..backend import functional as F
+from ..backend import runtime
 from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, EncoderDecoderStaticCache, StaticCache
 from ..modeling_outputs import ModelOutput
 from .logits_process import (
@@ -567,6 +568,7 @@ class GenerationMixin:
     # generate
     # ----------------------------------------------------------------------------------------------------------------
 
+    @runtime.serialized
     def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
                  prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
                  negative_prompt_ids=None, negative_prompt_attention_mask=None, **kwargs):
@@ -591,6 +593,9 @@ class GenerationMixin:
         Decoding speed: with `cache_implementation="static"` (the default for models that support it) the decode
         step runs as a compiled graph; `disable_compile=True` keeps it in PyNative, `cache_implementation="dynamic"`
         uses a growing cache in PyNative.
+
+        Threads: calls from several threads are safe and run one at a time (`backend.runtime.execution_lock()`, held
+        for the whole call): MindSpore's compiler and a compiled step's cache cannot be shared by two running calls.
         """
         if assistant_model is not None:
             raise ValueError("assistant models are not supported by mindone.transformers yet; prompt lookup "

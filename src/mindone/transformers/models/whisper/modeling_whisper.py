@@ -535,6 +535,7 @@ class WhisperForConditionalGeneration(WhisperPreTrainedModel, GenerationMixin):
     # short-form generation (HF's WhisperGenerationMixin for inputs of at most 30 s)
     # ------------------------------------------------------------------------------------------------------------
 
+    @runtime.serialized
     def generate(self, input_features=None, generation_config=None, logits_processor=None, stopping_criteria=None,
                  prefix_allowed_tokens_fn=None, synced_gpus=None, return_timestamps=None, task=None, language=None,
                  is_multilingual=None, prompt_ids=None, return_dict_in_generate=None, attention_mask=None,
