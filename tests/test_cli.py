@@ -79,6 +79,19 @@ def test_usage_errors_are_one_line_with_status_2_before_anything_loads(args, nam
     assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--model", "/nonexistent/model-dir"], "--model /nonexistent/model-dir: no such file or directory"),
+    (["--dtype", "half"], "argument --dtype: invalid choice: 'half'"),
+    (["--temperature", "-1"], "argument --temperature: must be >= 0"),
+    (["--port", "0"], "argument --port: must be in [1, 65535]"),
+])
+def test_serve_usage_errors_are_one_line_with_status_2(args, named):
+    result = run_cli(["serve"] + args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+
+
 def test_a_model_directory_of_gguf_files_without_gguf_file_is_a_usage_error(tmp_path):
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     result = run_cli(["generate", "--prompt", "hi", "--model", str(tmp_path)])

@@ -366,13 +366,15 @@ def build_parser():
     srv.add_argument("--model-id", help="the model name clients send (default: --model as given, or "
                                         "SmolLM2-135M-Instruct)")
     srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    srv.add_argument("--port", type=_number(int, 1, 65535, what="must be in [1, 65535]"), default=8000)
+    srv.add_argument("--dtype", default="float32", choices=DTYPES,
+                     help="float32 (default), float16, bfloat16 or auto (the checkpoint's)")
     srv.add_argument("--device", choices=["CPU", "GPU", "Ascend"], help="MindSpore device (default: MindSpore's)")
-    srv.add_argument("--threads", type=int, help="CPU kernel threads")
-    srv.add_argument("--max-new-tokens", type=int, default=512,
+    srv.add_argument("--threads", type=positive_int, help="CPU kernel threads")
+    srv.add_argument("--max-new-tokens", type=positive_int, default=512,
                      help="completion length when a request gives no max_tokens (capped by the context)")
-    srv.add_argument("--temperature", type=float, default=0.0,
+    srv.add_argument("--temperature", type=_number(float, 0.0, what="must be >= 0 (0 means greedy decoding)"),
+                     default=0.0,
                      help="temperature when a request gives none (0, the default: greedy)")
     srv.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
     srv.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
