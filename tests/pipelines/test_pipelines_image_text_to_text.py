@@ -52,9 +52,15 @@ def _image(seed, size=(20, 16)):
     return Image.fromarray(rng.randint(0, 255, size + (3,), dtype=np.uint8))
 
 
-def test_chat_with_images_matches_torch_pipeline(model_dir, tmp_path):
-    ours = pipeline("image-text-to-text", model=model_dir)
-    ref = transformers.pipeline("image-text-to-text", model=model_dir, dtype=torch.float32)
+@pytest.fixture(scope="module")
+def pipes(model_dir):
+    """(ours, torch's), built once: the compiled decode steps are reused across the calls."""
+    return (pipeline("image-text-to-text", model=model_dir),
+            transformers.pipeline("image-text-to-text", model=model_dir, dtype=torch.float32))
+
+
+def test_chat_with_images_matches_torch_pipeline(pipes, tmp_path):
+    ours, ref = pipes
     path = tmp_path / "cat.png"
     _image(1).save(path)
     messages = [{"role": "user", "content": [{"type": "image", "path": str(path)},
@@ -70,14 +76,15 @@ def test_chat_with_images_matches_torch_pipeline(model_dir, tmp_path):
     assert ours(text=chats, return_full_text=False, **kwargs) == ref(text=chats, return_full_text=False, **kwargs)
 
 
-def test_image_and_prompt_with_beam_search_matches_torch_pipeline(model_dir):
-    # generation parameters go to the pipeline at construction or as `generate_kwargs` per call (as in HF)
-    ours = pipeline("image-text-to-text", model=model_dir, num_beams=2)
-    ref = transformers.pipeline("image-text-to-text", model=model_dir, dtype=torch.float32, num_beams=2)
+def test_image_and_prompt_with_beam_search_matches_torch_pipeline(pipes, model_dir):
+    ours, ref = pipes
     image = _image(3, size=(14, 30))
-    for kwargs in (dict(max_new_tokens=5), dict(generate_kwargs={"max_new_tokens": 4, "num_beams": 3})):
-        out = ours(images=image, text="<image> what is this", **kwargs)
-        assert out == ref(images=image, text="<image> what is this", **kwargs), kwargs
+    # generation parameters go as `generate_kwargs` per call or to the pipeline at construction (as in HF)
+    kwargs = dict(generate_kwargs={"max_new_tokens": 4, "num_beams": 2})
+    assert ours(images=image, text="<image> what is this", **kwargs) == \
+        ref(images=image, text="<image> what is this", **kwargs)
+    beams = pipeline("image-text-to-text", model=model_dir, num_beams=2)
+    assert beams._init_generate_kwargs == {"num_beams": 2}
     tensors = ours(images=image, text="<image> what is this", max_new_tokens=3, return_tensors=True)
     expected = ref(images=image, text="<image> what is this", max_new_tokens=3, return_tensors=True)
     np.testing.assert_array_equal(tensors[0]["generated_token_ids"], expected[0]["generated_token_ids"].numpy())

@@ -135,7 +135,11 @@ def test_text_only_and_two_images_in_one_row_match_torch(checkpoints):
     parity.assert_close(errors, parity.FP32_BAR)
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+# the graph runs of fp16 and gradients compile large graphs (~15 s each): `make test-slow`
+SLOW_GRAPH = ["pynative", pytest.param("graph", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("mode", SLOW_GRAPH)
 def test_fp16_within_torch_fp16_error(checkpoints, mode):
     """fp16 vs torch fp32 within FP16_BAR, or within 1.25x of torch's own fp16 error if that is larger."""
     torch_model, path = checkpoints("clip_llama")
@@ -152,7 +156,7 @@ def test_fp16_within_torch_fp16_error(checkpoints, mode):
     assert err <= max(parity.FP16_BAR, 1.25 * torch_err), f"fp16/{mode}: ours {err:.3g} vs torch fp16 {torch_err:.3g}"
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", SLOW_GRAPH)
 def test_parameter_gradients_match_torch(checkpoints, mode):
     torch_model, path = checkpoints("clip_llama")
     ours = parity.load_ours(LlavaForConditionalGeneration, path)
@@ -186,6 +190,17 @@ def transformers_auto(name):
     import mindone.transformers as mt
 
     return getattr(mt, name)
+
+
+def test_inputs_embeds_find_the_image_positions_by_their_embedding(checkpoints):
+    torch_model, path = checkpoints("clip_llama")
+    ours = parity.load_ours(LlavaForConditionalGeneration, path)
+    inputs = batch(torch_model.config, [1, 1], seed=4, labels=False)
+    with torch.no_grad():
+        embeds = torch_model.get_input_embeddings()(torch.from_numpy(inputs.pop("input_ids"))).numpy()
+    inputs["inputs_embeds"] = embeds
+    ref, out = parity.run_torch(torch_model, inputs), parity.run_ours(ours, inputs)
+    assert parity.rel_error(out["logits"], ref.logits, rows=inputs["attention_mask"].astype(bool)) <= parity.FP32_BAR
 
 
 def test_image_token_count_mismatch_names_the_counts(checkpoints):
@@ -241,6 +256,7 @@ def test_generate_with_images_gives_torch_tokens(checkpoints, beams):
     np.testing.assert_array_equal(ours.generate(**parity.to_ms_inputs(inputs), **kwargs).asnumpy(), ref)
 
 
+@pytest.mark.slow
 def test_generate_with_dynamic_cache_gives_torch_tokens(checkpoints):
     torch_model, path = checkpoints("siglip_llama_full")
     ours = parity.load_ours(LlavaForConditionalGeneration, path)

@@ -111,7 +111,7 @@ def test_base_model_auto_class_and_checkpoint_round_trip(checkpoint, tmp_path):
                             parity.run_torch(torch_model, inputs).logits) == 0.0
 
 
-@pytest.mark.parametrize("beams", [1, 2])
+@pytest.mark.parametrize("beams", [1, pytest.param(2, marks=pytest.mark.slow)])  # beams: tests/models/llava
 def test_generate_with_anyres_images_gives_torch_tokens(checkpoint, beams):
     torch_model, path = checkpoint
     ours = parity.load_ours(LlavaNextForConditionalGeneration, path)
