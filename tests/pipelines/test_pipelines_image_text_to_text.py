@@ -76,11 +76,12 @@ def test_chat_with_images_matches_torch_pipeline(pipes, tmp_path):
     assert ours(text=chats, return_full_text=False, **kwargs) == ref(text=chats, return_full_text=False, **kwargs)
 
 
-def test_image_and_prompt_with_beam_search_matches_torch_pipeline(pipes, model_dir):
+def test_image_and_prompt_matches_torch_pipeline(pipes, model_dir):
     ours, ref = pipes
     image = _image(3, size=(14, 30))
-    # generation parameters go as `generate_kwargs` per call or to the pipeline at construction (as in HF)
-    kwargs = dict(generate_kwargs={"max_new_tokens": 4, "num_beams": 2})
+    # generation parameters go as `generate_kwargs` per call or to the pipeline at construction (as in HF); beam
+    # search with images is checked in tests/models/llava
+    kwargs = dict(generate_kwargs={"max_new_tokens": 4, "repetition_penalty": 1.5})
     assert ours(images=image, text="<image> what is this", **kwargs) == \
         ref(images=image, text="<image> what is this", **kwargs)
     beams = pipeline("image-text-to-text", model=model_dir, num_beams=2)
