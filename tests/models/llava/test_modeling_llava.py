@@ -7,7 +7,7 @@ import torch
 import transformers
 
 import mindspore as ms
-from mindone.transformers import AutoModelForImageTextToText, LlavaForConditionalGeneration, LlavaModel
+from mindone.transformers import AutoModel, AutoModelForImageTextToText, LlavaForConditionalGeneration, LlavaModel
 from tests import parity
 
 VOCAB = 48
@@ -176,7 +176,7 @@ def test_base_model_and_auto_classes_match_torch(checkpoints):
     torch_model, path = checkpoints("clip_llama", transformers.LlavaModel)
     inputs = batch(torch_model.config, [1, 1], seed=2, labels=False)
     ref = parity.run_torch(torch_model, inputs)
-    for cls in (LlavaModel, transformers_auto("AutoModel")):
+    for cls in (LlavaModel, AutoModel):
         out = parity.run_ours(parity.load_ours(cls, path), inputs)
         assert type(out).__name__ == "LlavaModelOutputWithPast"
         err = parity.rel_error(out.last_hidden_state, ref.last_hidden_state,
@@ -184,12 +184,6 @@ def test_base_model_and_auto_classes_match_torch(checkpoints):
         assert err <= parity.FP32_BAR, cls
     _, lm_path = checkpoints("clip_llama")
     assert isinstance(AutoModelForImageTextToText.from_pretrained(lm_path), LlavaForConditionalGeneration)
-
-
-def transformers_auto(name):
-    import mindone.transformers as mt
-
-    return getattr(mt, name)
 
 
 def test_inputs_embeds_find_the_image_positions_by_their_embedding(checkpoints):

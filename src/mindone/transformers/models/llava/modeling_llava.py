@@ -10,7 +10,6 @@ Checkpoint keys are those of transformers 5: `model.vision_tower.*`, `model.mult
 `save_pretrained` writes it as transformers does.
 """
 
-import logging
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
@@ -28,8 +27,6 @@ from ...loss_utils import causal_lm_loss
 from ...modeling_outputs import BaseModelOutputWithPooling, ModelOutput, model_output
 from ...modeling_utils import PreTrainedModel, init_parameter
 from ..auto.modeling_auto import AutoModel
-
-logger = logging.getLogger(__name__)
 
 
 class _ImageHiddenStates:

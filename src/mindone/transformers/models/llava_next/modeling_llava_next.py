@@ -12,7 +12,6 @@ then). The projector, placeholder scatter, checkpoint layout and generation foll
 
 import math
 
-import mindspore as ms
 import numpy as np
 from mindspore.common.initializer import Normal
 from transformers import LlavaNextConfig
