@@ -170,8 +170,8 @@ class LlavaNextModel(LlavaNextPreTrainedModel):
         vision_feature_select_strategy = (vision_feature_select_strategy if vision_feature_select_strategy is not None
                                           else self.config.vision_feature_select_strategy)
         sizes = image_sizes.asnumpy() if hasattr(image_sizes, "asnumpy") else np.asarray(image_sizes)
-        num_tiles = [image_size_to_num_patches(s, self.config.image_grid_pinpoints, self.config.vision_config.image_size)
-                     for s in sizes]
+        tile = self.config.vision_config.image_size
+        num_tiles = [image_size_to_num_patches(s, self.config.image_grid_pinpoints, tile) for s in sizes]
         if pixel_values.ndim == 5:
             pixel_values = F.cat([p[:n] for p, n in zip(pixel_values, num_tiles)], 0)
         elif pixel_values.ndim != 4:
