@@ -72,6 +72,7 @@ _LAZY = {
     "AutoModelForZeroShotImageClassification": "models.auto.modeling_auto",
     "AutoModelForSpeechSeq2Seq": "models.auto.modeling_auto",
     "AutoModelForTextEncoding": "models.auto.modeling_auto",
+    "AutoModelForImageTextToText": "models.auto.modeling_auto",
     "pipeline": "pipelines",
     "Pipeline": "pipelines",
     "tensor_interop": None,
@@ -158,6 +159,8 @@ _MODEL_FAMILIES = {
                          "BlenderbotSmallForCausalLM", "BlenderbotSmallPreTrainedModel"],
     "siglip": ["SiglipModel", "SiglipTextModel", "SiglipVisionModel", "SiglipForImageClassification",
                "SiglipPreTrainedModel"],
+    "llava": ["LlavaModel", "LlavaForConditionalGeneration", "LlavaPreTrainedModel"],
+    "llava_next": ["LlavaNextModel", "LlavaNextForConditionalGeneration", "LlavaNextPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],
 }

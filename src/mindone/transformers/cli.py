@@ -1,7 +1,7 @@
 """`mindone-transformers` command line (also `python -m mindone.transformers`).
 
     mindone-transformers generate --prompt "The capital of France is" [--model PATH] [--max-new-tokens 64] ...
-    mindone-transformers chat [--model PATH] [--system "You are ..."]
+    mindone-transformers chat [--model PATH] [--system "You are ..."] [--image PATH]   (--image: a LLaVA-style model)
     mindone-transformers lora --model PATH --data train.jsonl --iters 100     (see cli_lora.py; --adapter for the rest)
     mindone-transformers fuse --model PATH --adapter adapters --save-path fused_model
     mindone-transformers convert-ct2-whisper SRC DST [--dtype float16]   (CTranslate2 Whisper -> HF directory)
@@ -138,13 +138,30 @@ def load(args):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(path)
-        if config.model_type != "llama":
+        if is_vision_language(config):
+            from transformers import AutoProcessor
+
+            from .models.auto import AutoModelForImageTextToText
+
+            model_cls = AutoModelForImageTextToText
+            args.processor = AutoProcessor.from_pretrained(path)
+            tokenizer = args.processor.tokenizer
+        elif config.model_type != "llama":
             model_cls = _auto_causal_lm()
+    if getattr(args, "image", None) and getattr(args, "processor", None) is None:
+        raise UsageError(f"--image needs a vision-language model (e.g. LLaVA); {path} is not one")
     model = model_cls.from_pretrained(path, gguf_file=gguf_file, dtype=args.dtype)
     model = attach_adapter(model, args)
     logger.info("loaded %s (%s, %s parameters) in %.1f s", type(model).__name__, args.dtype,
                 f"{model.num_parameters():,}", time.perf_counter() - started)
     return model, tokenizer
+
+
+def is_vision_language(config):
+    """Whether the config's model_type has an image-text-to-text model here (LLaVA, LLaVA-NeXT)."""
+    from .models.auto.modeling_auto import supported_model_types
+
+    return config.model_type in supported_model_types("image-text-to-text")
 
 
 def _auto_causal_lm():
@@ -190,8 +207,9 @@ class _TimedStreamer:
             self.text.end()
 
 
-def run_generation(model, tokenizer, input_ids, args):
-    """Generates with streaming (greedy/sampling) or not (beam search); returns (new token ids, summary line)."""
+def run_generation(model, tokenizer, input_ids, args, model_inputs=None):
+    """Generates with streaming (greedy/sampling) or not (beam search); returns (new token ids, summary line).
+    `model_inputs`: further generate() inputs (the attention mask and images of a vision-language prompt)."""
     import mindspore as ms
     import numpy as np
 
@@ -201,7 +219,7 @@ def run_generation(model, tokenizer, input_ids, args):
     if args.seed is not None:
         ms.set_seed(args.seed)
     started = time.perf_counter()
-    out = model.generate(input_ids, streamer=timer if stream else None, **kwargs).asnumpy()
+    out = model.generate(input_ids, streamer=timer if stream else None, **(model_inputs or {}), **kwargs).asnumpy()
     total = time.perf_counter() - started
     new_ids = out[0, input_ids.shape[1]:]
     if not stream:
@@ -235,6 +253,28 @@ def encode_prompt(tokenizer, text, args, history=None):
     return np.asarray([list(ids)], np.int64)
 
 
+def encode_vision_prompt(processor, text, args, history=None, images=()):
+    """(input_ids, other generate() inputs) of the chat so far plus a user turn holding `images` (paths) and
+    `text`, through the model's processor and its chat template."""
+    import numpy as np
+
+    messages = list(history or [])
+    if args.system and not any(m["role"] == "system" for m in messages):
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": args.system}]})
+    content = [{"type": "image", "path": path} for path in images] + [{"type": "text", "text": text}]
+    messages.append({"role": "user", "content": content})
+    encoded = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                            return_tensors="np")
+    inputs = {k: np.asarray(v) for k, v in encoded.items() if k in ("attention_mask", "pixel_values", "image_sizes")}
+    return np.asarray(encoded["input_ids"], np.int64), inputs, messages
+
+
+def _check_images(args):
+    for path in getattr(args, "image", None) or ():
+        if not os.path.isfile(path):
+            raise UsageError(f"--image {path}: no such file")
+
+
 def cmd_generate(args):
     model, tokenizer = load(args)
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
@@ -245,7 +285,11 @@ def cmd_generate(args):
 
 
 def cmd_chat(args):
+    _check_images(args)
     model, tokenizer = load(args)
+    processor = getattr(args, "processor", None)
+    if processor is not None:
+        return _vision_chat(model, processor, args)
     if not getattr(tokenizer, "chat_template", None):
         raise SystemExit("error: this tokenizer has no chat template; use `generate` instead")
     history = []
@@ -272,6 +316,40 @@ def cmd_chat(args):
             sys.stderr.write(summary + "\n")
         history.append({"role": "user", "content": text})
         history.append({"role": "assistant", "content": tokenizer.decode(new_ids, skip_special_tokens=True)})
+    return 0
+
+
+def _vision_chat(model, processor, args):
+    """chat with a vision-language model: the --image files join the first user turn (and stay in the history)."""
+    if not getattr(processor, "chat_template", None):
+        raise SystemExit("error: this processor has no chat template; use `generate` instead")
+    images = list(args.image or ())
+    history = []
+    sys.stderr.write(f"chat ({len(images)} image(s) in the first turn): 'exit' or Ctrl-D ends, '/reset' clears the "
+                     "history\n")
+    while True:
+        sys.stderr.write("you> ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if text in ("exit", "quit", "/exit"):
+            break
+        if not text:
+            continue
+        if text == "/reset":
+            history = []
+            continue
+        input_ids, inputs, messages = encode_vision_prompt(processor, text, args, history,
+                                                           images if not history else ())
+        sys.stderr.write("assistant> ")
+        sys.stderr.flush()
+        new_ids, summary = run_generation(model, processor.tokenizer, input_ids, args, inputs)
+        if args.verbose:
+            sys.stderr.write(summary + "\n")
+        reply = processor.tokenizer.decode(new_ids, skip_special_tokens=True)
+        history = messages + [{"role": "assistant", "content": [{"type": "text", "text": reply}]}]
     return 0
 
 
@@ -356,6 +434,8 @@ def build_parser():
     gen.add_argument("--prompt", help="prompt text (default: read stdin)")
     gen.set_defaults(func=cmd_generate)
     chat = sub.add_parser("chat", parents=[common], help="interactive chat with the tokenizer's chat template")
+    chat.add_argument("--image", action="append", help="image file for the first turn (repeatable; needs a "
+                                                       "vision-language model such as LLaVA)")
     chat.set_defaults(func=cmd_chat)
     add_lora_commands(sub, common)
     srv = sub.add_parser("serve", help="OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, "

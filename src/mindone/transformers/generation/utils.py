@@ -187,8 +187,9 @@ class _ModelRunner:
     """
 
     def __init__(self, model, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled_step=None,
-                 inputs_embeds=None, logits_to_keep_supported=True, slot_offset=0):
+                 inputs_embeds=None, logits_to_keep_supported=True, slot_offset=0, eager_prefill=False):
         self.model = model
+        self.eager_prefill = eager_prefill
         self.is_encoder_decoder = model.config.is_encoder_decoder
         self.model_kwargs = model_kwargs
         self.cache = cache
@@ -221,8 +222,9 @@ class _ModelRunner:
         self._extend(length)
         start = self.past if self.use_cache else 0
         first = self.past == 0
-        if self.is_encoder_decoder:
-            # the prefill runs in PyNative (it projects the encoder output into the cache), then steps compile
+        if self.is_encoder_decoder or self.eager_prefill:
+            # the prefill runs in PyNative (it projects the encoder output into the cache, or reads the images),
+            # then steps compile
             use_compiled = not first and length - start == 1
         else:
             use_compiled = first or length - start == 1
@@ -339,6 +341,9 @@ class GenerationMixin:
     """
 
     _supports_static_cache = False
+    # generate() kwargs read only by the prefill (e.g. `pixel_values`): with any of them the prompt runs in PyNative
+    # and only the one-token decode steps are compiled (they see token ids, the images are in the cache by then)
+    _prefill_only_inputs = ()
 
     # ----------------------------------------------------------------------------------------------------------------
     # model-facing hooks
@@ -770,6 +775,8 @@ class GenerationMixin:
         cache = model_kwargs.pop("past_key_values", None)
         compiled = None
         slot_offset = 0
+        # inputs only the prompt reads (images): the prefill runs in PyNative with them, then decoding compiles
+        eager_prefill = any(model_kwargs.get(name) is not None for name in self._prefill_only_inputs)
         implementation = gc.cache_implementation
         if implementation not in (None, "static", "dynamic"):
             raise ValueError(f"cache_implementation={implementation!r} is not supported by mindone.transformers; "
@@ -792,7 +799,7 @@ class GenerationMixin:
             else:
                 embeds = inputs_embeds.shape[1] if inputs_embeds is not None else 0
                 compile_now = _wants_compile(gc) and inputs_embeds is None
-                if compile_now:
+                if compile_now and not eager_prefill:
                     slot_offset = -prompt_length % PREFILL_CHUNK
                 cache_len = static_cache_length(slot_offset + gc.max_length + embeds)
                 if compile_now:
@@ -814,7 +821,7 @@ class GenerationMixin:
                                  f"reach max_length={gc.max_length}")
         return _ModelRunner(self, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled,
                             inputs_embeds=inputs_embeds, logits_to_keep_supported="logits_to_keep" in forward_params,
-                            slot_offset=slot_offset)
+                            slot_offset=slot_offset, eager_prefill=eager_prefill)
 
     # ----------------------------------------------------------------------------------------------------------------
     # decoding strategies

@@ -20,6 +20,7 @@ from .text import (
     ZeroShotClassificationPipeline,
 )
 from .text2text_generation import SummarizationPipeline, Text2TextGenerationPipeline, TranslationPipeline
+from .image_text_to_text import ImageTextToTextPipeline
 from .text_generation import TextGenerationPipeline
 from .vision import ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline
 
@@ -41,6 +42,7 @@ SUPPORTED_TASKS = {
     "image-classification": (ImageClassificationPipeline, "image-classification"),
     "image-feature-extraction": (ImageFeatureExtractionPipeline, "base"),
     "zero-shot-image-classification": (ZeroShotImageClassificationPipeline, "zero-shot-image-classification"),
+    "image-text-to-text": (ImageTextToTextPipeline, "image-text-to-text"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
@@ -56,7 +58,7 @@ _ARCHITECTURE_FALLBACKS = {"zero-shot-image-classification": ("VisionTextDualEnc
 
 
 def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_processor=None, dtype=None, torch_dtype=None, batch_size=1,
-             model_kwargs=None, trust_remote_code=None, device=None, device_map=None, **kwargs):
+             model_kwargs=None, trust_remote_code=None, device=None, device_map=None, processor=None, **kwargs):
     """Builds the pipeline for `task` around `model` (a directory / hub id, or one of our models).
 
     Args:
@@ -70,6 +72,8 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
             it from (default: the model's directory).
         image_processor: for the image tasks, a `transformers` image processor or where to load it from (default:
             the model's directory).
+        processor: for image-text-to-text, a `transformers` processor (tokenizer + image processor) or where to
+            load it from (default: the model's directory).
         dtype: "auto", "float32", "float16" ... as in `from_pretrained` (`torch_dtype` is accepted too).
         batch_size: inputs run through the model together.
         kwargs: default call arguments of the pipeline (e.g. `top_k`, `aggregation_strategy`).
@@ -106,6 +110,8 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
         if dtype is not None:
             load_kwargs["dtype"] = dtype
         model = model_cls.from_pretrained(path, config=config, **load_kwargs)
+        if pipeline_cls is ImageTextToTextPipeline:
+            return _image_text_to_text(model, processor if processor is not None else path, batch_size, kwargs)
         if issubclass(pipeline_cls, _IMAGE_TASKS):
             image_processor = image_processor if image_processor is not None else path
         if not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
@@ -115,6 +121,9 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
             feature_extractor = path
     else:
         _check_model_instance(model, task, model_task)
+        if pipeline_cls is ImageTextToTextPipeline:
+            processor = processor if processor is not None else getattr(model, "name_or_path", None) or None
+            return _image_text_to_text(model, processor, batch_size, kwargs)
         if issubclass(pipeline_cls, _IMAGE_TASKS) and image_processor is None:
             image_processor = getattr(model, "name_or_path", None) or None
         if (not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)) \
@@ -151,6 +160,19 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
     if issubclass(pipeline_cls, _TASK_AWARE):
         kwargs["task"] = full_task
     return pipeline_cls(model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
+
+
+def _image_text_to_text(model, processor, batch_size, kwargs):
+    if isinstance(processor, (str, os.PathLike)):
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(os.fspath(processor))
+    if processor is None:
+        raise ValueError("pipeline('image-text-to-text') needs the model's processor: pass `processor=`")
+    # decoder-only models generate batched prompts left-padded (as HF's pipeline sets it)
+    if getattr(processor.tokenizer, "padding_side", None) == "right":
+        processor.tokenizer.padding_side = "left"
+    return ImageTextToTextPipeline(model, processor=processor, batch_size=batch_size, **kwargs)
 
 
 def _check_model_type(model_type, task, model_task):

@@ -24,6 +24,7 @@ class TextGenerationPipeline(Pipeline):
     max_new_tokens=256, do_sample=True, temperature=0.7, and the tokenizer's pad token."""
 
     task = "text-generation"
+    generation_defaults = GENERATION_DEFAULTS
 
     def __call__(self, inputs, **kwargs):
         if _is_chat(inputs):
@@ -70,7 +71,7 @@ class TextGenerationPipeline(Pipeline):
         if user_config is not None:
             set_params.update(user_config.to_diff_dict())
         set_params.update(kwargs)
-        defaults = dict(GENERATION_DEFAULTS)
+        defaults = dict(self.generation_defaults)
         if getattr(self.tokenizer, "pad_token_id", None) is not None:
             defaults["pad_token_id"] = self.tokenizer.pad_token_id
         # a default max_new_tokens would override a max_length that is set

@@ -1,0 +1,1 @@
+from .modeling_llava import *  # noqa: F401,F403
