@@ -25,6 +25,7 @@ TASKS = {
     "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
     "speech-seq2seq": "AutoModelForSpeechSeq2Seq",
     "text-encoding": "AutoModelForTextEncoding",
+    "image-text-to-text": "AutoModelForImageTextToText",
 }
 
 
@@ -123,6 +124,8 @@ MODEL_FAMILIES = {
                 "zero-shot-image-classification": "Siglip2Model"},
     "siglip2_vision_model": {"base": "Siglip2VisionModel"},
     "vision-text-dual-encoder": {"base": "VisionTextDualEncoderModel"},
+    # as HF 5: listed by AutoModelForImageTextToText only (HF has no AutoModelForVision2Seq any more)
+    "vision-encoder-decoder": {"image-text-to-text": "VisionEncoderDecoderModel"},
     "whisper": {"base": "WhisperModel", "speech-seq2seq": "WhisperForConditionalGeneration"},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "blenderbot-small": {"base": "BlenderbotSmallModel", "seq2seq-lm": "BlenderbotSmallForConditionalGeneration",
@@ -245,5 +248,6 @@ AutoModelForImageClassification = _auto_class("image-classification")
 AutoModelForZeroShotImageClassification = _auto_class("zero-shot-image-classification")
 AutoModelForSpeechSeq2Seq = _auto_class("speech-seq2seq")
 AutoModelForTextEncoding = _auto_class("text-encoding")
+AutoModelForImageTextToText = _auto_class("image-text-to-text")
 
 __all__ = [TASKS[t] for t in TASKS]
