@@ -290,6 +290,9 @@ class GPT2Model(GPT2PreTrainedModel):
 
 class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
     _supports_static_cache = True  # forward runs under mindspore.jit with a StaticCache (compiled decoding)
+    # as the decoder of an encoder-decoder model, the cross-attention reads the encoder's keys/values from an
+    # EncoderDecoderStaticCache, so that model's decoding compiles too
+    _caches_cross_attention = True
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
 
     def __init__(self, config: GPT2Config):

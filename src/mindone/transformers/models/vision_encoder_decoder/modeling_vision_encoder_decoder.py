@@ -95,8 +95,8 @@ class VisionEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         else:
             self.enc_to_dec_proj = None
         # compiled decoding needs a decoder whose cross-attention reads an EncoderDecoderStaticCache (GPT-2's does)
-        self._supports_static_cache = bool(getattr(decoder, "_supports_static_cache", False)) and \
-            type(decoder).__name__ == "GPT2LMHeadModel"
+        self._supports_static_cache = bool(getattr(decoder, "_supports_static_cache", False)
+                                           and getattr(decoder, "_caches_cross_attention", False))
         # checkpoint keys the parts ignore are ignored under their prefixes too
         ignored = [p for part in (encoder, decoder) for p in (part._keys_to_ignore_on_load_unexpected or ())]
         if ignored:
