@@ -135,6 +135,7 @@ _MODEL_FAMILIES = {
     "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",
              "BartPreTrainedModel"],
     "vision_text_dual_encoder": ["VisionTextDualEncoderModel"],
+    "vision_encoder_decoder": ["VisionEncoderDecoderModel"],
     "roberta_prelayernorm": ["RobertaPreLayerNormModel", "RobertaPreLayerNormForCausalLM",
                              "RobertaPreLayerNormForMaskedLM", "RobertaPreLayerNormForSequenceClassification",
                              "RobertaPreLayerNormForMultipleChoice", "RobertaPreLayerNormForTokenClassification",

@@ -632,16 +632,33 @@ class GenerationMixin:
         is_encoder_decoder = bool(self.config.is_encoder_decoder)
         forward_params = self._forward_parameters()
         inputs_embeds = model_kwargs.pop("inputs_embeds", None)
+        encoder_inputs = None
+        if is_encoder_decoder and self.main_input_name != "input_ids":
+            # an encoder fed by something other than token ids (pixel_values): given to the encoder as it is;
+            # `input_ids` are then the decoder's prompt, as in HF
+            encoder_inputs = _encoder_inputs(inputs, model_kwargs, self.main_input_name)
+            inputs = None
+            if model_kwargs.get("input_ids") is not None and model_kwargs.get("decoder_input_ids") is None:
+                model_kwargs["decoder_input_ids"] = model_kwargs.pop("input_ids")
         input_ids = _input_ids(inputs, model_kwargs, self.main_input_name, inputs_embeds)
         # the prompt's ids are checked once, here on the host; the decode loop feeds the model ids it made itself
         vocab_size = tensor_interop.embedding_rows(self)
         tensor_interop.check_token_ids(self.main_input_name, input_ids, vocab_size)
         kwargs_has_attention_mask = model_kwargs.get("attention_mask") is not None
-        batch_size = input_ids.shape[0] if input_ids is not None else (
-            inputs_embeds.shape[0] if inputs_embeds is not None else 1)
+        given_encoder_outputs = model_kwargs.get("encoder_outputs") if is_encoder_decoder else None
+        if input_ids is not None:
+            batch_size = input_ids.shape[0]
+        elif inputs_embeds is not None:
+            batch_size = inputs_embeds.shape[0]
+        elif encoder_inputs is not None:
+            batch_size = encoder_inputs.shape[0]
+        elif given_encoder_outputs is not None:
+            batch_size = _encoder_last_state(given_encoder_outputs).shape[0]
+        else:
+            batch_size = 1
         self._special_tokens(generation_config, kwargs_has_attention_mask, batch_size, is_encoder_decoder)
         gc = generation_config
-        if input_ids is None and inputs_embeds is None:
+        if input_ids is None and inputs_embeds is None and encoder_inputs is None and given_encoder_outputs is None:
             if gc._bos_token_tensor is None:
                 raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided.")
             input_ids = np.full((1, 1), gc._bos_token_tensor, np.int64)
@@ -669,7 +686,8 @@ class GenerationMixin:
                 model_kwargs["attention_mask"] = Tensor(attention_mask)
             encoder_outputs = model_kwargs.get("encoder_outputs")
             if encoder_outputs is None:
-                encoder_outputs = self._encode(input_ids, inputs_embeds, model_kwargs, gc)
+                encoder_outputs = self._encode(encoder_inputs if encoder_inputs is not None else input_ids,
+                                               inputs_embeds, model_kwargs, gc)
                 model_kwargs["encoder_outputs"] = encoder_outputs
             encoder_input_ids = input_ids
             input_ids, decoder_mask = self._decoder_start_ids(batch_size, model_kwargs, gc)
@@ -730,7 +748,9 @@ class GenerationMixin:
             result.encoder_hidden_states = encoder_outputs.get("hidden_states") if gc.output_hidden_states else None
         return result
 
-    def _encode(self, input_ids, inputs_embeds, model_kwargs, gc):
+    def _encode(self, encoder_inputs, inputs_embeds, model_kwargs, gc):
+        """The encoder's output for `encoder_inputs` (token ids as numpy, or an already converted main input such
+        as pixel_values) or `inputs_embeds`."""
         encoder = self.get_encoder()
         accepted = set(inspect.signature(encoder.construct).parameters)
         skip = ("decoder_", "cross_attn", "use_cache", "past_key_values", "cache_params")
@@ -742,7 +762,8 @@ class GenerationMixin:
         if inputs_embeds is not None:
             encoder_kwargs["inputs_embeds"] = inputs_embeds
         else:
-            encoder_kwargs[self.main_input_name] = Tensor(input_ids)
+            encoder_kwargs[self.main_input_name] = encoder_inputs if isinstance(encoder_inputs, Tensor) \
+                else Tensor(encoder_inputs)
         with tensor_interop.ids_checked():
             return encoder(**encoder_kwargs)
 
@@ -1121,6 +1142,23 @@ def _input_ids(inputs, model_kwargs, main_input_name, inputs_embeds):
     if inputs_embeds is not None and ids.shape[1] > 0:
         raise ValueError("pass either input_ids or inputs_embeds as the prompt of a decoder-only model, not both")
     return ids.astype(np.int64)
+
+
+def _encoder_inputs(inputs, model_kwargs, main_input_name):
+    """The encoder's non-token main input (e.g. pixel_values) as a Tensor, from `inputs` or the kwargs (or None)."""
+    if inputs is not None and model_kwargs.get(main_input_name) is not None:
+        raise ValueError(f"`inputs` were passed alongside {main_input_name} which is not allowed. Make sure to "
+                         f"either pass `inputs` or {main_input_name}=...")
+    value = model_kwargs.pop(main_input_name, None)
+    value = inputs if value is None else value
+    if value is None:
+        return None
+    tensor_interop.reject_torch(main_input_name, value)
+    return value if isinstance(value, Tensor) else Tensor(np.asarray(_as_numpy(value)))
+
+
+def _encoder_last_state(encoder_outputs):
+    return encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs["last_hidden_state"]
 
 
 def _infer_attention_mask(input_ids, pad, eos):

@@ -22,7 +22,12 @@ from .text import (
 from .text2text_generation import SummarizationPipeline, Text2TextGenerationPipeline, TranslationPipeline
 from .image_text_to_text import ImageTextToTextPipeline
 from .text_generation import TextGenerationPipeline
-from .vision import ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline
+from .vision import (
+    ImageClassificationPipeline,
+    ImageFeatureExtractionPipeline,
+    ImageToTextPipeline,
+    ZeroShotImageClassificationPipeline,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +48,15 @@ SUPPORTED_TASKS = {
     "image-feature-extraction": (ImageFeatureExtractionPipeline, "base"),
     "zero-shot-image-classification": (ZeroShotImageClassificationPipeline, "zero-shot-image-classification"),
     "image-text-to-text": (ImageTextToTextPipeline, "image-text-to-text"),
+    "image-to-text": (ImageToTextPipeline, "image-text-to-text"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
 # pipelines fed by an image processor instead of a tokenizer
-_IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline)
-# image tasks that also tokenize text
-_IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline,)
+_IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline,
+                ImageToTextPipeline)
+# image tasks that also tokenize text (or decode it)
+_IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline, ImageToTextPipeline)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 # models HF's pipeline runs for a task although the task's auto class does not list their model_type: it falls back
 # to the class named in `config.architectures` (logging that the model is not supported) and the outputs it reads are

@@ -1,5 +1,6 @@
-"""Image pipelines: image-classification and image-feature-extraction on our vision models, with `transformers`'
-image processors (HF's call arguments and result formats).
+"""Image pipelines: image-classification, image-feature-extraction, zero-shot-image-classification and
+image-to-text (captioning) on our vision models, with `transformers`' image processors (HF's call arguments and
+result formats).
 
 Inputs: PIL images, local paths or URLs (loaded with `transformers.image_utils.load_image`) and NumPy arrays (given
 to the image processor as they are), one or a list.
@@ -172,3 +173,70 @@ class ZeroShotImageClassificationPipeline(_ImagePipeline):
         scores = sigmoid(logits) if "siglip" in self.model.config.model_type else softmax(logits)
         ranked = sorted(zip(scores.tolist(), model_outputs["candidate_labels"]), key=lambda x: -x[0])
         return [{"score": score, "label": label} for score, label in ranked]
+
+
+class ImageToTextPipeline(_ImagePipeline):
+    """Captioning with an image-to-text generation model (VisionEncoderDecoderModel): HF 4.x's `image-to-text`
+    pipeline (transformers 5 folded the task into `image-text-to-text`, which needs a processor and a text prompt).
+
+    `pipe(images, max_new_tokens=None, generate_kwargs=None, prompt=None, timeout=None)` -> [{"generated_text"}]
+    per image (one record per returned sequence; a list of those for a list of images). The images of a batch are
+    encoded together and `model.generate` runs on their pixel values; `prompt` (a string) is tokenized and given to
+    `generate` as the decoder's prompt (its text is part of the output, as in HF 4.x). Texts are decoded with
+    `skip_special_tokens=True`.
+    """
+
+    task = "image-to-text"
+
+    def __init__(self, model, tokenizer=None, image_processor=None, **kwargs):
+        if tokenizer is None:
+            raise ValueError("ImageToTextPipeline needs a tokenizer to decode the generated ids: pass `tokenizer=`")
+        super().__init__(model, tokenizer=tokenizer, image_processor=image_processor, **kwargs)
+
+    def _sanitize_parameters(self, max_new_tokens=None, generate_kwargs=None, prompt=None, timeout=None):
+        generate_kwargs = dict(generate_kwargs or {})
+        if max_new_tokens is not None:
+            if "max_new_tokens" in generate_kwargs:
+                raise ValueError("'max_new_tokens' is defined twice, once in 'generate_kwargs' and once as a direct "
+                                 "parameter, please use only one")
+            generate_kwargs["max_new_tokens"] = max_new_tokens
+        self._generate_kwargs = generate_kwargs
+        pre = {"prompt": prompt}
+        if timeout is not None:
+            pre["timeout"] = timeout
+        return pre, {}
+
+    def preprocess(self, image, prompt=None, timeout=None):
+        inputs = self._pixels(image, timeout)
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise ValueError(f"Received an invalid text input, got - {type(prompt)} - but expected a single "
+                                 "string. Note also that one single text can be provided for conditional image to "
+                                 "text generation.")
+            ids = self.tokenizer(prompt, return_tensors="np")["input_ids"]
+            inputs["input_ids"] = np.asarray(ids, np.int64)
+        return inputs
+
+    def _run_group(self, prepared):
+        # a batch shares one decoder prompt length: items with different prompts are generated separately
+        groups = {}
+        for i, p in enumerate(prepared):
+            key = tuple(p["input_ids"][0]) if "input_ids" in p else None
+            groups.setdefault(key, []).append(i)
+        outputs = [None] * len(prepared)
+        for key, members in groups.items():
+            pixels = np.concatenate([prepared[i]["pixel_values"] for i in members], 0)
+            kwargs = dict(self._generate_kwargs)
+            if key is not None:
+                kwargs["decoder_input_ids"] = np.repeat(prepared[members[0]]["input_ids"], len(members), 0)
+            out = self.model.generate(pixel_values=pixels, **kwargs)
+            sequences = out.sequences if hasattr(out, "sequences") else out
+            sequences = sequences.asnumpy() if hasattr(sequences, "asnumpy") else np.asarray(sequences)
+            per_image = sequences.shape[0] // len(members)
+            for j, i in enumerate(members):
+                outputs[i] = {"sequences": sequences[j * per_image:(j + 1) * per_image]}
+        return outputs
+
+    def postprocess(self, model_outputs):
+        return [{"generated_text": self.tokenizer.decode(ids, skip_special_tokens=True)}
+                for ids in model_outputs["sequences"]]

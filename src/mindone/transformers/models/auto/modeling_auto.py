@@ -124,6 +124,8 @@ MODEL_FAMILIES = {
                 "zero-shot-image-classification": "Siglip2Model"},
     "siglip2_vision_model": {"base": "Siglip2VisionModel"},
     "vision-text-dual-encoder": {"base": "VisionTextDualEncoderModel"},
+    # as HF 5: listed by AutoModelForImageTextToText only (HF has no AutoModelForVision2Seq any more)
+    "vision-encoder-decoder": {"image-text-to-text": "VisionEncoderDecoderModel"},
     "whisper": {"base": "WhisperModel", "speech-seq2seq": "WhisperForConditionalGeneration"},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "llava": {"base": "LlavaModel", "image-text-to-text": "LlavaForConditionalGeneration"},

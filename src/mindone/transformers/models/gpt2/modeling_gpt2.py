@@ -13,7 +13,7 @@ from transformers import GPT2Config
 from ...backend import functional as F
 from ...backend import runtime
 from ...backend.layers import Dropout, Embedding, LayerNorm, Linear, new_parameter
-from ...cache_utils import DynamicCache
+from ...cache_utils import DynamicCache, EncoderDecoderCache
 from ...generation import GenerationMixin
 from ...loss_utils import causal_lm_loss, question_answering_loss, sequence_classification_loss
 from ...loss_utils import token_classification_loss
@@ -85,12 +85,23 @@ class GPT2Attention(nn.Cell):
         d = self.split_size
         # (B, S, H*D) -> (B, H, S, D); swapaxes because Tensor.transpose(1, 2) fails inside jit on CPU
         if self.is_cross_attention:
-            # the encoder keys/values are recomputed at every step rather than cached (same values, more work)
             query_states = self.q_attn(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
-            kv = self.c_attn(encoder_hidden_states)
-            enc_len = encoder_hidden_states.shape[1]
-            key_states = kv[..., :d].reshape(batch, enc_len, -1, self.head_dim).swapaxes(1, 2)
-            value_states = kv[..., d:].reshape(batch, enc_len, -1, self.head_dim).swapaxes(1, 2)
+            # an encoder-decoder cache keeps the encoder's keys/values from the first step on; `is_updated` is a
+            # host-side flag, so a compiled decode step reads them from the cache without projecting again
+            cross_cache = getattr(past_key_values, "cross_attention_cache", None)
+            if cross_cache is not None and past_key_values.is_updated.get(self.layer_idx):
+                key_states = cross_cache.key_cache[self.layer_idx]
+                value_states = cross_cache.value_cache[self.layer_idx]
+            else:
+                kv = self.c_attn(encoder_hidden_states)
+                enc_len = encoder_hidden_states.shape[1]
+                key_states = kv[..., :d].reshape(batch, enc_len, -1, self.head_dim).swapaxes(1, 2)
+                value_states = kv[..., d:].reshape(batch, enc_len, -1, self.head_dim).swapaxes(1, 2)
+                if cross_cache is not None:
+                    slots = F.arange(0, enc_len, dtype=ms.int64)
+                    key_states, value_states = cross_cache.update(key_states, value_states, self.layer_idx,
+                                                                  {"cache_position": slots})
+                    past_key_values.is_updated[self.layer_idx] = True
         else:
             qkv = self.c_attn(hidden_states)
             query_states = qkv[..., :d].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
@@ -98,6 +109,7 @@ class GPT2Attention(nn.Cell):
             value_states = qkv[..., 2 * d:].reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
 
         if past_key_values is not None and not self.is_cross_attention:
+            # an EncoderDecoderCache passes this to its self-attention part
             key_states, value_states = past_key_values.update(
                 key_states, value_states, self.layer_idx, {"cache_position": cache_position}
             )
@@ -157,7 +169,7 @@ class GPT2Block(GradientCheckpointingLayer):
                 raise ValueError("encoder_hidden_states were passed but the model has no cross-attention layers "
                                  "(set config.add_cross_attention=True)")
             cross_output, cross_weights = self.crossattention(self.ln_cross_attn(hidden_states),
-                                                              encoder_attention_mask, None, None,
+                                                              encoder_attention_mask, past_key_values, None,
                                                               encoder_hidden_states)
             hidden_states = hidden_states + cross_output
         hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
@@ -220,9 +232,13 @@ class GPT2Model(GPT2PreTrainedModel):
             inputs_embeds = self.wte(input_ids)
         batch_size, seq_len = inputs_embeds.shape[:2]
 
-        if use_cache and past_key_values is None and not runtime.in_graph():
+        if use_cache and not runtime.in_graph():
             # a growing cache only exists in PyNative; compiled decoding passes a StaticCache
-            past_key_values = DynamicCache(config=self.config)
+            if past_key_values is None:
+                past_key_values = DynamicCache(config=self.config)
+            if encoder_hidden_states is not None and not isinstance(past_key_values, EncoderDecoderCache):
+                # as HF: with cross-attention layers the cache also holds the encoder's keys/values
+                past_key_values = EncoderDecoderCache(past_key_values, DynamicCache(config=self.config))
         if cache_position is None:
             past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
             cache_position = F.arange(past_seen, past_seen + seq_len, dtype=ms.int64)
@@ -274,6 +290,9 @@ class GPT2Model(GPT2PreTrainedModel):
 
 class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
     _supports_static_cache = True  # forward runs under mindspore.jit with a StaticCache (compiled decoding)
+    # as the decoder of an encoder-decoder model, the cross-attention reads the encoder's keys/values from an
+    # EncoderDecoderStaticCache, so that model's decoding compiles too
+    _caches_cross_attention = True
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
 
     def __init__(self, config: GPT2Config):

@@ -1,0 +1,1 @@
+from .modeling_vision_encoder_decoder import VisionEncoderDecoderModel
