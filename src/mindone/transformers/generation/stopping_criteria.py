@@ -3,6 +3,7 @@ that are done. They run on the host (token ids are already there once per step).
 
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -181,6 +182,20 @@ class StopStringCriteria(_HostCriteria):
         return np.array([self._row_done(row.tolist()) for row in ids], np.bool_)
 
 
+class ConfidenceCriteria(StoppingCriteria):
+    """Done when the probability the last step's scores gave the last token (of the first row) is below
+    `assistant_confidence_threshold`; assisted decoding uses it to stop drafting early."""
+
+    def __init__(self, assistant_confidence_threshold):
+        self.assistant_confidence_threshold = assistant_confidence_threshold
+
+    def __call__(self, input_ids, scores, **kwargs):
+        logits = _as_numpy(scores[-1]).astype(np.float64)
+        row = logits[0] - logits[0].max()
+        probs = np.exp(row) / np.exp(row).sum()
+        return bool(probs[int(_as_numpy(input_ids)[0, -1])] < self.assistant_confidence_threshold)
+
+
 class StoppingCriteriaList(list):
     def __call__(self, input_ids, scores, **kwargs):
         done = np.zeros((input_ids.shape[0],), np.bool_)
@@ -214,11 +229,11 @@ def validate_stopping_criteria(stopping_criteria, max_length):
     """A copy of `stopping_criteria` that contains a MaxLengthCriteria(max_length)."""
     criteria = deepcopy(stopping_criteria)
     if stopping_criteria.max_length is not None and stopping_criteria.max_length != max_length:
-        logger.warning("You set different `max_length` for stopping criteria and `max_length` parameter")
+        warnings.warn("You set different `max_length` for stopping criteria and `max_length` parameter", UserWarning)
     elif stopping_criteria.max_length is None:
         criteria.append(MaxLengthCriteria(max_length=max_length))
     return criteria
 
 
 __all__ = ["StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria", "EosTokenCriteria",
-           "StopStringCriteria", "validate_stopping_criteria"]
+           "StopStringCriteria", "ConfidenceCriteria", "validate_stopping_criteria"]
