@@ -335,13 +335,14 @@ class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
 
     def __init__(self, bad_words_ids, eos_token_id=None):
         self.bad_word_ids = bad_words_ids
-        self._validate_bad_words()
+        self._validate_arguments()
         if eos_token_id is not None:
             eos = _as_id_list(eos_token_id)
             bad_words_ids = [seq for seq in bad_words_ids if all(seq != [i] for i in eos)]
         super().__init__({tuple(seq): NEG_INF for seq in bad_words_ids})
 
-    def _validate_bad_words(self):
+    def _validate_arguments(self):
+        """Validates `bad_words_ids` (the bias dict built from it may be empty: every bad word was an EOS)."""
         ids = self.bad_word_ids
         if not isinstance(ids, list) or len(ids) == 0:
             raise ValueError(f"`bad_words_ids` has to be a non-empty list, but is {ids}.")
@@ -616,11 +617,12 @@ class MinPLogitsWarper(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         probs = F.softmax(scores, -1)
-        remove = probs < self.min_p * probs.max(axis=-1, keepdims=True)
+        remove = _as_numpy(probs < self.min_p * probs.max(axis=-1, keepdims=True))
         k = min(self.min_tokens_to_keep, scores.shape[-1])
-        # softmax is monotonic, so the k most probable tokens are the k highest scores
-        remove = ops.logical_and(remove, probs < _kth_largest(probs, k))
-        return _fill(scores, remove, self.filter_value)
+        # exactly the k most probable tokens stay, found on the scores: probabilities of far-behind tokens underflow
+        # to 0 (MindSpore's CPU kernels flush float32 denormals, torch's keep them), which would make them all tie
+        np.put_along_axis(remove, _as_numpy(F.topk(scores, k)[1]).astype(np.int64), False, 1)
+        return _fill(scores, Tensor(remove), self.filter_value)
 
 
 class TypicalLogitsWarper(LogitsProcessor):
@@ -705,13 +707,21 @@ class TopHLogitsWarper(LogitsProcessor):
     def __call__(self, input_ids, scores):
         batch, vocab = scores.shape
         top_logits, top_idx = F.topk(scores, min(self.top_n, vocab))
-        probs = F.softmax(top_logits, -1)
-        # entropy as torch.distributions.Categorical computes it: -inf log-probs clamped, so 0 * log 0 = 0
-        logp = ops.clamp(F.log_softmax(top_logits, -1), min=F.finfo_min(scores.dtype))
-        tau = -(logp * probs).sum(-1, keepdims=True) * self.top_h
-        # a zero probability makes its term (and every later cumulative one) nan: nothing past it is kept, as in HF
-        cumulative = F.cumsum(-probs * ops.log(probs), -1)
-        selected = _as_numpy(cumulative <= tau)
+        # at most 100 values a row, on the host in float32 with torch's formulas: whether the last kept token's
+        # cumulative entropy reaches the budget can hinge on the last bit (a uniform row at top_h=1 is exactly on it)
+        x = _as_numpy(F.cast(top_logits, ms.float32))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            peak = x.max(-1, keepdims=True)
+            exp = np.exp(x - peak)
+            total = exp.sum(-1, keepdims=True)
+            probs = exp / total
+            # entropy as torch.distributions.Categorical computes it: normalised logits clamped, so 0 * log 0 = 0
+            normalized = np.maximum(x - (peak + np.log(total)), np.finfo(np.float32).min)
+            tau = -(normalized * probs).sum(-1, keepdims=True) * np.float32(self.top_h)
+            # a zero probability makes its term (and every later cumulative one) nan: nothing past it is kept, as in
+            # HF
+            cumulative = np.cumsum(-probs * np.log(probs), -1, dtype=np.float32)
+        selected = cumulative <= tau
         selected[:, 0] = True
         keep = np.zeros((batch, vocab), np.bool_)
         np.put_along_axis(keep, _as_numpy(top_idx).astype(np.int64), selected, 1)

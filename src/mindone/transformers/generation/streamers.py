@@ -141,7 +141,10 @@ class AsyncTextIteratorStreamer(TextStreamer):
         return self
 
     async def __anext__(self):
-        value = await asyncio.wait_for(self.text_queue.get(), self.timeout)
+        try:
+            value = await asyncio.wait_for(self.text_queue.get(), self.timeout)
+        except asyncio.TimeoutError as error:  # the builtin TimeoutError from Python 3.11 on; HF raises that one
+            raise TimeoutError() from error
         if value == self.stop_signal:
             raise StopAsyncIteration()
         return value
