@@ -181,3 +181,21 @@ def test_async_text_iterator_streamer_yields_the_text():
         return "".join([text async for text in streamer])
 
     assert asyncio.run(run()) == "w1 w2 w3 w4"
+
+
+def test_synthid_detector_passes_torchs_g_values_and_mask():
+    kwargs = dict(ngram_len=4, keys=[5, 9], sampling_table_size=2 ** 10, sampling_table_seed=1,
+                  context_history_size=6, device="cpu")
+    text = np.random.RandomState(2).randint(3, 12, (2, 16))
+    text[0, 11] = 2  # EOS: later n-grams are masked
+
+    class Tok:
+        eos_token_id = 2
+
+    def detector(g_values, mask):
+        return to_np(g_values), to_np(mask)
+
+    mine = ours.SynthIDTextWatermarkDetector(detector, ours.SynthIDTextWatermarkLogitsProcessor(**kwargs), Tok())
+    ref = hf_generation.SynthIDTextWatermarkDetector(detector, hf.SynthIDTextWatermarkLogitsProcessor(**kwargs), Tok())
+    for got, want in zip(mine(ms.Tensor(text)), ref(torch.tensor(text))):
+        np.testing.assert_array_equal(got, want)

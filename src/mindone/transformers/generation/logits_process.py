@@ -1035,7 +1035,7 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
     def update_scores(self, scores, g_values):
         """Log-probabilities after reweighting softmax(scores) depth by depth with the (B, V, depth) g-values."""
         probs = F.softmax(scores, -1)
-        g_values = Tensor(np.asarray(g_values)).astype(scores.dtype)
+        g_values = Tensor(np.asarray(_as_numpy(g_values))).astype(scores.dtype)
         for depth in range(g_values.shape[-1]):
             g = g_values[:, :, depth]
             mass = (g * probs).sum(1, keepdims=True)
@@ -1056,8 +1056,8 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
         if self.skip_first_ngram_calls and self.state.num_calls < self.ngram_len:
             return scores
         indices = np.broadcast_to(np.arange(vocab, dtype=np.int64), (batch, vocab))
-        ngram_keys, context_hash = self._compute_keys(self.state.context, indices)
-        updated = self.update_scores(scores, self.sample_g_values(ngram_keys))
+        ngram_keys, context_hash = self._compute_keys_np(self.state.context, indices)
+        updated = self.update_scores(scores, self._sample_g_np(ngram_keys))
         context_hash = context_hash[:, None]
         repeated = (self.state.context_history == context_hash).any(1, keepdims=True)
         self.state.context_history = np.concatenate([context_hash, self.state.context_history], 1)[:, :-1]
@@ -1066,14 +1066,14 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
     def accumulate_hash(self, current_hash, data, multiplier=_LCG_MULTIPLIER, increment=1):
         """The hash of `data` (..., T) continued from `current_hash` (...) (int64, wrapping)."""
         if multiplier != _LCG_MULTIPLIER or increment != 1:
-            current = np.asarray(current_hash, np.int64)
-            data = np.asarray(data, np.int64)
+            current = np.asarray(_as_numpy(current_hash), np.int64)
+            data = np.asarray(_as_numpy(data), np.int64)
             m, inc = np.int64((multiplier + 2 ** 63) % 2 ** 64 - 2 ** 63), np.int64(increment)
             with np.errstate(over="ignore"):
                 for i in range(data.shape[-1]):
                     current = (current + data[..., i]) * m + inc
-            return current
-        return _accumulate_hash(current_hash, data)
+            return Tensor(current)
+        return Tensor(_accumulate_hash(_as_numpy(current_hash), _as_numpy(data)))
 
     def _key_hashes(self, hashes):
         """(...) hashes -> (..., depth): each continued with one watermarking key."""
@@ -1081,6 +1081,9 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
 
     def compute_ngram_keys(self, ngrams):
         """(B, num_ngrams, ngram_len) ngrams -> (B, num_ngrams, depth) keys."""
+        return Tensor(self._ngram_keys_np(ngrams))
+
+    def _ngram_keys_np(self, ngrams):
         ngrams = np.asarray(_as_numpy(ngrams), np.int64)
         if ngrams.ndim != 3:
             raise ValueError(f"Ngrams should be of shape (batch_size, num_ngrams, ngram_len), but is {ngrams.shape}")
@@ -1092,6 +1095,10 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
 
     def _compute_keys(self, n_minus_1_grams, indices):
         """((B, V, depth) keys of context + each candidate, (B,) hash of the context alone)."""
+        keys, context_hash = self._compute_keys_np(n_minus_1_grams, indices)
+        return Tensor(keys), Tensor(context_hash)
+
+    def _compute_keys_np(self, n_minus_1_grams, indices):
         context = np.asarray(_as_numpy(n_minus_1_grams), np.int64)
         context_hash = _accumulate_hash(np.ones((context.shape[0],), np.int64), context)
         indices = np.asarray(_as_numpy(indices), np.int64)
@@ -1100,7 +1107,11 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
 
     def sample_g_values(self, ngram_keys):
         """Keys -> coin flips: sampling_table[key mod table size] (torch's floored modulo)."""
-        return self.sampling_table[np.mod(np.asarray(ngram_keys, np.int64), self.sampling_table.shape[0])]
+        return Tensor(self._sample_g_np(ngram_keys))
+
+    def _sample_g_np(self, ngram_keys):
+        keys = np.asarray(_as_numpy(ngram_keys), np.int64)
+        return self.sampling_table[np.mod(keys, self.sampling_table.shape[0])]
 
     def _check_input_ids_shape(self, input_ids):
         ids = np.asarray(_as_numpy(input_ids))
@@ -1112,7 +1123,7 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
         """(B, L) ids -> (B, L - ngram_len + 1, depth) g-values of every ngram."""
         ids = self._check_input_ids_shape(input_ids)
         ngrams = np.lib.stride_tricks.sliding_window_view(ids, self.ngram_len, axis=1)
-        return self.sample_g_values(self.compute_ngram_keys(ngrams))
+        return Tensor(self._sample_g_np(self._ngram_keys_np(ngrams)))
 
     def compute_context_repetition_mask(self, input_ids):
         """(B, L - ngram_len + 1): 1 where the ngram's context was not seen before in the row (within the history
@@ -1126,14 +1137,14 @@ class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
             context_hash = _accumulate_hash(np.ones((batch,), np.int64), contexts[:, i, :])[:, None]
             repeated.append((history == context_hash).any(1, keepdims=True))
             history = np.concatenate([context_hash, history], 1)[:, :-1]
-        return np.logical_not(np.concatenate(repeated, 1))
+        return Tensor(np.logical_not(np.concatenate(repeated, 1)))
 
     def compute_eos_token_mask(self, input_ids, eos_token_id):
         """(B, L): 0 from the first EOS of each row on, 1 before."""
         ids = self._check_input_ids_shape(input_ids)
         is_eos = ids == eos_token_id
         seen = np.cumsum(is_eos, 1) > 0
-        return (~seen).astype(np.bool_)
+        return Tensor(~seen)
 
     def expected_mean_g_value(self, vocab_size, coinflip_prob=0.5):
         """Mean g-value of watermarked text under a uniform LM distribution (single depth)."""

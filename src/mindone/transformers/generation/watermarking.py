@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
+from mindspore import Tensor
 
 from .logits_process import SynthIDTextWatermarkLogitsProcessor, WatermarkLogitsProcessor, _as_numpy
 
@@ -125,8 +126,9 @@ class SynthIDTextWatermarkDetector:
 
     def __call__(self, tokenized_outputs):
         processor = self.logits_processor
-        eos_mask = processor.compute_eos_token_mask(tokenized_outputs, self.tokenizer.eos_token_id)
-        mask = processor.compute_context_repetition_mask(tokenized_outputs) * eos_mask[:, processor.ngram_len - 1:]
+        eos_mask = processor.compute_eos_token_mask(tokenized_outputs, self.tokenizer.eos_token_id).asnumpy()
+        repetition_mask = processor.compute_context_repetition_mask(tokenized_outputs).asnumpy()
+        mask = Tensor(repetition_mask & eos_mask[:, processor.ngram_len - 1:])
         return self.detector_module(processor.compute_g_values(tokenized_outputs), mask)
 
 
