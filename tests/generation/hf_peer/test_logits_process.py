@@ -390,17 +390,22 @@ def test_synthidtext_watermark_processor_bias_uniformity_across_vocab(B, vocab_s
 @pytest.mark.parametrize("vocab_size, logits_type", [(2, "uniform"), (10, "uniform"), (2, "random"),
                                                      (10, "random")])
 def test_synthidtext_watermark_processor_distributional_convergence(B, vocab_size, logits_type):
-    rng = np.random.RandomState(0)
+    # HF's draws, in HF's order (numpy's and torch's global generators): the statistic is only ~1.5 standard
+    # deviations inside the tolerance for other draws (vocab 2 leaves 16 distinct contexts a key)
+    import torch
+
+    np.random.seed(0)
+    torch.manual_seed(0)
     batch_size, num_keys = 1500, 1000
     if logits_type == "uniform":
         fixed = np.ones((batch_size, vocab_size), np.float32)
     else:
-        fixed = np.tile(rng.rand(1, vocab_size).astype(np.float32), (batch_size, 1))
+        fixed = np.tile(torch.rand((1, vocab_size)).numpy(), (batch_size, 1))
     total = 0
     for _ in range(num_keys):
-        processor = _synthid(B, ngram_len=5, keys=rng.randint(0, 10 ** 9, (1,), dtype=np.int64),
+        processor = _synthid(B, ngram_len=5, keys=np.random.randint(0, 10 ** 9, size=(1,), dtype=np.int64),
                              sampling_table_size=2 ** 16, sampling_table_seed=0, context_history_size=1024)
-        ngrams = rng.randint(0, vocab_size, (batch_size, 5)).astype(np.int64)
+        ngrams = torch.randint(low=0, high=vocab_size, size=(batch_size, 5)).numpy()
         for idx in range(4):
             processor(B.tensor(ngrams[:, :idx]), B.tensor(fixed))
         updated = B.np(processor(B.tensor(ngrams), B.tensor(fixed))).astype(np.float64)
