@@ -595,8 +595,8 @@ class GenerationMixin:
     def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
                  prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
                  negative_prompt_ids=None, negative_prompt_attention_mask=None, **kwargs):
-        """Generates token ids (HF's `generate`): greedy, multinomial sampling, beam search, beam sampling or
-        prompt-lookup decoding, chosen by the generation config.
+        """Generates token ids (HF's `generate`): greedy, multinomial sampling, beam search, beam sampling, or
+        assisted decoding (prompt lookup, `assistant_model`), chosen by the generation config.
 
         Args:
             inputs: (B, L) prompt ids (MindSpore tensor, numpy array or nested list); for encoder-decoder models, the
@@ -606,6 +606,10 @@ class GenerationMixin:
                 the config implies.
             prefix_allowed_tokens_fn: `fn(batch_id, input_ids_row) -> allowed token ids`.
             streamer: a `TextStreamer`-like object receiving `put(token_ids)` / `end()` (not with beam search).
+            assistant_model: a smaller decoder-only model with the same tokenizer that drafts tokens for this one to
+                verify (batch size 1).
+            negative_prompt_ids / negative_prompt_attention_mask: the unconditional prompt of classifier-free
+                guidance (`guidance_scale`); by default the prompt's last token.
             kwargs: generation parameters (`max_new_tokens=`, `do_sample=`, ...), `tokenizer=` (for
                 `stop_strings`), or model inputs (`attention_mask=`, `encoder_outputs=`, ...).
 
@@ -621,7 +625,13 @@ class GenerationMixin:
         for the whole call): MindSpore's compiler and a compiled step's cache cannot be shared by two running calls.
         """
         tokenizer = kwargs.pop("tokenizer", None)
-        kwargs.pop("assistant_tokenizer", None)
+        if kwargs.pop("assistant_tokenizer", None) is not None:
+            raise ValueError("`assistant_tokenizer` (universal assisted decoding, an assistant with another "
+                             "vocabulary) is not supported by mindone.transformers; the assistant must share the "
+                             "model's tokenizer")
+        if assistant_model is not None and (self.config.is_encoder_decoder
+                                            or assistant_model.config.is_encoder_decoder):
+            raise ValueError("`assistant_model` is supported for decoder-only models only by mindone.transformers")
         has_default_max_length = kwargs.get("max_length") is None and (
             generation_config is None or generation_config.max_length is None) and (
             self.generation_config is None or self.generation_config.max_length is None)
@@ -636,7 +646,7 @@ class GenerationMixin:
                              "to 1.")
         if mode not in ("greedy_search", "sample", "beam_search", "beam_sample", "assisted_generation"):
             raise ValueError(f"generation mode {mode!r} is not supported by mindone.transformers; supported: greedy, "
-                             "sampling, beam search, beam sampling, prompt lookup decoding")
+                             "sampling, beam search, beam sampling, prompt lookup and assistant-model decoding")
         if mode == "assisted_generation" and generation_config.num_return_sequences > 1:
             raise ValueError("num_return_sequences has to be 1 when doing assisted generate, but is "
                              f"{generation_config.num_return_sequences}.")
