@@ -152,3 +152,10 @@ def test_top_h_in_generate_filters_each_step_like_torch(models):
     for scores, logits in zip(out.scores, out.logits):
         assert_scores_equal(scores, reference(None, torch.tensor(logits.asnumpy())))
     assert any(np.isfinite(s.asnumpy()).sum() > 1 for s in out.scores), "top-h kept one token: the test is weak"
+
+
+def test_assistant_with_another_tokenizer_is_refused(models):
+    _, ours = models(1)
+    with pytest.raises(ValueError, match="assistant_tokenizer"):
+        ours.generate(REPETITIVE[:, :5], max_new_tokens=3, assistant_model=ours, assistant_tokenizer=object(),
+                      tokenizer=object())
