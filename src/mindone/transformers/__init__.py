@@ -49,6 +49,20 @@ _LAZY = {
     "InfNanRemoveLogitsProcessor": "generation",
     "LogitNormalization": "generation",
     "PrefixConstrainedLogitsProcessor": "generation",
+    "AsyncTextIteratorStreamer": "generation",
+    "ConfidenceCriteria": "generation",
+    "validate_stopping_criteria": "generation",
+    "TopHLogitsWarper": "generation",
+    "EncoderNoRepeatNGramLogitsProcessor": "generation",
+    "ClassifierFreeGuidanceLogitsProcessor": "generation",
+    "UnbatchedClassifierFreeGuidanceLogitsProcessor": "generation",
+    "AlternatingCodebooksLogitsProcessor": "generation",
+    "WatermarkLogitsProcessor": "generation",
+    "SynthIDTextWatermarkLogitsProcessor": "generation",
+    "WatermarkDetector": "generation",
+    "WatermarkDetectorOutput": "generation",
+    "SynthIDTextWatermarkDetector": "generation",
+    "WhisperTimeStampLogitsProcessor": "generation",
     "Trainer": "trainer",
     "TrainingArguments": "trainer",
     "TrainerCallback": "trainer",
@@ -171,7 +185,8 @@ for _family, _names in _MODEL_FAMILIES.items():
 
 # configs, tokenizers and processors come from transformers itself
 _FROM_TRANSFORMERS = ("AutoConfig", "AutoTokenizer", "AutoProcessor", "AutoImageProcessor", "AutoFeatureExtractor",
-                      "GenerationConfig", "LlamaConfig", "PretrainedConfig", "PreTrainedConfig")
+                      "GenerationConfig", "WatermarkingConfig", "SynthIDTextWatermarkingConfig", "LlamaConfig",
+                      "PretrainedConfig", "PreTrainedConfig")
 
 
 def __getattr__(name):

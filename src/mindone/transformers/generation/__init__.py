@@ -1,6 +1,17 @@
 """Text generation: `GenerationMixin.generate()`, logits processors, stopping criteria and streamers (HF names)."""
 
+from transformers.generation.configuration_utils import (
+    BaseWatermarkingConfig,
+    GenerationConfig,
+    GenerationMode,
+    SynthIDTextWatermarkingConfig,
+    WatermarkingConfig,
+)
+
 from .logits_process import (
+    AlternatingCodebooksLogitsProcessor,
+    ClassifierFreeGuidanceLogitsProcessor,
+    EncoderNoRepeatNGramLogitsProcessor,
     EncoderRepetitionPenaltyLogitsProcessor,
     EpsilonLogitsWarper,
     EtaLogitsWarper,
@@ -21,21 +32,27 @@ from .logits_process import (
     SequenceBiasLogitsProcessor,
     SuppressTokensAtBeginLogitsProcessor,
     SuppressTokensLogitsProcessor,
+    SynthIDTextWatermarkLogitsProcessor,
     TemperatureLogitsWarper,
+    TopHLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
     TypicalLogitsWarper,
+    UnbatchedClassifierFreeGuidanceLogitsProcessor,
+    WatermarkLogitsProcessor,
     WhisperTimeStampLogitsProcessor,
 )
 from .stopping_criteria import (
+    ConfidenceCriteria,
     EosTokenCriteria,
     MaxLengthCriteria,
     MaxTimeCriteria,
     StoppingCriteria,
     StoppingCriteriaList,
     StopStringCriteria,
+    validate_stopping_criteria,
 )
-from .streamers import BaseStreamer, TextIteratorStreamer, TextStreamer
+from .streamers import AsyncTextIteratorStreamer, BaseStreamer, TextIteratorStreamer, TextStreamer
 from .utils import (
     GenerateBeamDecoderOnlyOutput,
     GenerateBeamEncoderDecoderOutput,
@@ -43,3 +60,4 @@ from .utils import (
     GenerateEncoderDecoderOutput,
     GenerationMixin,
 )
+from .watermarking import SynthIDTextWatermarkDetector, WatermarkDetector, WatermarkDetectorOutput

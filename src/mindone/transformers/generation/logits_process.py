@@ -8,6 +8,7 @@ computations that MindSpore would dispatch as dozens of kernels; the resulting (
 
 import functools
 import inspect
+import logging
 import math
 
 import mindspore as ms
@@ -15,6 +16,8 @@ import numpy as np
 from mindspore import Tensor, ops
 
 from ..backend import functional as F
+
+logger = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
 
@@ -332,13 +335,14 @@ class NoBadWordsLogitsProcessor(SequenceBiasLogitsProcessor):
 
     def __init__(self, bad_words_ids, eos_token_id=None):
         self.bad_word_ids = bad_words_ids
-        self._validate_bad_words()
+        self._validate_arguments()
         if eos_token_id is not None:
             eos = _as_id_list(eos_token_id)
             bad_words_ids = [seq for seq in bad_words_ids if all(seq != [i] for i in eos)]
         super().__init__({tuple(seq): NEG_INF for seq in bad_words_ids})
 
-    def _validate_bad_words(self):
+    def _validate_arguments(self):
+        """Validates `bad_words_ids` (the bias dict built from it may be empty: every bad word was an EOS)."""
         ids = self.bad_word_ids
         if not isinstance(ids, list) or len(ids) == 0:
             raise ValueError(f"`bad_words_ids` has to be a non-empty list, but is {ids}.")
@@ -613,11 +617,12 @@ class MinPLogitsWarper(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         probs = F.softmax(scores, -1)
-        remove = probs < self.min_p * probs.max(axis=-1, keepdims=True)
+        remove = _as_numpy(probs < self.min_p * probs.max(axis=-1, keepdims=True))
         k = min(self.min_tokens_to_keep, scores.shape[-1])
-        # softmax is monotonic, so the k most probable tokens are the k highest scores
-        remove = ops.logical_and(remove, probs < _kth_largest(probs, k))
-        return _fill(scores, remove, self.filter_value)
+        # exactly the k most probable tokens stay, found on the scores: probabilities of far-behind tokens underflow
+        # to 0 (MindSpore's CPU kernels flush float32 denormals, torch's keep them), which would make them all tie
+        np.put_along_axis(remove, _as_numpy(F.topk(scores, k)[1]).astype(np.int64), False, 1)
+        return _fill(scores, Tensor(remove), self.filter_value)
 
 
 class TypicalLogitsWarper(LogitsProcessor):
@@ -681,3 +686,466 @@ class EtaLogitsWarper(LogitsProcessor):
         k = min(self.min_tokens_to_keep, scores.shape[-1])
         remove = ops.logical_and(remove, scores < _kth_largest(scores, k))
         return _fill(scores, remove, self.filter_value)
+
+
+class TopHLogitsWarper(LogitsProcessor):
+    """Top-H sampling: among the 100 most likely tokens (in order), keeps the prefix whose cumulative entropy terms
+    `-p log p` (p renormalised over those 100) stay within `top_h` times their entropy; the top token always stays.
+
+    Args:
+        top_h: scale of the entropy budget, in (0, 1].
+        filter_value: score given to removed tokens.
+    """
+
+    def __init__(self, top_h, filter_value=NEG_INF):
+        if not 0 < top_h <= 1:
+            raise ValueError("`top_h` must be in the range (0, 1].")
+        self.top_n = 100  # HF's cap on the candidates considered
+        self.top_h = top_h
+        self.filter_value = filter_value
+
+    def __call__(self, input_ids, scores):
+        batch, vocab = scores.shape
+        top_logits, top_idx = F.topk(scores, min(self.top_n, vocab))
+        # at most 100 values a row, on the host in float32 with torch's formulas: whether the last kept token's
+        # cumulative entropy reaches the budget can hinge on the last bit (a uniform row at top_h=1 is exactly on it)
+        x = _as_numpy(F.cast(top_logits, ms.float32))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            peak = x.max(-1, keepdims=True)
+            exp = np.exp(x - peak)
+            total = exp.sum(-1, keepdims=True)
+            probs = exp / total
+            # entropy as torch.distributions.Categorical computes it: normalised logits clamped, so 0 * log 0 = 0
+            normalized = np.maximum(x - (peak + np.log(total)), np.finfo(np.float32).min)
+            tau = -(normalized * probs).sum(-1, keepdims=True) * np.float32(self.top_h)
+            # a zero probability makes its term (and every later cumulative one) nan: nothing past it is kept, as in
+            # HF
+            cumulative = np.cumsum(-probs * np.log(probs), -1, dtype=np.float32)
+        selected = cumulative <= tau
+        selected[:, 0] = True
+        keep = np.zeros((batch, vocab), np.bool_)
+        np.put_along_axis(keep, _as_numpy(top_idx).astype(np.int64), selected, 1)
+        return _fill(scores, Tensor(~keep), self.filter_value)
+
+
+def _ngram_table(ids, ngram_size):
+    """{(n-1)-gram prefix: [tokens that followed it]} of one sequence (a list of ints)."""
+    table = {}
+    for start in range(len(ids) - ngram_size + 1):
+        table.setdefault(tuple(ids[start:start + ngram_size - 1]), []).append(ids[start + ngram_size - 1])
+    return table
+
+
+class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
+    """Bans every token that would make the last `encoder_ngram_size` tokens an n-gram of the encoder input (the
+    prompt), so generated text does not repeat the prompt's n-grams. Rows are hypotheses: with beams, row `i`
+    belongs to prompt `i // num_beams`.
+
+    Args:
+        encoder_ngram_size: n of the n-grams.
+        encoder_input_ids: (B, L) or (L,) prompt ids.
+    """
+
+    def __init__(self, encoder_ngram_size, encoder_input_ids):
+        if not isinstance(encoder_ngram_size, int) or encoder_ngram_size <= 0:
+            raise ValueError(f"`encoder_ngram_size` has to be a strictly positive integer, but is "
+                             f"{encoder_ngram_size}")
+        self.ngram_size = encoder_ngram_size
+        ids = _as_numpy(encoder_input_ids).astype(np.int64)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        self.batch_size = ids.shape[0]
+        self.generated_ngrams = [_ngram_table(row, encoder_ngram_size) for row in ids.tolist()]
+
+    def __call__(self, input_ids, scores):
+        num_hypos, vocab = scores.shape
+        num_beams = num_hypos // self.batch_size
+        ids = _as_numpy(input_ids).tolist()
+        cur_len = len(ids[0]) if ids else 0
+        start = cur_len + 1 - self.ngram_size  # a negative start slices from the end, as HF's indexing does
+        banned = np.zeros((num_hypos, vocab), np.bool_)
+        for hypo, row in enumerate(ids):
+            tokens = self.generated_ngrams[hypo // num_beams].get(tuple(row[start:cur_len]), [])
+            banned[hypo, [t for t in tokens if -vocab <= t < vocab]] = True
+        return _fill(scores, Tensor(banned))
+
+
+class ClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
+    """Classifier-free guidance over a doubled batch: the first half of the score rows is conditional, the second
+    unconditional; returns `uncond + guidance_scale * (cond - uncond)` (half the rows).
+
+    Args:
+        guidance_scale: > 1.
+    """
+
+    def __init__(self, guidance_scale):
+        if not guidance_scale > 1:
+            raise ValueError("Require guidance scale >1 to use the classifier free guidance processor, got guidance "
+                             f"scale {guidance_scale}.")
+        self.guidance_scale = guidance_scale
+
+    def __call__(self, input_ids, scores):
+        if scores.shape[0] != 2 * input_ids.shape[0]:
+            raise ValueError(f"Logits should have twice the batch size of the input ids, the first half of batches "
+                             f"corresponding to the conditional inputs, and the second half of batches corresponding "
+                             f"to the unconditional inputs. Got batch size {scores.shape[0]} for the logits and "
+                             f"{input_ids.shape[0]} for the input ids.")
+        half = scores.shape[0] // 2
+        cond, uncond = scores[:half], scores[half:]
+        return uncond + (cond - uncond) * self.guidance_scale
+
+
+class AlternatingCodebooksLogitsProcessor(LogitsProcessor):
+    """Bark's fine model: generated positions alternate between the first codebook (ids
+    `[semantic_vocab_size, semantic_vocab_size + codebook_size)`) and the second (ids above that)."""
+
+    def __init__(self, input_start_len, semantic_vocab_size, codebook_size):
+        if not isinstance(input_start_len, int) or input_start_len < 0:
+            raise ValueError(f"`input_starting_length` has to be a non-negative integer, but is {input_start_len}")
+        self.input_start_len = input_start_len
+        self.semantic_vocab_size = semantic_vocab_size
+        self.codebook_size = codebook_size
+
+    def __call__(self, input_ids, scores):
+        first_codebook = (input_ids.shape[-1] - self.input_start_len) % 2 == 0
+        vocab = np.arange(scores.shape[-1])
+        end_of_first = self.semantic_vocab_size + self.codebook_size
+        if first_codebook:
+            banned = (vocab < self.semantic_vocab_size) | (vocab >= end_of_first)
+        else:
+            banned = vocab < end_of_first
+        return _fill(scores, Tensor(banned).reshape(1, -1))
+
+
+class UnbatchedClassifierFreeGuidanceLogitsProcessor(LogitsProcessor):
+    """Classifier-free guidance with a second, unconditional pass of `model` (on `unconditional_ids`, by default the
+    prompt's last token, followed by the generated tokens): returns
+    `guidance_scale * (log_softmax(scores) - uncond) + uncond`, `uncond` the unconditional log-probabilities.
+
+    Args:
+        guidance_scale: 1 returns log_softmax(scores) unchanged; > 1 follows the prompt more, < 1 the negative prompt.
+        model: the model run on the unconditional branch (called as `model(input_ids, attention_mask=...,
+            use_cache=..., past_key_values=...)`, returning `.logits`).
+        unconditional_ids / unconditional_attention_mask: (B, L) negative prompt and its mask.
+        use_cache: keep the unconditional branch's key/value cache between steps.
+    """
+
+    def __init__(self, guidance_scale, model, unconditional_ids=None, unconditional_attention_mask=None,
+                 use_cache=True):
+        self.guidance_scale = guidance_scale
+        self.model = model
+        self.unconditional_context = {"input_ids": unconditional_ids, "attention_mask": unconditional_attention_mask,
+                                      "use_cache": use_cache, "past_key_values": None, "first_pass": True}
+
+    def get_unconditional_logits(self, input_ids):
+        ctx = self.unconditional_context
+        ids = _as_numpy(input_ids).astype(np.int64)
+        if ctx["first_pass"]:
+            if ctx["input_ids"] is None:
+                ctx["input_ids"] = ids[:, -1:]
+            ctx["input_ids"] = _as_numpy(ctx["input_ids"]).astype(np.int64)
+            if ctx["attention_mask"] is None:
+                ctx["attention_mask"] = np.ones_like(ctx["input_ids"])
+            ctx["attention_mask"] = _as_numpy(ctx["attention_mask"]).astype(np.int64)
+            feed = ctx["input_ids"]
+            ctx["first_pass"] = False
+        else:
+            ctx["attention_mask"] = np.concatenate([ctx["attention_mask"], np.ones_like(ids[:, -1:])], 1)
+            if ctx["use_cache"]:
+                feed = ids[:, -1:]
+            else:
+                feed = np.concatenate([ctx["input_ids"], ids[:, -1:]], 1)
+            ctx["input_ids"] = feed
+        out = self.model(Tensor(feed), attention_mask=Tensor(ctx["attention_mask"]), use_cache=ctx["use_cache"],
+                         past_key_values=ctx["past_key_values"])
+        ctx["past_key_values"] = out.get("past_key_values", None) if ctx["use_cache"] else None
+        return out.logits
+
+    def __call__(self, input_ids, scores):
+        # the written-out log-softmax: MindSpore's CPU kernel is ~1.5e-6 off, visible once scaled by the guidance
+        scores = F._precise_log_softmax(scores)
+        if self.guidance_scale == 1:
+            return scores
+        logits = self.get_unconditional_logits(input_ids)
+        uncond = F._precise_log_softmax(F.cast(logits[:, -1], scores.dtype))
+        return self.guidance_scale * (scores - uncond) + uncond
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Watermarking. Both schemes draw from torch's CPU generator (mt19937) in HF, so text watermarked by HF's processors
+# is detected by ours and the other way round: the draws are reproduced exactly (see _mt19937_raw, _torch_randperm).
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _mt19937_raw(seed, count):
+    """The first `count` 32-bit outputs of torch's CPU generator after `manual_seed(seed)` (an mt19937 seeded with
+    the low 32 bits of the seed)."""
+    bit_generator = np.random.MT19937(0)
+    bit_generator._legacy_seeding(int(seed) & 0xFFFFFFFF)
+    return bit_generator.random_raw(count).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=4096)
+def _torch_randperm(n, seed):
+    """`torch.randperm(n, generator=torch.Generator().manual_seed(seed))` on CPU: a Fisher-Yates shuffle that swaps
+    position i with i + (draw % (n - i))."""
+    offsets = _mt19937_raw(seed, max(n - 1, 0)) % (n - np.arange(max(n - 1, 0)))
+    perm = list(range(n))
+    for i, offset in enumerate(offsets.tolist()):
+        j = i + offset
+        perm[i], perm[j] = perm[j], perm[i]
+    perm = np.asarray(perm, np.int64)
+    perm.setflags(write=False)
+    return perm
+
+
+class WatermarkLogitsProcessor(LogitsProcessor):
+    """Kirchenbauer et al.'s watermark: a pseudo-random "green" share of the vocabulary, seeded from the previous
+    token(s), gets `bias` added to its scores. Detect with `WatermarkDetector`.
+
+    Args:
+        vocab_size: vocabulary size (the green list is `int(vocab_size * greenlist_ratio)` ids).
+        device: accepted for HF compatibility.
+        greenlist_ratio: in (0, 1).
+        bias: added to green scores.
+        hashing_key: the secret key.
+        seeding_scheme: "lefthash" (seed from the last token) or "selfhash" (seed also from each candidate token).
+        context_width: previous tokens used in seeding.
+    """
+
+    table_size = 1_000_003
+
+    def __init__(self, vocab_size, device="cpu", greenlist_ratio=0.25, bias=2.0, hashing_key=15485863,
+                 seeding_scheme="lefthash", context_width=1):
+        if seeding_scheme not in ["selfhash", "lefthash"]:
+            raise ValueError(f"seeding_scheme has to be one of [`selfhash`, `lefthash`], but found {seeding_scheme}")
+        if greenlist_ratio >= 1.0 or greenlist_ratio <= 0.0:
+            raise ValueError(f"greenlist_ratio has be in range between 0.0 and 1.0, exclusively. but found "
+                             f"{greenlist_ratio}")
+        self.vocab_size = vocab_size
+        self.greenlist_size = int(self.vocab_size * greenlist_ratio)
+        self.bias = bias
+        self.seeding_scheme = seeding_scheme
+        self.hash_key = hashing_key
+        self.context_width = context_width
+        self._fixed_table = None
+
+    @property
+    def fixed_table(self):
+        """torch.randperm(1_000_003) from the hashing key; only selfhash uses it (built on first use, ~1 s)."""
+        if self._fixed_table is None:
+            self._fixed_table = _torch_randperm(self.table_size, self.hash_key)
+        return self._fixed_table
+
+    def _seed(self, input_seq):
+        input_seq = np.asarray(input_seq, np.int64)[-self.context_width:]
+        if self.seeding_scheme == "selfhash":
+            # int64 products wrap around exactly as torch's do
+            a = self.fixed_table[input_seq % self.table_size] + 1
+            b = self.fixed_table[input_seq[-1] % self.table_size] + 1
+            with np.errstate(over="ignore"):
+                seed = int((np.int64(self.hash_key) * a * b).min())
+        else:
+            seed = self.hash_key * int(input_seq[-1])
+        return seed % (2 ** 64 - 1)
+
+    def _get_greenlist_ids(self, input_seq):
+        return _torch_randperm(self.vocab_size, self._seed(input_seq))[:self.greenlist_size]
+
+    def _score_rejection_sampling(self, input_seq, row_scores):
+        """selfhash: of the 40 best candidates, those that are in the green list seeded with themselves appended."""
+        order = np.argsort(-row_scores, kind="stable")
+        green = []
+        for candidate in order[:40].tolist():
+            if candidate in self._get_greenlist_ids(np.append(input_seq, candidate)):
+                green.append(candidate)
+        return np.asarray(green, np.int64)
+
+    def __call__(self, input_ids, scores):
+        ids = _as_numpy(input_ids).astype(np.int64)
+        if ids.shape[-1] < self.context_width:
+            logger.warning("`input_ids` should have at least `%d` tokens but has %d. The seeding will be skipped for "
+                           "this generation step!", self.context_width, ids.shape[-1])
+            return scores
+        bias = np.zeros(tuple(scores.shape), np.float32)
+        host_scores = _as_numpy(scores) if self.seeding_scheme == "selfhash" else None
+        for row, input_seq in enumerate(ids):
+            if self.seeding_scheme == "selfhash":
+                green = self._score_rejection_sampling(input_seq, host_scores[row])
+            else:
+                green = self._get_greenlist_ids(input_seq)
+            bias[row, green] = self.bias
+        return scores + Tensor(bias).astype(scores.dtype)
+
+
+_LCG_MULTIPLIER = 6364136223846793005  # newlib/musl linear congruential generator, as HF's SynthID hash
+
+
+def _accumulate_hash(current, data):
+    """SynthID's hash: for each value v along data's last axis, h = (h + v) * multiplier + 1 in wrapping int64."""
+    current = np.asarray(current, np.int64)
+    data = np.asarray(data, np.int64)
+    multiplier = np.int64(_LCG_MULTIPLIER)
+    with np.errstate(over="ignore"):
+        for i in range(data.shape[-1]):
+            current = (current + data[..., i]) * multiplier + np.int64(1)
+    return current
+
+
+class SynthIDTextWatermarkState:
+    """Per-generation SynthID state: the last `ngram_len - 1` tokens and the hashes of contexts already used."""
+
+    def __init__(self, batch_size, ngram_len, context_history_size, device="cpu"):
+        self.context = np.zeros((batch_size, ngram_len - 1), np.int64)
+        self.context_history = np.zeros((batch_size, context_history_size), np.int64)
+        self.num_calls = 0
+
+
+class SynthIDTextWatermarkLogitsProcessor(LogitsProcessor):
+    """SynthID Text watermarking (tournament sampling): for each depth (one key each), pseudo-random g-values in
+    {0, 1} from the hash of (previous ngram_len - 1 tokens, candidate, key) reweight the probabilities
+    `p <- p * (1 + g - E_p[g])`; returns log-probabilities. A context seen before in the same generation is left
+    unwatermarked. Detect with `SynthIDTextWatermarkDetector`.
+
+    Args:
+        ngram_len: context length + 1.
+        keys: one watermarking key per depth.
+        sampling_table_size / sampling_table_seed: the table of coin flips the hashes index (torch's
+            `randint(0, 2)` draws from `manual_seed(sampling_table_seed)`, reproduced exactly).
+        context_history_size: how many earlier contexts are remembered.
+        device: accepted for HF compatibility.
+        skip_first_ngram_calls: leave the first `ngram_len - 1` steps unwatermarked.
+        debug_mode: replace the scores by uniform ones first (tests).
+    """
+
+    def __init__(self, ngram_len, keys, sampling_table_size, sampling_table_seed, context_history_size,
+                 device="cpu", skip_first_ngram_calls=False, debug_mode=False):
+        self.ngram_len = ngram_len
+        self.keys = np.asarray(_as_numpy(keys), np.int64).reshape(-1)
+        self.sampling_table = _mt19937_raw(sampling_table_seed, sampling_table_size) % 2
+        self.context_history_size = context_history_size
+        self.device = device
+        self.state = None
+        self.skip_first_ngram_calls = skip_first_ngram_calls
+        self.debug_mode = debug_mode
+
+    def _init_state(self, batch_size):
+        self.state = SynthIDTextWatermarkState(batch_size, self.ngram_len, self.context_history_size, self.device)
+
+    def update_scores(self, scores, g_values):
+        """Log-probabilities after reweighting softmax(scores) depth by depth with the (B, V, depth) g-values."""
+        probs = F.softmax(scores, -1)
+        g_values = Tensor(np.asarray(_as_numpy(g_values))).astype(scores.dtype)
+        for depth in range(g_values.shape[-1]):
+            g = g_values[:, :, depth]
+            mass = (g * probs).sum(1, keepdims=True)
+            probs = probs * (1 + g - mass)
+        log_probs = ops.log(probs)
+        return ops.where(ops.isfinite(log_probs), log_probs, F.full((), F.finfo_min(scores.dtype), scores.dtype))
+
+    def __call__(self, input_ids, scores):
+        ids = self._check_input_ids_shape(input_ids)
+        batch, vocab = scores.shape
+        if self.debug_mode:
+            scores = ops.ones_like(scores)
+        if self.state is None:
+            self._init_state(batch)
+        else:
+            self.state.context = np.concatenate([self.state.context, ids[:, -1:]], 1)[:, 1:]
+        self.state.num_calls += 1
+        if self.skip_first_ngram_calls and self.state.num_calls < self.ngram_len:
+            return scores
+        indices = np.broadcast_to(np.arange(vocab, dtype=np.int64), (batch, vocab))
+        ngram_keys, context_hash = self._compute_keys_np(self.state.context, indices)
+        updated = self.update_scores(scores, self._sample_g_np(ngram_keys))
+        context_hash = context_hash[:, None]
+        repeated = (self.state.context_history == context_hash).any(1, keepdims=True)
+        self.state.context_history = np.concatenate([context_hash, self.state.context_history], 1)[:, :-1]
+        return ops.where(Tensor(repeated), scores, updated)
+
+    def accumulate_hash(self, current_hash, data, multiplier=_LCG_MULTIPLIER, increment=1):
+        """The hash of `data` (..., T) continued from `current_hash` (...) (int64, wrapping)."""
+        if multiplier != _LCG_MULTIPLIER or increment != 1:
+            current = np.asarray(_as_numpy(current_hash), np.int64)
+            data = np.asarray(_as_numpy(data), np.int64)
+            m, inc = np.int64((multiplier + 2 ** 63) % 2 ** 64 - 2 ** 63), np.int64(increment)
+            with np.errstate(over="ignore"):
+                for i in range(data.shape[-1]):
+                    current = (current + data[..., i]) * m + inc
+            return Tensor(current)
+        return Tensor(_accumulate_hash(_as_numpy(current_hash), _as_numpy(data)))
+
+    def _key_hashes(self, hashes):
+        """(...) hashes -> (..., depth): each continued with one watermarking key."""
+        return _accumulate_hash(hashes[..., None], self.keys[:, None])
+
+    def compute_ngram_keys(self, ngrams):
+        """(B, num_ngrams, ngram_len) ngrams -> (B, num_ngrams, depth) keys."""
+        return Tensor(self._ngram_keys_np(ngrams))
+
+    def _ngram_keys_np(self, ngrams):
+        ngrams = np.asarray(_as_numpy(ngrams), np.int64)
+        if ngrams.ndim != 3:
+            raise ValueError(f"Ngrams should be of shape (batch_size, num_ngrams, ngram_len), but is {ngrams.shape}")
+        if ngrams.shape[2] != self.ngram_len:
+            raise ValueError("Ngrams should be of shape (batch_size, num_ngrams, ngram_len), where ngram_len is "
+                             f"{self.ngram_len}, but is {ngrams.shape}")
+        hashes = _accumulate_hash(np.ones(ngrams.shape[:2], np.int64), ngrams)
+        return self._key_hashes(hashes)
+
+    def _compute_keys(self, n_minus_1_grams, indices):
+        """((B, V, depth) keys of context + each candidate, (B,) hash of the context alone)."""
+        keys, context_hash = self._compute_keys_np(n_minus_1_grams, indices)
+        return Tensor(keys), Tensor(context_hash)
+
+    def _compute_keys_np(self, n_minus_1_grams, indices):
+        context = np.asarray(_as_numpy(n_minus_1_grams), np.int64)
+        context_hash = _accumulate_hash(np.ones((context.shape[0],), np.int64), context)
+        indices = np.asarray(_as_numpy(indices), np.int64)
+        hashes = _accumulate_hash(context_hash[:, None], indices[:, :, None])
+        return self._key_hashes(hashes), context_hash
+
+    def sample_g_values(self, ngram_keys):
+        """Keys -> coin flips: sampling_table[key mod table size] (torch's floored modulo)."""
+        return Tensor(self._sample_g_np(ngram_keys))
+
+    def _sample_g_np(self, ngram_keys):
+        keys = np.asarray(_as_numpy(ngram_keys), np.int64)
+        return self.sampling_table[np.mod(keys, self.sampling_table.shape[0])]
+
+    def _check_input_ids_shape(self, input_ids):
+        ids = np.asarray(_as_numpy(input_ids))
+        if ids.ndim != 2:
+            raise ValueError(f"Input ids should be of shape (batch_size, input_len), but is {ids.shape}")
+        return ids.astype(np.int64)
+
+    def compute_g_values(self, input_ids):
+        """(B, L) ids -> (B, L - ngram_len + 1, depth) g-values of every ngram."""
+        ids = self._check_input_ids_shape(input_ids)
+        ngrams = np.lib.stride_tricks.sliding_window_view(ids, self.ngram_len, axis=1)
+        return Tensor(self._sample_g_np(self._ngram_keys_np(ngrams)))
+
+    def compute_context_repetition_mask(self, input_ids):
+        """(B, L - ngram_len + 1): 1 where the ngram's context was not seen before in the row (within the history
+        size), 0 where it repeats."""
+        ids = self._check_input_ids_shape(input_ids)
+        batch = ids.shape[0]
+        history = np.zeros((batch, self.context_history_size), np.int64)
+        contexts = np.lib.stride_tricks.sliding_window_view(ids[:, :-1], self.ngram_len - 1, axis=1)
+        repeated = []
+        for i in range(contexts.shape[1]):
+            context_hash = _accumulate_hash(np.ones((batch,), np.int64), contexts[:, i, :])[:, None]
+            repeated.append((history == context_hash).any(1, keepdims=True))
+            history = np.concatenate([context_hash, history], 1)[:, :-1]
+        return Tensor(np.logical_not(np.concatenate(repeated, 1)))
+
+    def compute_eos_token_mask(self, input_ids, eos_token_id):
+        """(B, L): 0 from the first EOS of each row on, 1 before."""
+        ids = self._check_input_ids_shape(input_ids)
+        is_eos = ids == eos_token_id
+        seen = np.cumsum(is_eos, 1) > 0
+        return Tensor(~seen)
+
+    def expected_mean_g_value(self, vocab_size, coinflip_prob=0.5):
+        """Mean g-value of watermarked text under a uniform LM distribution (single depth)."""
+        return coinflip_prob + coinflip_prob * (1 - coinflip_prob) * (1 - (1 / vocab_size))

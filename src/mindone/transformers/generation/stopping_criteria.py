@@ -1,8 +1,10 @@
 """Stopping criteria with HF's names and semantics: `criteria(input_ids, scores) -> (B,) bool tensor`, True for rows
 that are done. They run on the host (token ids are already there once per step)."""
 
+import json
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -84,6 +86,18 @@ class EosTokenCriteria(_HostCriteria):
 _STOP_STRING_TOKEN_CACHE = OrderedDict()
 
 
+def _decoder_types(config):
+    """Every `type` value in a decoder's JSON config (nested decoders included)."""
+    if isinstance(config, dict):
+        if isinstance(config.get("type"), str):
+            yield config["type"]
+        for value in config.values():
+            yield from _decoder_types(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _decoder_types(value)
+
+
 def _bytes_to_unicode():
     """GPT-2's byte <-> printable-unicode table used by byte-level BPE vocabularies."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
@@ -111,25 +125,44 @@ class StopStringCriteria(_HostCriteria):
         if isinstance(stop_strings, str):
             stop_strings = [stop_strings]
         self.stop_strings = tuple(stop_strings)
-        self._mode = self._matching_mode(tokenizer)
+        self._mode = self._get_stop_string_matching_mode(tokenizer)
         self._targets = tuple(s.encode("utf-8") for s in self.stop_strings) if self._mode else self.stop_strings
         self._token_texts = self._clean_vocab(tokenizer, self._mode)
         self.maximum_token_len = max(len(s) for s in self._targets)
 
     @staticmethod
-    def _matching_mode(tokenizer):
+    def _get_stop_string_matching_mode(tokenizer):
+        """How token texts are matched: "byte_level" (GPT-2 style byte-to-unicode tokens), "byte_fallback"
+        (`<0xNN>` byte tokens) or None (plain strings), read from the fast tokenizer's decoder: its class, else the
+        `type` fields of its JSON state (nested sequences included; a "ByteFallback" that is only some field's
+        value, e.g. a Replace decoder's content, does not count). Byte fallback wins when both appear."""
         decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
         if decoder is None:
             return None
         if type(decoder).__name__ == "ByteLevel":
             return "byte_level"
         state = getattr(decoder, "__getstate__", lambda: None)()
-        if isinstance(state, (bytes, str)):
-            text = state.decode() if isinstance(state, bytes) else state
-            if '"ByteFallback"' in text:
-                return "byte_fallback"
-            if '"ByteLevel"' in text:
-                return "byte_level"
+        try:
+            config = json.loads(state) if isinstance(state, (bytes, str)) else None
+        except ValueError:
+            config = None
+        types = set(_decoder_types(config))
+        if "ByteFallback" in types:
+            return "byte_fallback"
+        if "ByteLevel" in types:
+            return "byte_level"
+        return None
+
+    @staticmethod
+    def _token_to_bytes(token, stop_string_matching_mode, byte_decoder):
+        """The bytes a vocabulary token stands for in byte modes (None when it is not a byte token)."""
+        if stop_string_matching_mode == "byte_level":
+            if byte_decoder is not None and all(c in byte_decoder for c in token):
+                return bytes(byte_decoder[c] for c in token)
+            return None
+        if (stop_string_matching_mode == "byte_fallback" and len(token) == 6 and token.startswith("<0x")
+                and token.endswith(">") and all(c in "0123456789abcdefABCDEF" for c in token[3:5])):
+            return bytes([int(token[3:5], 16)])
         return None
 
     @staticmethod
@@ -143,12 +176,7 @@ class StopStringCriteria(_HostCriteria):
         base = [tokenizer._convert_id_to_token(t) for t in tokenizer(static_prefix, add_special_tokens=False)["input_ids"]]
         texts = [b"" if mode else ""] * (max(vocab.values()) + 1)
         for token, index in vocab.items():
-            text = None
-            if mode == "byte_level" and all(c in byte_decoder for c in token):
-                text = bytes(byte_decoder[c] for c in token)
-            elif (mode == "byte_fallback" and len(token) == 6 and token.startswith("<0x") and token.endswith(">")
-                  and all(c in "0123456789abcdefABCDEF" for c in token[3:5])):
-                text = bytes([int(token[3:5], 16)])
+            text = StopStringCriteria._token_to_bytes(token, mode, byte_decoder)
             if text is None:
                 text = tokenizer.convert_tokens_to_string(base + [token])
                 text = text[text.index(static_prefix) + len(static_prefix):]
@@ -179,6 +207,20 @@ class StopStringCriteria(_HostCriteria):
 
     def _done(self, ids, **kwargs):
         return np.array([self._row_done(row.tolist()) for row in ids], np.bool_)
+
+
+class ConfidenceCriteria(StoppingCriteria):
+    """Done when the probability the last step's scores gave the last token (of the first row) is below
+    `assistant_confidence_threshold`; assisted decoding uses it to stop drafting early."""
+
+    def __init__(self, assistant_confidence_threshold):
+        self.assistant_confidence_threshold = assistant_confidence_threshold
+
+    def __call__(self, input_ids, scores, **kwargs):
+        logits = _as_numpy(scores[-1]).astype(np.float64)
+        row = logits[0] - logits[0].max()
+        probs = np.exp(row) / np.exp(row).sum()
+        return bool(probs[int(_as_numpy(input_ids)[0, -1])] < self.assistant_confidence_threshold)
 
 
 class StoppingCriteriaList(list):
@@ -214,11 +256,11 @@ def validate_stopping_criteria(stopping_criteria, max_length):
     """A copy of `stopping_criteria` that contains a MaxLengthCriteria(max_length)."""
     criteria = deepcopy(stopping_criteria)
     if stopping_criteria.max_length is not None and stopping_criteria.max_length != max_length:
-        logger.warning("You set different `max_length` for stopping criteria and `max_length` parameter")
+        warnings.warn("You set different `max_length` for stopping criteria and `max_length` parameter", UserWarning)
     elif stopping_criteria.max_length is None:
         criteria.append(MaxLengthCriteria(max_length=max_length))
     return criteria
 
 
 __all__ = ["StoppingCriteria", "StoppingCriteriaList", "MaxLengthCriteria", "MaxTimeCriteria", "EosTokenCriteria",
-           "StopStringCriteria", "validate_stopping_criteria"]
+           "StopStringCriteria", "ConfidenceCriteria", "validate_stopping_criteria"]

@@ -2,6 +2,7 @@
 `end()` once. Text is released word by word (up to the last space), at newlines, after CJK characters, and at once
 while it holds only letters, digits and spaces (transformers 5.25)."""
 
+import asyncio
 import sys
 import unicodedata
 from queue import Queue
@@ -113,4 +114,37 @@ class TextIteratorStreamer(TextStreamer):
         value = self.text_queue.get(timeout=self.timeout)
         if value == self.stop_signal:
             raise StopIteration()
+        return value
+
+
+class AsyncTextIteratorStreamer(TextStreamer):
+    """Puts finished text in an asyncio queue: create it inside a coroutine, run `generate` in a thread and
+    `async for` over the streamer.
+
+    Args:
+        timeout: seconds to wait for the next piece of text before `TimeoutError` is raised (None: forever).
+    """
+
+    def __init__(self, tokenizer, skip_prompt=False, timeout=None, **decode_kwargs):
+        super().__init__(tokenizer, skip_prompt, **decode_kwargs)
+        self.text_queue = asyncio.Queue()
+        self.stop_signal = None
+        self.timeout = timeout
+        self.loop = asyncio.get_running_loop()
+
+    def on_finalized_text(self, text, stream_end=False):
+        self.loop.call_soon_threadsafe(self.text_queue.put_nowait, text)
+        if stream_end:
+            self.loop.call_soon_threadsafe(self.text_queue.put_nowait, self.stop_signal)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            value = await asyncio.wait_for(self.text_queue.get(), self.timeout)
+        except asyncio.TimeoutError as error:  # the builtin TimeoutError from Python 3.11 on; HF raises that one
+            raise TimeoutError() from error
+        if value == self.stop_signal:
+            raise StopAsyncIteration()
         return value

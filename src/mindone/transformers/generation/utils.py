@@ -13,6 +13,7 @@ Where the work happens:
 import copy
 import inspect
 import logging
+import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ..backend import runtime
 from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, EncoderDecoderStaticCache, StaticCache
 from ..modeling_outputs import ModelOutput
 from .logits_process import (
+    EncoderNoRepeatNGramLogitsProcessor,
     EncoderRepetitionPenaltyLogitsProcessor,
     EpsilonLogitsWarper,
     EtaLogitsWarper,
@@ -48,10 +50,14 @@ from .logits_process import (
     SequenceBiasLogitsProcessor,
     SuppressTokensAtBeginLogitsProcessor,
     SuppressTokensLogitsProcessor,
+    SynthIDTextWatermarkLogitsProcessor,
     TemperatureLogitsWarper,
+    TopHLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
     TypicalLogitsWarper,
+    UnbatchedClassifierFreeGuidanceLogitsProcessor,
+    WatermarkLogitsProcessor,
     _as_numpy,
 )
 from .stopping_criteria import (
@@ -484,27 +490,39 @@ class GenerationMixin:
         return generation_config
 
     def _get_logits_processor(self, generation_config, input_ids_seq_length, encoder_input_ids=None,
-                              prefix_allowed_tokens_fn=None, logits_processor=None, padding_lengths=None):
+                              prefix_allowed_tokens_fn=None, logits_processor=None, padding_lengths=None,
+                              negative_prompt_ids=None, negative_prompt_attention_mask=None):
         """HF's processor list, in HF's order; user processors are merged in (same type as a default one raises)."""
         gc = generation_config
         eos = gc._eos_token_tensor
         processors = LogitsProcessorList()
+        if gc.guidance_scale is not None and gc.guidance_scale != 1:
+            processors.append(UnbatchedClassifierFreeGuidanceLogitsProcessor(
+                gc.guidance_scale, self, unconditional_ids=negative_prompt_ids,
+                unconditional_attention_mask=negative_prompt_attention_mask, use_cache=gc.use_cache))
+        has_encoder_input_ids = encoder_input_ids is not None and encoder_input_ids.ndim == 2 and not (
+            _as_numpy(encoder_input_ids) < 0).any()
         if gc.sequence_bias is not None:
             processors.append(SequenceBiasLogitsProcessor(sequence_bias=gc.sequence_bias))
         if gc.encoder_repetition_penalty is not None and gc.encoder_repetition_penalty != 1.0:
-            if encoder_input_ids is not None and encoder_input_ids.ndim == 2:
+            if has_encoder_input_ids:
                 processors.append(EncoderRepetitionPenaltyLogitsProcessor(gc.encoder_repetition_penalty,
                                                                           encoder_input_ids))
             else:
-                logger.warning("Passing `encoder_repetition_penalty` requires some form of `input_ids` to be passed "
-                               "to `generate`, ignoring the argument.")
+                warnings.warn("Passing `encoder_repetition_penalty` requires some form of `input_ids` to be passed "
+                              "to `generate`, ignoring the argument.", UserWarning)
         if gc.repetition_penalty is not None and gc.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(gc.repetition_penalty,
                                                                prompt_ignore_length=padding_lengths))
         if gc.no_repeat_ngram_size is not None and gc.no_repeat_ngram_size > 0:
             processors.append(NoRepeatNGramLogitsProcessor(gc.no_repeat_ngram_size))
         if gc.encoder_no_repeat_ngram_size is not None and gc.encoder_no_repeat_ngram_size > 0:
-            raise ValueError("`encoder_no_repeat_ngram_size` is not supported by mindone.transformers yet")
+            if has_encoder_input_ids:
+                processors.append(EncoderNoRepeatNGramLogitsProcessor(gc.encoder_no_repeat_ngram_size,
+                                                                      encoder_input_ids))
+            else:
+                warnings.warn("Passing `encoder_no_repeat_ngram_size` requires some form of `input_ids` to be passed "
+                              "to `generate`, ignoring the argument.", UserWarning)
         if gc.bad_words_ids is not None:
             processors.append(NoBadWordsLogitsProcessor(gc.bad_words_ids, eos))
         if gc.min_length is not None and eos is not None and gc.min_length > 0:
@@ -535,6 +553,8 @@ class GenerationMixin:
             keep = (len(eos) + 1 if eos is not None else 2) if gc.num_beams > 1 else 1
             if gc.temperature is not None and gc.temperature != 1.0:
                 processors.append(TemperatureLogitsWarper(gc.temperature))
+            if getattr(gc, "top_h", None) is not None:
+                processors.append(TopHLogitsWarper(top_h=gc.top_h))
             if gc.top_k is not None and gc.top_k != 0:
                 processors.append(TopKLogitsWarper(top_k=gc.top_k, min_tokens_to_keep=keep))
             if gc.top_p is not None and gc.top_p < 1.0:
@@ -547,6 +567,9 @@ class GenerationMixin:
                 processors.append(EpsilonLogitsWarper(epsilon=gc.epsilon_cutoff, min_tokens_to_keep=keep))
             if gc.eta_cutoff is not None and 0.0 < gc.eta_cutoff < 1.0:
                 processors.append(EtaLogitsWarper(epsilon=gc.eta_cutoff, min_tokens_to_keep=keep))
+        # watermarking comes after every other processor, as in HF
+        if gc.watermarking_config is not None:
+            processors.append(_watermark_processor(gc.watermarking_config, self.config.get_text_config().vocab_size))
         if gc.renormalize_logits is True:
             processors.append(LogitNormalization())
         return processors
@@ -577,8 +600,8 @@ class GenerationMixin:
     def generate(self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
                  prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None,
                  negative_prompt_ids=None, negative_prompt_attention_mask=None, **kwargs):
-        """Generates token ids (HF's `generate`): greedy, multinomial sampling, beam search, beam sampling or
-        prompt-lookup decoding, chosen by the generation config.
+        """Generates token ids (HF's `generate`): greedy, multinomial sampling, beam search, beam sampling, or
+        assisted decoding (prompt lookup, `assistant_model`), chosen by the generation config.
 
         Args:
             inputs: (B, L) prompt ids (MindSpore tensor, numpy array or nested list); for encoder-decoder models, the
@@ -588,6 +611,10 @@ class GenerationMixin:
                 the config implies.
             prefix_allowed_tokens_fn: `fn(batch_id, input_ids_row) -> allowed token ids`.
             streamer: a `TextStreamer`-like object receiving `put(token_ids)` / `end()` (not with beam search).
+            assistant_model: a smaller decoder-only model with the same tokenizer that drafts tokens for this one to
+                verify (batch size 1).
+            negative_prompt_ids / negative_prompt_attention_mask: the unconditional prompt of classifier-free
+                guidance (`guidance_scale`); by default the prompt's last token.
             kwargs: generation parameters (`max_new_tokens=`, `do_sample=`, ...), `tokenizer=` (for
                 `stop_strings`), or model inputs (`attention_mask=`, `encoder_outputs=`, ...).
 
@@ -602,14 +629,14 @@ class GenerationMixin:
         Threads: calls from several threads are safe and run one at a time (`backend.runtime.execution_lock()`, held
         for the whole call): MindSpore's compiler and a compiled step's cache cannot be shared by two running calls.
         """
-        if assistant_model is not None:
-            raise ValueError("assistant models are not supported by mindone.transformers yet; prompt lookup "
-                             "decoding (`prompt_lookup_num_tokens=`) is")
-        if negative_prompt_ids is not None or negative_prompt_attention_mask is not None:
-            raise ValueError("classifier-free guidance (`negative_prompt_ids`) is not supported by "
-                             "mindone.transformers yet")
         tokenizer = kwargs.pop("tokenizer", None)
-        kwargs.pop("assistant_tokenizer", None)
+        if kwargs.pop("assistant_tokenizer", None) is not None:
+            raise ValueError("`assistant_tokenizer` (universal assisted decoding, an assistant with another "
+                             "vocabulary) is not supported by mindone.transformers; the assistant must share the "
+                             "model's tokenizer")
+        if assistant_model is not None and (self.config.is_encoder_decoder
+                                            or assistant_model.config.is_encoder_decoder):
+            raise ValueError("`assistant_model` is supported for decoder-only models only by mindone.transformers")
         has_default_max_length = kwargs.get("max_length") is None and (
             generation_config is None or generation_config.max_length is None) and (
             self.generation_config is None or self.generation_config.max_length is None)
@@ -617,14 +644,14 @@ class GenerationMixin:
             generation_config is None or generation_config.min_length is None) and (
             self.generation_config is None or self.generation_config.min_length is None)
         generation_config, model_kwargs = self._prepare_generation_config(generation_config, **kwargs)
-        mode = generation_config.get_generation_mode()
+        mode = generation_config.get_generation_mode(assistant_model)
         self._validate_model_kwargs(model_kwargs)
         if streamer is not None and generation_config.num_beams > 1:
             raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` is set "
                              "to 1.")
         if mode not in ("greedy_search", "sample", "beam_search", "beam_sample", "assisted_generation"):
             raise ValueError(f"generation mode {mode!r} is not supported by mindone.transformers; supported: greedy, "
-                             "sampling, beam search, beam sampling, prompt lookup decoding")
+                             "sampling, beam search, beam sampling, prompt lookup and assistant-model decoding")
         if mode == "assisted_generation" and generation_config.num_return_sequences > 1:
             raise ValueError("num_return_sequences has to be 1 when doing assisted generate, but is "
                              f"{generation_config.num_return_sequences}.")
@@ -731,7 +758,8 @@ class GenerationMixin:
         if not is_encoder_decoder and attention_mask is not None:
             padding_lengths = (attention_mask != 0).astype(np.int32).argmax(1)
         processors = self._get_logits_processor(gc, input_ids_length, encoder_input_ids, prefix_allowed_tokens_fn,
-                                                logits_processor, padding_lengths)
+                                                logits_processor, padding_lengths, negative_prompt_ids,
+                                                negative_prompt_attention_mask)
         criteria = self._get_stopping_criteria(gc, stopping_criteria, tokenizer)
 
         use_cache = bool(gc.use_cache) or inputs_embeds is not None
@@ -740,7 +768,11 @@ class GenerationMixin:
         if mode in ("beam_search", "beam_sample"):
             result = self._beam_search(input_ids, runner, processors, criteria, gc)
         elif mode == "assisted_generation":
-            result = self._prompt_lookup_decoding(input_ids, runner, processors, criteria, gc, streamer)
+            if assistant_model is not None:
+                candidates = _AssistantCandidates(assistant_model, gc)
+            else:
+                candidates = _PromptLookupCandidates(gc)
+            result = self._assisted_decoding(input_ids, runner, processors, criteria, gc, candidates, streamer)
         else:
             result = self._sample(input_ids, runner, processors, criteria, gc, streamer)
         if gc.return_dict_in_generate and is_encoder_decoder:
@@ -991,21 +1023,20 @@ class GenerationMixin:
                              sequences_scores=Tensor(beam_scores) if gc.output_scores else None,
                              beam_indices=beam_indices)
 
-    def _prompt_lookup_decoding(self, input_ids, runner, logits_processor, stopping_criteria, gc, streamer=None):
-        """Prompt lookup decoding (greedy or sampling): candidate tokens are copied from an earlier occurrence of the
-        last n-gram in the sequence and verified in one forward; the longest agreeing prefix plus the model's own
-        next token are kept, so greedy output equals plain greedy decoding."""
+    def _assisted_decoding(self, input_ids, runner, logits_processor, stopping_criteria, gc, candidate_source,
+                           streamer=None):
+        """Assisted decoding (greedy or sampling) with candidates from an assistant model or from prompt lookup: the
+        candidates are verified in one forward of this model; the longest agreeing prefix plus the model's own next
+        token are kept, so greedy output equals plain greedy decoding with fewer forward calls."""
         if input_ids.shape[0] != 1:
-            raise ValueError("prompt lookup decoding (`prompt_lookup_num_tokens`) supports batch size 1 only")
-        num_tokens = gc.prompt_lookup_num_tokens
-        max_ngram = gc.max_matching_ngram_size or 2
+            raise ValueError("assisted generation (`assistant_model` / `prompt_lookup_num_tokens`) supports batch "
+                             "size 1 only")
         rng = _host_generator() if gc.do_sample else None
         record = _Recorder(gc, self.config.is_encoder_decoder)
         while True:
             cur_len = input_ids.shape[1]
             room = gc.max_length - cur_len - 1
-            candidates = _prompt_lookup_candidates(input_ids[0], max_ngram, min(num_tokens, room)) if room > 0 \
-                else np.zeros((0,), np.int64)
+            candidates = candidate_source.get_candidates(input_ids, room) if room > 0 else np.zeros((0,), np.int64)
             extended = np.concatenate([input_ids, candidates[None, :]], 1)
             outputs = runner(extended, logits_to_keep=len(candidates) + 1)
             logits = F.cast(outputs.logits[:, -(len(candidates) + 1):, :], ms.float32)
@@ -1026,6 +1057,7 @@ class GenerationMixin:
                     continue
                 break
             runner.rollback(cur_len + accepted)
+            candidate_source.update_candidate_strategy(accepted, len(candidates))
             done = False
             for token, scores, raw in zip(chosen, step_scores, step_logits):
                 input_ids = np.concatenate([input_ids, np.array([[token]], np.int64)], 1)
@@ -1180,6 +1212,100 @@ def _repeat(value, times):
                 value[key] = _repeat(value[key], times)
         return value
     return value
+
+
+class _PromptLookupCandidates:
+    """Prompt lookup (HF's PromptLookupCandidateGenerator): the tokens that followed an earlier occurrence of the
+    sequence's last n-gram."""
+
+    def __init__(self, gc):
+        self.num_tokens = gc.prompt_lookup_num_tokens
+        self.max_ngram = gc.max_matching_ngram_size or 2
+
+    def get_candidates(self, input_ids, room):
+        return _prompt_lookup_candidates(input_ids[0], self.max_ngram, min(self.num_tokens, room))
+
+    def update_candidate_strategy(self, num_matches, num_candidates):
+        pass
+
+
+class _AssistantCandidates:
+    """Candidates drafted greedily by a smaller `assistant_model` sharing the tokenizer (HF's
+    AssistedCandidateGenerator): up to `num_assistant_tokens` tokens, stopping early after a token the assistant
+    gives less than `assistant_confidence_threshold` probability; the assistant keeps its own key/value cache across
+    rounds, cropped to the tokens the target accepted. `num_assistant_tokens_schedule` "heuristic" /
+    "heuristic_transient" grow the draft by 2 after a fully accepted one and shrink it by 1 otherwise."""
+
+    def __init__(self, assistant_model, gc):
+        own = assistant_model.generation_config
+        defaults = GenerationConfig._get_default_generation_params()
+
+        def setting(name):
+            for source in (own, gc):
+                value = getattr(source, name, None) if source is not None else None
+                if value is not None:
+                    return value
+            return defaults[name]
+
+        self.assistant = assistant_model
+        self.schedule = setting("num_assistant_tokens_schedule")
+        self.num_assistant_tokens = setting("num_assistant_tokens")
+        self.confidence_threshold = setting("assistant_confidence_threshold")
+        self.runner = None
+        self.seen = np.zeros((0,), np.int64)  # the ids the assistant's cache holds
+
+    def _start(self, input_ids):
+        length = input_ids.shape[1]
+        mask = np.ones((1, length), np.int64)
+        positions = np.arange(length, dtype=np.int64)[None]
+        forward = set(inspect.signature(self.assistant.construct).parameters)
+        self.runner = _ModelRunner(self.assistant, {}, DynamicCache(config=self.assistant.config), True, mask,
+                                   positions, logits_to_keep_supported="logits_to_keep" in forward)
+
+    def get_candidates(self, input_ids, room):
+        if self.runner is None:
+            self._start(input_ids)
+        ids = input_ids[0]
+        # keep the cached prefix the sequence still agrees with, and re-feed at least the last token
+        common = 0
+        limit = min(len(self.seen), len(ids) - 1)
+        while common < limit and self.seen[common] == ids[common]:
+            common += 1
+        if common < self.runner.past:
+            self.runner.rollback(common)
+        sequence = input_ids
+        for _ in range(min(self.num_assistant_tokens, room)):
+            logits = F.cast(_last_position(self.runner(sequence).logits), ms.float32).asnumpy()[0].astype(np.float64)
+            token = int(np.argmax(logits))
+            sequence = np.concatenate([sequence, [[token]]], 1)
+            if self.confidence_threshold:
+                shifted = np.exp(logits - logits.max())
+                if shifted[token] / shifted.sum() < self.confidence_threshold:
+                    break
+        self.seen = sequence[0, :self.runner.past]
+        return sequence[0, len(ids):].astype(np.int64)
+
+    def update_candidate_strategy(self, num_matches, num_candidates):
+        if self.schedule in ("heuristic", "heuristic_transient"):
+            if num_matches == num_candidates:
+                self.num_assistant_tokens += 2
+            else:
+                self.num_assistant_tokens = max(1, self.num_assistant_tokens - 1)
+
+
+def _watermark_processor(config, vocab_size):
+    """Our processor for a transformers `WatermarkingConfig` / `SynthIDTextWatermarkingConfig` (or its dict)."""
+    if isinstance(config, dict):
+        from transformers.generation.configuration_utils import SynthIDTextWatermarkingConfig, WatermarkingConfig
+        config = (SynthIDTextWatermarkingConfig if "ngram_len" in config else WatermarkingConfig).from_dict(config)
+    if hasattr(config, "ngram_len"):
+        return SynthIDTextWatermarkLogitsProcessor(
+            ngram_len=config.ngram_len, keys=config.keys, sampling_table_size=config.sampling_table_size,
+            sampling_table_seed=config.sampling_table_seed, context_history_size=config.context_history_size,
+            skip_first_ngram_calls=config.skip_first_ngram_calls, debug_mode=config.debug_mode)
+    return WatermarkLogitsProcessor(vocab_size=vocab_size, greenlist_ratio=config.greenlist_ratio, bias=config.bias,
+                                    hashing_key=config.hashing_key, seeding_scheme=config.seeding_scheme,
+                                    context_width=config.context_width)
 
 
 def _prompt_lookup_candidates(ids, max_ngram, num_tokens):
