@@ -1,0 +1,37 @@
+"""Helpers shared by the convolutional / windowed vision parity tests (ConvNeXt, Swin, UperNet)."""
+
+import copy
+
+import numpy as np
+import transformers
+from PIL import Image
+
+from tests import parity
+
+
+def processed_pixels(processor, seed=0, batch=2, shape=(40, 36)):
+    """Random RGB images of `shape` through `processor(..., return_tensors="np")`."""
+    rng = np.random.RandomState(seed)
+    images = [Image.fromarray(rng.randint(0, 256, shape + (3,), dtype=np.uint8)) for _ in range(batch)]
+    return processor(images, return_tensors="np")["pixel_values"].astype(np.float32)
+
+
+def convnext_processor(size=32):
+    try:
+        import torchvision  # noqa: F401  (the default processor's backend)
+        cls = transformers.ConvNextImageProcessor
+    except ImportError:
+        cls = getattr(transformers, "ConvNextImageProcessorPil", transformers.ConvNextImageProcessor)
+    return cls(size={"shortest_edge": size}, crop_pct=1.0)
+
+
+def assert_fp16_close(ours_cls, torch_model, path, inputs, field, mode):
+    """fp16 vs torch fp32 within FP16_BAR, or within 1.25x torch's own fp16 error if that is larger."""
+    ref = parity.run_torch(torch_model, inputs)[field]
+    half_inputs = {k: v.astype(np.float16) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v
+                   for k, v in inputs.items()}
+    torch_error = parity.rel_error(parity.run_torch(copy.deepcopy(torch_model).half(), half_inputs)[field], ref)
+    out = parity.run_ours(parity.load_ours(ours_cls, path, dtype="float16"), inputs, mode)
+    error = parity.rel_error(out[field], ref)
+    assert error <= max(parity.FP16_BAR, 1.25 * torch_error), (f"fp16/{mode} {field}", error, torch_error)
+    return error, torch_error
