@@ -35,3 +35,22 @@ def assert_fp16_close(ours_cls, torch_model, path, inputs, field, mode):
     error = parity.rel_error(out[field], ref)
     assert error <= max(parity.FP16_BAR, 1.25 * torch_error), (f"fp16/{mode} {field}", error, torch_error)
     return error, torch_error
+
+
+def assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode, renames=(), context=""):
+    """Parameter gradients of the model's loss vs torch's, torch's parameter names mapped to checkpoint keys by the
+    (regex, replacement) `renames` (transformers 5 renamed some modules but still writes the original keys)."""
+    import re
+
+    ref_loss, ref_grads = parity.torch_gradients(torch_model, inputs)
+    for pattern, replacement in renames:
+        ref_grads = {re.sub(pattern, replacement, n): g for n, g in ref_grads.items()}
+    loss, grads = parity.our_gradients(parity.load_ours(ours_cls, path), inputs, mode)
+    # softmax is shift-invariant per query, so a key bias has a true gradient of 0: both sides hold rounding noise,
+    # which the relative metric cannot judge; it is checked absolutely
+    key_biases = [n for n in ref_grads if n.endswith("key.bias") and float(ref_grads[n].abs().max()) < 1e-6]
+    for name in key_biases:
+        assert float(np.abs(parity.to_numpy(grads[name])).max()) < 1e-6, f"{name}: gradient should be ~0"
+    errors = parity.compare_gradients(grads, {n: g for n, g in ref_grads.items() if n not in key_biases})
+    errors["loss"] = parity.rel_error(loss, ref_loss)
+    parity.assert_close(errors, parity.GRAD_BAR, context or f"grads/{ours_cls.__name__}/{mode}")
