@@ -21,7 +21,12 @@ from .text import (
 )
 from .text2text_generation import SummarizationPipeline, Text2TextGenerationPipeline, TranslationPipeline
 from .text_generation import TextGenerationPipeline
-from .vision import ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline
+from .vision import (
+    ImageClassificationPipeline,
+    ImageFeatureExtractionPipeline,
+    ImageSegmentationPipeline,
+    ZeroShotImageClassificationPipeline,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +46,13 @@ SUPPORTED_TASKS = {
     "image-classification": (ImageClassificationPipeline, "image-classification"),
     "image-feature-extraction": (ImageFeatureExtractionPipeline, "base"),
     "zero-shot-image-classification": (ZeroShotImageClassificationPipeline, "zero-shot-image-classification"),
+    "image-segmentation": (ImageSegmentationPipeline, "semantic-segmentation"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
 # pipelines fed by an image processor instead of a tokenizer
-_IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline)
+_IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline,
+                ImageSegmentationPipeline)
 # image tasks that also tokenize text
 _IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline,)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
