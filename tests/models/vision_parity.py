@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 import transformers
 from PIL import Image
 
@@ -67,3 +68,8 @@ def assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode, rena
             errors[name] = parity.rel_error(ours, ref)
     errors["loss"] = parity.rel_error(loss, ref_loss)
     parity.assert_close(errors, parity.GRAD_BAR, context or f"grads/{ours_cls.__name__}/{mode}")
+
+
+# graph compilation of these models takes 5-40 s each on the 2-core CI box: one test per family runs in both modes
+# by default, the others run compiled only in `make test-slow`
+PYNATIVE_AND_SLOW_GRAPH = ["pynative", pytest.param("graph", marks=pytest.mark.slow)]

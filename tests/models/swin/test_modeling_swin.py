@@ -77,7 +77,7 @@ def test_sizes_not_multiple_of_patch_or_window_match_torch(checkpoints):
                                      ["logits", "reshaped_hidden_states"], "pynative")
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
 def test_classifier_fp32_loss_and_fp16(checkpoints, mode):
     torch_model, path = checkpoints(transformers.SwinForImageClassification)
     inputs = dict(pixel_values=pixels(seed=2), labels=np.array([2, 0], np.int64))
@@ -97,7 +97,7 @@ def test_interpolate_pos_encoding_matches_torch(checkpoints):
     head_parity.assert_matches_torch(SwinForImageClassification, torch_model, path, inputs, ["logits"])
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
 def test_masked_image_modeling_matches_torch(checkpoints, mode):
     torch_model, path = checkpoints(transformers.SwinForMaskedImageModeling)
     mask = np.random.RandomState(4).rand(2, (SIZE // 4) ** 2) < 0.5
@@ -106,7 +106,7 @@ def test_masked_image_modeling_matches_torch(checkpoints, mode):
                                      ["reconstruction", "loss"], mode)
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
 def test_backbone_feature_maps_match_torch(checkpoints, mode):
     torch_model, path = checkpoints(transformers.SwinBackbone)
     inputs = dict(pixel_values=pixels(seed=5), output_hidden_states=True)
@@ -115,7 +115,7 @@ def test_backbone_feature_maps_match_torch(checkpoints, mode):
     assert [tuple(f.shape) for f in out["feature_maps"]] == [(2, 8, 8, 8), (2, 8, 8, 8), (2, 16, 4, 4)]
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
 def test_gradients_match_torch(checkpoints, mode):
     torch_model, path = checkpoints(transformers.SwinForImageClassification)
     inputs = dict(pixel_values=pixels(seed=6), labels=np.array([1, 2], np.int64))
