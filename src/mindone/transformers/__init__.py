@@ -138,6 +138,8 @@ _MODEL_FAMILIES = {
     "swin": ["SwinModel", "SwinForImageClassification", "SwinForMaskedImageModeling", "SwinBackbone",
              "SwinPreTrainedModel"],
     "upernet": ["UperNetForSemanticSegmentation", "UperNetPreTrainedModel"],
+    "data2vec_vision": ["Data2VecVisionModel", "Data2VecVisionForImageClassification",
+                        "Data2VecVisionPreTrainedModel"],
     "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",
              "BartPreTrainedModel"],
     "vision_text_dual_encoder": ["VisionTextDualEncoderModel"],

@@ -119,6 +119,7 @@ MODEL_FAMILIES = {
     "convnext": {**_vision_family("ConvNext"), "backbone": "ConvNextBackbone"},
     "swin": {**_vision_family("Swin"), "backbone": "SwinBackbone", "masked-image-modeling": "SwinForMaskedImageModeling"},
     "upernet": {"semantic-segmentation": "UperNetForSemanticSegmentation"},
+    "data2vec-vision": _vision_family("Data2VecVision"),
     "clip": {"base": "CLIPModel", "zero-shot-image-classification": "CLIPModel"},
     "clip_text_model": {"base": "CLIPTextModel", "text-encoding": "CLIPTextModel"},
     "clip_vision_model": {"base": "CLIPVisionModel"},
