@@ -138,6 +138,7 @@ _MODEL_FAMILIES = {
     "swin": ["SwinModel", "SwinForImageClassification", "SwinForMaskedImageModeling", "SwinBackbone",
              "SwinPreTrainedModel"],
     "upernet": ["UperNetForSemanticSegmentation", "UperNetPreTrainedModel"],
+    "cvt": ["CvtModel", "CvtForImageClassification", "CvtPreTrainedModel"],
     "data2vec_vision": ["Data2VecVisionModel", "Data2VecVisionForImageClassification",
                         "Data2VecVisionPreTrainedModel"],
     "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",

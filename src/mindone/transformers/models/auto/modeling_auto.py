@@ -120,6 +120,7 @@ MODEL_FAMILIES = {
     "swin": {**_vision_family("Swin"), "backbone": "SwinBackbone", "masked-image-modeling": "SwinForMaskedImageModeling"},
     "upernet": {"semantic-segmentation": "UperNetForSemanticSegmentation"},
     "data2vec-vision": _vision_family("Data2VecVision"),
+    "cvt": _vision_family("Cvt"),
     "clip": {"base": "CLIPModel", "zero-shot-image-classification": "CLIPModel"},
     "clip_text_model": {"base": "CLIPTextModel", "text-encoding": "CLIPTextModel"},
     "clip_vision_model": {"base": "CLIPVisionModel"},
