@@ -369,6 +369,36 @@ def interpolate_corners_fn(x):
     return F.interpolate(x, (9, 10), "bicubic", True)
 
 
+def interpolate_bilinear_fn(x):
+    return F.interpolate(x, (9, 7), "bilinear")
+
+
+def interpolate_bilinear_corners_fn(x):
+    return F.interpolate(x, (3, 2), "bilinear", True)
+
+
+def adaptive_avg_pool2d_fn(x):
+    return F.adaptive_avg_pool2d(x, (3, 2))
+
+
+def roll_fn(x):
+    return F.roll(x, (-2, 3), (1, 2))
+
+
+def batch_norm_eval_fn(x, mean, var, w, b):
+    return F.batch_norm(x, mean, var, w, b, False, 0.1, 1e-5)[0]
+
+
+def batch_norm_train_fn(x, mean, var, w, b):
+    return F.batch_norm(x, mean, var, w, b, True, 0.1, 1e-5)
+
+
+def _batch_norm_train_ref(x, mean, var, w, b):
+    axes = (0, 2, 3)
+    return (TF.batch_norm(x, mean.clone(), var.clone(), w, b, training=True, eps=1e-5), x.mean(axes),
+            x.var(axes, unbiased=True))
+
+
 def _ln_ref(x, w, b, eps):
     return TF.layer_norm(x, x.shape[-1:], w, b, eps)
 
@@ -553,6 +583,21 @@ CASES = [
     Case("interpolate", "bicubic_align_corners", interpolate_corners_fn,
          lambda x: TF.interpolate(x, (9, 10), mode="bicubic", align_corners=True), lambda r, d: [randn(r, 1, 2, 4, 4)],
          (0,)),
+    Case("interpolate", "bilinear", interpolate_bilinear_fn,
+         lambda x: TF.interpolate(x, (9, 7), mode="bilinear", align_corners=False),
+         lambda r, d: [randn(r, 2, 3, 5, 6)], (0,)),
+    Case("interpolate", "bilinear_align_corners_down", interpolate_bilinear_corners_fn,
+         lambda x: TF.interpolate(x, (3, 2), mode="bilinear", align_corners=True), lambda r, d: [randn(r, 1, 2, 7, 5)],
+         (0,)),
+    Case("adaptive_avg_pool2d", "", adaptive_avg_pool2d_fn, lambda x: TF.adaptive_avg_pool2d(x, (3, 2)),
+         lambda r, d: [randn(r, 2, 3, 7, 5)], (0,)),
+    Case("roll", "", roll_fn, lambda x: torch.roll(x, (-2, 3), (1, 2)), lambda r, d: [randn(r, 2, 5, 6, 3)], (0,)),
+    Case("batch_norm", "eval", batch_norm_eval_fn,
+         lambda x, m, v, w, b: TF.batch_norm(x, m, v, w, b, training=False, eps=1e-5),
+         lambda r, d: [randn(r, 2, 3, 4, 5), randn(r, 3), r.random(3) + 0.5, randn(r, 3), randn(r, 3)], (0, 3, 4)),
+    Case("batch_norm", "train", batch_norm_train_fn, _batch_norm_train_ref,
+         lambda r, d: [randn(r, 2, 3, 4, 5) + 1, randn(r, 3), r.random(3) + 0.5, randn(r, 3), randn(r, 3)],
+         (0, 3, 4)),
     Case("conv1d", "", conv1d_fn, lambda x, w, b: TF.conv1d(x, w, b, 2, 1),
          lambda r, d: [randn(r, 2, 4, 10), randn(r, 6, 4, 3), randn(r, 6)], (0, 1, 2)),
     Case("conv1d", "groups_dilation", conv1d_groups_fn, lambda x, w: TF.conv1d(x, w, None, 1, 2, 2, 2),
@@ -587,6 +632,7 @@ SPECIAL_TESTS = {
 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
 BF16_MISSING_CPU_KERNEL = {
+    "adaptive_avg_pool2d": "BatchMatMul", "batch_norm-eval": "Sqrt", "batch_norm-train": "ReduceMean",
     "linear": "MatMul", "linear-no_bias": "MatMul", "linear-one_row": "MatMul", "matmul": "BatchMatMul", "embedding": "Gather",
     "embedding-padding_idx": "Gather", "index_select": "Gather", "gelu": "Sqrt",
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",

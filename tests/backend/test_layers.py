@@ -165,3 +165,23 @@ def test_dropout_only_in_training():
     y = drop(x).asnumpy()
     assert set(np.unique(y)) == {0.0, 2.0}
     assert 0.4 < (y == 0).mean() < 0.6
+
+
+def test_batch_norm2d_matches_torch_in_training_and_eval():
+    """torch's keys; a training step normalises with the batch statistics and updates the running ones (momentum,
+    unbiased variance, num_batches_tracked); eval then uses them."""
+    ours, ref = L.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    assert sorted(n for n, _ in ours.parameters_and_names()) == sorted(ref.state_dict())
+    x = np.random.default_rng(0).standard_normal((4, 3, 5, 6)).astype(np.float32) * 2 + 1
+    ours.set_train(True)
+    ref.train()
+    for _ in range(2):
+        out = ours(ms.Tensor(x)).asnumpy()
+        expected = ref(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        np.testing.assert_allclose(getattr(ours, name).asnumpy(), getattr(ref, name).numpy(), atol=1e-6,
+                                   err_msg=name)
+    ours.set_train(False)
+    ref.eval()
+    np.testing.assert_allclose(ours(ms.Tensor(x)).asnumpy(), ref(torch.from_numpy(x)).detach().numpy(), atol=1e-5)

@@ -334,3 +334,18 @@ class SiglipOutput(CLIPOutput):
 @dataclass
 class Siglip2Output(CLIPOutput):
     """As `SiglipOutput`, for SigLIP 2."""
+
+
+@dataclass
+class BackboneOutput(ModelOutput):
+    feature_maps: Optional[Tuple[Any, ...]] = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class SemanticSegmenterOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None

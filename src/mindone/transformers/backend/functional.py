@@ -425,23 +425,35 @@ def _precise_log_softmax(x):
     return shifted - ops.log(ops.exp(shifted).sum(-1, keepdims=True))
 
 
+_FLOAT64_LOSS_MAX_CLASSES = 1024
+
+
 def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
-    """torch.nn.functional.cross_entropy over the last axis of `logits` (float32 math).
+    """torch.nn.functional.cross_entropy over the last axis of `logits` (float32 math; float64 on CPU for up to
+    `_FLOAT64_LOSS_MAX_CLASSES` classes, see below).
 
     Labels equal to `ignore_index` contribute nothing; "mean" divides by the number of counted labels
     (NaN when there are none, as torch).
     """
-    logp = _precise_log_softmax(cast(logits, ms.float32))
+    compute_dtype = ms.float32
+    if not _MINT_ONLY_DEVICE and logits.shape[-1] <= _FLOAT64_LOSS_MAX_CLASSES:
+        # MindSpore's CPU Exp kernel is up to 5.6e-6 relative off (numpy fp32: 6e-7), and a loss averaged over many
+        # rows of few classes (per-pixel segmentation, batches of labels) sums thousands of nearly cancelling
+        # softmax - onehot terms into each parameter gradient: UperNet's conv gradients came out 2e-5..1.6e-4 off
+        # float64 this way, torch fp32 5e-6. Few classes make float64 free; vocabulary-sized rows stay fp32 (float64
+        # measured 1.9x slower on 512 x 32000 logits).
+        compute_dtype = ms.float64
+    logp = _precise_log_softmax(cast(logits, compute_dtype))
     valid = labels != ignore_index
     safe = ops.where(valid, labels, ops.zeros_like(labels))
     picked = ops.gather_elements(logp, -1, safe.astype(ms.int32)[..., None]).squeeze(-1)
-    nll = -picked * valid.astype(ms.float32)
+    nll = -picked * valid.astype(compute_dtype)
     if reduction == "none":
         return cast(nll, logits.dtype)
     total = nll.sum()
     if reduction == "sum":
         return cast(total, logits.dtype)
-    return cast(total / valid.astype(ms.float32).sum(), logits.dtype)
+    return cast(total / valid.astype(compute_dtype).sum(), logits.dtype)
 
 
 def mse_loss(x, y):
@@ -709,21 +721,93 @@ def _bicubic_matrix(in_size, out_size, align_corners, dtype):
     return ms.Tensor(matrix, dtype)
 
 
+@ops.constexpr
+def _bilinear_matrix(in_size, out_size, align_corners, dtype):
+    """(out_size, in_size) matrix of torch's bilinear resampling along one axis (sources below 0 clamped to 0)."""
+    matrix = np.zeros((out_size, in_size), np.float64)
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    else:
+        scale = in_size / out_size
+    for i in range(out_size):
+        src = i * scale if align_corners else max((i + 0.5) * scale - 0.5, 0.0)
+        low = min(int(math.floor(src)), in_size - 1)
+        high = min(low + 1, in_size - 1)
+        frac = src - low
+        matrix[i, low] += 1.0 - frac
+        matrix[i, high] += frac
+    return ms.Tensor(matrix, dtype)
+
+
+@ops.constexpr
+def _adaptive_avg_matrix(in_size, out_size, dtype):
+    """(out_size, in_size) matrix averaging torch's adaptive-pooling bins [floor(i*in/out), ceil((i+1)*in/out))."""
+    matrix = np.zeros((out_size, in_size), np.float64)
+    for i in range(out_size):
+        start, end = (i * in_size) // out_size, -(-((i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return ms.Tensor(matrix, dtype)
+
+
+def _separable(x, rows, cols):
+    return ops.matmul(ops.matmul(rows, x), cols.swapaxes(0, 1))
+
+
 def interpolate(x, size, mode="bicubic", align_corners=False):
-    """torch.nn.functional.interpolate(x, size=(H', W'), mode="bicubic") for (N, C, H, W) inputs.
+    """torch.nn.functional.interpolate(x, size=(H', W'), mode="bicubic" or "bilinear") for (N, C, H, W) inputs.
 
     MindSpore's CPU bicubic kernel (`ops.interpolate(mode="bicubic")`) was measured 0.27 (max abs, unit-scale input)
-    away from torch's; bicubic resizing is separable and linear, so here it is two matmuls with host-built
-    (H', H) and (W', W) weight matrices: torch's taps (A = -0.75, edge clamping, no antialias), any device.
+    away from torch's, and `mint`'s bilinear has no CPU kernel; both resizings are separable and linear, so here
+    they are two matmuls with host-built (H', H) and (W', W) weight matrices with torch's taps (bicubic: A = -0.75,
+    edge clamping; no antialias), any device.
     """
-    if mode != "bicubic":
-        raise NotImplementedError(f"interpolate mode {mode!r} is not implemented; only 'bicubic'")
+    if mode not in ("bicubic", "bilinear"):
+        raise NotImplementedError(f"interpolate mode {mode!r} is not implemented; only 'bicubic' and 'bilinear'")
     out_h, out_w = size
     compute_dtype = ms.float32 if x.dtype in (ms.float16, ms.bfloat16) else x.dtype
-    rows = _bicubic_matrix(x.shape[-2], int(out_h), align_corners, compute_dtype)
-    cols = _bicubic_matrix(x.shape[-1], int(out_w), align_corners, compute_dtype)
-    y = ops.matmul(ops.matmul(rows, x.astype(compute_dtype)), cols.swapaxes(0, 1))
-    return y.astype(x.dtype)
+    matrix = _bicubic_matrix if mode == "bicubic" else _bilinear_matrix
+    rows = matrix(x.shape[-2], int(out_h), align_corners, compute_dtype)
+    cols = matrix(x.shape[-1], int(out_w), align_corners, compute_dtype)
+    return _separable(x.astype(compute_dtype), rows, cols).astype(x.dtype)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """torch's adaptive_avg_pool2d on (N, C, H, W) as two matmuls with averaging matrices (the bins are separable);
+    `mint`'s has no CPU kernel."""
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    rows = _adaptive_avg_matrix(x.shape[-2], int(out_h), x.dtype)
+    cols = _adaptive_avg_matrix(x.shape[-1], int(out_w), x.dtype)
+    return _separable(x, rows, cols)
+
+
+def roll(x, shifts, axes):
+    """torch.roll over several axes by slicing and concatenating (`ops.roll`/`mint.roll` have no CPU kernel)."""
+    for shift, axis in zip(shifts, axes):
+        size = x.shape[axis]
+        shift = shift % size
+        if shift:
+            x = ops.cat((x.narrow(axis, size - shift, shift), x.narrow(axis, 0, size - shift)), axis)
+    return x
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, training=False, momentum=0.1, eps=1e-5):
+    """torch's batch_norm over axis 1 of (N, C, ...): batch statistics in training (returned with the unbiased
+    variance for the running update), the running ones otherwise. Returns (output, batch mean, batch variance)."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        mean = x.mean(axes, keep_dims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axes, keep_dims=True)
+        count = x.size // x.shape[1]
+        out = centred / ops.sqrt(var + eps)
+        batch_mean, batch_var = mean.reshape(-1), var.reshape(-1) * (count / max(count - 1, 1))
+    else:
+        out = (x - running_mean.reshape(shape)) / ops.sqrt(running_var.reshape(shape) + eps)
+        batch_mean, batch_var = None, None
+    if weight is not None:
+        out = out * weight.reshape(shape) + bias.reshape(shape)
+    return out, batch_mean, batch_var
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import contextlib
 import math
 
 import mindspore as ms
-from mindspore import Parameter, nn
+from mindspore import Parameter, nn, ops
 from mindspore.common.initializer import HeUniform, Normal, One, Uniform, Zero, initializer
 
 from . import functional as F
@@ -138,3 +138,33 @@ class Conv2d(nn.Cell):
 
     def construct(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class BatchNorm2d(nn.Cell):
+    """torch's BatchNorm2d with its checkpoint keys (weight, bias, running_mean, running_var, num_batches_tracked).
+
+    Evaluation normalises with the running statistics; training with the batch's, and updates the running ones
+    (momentum average, unbiased variance) in place, as torch does.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=None):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = new_parameter((num_features,), One(), dtype) if affine else None
+        self.bias = new_parameter((num_features,), Zero(), dtype) if affine else None
+        self.running_mean = new_parameter((num_features,), Zero(), dtype, requires_grad=False)
+        self.running_var = new_parameter((num_features,), One(), dtype, requires_grad=False)
+        self.num_batches_tracked = new_parameter((), Zero(), ms.int64, requires_grad=False)
+
+    def construct(self, x):
+        out, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                                      self.momentum, self.eps)
+        if self.training:
+            m = self.momentum
+            ops.assign(self.running_mean, (1 - m) * self.running_mean + m * ops.stop_gradient(mean))
+            ops.assign(self.running_var, (1 - m) * self.running_var + m * ops.stop_gradient(var))
+            ops.assign_add(self.num_batches_tracked, ops.ones((), ms.int64))
+        return out
+
+    def extend_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

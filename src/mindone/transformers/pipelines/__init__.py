@@ -25,6 +25,7 @@ from .text_generation import TextGenerationPipeline
 from .vision import (
     ImageClassificationPipeline,
     ImageFeatureExtractionPipeline,
+    ImageSegmentationPipeline,
     ImageToTextPipeline,
     ZeroShotImageClassificationPipeline,
 )
@@ -49,12 +50,13 @@ SUPPORTED_TASKS = {
     "zero-shot-image-classification": (ZeroShotImageClassificationPipeline, "zero-shot-image-classification"),
     "image-text-to-text": (ImageTextToTextPipeline, "image-text-to-text"),
     "image-to-text": (ImageToTextPipeline, "image-text-to-text"),
+    "image-segmentation": (ImageSegmentationPipeline, "semantic-segmentation"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
 # pipelines fed by an image processor instead of a tokenizer
 _IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline,
-                ImageToTextPipeline)
+                ImageToTextPipeline, ImageSegmentationPipeline)
 # image tasks that also tokenize text (or decode it)
 _IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline, ImageToTextPipeline)
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}

@@ -240,3 +240,41 @@ class ImageToTextPipeline(_ImagePipeline):
     def postprocess(self, model_outputs):
         return [{"generated_text": self.tokenizer.decode(ids, skip_special_tokens=True)}
                 for ids in model_outputs["sequences"]]
+class ImageSegmentationPipeline(_ImagePipeline):
+    """`pipe(images, subtask=None)` -> [{"score", "label", "mask"}] per image: for semantic segmentation models
+    (UperNet, ...) one entry per class present in the predicted map, by increasing class id, with `score` None and
+    `mask` a PIL "L" image of the original size (255 on the class's pixels). The logits are resized (bilinear) to the
+    image and arg-maxed per pixel, as the image processor's `post_process_semantic_segmentation` does. Panoptic and
+    instance subtasks need models this package does not implement yet."""
+
+    task = "image-segmentation"
+
+    def _sanitize_parameters(self, subtask=None, threshold=None, mask_threshold=None,
+                             overlap_mask_area_threshold=None, timeout=None):
+        pre = {"timeout": timeout} if timeout is not None else {}
+        post = {"subtask": subtask} if subtask is not None else {}
+        return pre, post
+
+    def preprocess(self, image, timeout=None):
+        image = self._load(image, timeout)
+        inputs = self._pixels(image)
+        height, width = (image.shape[:2] if isinstance(image, np.ndarray) else (image.height, image.width))
+        inputs["target_size"] = (height, width)
+        return inputs
+
+    def postprocess(self, model_outputs, subtask=None):
+        if subtask not in (None, "semantic") or not hasattr(self.image_processor, "post_process_semantic_segmentation"):
+            raise ValueError(f"Subtask {subtask} is not supported for model {type(self.model)}")
+        import mindspore as ms
+        from PIL import Image
+
+        from ..backend import functional as F
+
+        logits = ms.Tensor(np.asarray(model_outputs["logits"], np.float32))
+        resized = F.interpolate(logits, model_outputs["target_size"], mode="bilinear", align_corners=False)
+        segmentation = resized.asnumpy()[0].argmax(0)
+        annotation = []
+        for label in np.unique(segmentation):
+            mask = Image.fromarray(((segmentation == label) * 255).astype(np.uint8), mode="L")
+            annotation.append({"score": None, "label": self.model.config.id2label[int(label)], "mask": mask})
+        return annotation

@@ -22,6 +22,9 @@ TASKS = {
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
     "image-classification": "AutoModelForImageClassification",
+    "semantic-segmentation": "AutoModelForSemanticSegmentation",
+    "masked-image-modeling": "AutoModelForMaskedImageModeling",
+    "backbone": "AutoBackbone",
     "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
     "speech-seq2seq": "AutoModelForSpeechSeq2Seq",
     "text-encoding": "AutoModelForTextEncoding",
@@ -114,6 +117,12 @@ MODEL_FAMILIES = {
     "vit": _vision_family("ViT"),
     "dinov2": _vision_family("Dinov2"),
     "convnextv2": _vision_family("ConvNextV2"),
+    "convnext": {**_vision_family("ConvNext"), "backbone": "ConvNextBackbone"},
+    "swin": {**_vision_family("Swin"), "backbone": "SwinBackbone",
+             "masked-image-modeling": "SwinForMaskedImageModeling"},
+    "upernet": {"semantic-segmentation": "UperNetForSemanticSegmentation"},
+    "data2vec-vision": _vision_family("Data2VecVision"),
+    "cvt": _vision_family("Cvt"),
     "clip": {"base": "CLIPModel", "zero-shot-image-classification": "CLIPModel"},
     "clip_text_model": {"base": "CLIPTextModel", "text-encoding": "CLIPTextModel"},
     "clip_vision_model": {"base": "CLIPVisionModel"},
@@ -247,6 +256,9 @@ AutoModelForSequenceClassification = _auto_class("sequence-classification")
 AutoModelForTokenClassification = _auto_class("token-classification")
 AutoModelForQuestionAnswering = _auto_class("question-answering")
 AutoModelForImageClassification = _auto_class("image-classification")
+AutoModelForSemanticSegmentation = _auto_class("semantic-segmentation")
+AutoModelForMaskedImageModeling = _auto_class("masked-image-modeling")
+AutoBackbone = _auto_class("backbone")
 AutoModelForZeroShotImageClassification = _auto_class("zero-shot-image-classification")
 AutoModelForSpeechSeq2Seq = _auto_class("speech-seq2seq")
 AutoModelForTextEncoding = _auto_class("text-encoding")

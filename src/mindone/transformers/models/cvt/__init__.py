@@ -1,0 +1,1 @@
+from .modeling_cvt import CvtForImageClassification, CvtModel, CvtPreTrainedModel

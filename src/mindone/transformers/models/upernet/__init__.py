@@ -1,0 +1,1 @@
+from .modeling_upernet import UperNetForSemanticSegmentation, UperNetPreTrainedModel
