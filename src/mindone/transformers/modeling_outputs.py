@@ -334,3 +334,28 @@ class SiglipOutput(CLIPOutput):
 @dataclass
 class Siglip2Output(CLIPOutput):
     """As `SiglipOutput`, for SigLIP 2."""
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class Wav2Vec2BaseModelOutput(ModelOutput):
+    last_hidden_state: Any = None
+    extract_features: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class XVectorOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    embeddings: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None

@@ -173,6 +173,32 @@ def rms_norm(x, weight, eps=1e-6):
     return weight * h
 
 
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """torch's group_norm on (B, C, *): statistics over each group of C / num_groups channels and all positions,
+    biased variance, in float32 (cast back), then a per-channel affine."""
+    dtype = x.dtype
+    batch, channels = x.shape[0], x.shape[1]
+    h = cast(x, ms.float32).reshape(batch, num_groups, -1)
+    mean = h.mean(-1, keep_dims=True)
+    centred = h - mean
+    variance = (centred * centred).mean(-1, keep_dims=True)
+    h = (centred * ops.rsqrt(variance + eps)).reshape(x.shape)
+    affine_shape = (1, channels) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        h = h * cast(weight, ms.float32).reshape(affine_shape)
+    if bias is not None:
+        h = h + cast(bias, ms.float32).reshape(affine_shape)
+    return cast(h, dtype)
+
+
+def weight_norm(g, v, dim=0):
+    """torch's weight_norm parametrization: v * g / ||v||, the norm taken over every axis but `dim` (float32)."""
+    axes = tuple(a for a in range(v.ndim) if a != dim % v.ndim)
+    v32 = cast(v, ms.float32)
+    norm = ops.sqrt((v32 * v32).sum(axes, keepdims=True))
+    return cast(v32 * (cast(g, ms.float32) / norm), v.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Activations (names as in HF's ACT2FN)
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,6 +468,22 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
     if reduction == "sum":
         return cast(total, logits.dtype)
     return cast(total / valid.astype(ms.float32).sum(), logits.dtype)
+
+
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    """torch.nn.functional.ctc_loss with padded (N, S) targets: log_probs (T, N, C) float32, lengths (N,).
+
+    "mean" divides each sequence's loss by its target length, then averages over the batch (torch's rule). The
+    CTCLossV2 kernel (`ops.ctc_loss`) exists on CPU; target positions past a row's length are never read.
+    """
+    loss, _ = ops.ctc_loss(log_probs, targets.astype(ms.int64), input_lengths.astype(ms.int64),
+                           target_lengths.astype(ms.int64), blank=blank, reduction="none",
+                           zero_infinity=zero_infinity)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return (loss / ops.maximum(target_lengths.astype(loss.dtype), ops.ones((), loss.dtype))).mean()
 
 
 def mse_loss(x, y):

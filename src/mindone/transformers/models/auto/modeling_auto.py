@@ -25,6 +25,10 @@ TASKS = {
     "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
     "speech-seq2seq": "AutoModelForSpeechSeq2Seq",
     "text-encoding": "AutoModelForTextEncoding",
+    "ctc": "AutoModelForCTC",
+    "audio-classification": "AutoModelForAudioClassification",
+    "audio-frame-classification": "AutoModelForAudioFrameClassification",
+    "audio-xvector": "AutoModelForAudioXVector",
 }
 
 
@@ -124,6 +128,10 @@ MODEL_FAMILIES = {
     "siglip2_vision_model": {"base": "Siglip2VisionModel"},
     "vision-text-dual-encoder": {"base": "VisionTextDualEncoderModel"},
     "whisper": {"base": "WhisperModel", "speech-seq2seq": "WhisperForConditionalGeneration"},
+    "wav2vec2": {"base": "Wav2Vec2Model", "ctc": "Wav2Vec2ForCTC",
+                 "audio-classification": "Wav2Vec2ForSequenceClassification",
+                 "audio-frame-classification": "Wav2Vec2ForAudioFrameClassification",
+                 "audio-xvector": "Wav2Vec2ForXVector"},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "blenderbot-small": {"base": "BlenderbotSmallModel", "seq2seq-lm": "BlenderbotSmallForConditionalGeneration",
                          "causal-lm": "BlenderbotSmallForCausalLM"},
@@ -245,5 +253,9 @@ AutoModelForImageClassification = _auto_class("image-classification")
 AutoModelForZeroShotImageClassification = _auto_class("zero-shot-image-classification")
 AutoModelForSpeechSeq2Seq = _auto_class("speech-seq2seq")
 AutoModelForTextEncoding = _auto_class("text-encoding")
+AutoModelForCTC = _auto_class("ctc")
+AutoModelForAudioClassification = _auto_class("audio-classification")
+AutoModelForAudioFrameClassification = _auto_class("audio-frame-classification")
+AutoModelForAudioXVector = _auto_class("audio-xvector")
 
 __all__ = [TASKS[t] for t in TASKS]
