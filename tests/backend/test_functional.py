@@ -337,6 +337,37 @@ def pad_value_fn(x):
     return F.pad(x, (0, 1, 2, 1), 1.5)
 
 
+def group_norm_fn(x, w, b):
+    return F.group_norm(x, 2, w, b, 1e-5)
+
+
+def weight_norm_fn(g, v):
+    return F.weight_norm(g, v, 2)
+
+
+def _weight_norm_ref(g, v):
+    return torch._weight_norm(v, g, 2)
+
+
+def ctc_loss_fn(x, targets, input_lengths, target_lengths):
+    return F.ctc_loss(F.log_softmax(F.cast(x, ms.float32), -1), targets, input_lengths, target_lengths, 0, "mean")
+
+
+def ctc_loss_sum_fn(x, targets, input_lengths, target_lengths):
+    return F.ctc_loss(F.log_softmax(F.cast(x, ms.float32), -1), targets, input_lengths, target_lengths, 0, "sum",
+                      True)
+
+
+def _ctc_ref(x, targets, input_lengths, target_lengths, reduction="mean", zero_infinity=False):
+    return TF.ctc_loss(x.float().log_softmax(-1), targets, input_lengths, target_lengths, 0, reduction, zero_infinity)
+
+
+def _ctc_inputs(r, d, impossible=False):
+    """(T=9, N=3, C=5) logits, padded targets; with `impossible`, the last row's 4 labels need more than 3 frames."""
+    targets = r.integers(1, 5, (3, 4))
+    return [randn(r, 9, 3, 5), targets, np.array([9, 7, 3 if impossible else 9]), np.array([4, 2, 4])]
+
+
 def conv1d_fn(x, w, b):
     return F.conv1d(x, w, b, 2, 1)
 
@@ -553,6 +584,13 @@ CASES = [
     Case("interpolate", "bicubic_align_corners", interpolate_corners_fn,
          lambda x: TF.interpolate(x, (9, 10), mode="bicubic", align_corners=True), lambda r, d: [randn(r, 1, 2, 4, 4)],
          (0,)),
+    Case("group_norm", "", group_norm_fn, lambda x, w, b: TF.group_norm(x, 2, w, b, 1e-5),
+         lambda r, d: [randn(r, 2, 4, 9) * 3 + 1, randn(r, 4), randn(r, 4)], (0, 1, 2)),
+    Case("weight_norm", "", weight_norm_fn, _weight_norm_ref, lambda r, d: [randn(r, 1, 1, 5), randn(r, 6, 3, 5)],
+         (0, 1)),
+    Case("ctc_loss", "mean", ctc_loss_fn, _ctc_ref, _ctc_inputs, (0,), out_dtype="fp32"),
+    Case("ctc_loss", "sum_zero_infinity", ctc_loss_sum_fn, lambda *a: _ctc_ref(*a, "sum", True),
+         lambda r, d: _ctc_inputs(r, d, impossible=True), (0,), out_dtype="fp32"),
     Case("conv1d", "", conv1d_fn, lambda x, w, b: TF.conv1d(x, w, b, 2, 1),
          lambda r, d: [randn(r, 2, 4, 10), randn(r, 6, 4, 3), randn(r, 6)], (0, 1, 2)),
     Case("conv1d", "groups_dilation", conv1d_groups_fn, lambda x, w: TF.conv1d(x, w, None, 1, 2, 2, 2),

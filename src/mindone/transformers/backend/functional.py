@@ -205,7 +205,13 @@ def weight_norm(g, v, dim=0):
 
 
 def gelu(x):
-    """Exact (erf) GELU; `mint` GeluExt has no CPU kernel."""
+    """Exact (erf) GELU; `mint` GeluExt has no CPU kernel.
+
+    fp16 runs in float32 and rounds once, as torch's CPU kernel does: MindSpore's fp16 kernel is up to 2e-3 off
+    torch's fp16 result, which doubled the fp16 error of Wav2Vec2's GELU-after-every-conv feature encoder.
+    """
+    if x.dtype == ms.float16:
+        return ops.gelu(x.astype(ms.float32), approximate="none").astype(ms.float16)
     return ops.gelu(x, approximate="none")
 
 
@@ -471,19 +477,25 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
-    """torch.nn.functional.ctc_loss with padded (N, S) targets: log_probs (T, N, C) float32, lengths (N,).
+    """torch.nn.functional.ctc_loss with padded (N, S) targets: log_probs (T, N, C), lengths (N,); float32 math.
 
     "mean" divides each sequence's loss by its target length, then averages over the batch (torch's rule). The
-    CTCLossV2 kernel (`ops.ctc_loss`) exists on CPU; target positions past a row's length are never read.
+    CTCLossV2 kernel (`ops.ctc_loss`) exists on CPU; target positions past a row's length are never read. It rejects
+    a target longer than its input instead of returning torch's infinite loss, so such rows are run with a shortened
+    target and their loss set to inf (0 with `zero_infinity`) afterwards, with no gradient.
     """
-    loss, _ = ops.ctc_loss(log_probs, targets.astype(ms.int64), input_lengths.astype(ms.int64),
-                           target_lengths.astype(ms.int64), blank=blank, reduction="none",
+    input_lengths, target_lengths = input_lengths.astype(ms.int64), target_lengths.astype(ms.int64)
+    impossible = target_lengths > input_lengths
+    loss, _ = ops.ctc_loss(cast(log_probs, ms.float32), targets.astype(ms.int64), input_lengths,
+                           ops.minimum(target_lengths, input_lengths), blank=blank, reduction="none",
                            zero_infinity=zero_infinity)
+    replacement = ops.zeros((), ms.float32) if zero_infinity else ops.fill(ms.float32, (), float("inf"))
+    loss = ops.where(impossible, replacement, loss)
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
-    return (loss / ops.maximum(target_lengths.astype(loss.dtype), ops.ones((), loss.dtype))).mean()
+    return (loss / ops.clamp(target_lengths.astype(ms.float32), min=1.0)).mean()
 
 
 def mse_loss(x, y):
@@ -636,10 +648,15 @@ def _conv1d_as_matmul(x, weight, bias, stride, padding, dilation):
     # (B, C_in, k, L_out): tap j of every output position; C_in-major order matches weight.reshape(C_out, C_in * k)
     taps = [x[:, :, j * dilation:j * dilation + stride * (l_out - 1) + 1:stride] for j in range(k)]
     columns = (ops.stack(taps, 2) if k > 1 else taps[0][:, :, None]).reshape(batch, c_in * k, l_out)
+    dtype = x.dtype
+    if dtype == ms.float16:
+        # as torch's fp16 convolution: float32 accumulation, bias added before the one rounding (see `linear`)
+        weight, columns = weight.astype(ms.float32), columns.astype(ms.float32)
+        bias = bias.astype(ms.float32) if bias is not None else None
     out = ops.matmul(weight.reshape(c_out, c_in * k), columns)
     if bias is not None:
         out = out + bias.reshape(1, c_out, 1)
-    return out
+    return out.astype(dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
