@@ -185,6 +185,22 @@ def dropout_eval_fn(x):
     return F.dropout(x, 0.3, False)
 
 
+def gumbel_softmax_fn(x, g):
+    return F.gumbel_softmax(x, 2.0, False, g)
+
+
+def gumbel_softmax_hard_fn(x, g):
+    return F.gumbel_softmax(x, 0.5, True, g)
+
+
+def _gumbel_softmax_ref(x, g, tau, hard):
+    y_soft = torch.softmax((x + g) / tau, -1)
+    if not hard:
+        return y_soft
+    y_hard = TF.one_hot(y_soft.argmax(-1), x.shape[-1]).to(x.dtype)
+    return y_hard - y_soft.detach() + y_soft
+
+
 def dropout_train_fn(x):
     return F.dropout(x, 0.3, True)
 
@@ -505,6 +521,10 @@ CASES = [
          (0,), out_dtype="fp32"),
     Case("log_softmax", "", log_softmax_fn, lambda x: TF.log_softmax(x, -1), lambda r, d: [randn(r, 2, 3, 7) * 3],
          (0,), grad_tol=LOG_SOFTMAX_GRAD_TOL),
+    Case("gumbel_softmax", "", gumbel_softmax_fn, lambda x, g: _gumbel_softmax_ref(x, g, 2.0, False),
+         lambda r, d: [randn(r, 6, 7), randn(r, 6, 7)], (0,)),
+    Case("gumbel_softmax", "hard", gumbel_softmax_hard_fn, lambda x, g: _gumbel_softmax_ref(x, g, 0.5, True),
+         lambda r, d: [randn(r, 6, 7) * 0.5, np.zeros((6, 7))], (0,)),
     Case("dropout", "eval", dropout_eval_fn, lambda x: TF.dropout(x, 0.3, False), lambda r, d: [randn(r, 4, 8)],
          (0,)),
     Case("dropout", "train", dropout_train_fn, _dropout_ref, lambda r, d: [randn(r, 64, 64)], (0,),
@@ -851,6 +871,13 @@ def test_get_activation_matches_hf(name):
 def test_get_activation_unknown_name_lists_choices():
     with pytest.raises(ValueError, match="'nope' is not supported; choose one of .*'gelu'"):
         F.get_activation("nope")
+
+
+def test_gumbel_softmax_draws_one_hot_samples_that_follow_the_logits():
+    logits = ms.Tensor(np.log(np.array([[0.7, 0.2, 0.1]] * 4000, np.float32)))
+    samples = F.gumbel_softmax(logits, 1.0, True).asnumpy()
+    assert np.array_equal(samples.sum(-1), np.ones(4000)) and set(np.unique(samples)) == {0.0, 1.0}
+    assert np.allclose(samples.mean(0), [0.7, 0.2, 0.1], atol=0.03)
 
 
 def test_multinomial_without_replacement_draws_each_allowed_index_once():

@@ -13,6 +13,7 @@ import pytest
 import safetensors.numpy
 import torch
 import transformers
+from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
 from mindone.transformers import (
     AutoModel,
@@ -22,6 +23,7 @@ from mindone.transformers import (
     AutoModelForCTC,
     Wav2Vec2ForAudioFrameClassification,
     Wav2Vec2ForCTC,
+    Wav2Vec2ForPreTraining,
     Wav2Vec2ForSequenceClassification,
     Wav2Vec2ForXVector,
     Wav2Vec2Model,
@@ -214,3 +216,44 @@ def test_auto_classes_pick_wav2vec2(checkpoints):
                        (AutoModelForAudioXVector, Wav2Vec2ForXVector)]:
         _, path = checkpoints(getattr(transformers, head.__name__))
         assert type(auto.from_pretrained(path)) is head, auto.__name__
+
+
+PRETRAINING = dict(num_codevector_groups=2, num_codevectors_per_group=5, codevector_dim=8, proj_codevector_dim=8,
+                   num_negatives=4)
+PRETRAINING_FIELDS = ["loss", "contrastive_loss", "diversity_loss", "codevector_perplexity", "projected_states",
+                      "projected_quantized_states", "hidden_states"]
+
+
+def pretraining_inputs(variant, seed=9):
+    """HF's own samplers make the masked frames and the distractor indices (numpy, seeded)."""
+    np.random.seed(seed)
+    mask = _compute_mask_indices((2, FRAMES), mask_prob=0.3, mask_length=2, min_masks=2)
+    negatives = _sample_negative_indices((2, FRAMES), PRETRAINING["num_negatives"], mask).astype(np.int64)
+    return dict(audio_batch(variant, seed), mask_time_indices=mask, sampled_negative_indices=negatives)
+
+
+@pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pretraining_losses_match_torch(checkpoints, variant, mode):
+    torch_model, path = checkpoints(transformers.Wav2Vec2ForPreTraining, **VARIANTS[variant], **PRETRAINING)
+    inputs = dict(pretraining_inputs(variant), output_hidden_states=True)
+    assert_matches_torch(Wav2Vec2ForPreTraining, torch_model, path, inputs, PRETRAINING_FIELDS, mode,
+                         context=f"pretraining/{variant}/{mode}")
+
+
+def test_pretraining_gradients_match_torch(checkpoints):
+    torch_model, path = checkpoints(transformers.Wav2Vec2ForPreTraining, **PRETRAINING)
+    assert_gradients_match_torch(Wav2Vec2ForPreTraining, torch_model, path, pretraining_inputs("layer_stable", 11))
+
+
+def test_pretraining_in_training_mode_samples_codevectors_and_trains_them(checkpoints):
+    """Training mode draws hard Gumbel-softmax samples (random, so not compared with torch): the loss is finite and
+    the codebook and its projection receive gradients."""
+    _, path = checkpoints(transformers.Wav2Vec2ForPreTraining, **PRETRAINING)
+    ours = parity.load_ours(Wav2Vec2ForPreTraining, path)
+    ours.set_train(True)
+    ours.set_gumbel_temperature(1.5)
+    loss, grads = parity.our_gradients(ours, pretraining_inputs("layer_stable", 12))
+    assert np.isfinite(float(loss.asnumpy()))
+    for name in ("quantizer.codevectors", "quantizer.weight_proj.weight", "project_q.weight"):
+        assert np.abs(grads[name].asnumpy()).max() > 0, name

@@ -318,6 +318,22 @@ def log_sigmoid(x):
     return ops.minimum(x, ops.zeros((), x.dtype)) - ops.log1p(ops.exp(-ops.abs(x)))
 
 
+def gumbel_softmax(logits, tau=1.0, hard=False, gumbels=None):
+    """torch's gumbel_softmax over the last axis, in float32 (cast back). `gumbels` (same shape) replaces the drawn
+    Gumbel(0, 1) noise (for reproducible tests). `hard`: the one-hot argmax forward with the soft sample's gradient
+    (straight-through)."""
+    x = cast(logits, ms.float32)
+    if gumbels is None:
+        uniform = ops.clamp(ops.rand(x.shape, dtype=ms.float32), 1e-20, 1.0 - 1e-7)
+        gumbels = -ops.log(-ops.log(uniform))
+    y_soft = softmax((x + cast(gumbels, ms.float32)) / tau, -1)
+    if hard:
+        index = y_soft.argmax(-1)
+        y_hard = (index[..., None] == ops.arange(0, x.shape[-1], dtype=index.dtype)).astype(ms.float32)
+        y_soft = y_hard - ops.stop_gradient(y_soft) + y_soft
+    return cast(y_soft, logits.dtype)
+
+
 def dropout(x, p=0.5, training=False):
     if not training or p == 0.0:
         return x

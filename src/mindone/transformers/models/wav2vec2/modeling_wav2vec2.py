@@ -6,11 +6,17 @@ post-norm (`do_stable_layer_norm=False`, wav2vec2-base) or pre-norm (`True`, the
 CTC (`lm_head`), utterance classification (mean-pooled projector + classifier), frame classification, x-vector
 (TDNN + statistics pooling + AM-softmax loss).
 
+Pre-training (`Wav2Vec2ForPreTraining`): Gumbel vector quantizer, contrastive loss over given
+`sampled_negative_indices` and `mask_time_indices` (HF's `_compute_mask_indices` / `_sample_negative_indices` make them),
+codebook-diversity loss.
+
 Not implemented: SpecAugment's random masking and LayerDrop in training (both draw random numbers per step; an
-explicit `mask_time_indices` is applied), adapters (`add_adapter`, `adapter_attn_dim`) and the pre-training head.
+explicit `mask_time_indices` is applied), adapters (`add_adapter`, `adapter_attn_dim`).
 """
 
 import logging
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
 
 import mindspore as ms
 from mindspore import nn, ops
@@ -26,6 +32,7 @@ from ...modeling_layers import GradientCheckpointingLayer
 from ...modeling_outputs import (
     model_output,
     CausalLMOutput,
+    ModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
     Wav2Vec2BaseModelOutput,
@@ -34,6 +41,20 @@ from ...modeling_outputs import (
 from ...modeling_utils import PreTrainedModel, init_parameter
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Wav2Vec2ForPreTrainingOutput(ModelOutput):
+    """Output type of `Wav2Vec2ForPreTraining`; the losses are set when `sampled_negative_indices` are passed."""
+
+    loss: Any = None
+    projected_states: Any = None
+    projected_quantized_states: Any = None
+    codevector_perplexity: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+    contrastive_loss: Any = None
+    diversity_loss: Any = None
 
 
 # ---- feature encoder: raw audio -> frames ----------------------------------------------------------------------
@@ -277,6 +298,63 @@ class Wav2Vec2Encoder(nn.Cell):
         return hidden_states, all_hidden_states, all_attentions
 
 
+class Wav2Vec2GumbelVectorQuantizer(nn.Cell):
+    """Vector quantization using gumbel softmax: each frame picks one codevector per group (argmax in eval, a hard
+    Gumbel-softmax sample in training) and the groups' codevectors are concatenated."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.num_groups = config.num_codevector_groups
+        self.num_vars = config.num_codevectors_per_group
+        if config.codevector_dim % self.num_groups != 0:
+            raise ValueError(f"`config.codevector_dim {config.codevector_dim} must be divisible by "
+                             f"`config.num_codevector_groups` {self.num_groups} for concatenation")
+        # storage for codebook variables (codewords)
+        self.codevectors = new_parameter((1, self.num_groups * self.num_vars, config.codevector_dim // self.num_groups),
+                                         Uniform(0.5))
+        self.weight_proj = Linear(config.conv_dim[-1], self.num_groups * self.num_vars)
+        # can be decayed for training
+        self.temperature = 2
+
+    @staticmethod
+    def _compute_perplexity(probs, mask=None):
+        """exp(entropy) of the codevector distribution averaged over (unmasked) frames, summed over groups."""
+        if mask is not None:
+            keep = mask.reshape(-1).astype(probs.dtype)[:, None, None]
+            marginal_probs = (probs * keep).sum(0) / mask.astype(probs.dtype).sum()
+        else:
+            marginal_probs = probs.mean(0)
+        positive = marginal_probs > 0
+        # xlogy: 0 * log 0 = 0 (the log of 1 there keeps the gradient finite)
+        plogp = F.where(positive, marginal_probs * ops.log(F.where(positive, marginal_probs,
+                                                                    ops.ones_like(marginal_probs))),
+                        ops.zeros_like(marginal_probs))
+        return ops.exp(-plogp.sum(-1)).sum()
+
+    def construct(self, hidden_states, mask_time_indices=None):
+        batch_size, sequence_length = hidden_states.shape[:2]
+        hidden_states = self.weight_proj(hidden_states).reshape(batch_size * sequence_length * self.num_groups, -1)
+        if self.training:
+            # sample code vector probs via gumbel in differentiable way
+            codevector_probs = F.gumbel_softmax(hidden_states.astype(ms.float32), self.temperature, True).astype(
+                hidden_states.dtype)
+            codevector_soft_dist = F.softmax(
+                hidden_states.reshape(batch_size * sequence_length, self.num_groups, -1).astype(ms.float32), -1)
+            perplexity = self._compute_perplexity(codevector_soft_dist, mask_time_indices)
+        else:
+            # take argmax in non-differentiable way: a hard one-hot codevector distribution
+            index = F.argmax(hidden_states, -1)
+            codevector_probs = (index[:, None] == F.arange(0, hidden_states.shape[-1], dtype=index.dtype)[None]
+                                ).astype(hidden_states.dtype)
+            codevector_probs = codevector_probs.reshape(batch_size * sequence_length, self.num_groups, -1)
+            perplexity = self._compute_perplexity(codevector_probs, mask_time_indices)
+        codevector_probs = codevector_probs.reshape(batch_size * sequence_length, -1)
+        # use probs to retrieve codevectors
+        codevectors_per_group = codevector_probs[..., None] * self.codevectors
+        codevectors = codevectors_per_group.reshape(batch_size * sequence_length, self.num_groups, self.num_vars, -1)
+        return codevectors.sum(-2).reshape(batch_size, sequence_length, -1), perplexity
+
+
 # ---- models -----------------------------------------------------------------------------------------------------
 
 
@@ -288,7 +366,13 @@ class Wav2Vec2PreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, cell):
         """HF's scheme: normal(initializer_range) Linear, kaiming-normal Conv1d, unit norms, uniform projection."""
-        if isinstance(cell, Wav2Vec2PositionalConvEmbedding):
+        if isinstance(cell, Wav2Vec2GumbelVectorQuantizer):
+            # gumbel softmax requires special init
+            init_parameter(cell.weight_proj.weight, Normal(1.0))
+            init_parameter(cell.weight_proj.bias, Zero())
+            init_parameter(cell.codevectors, Uniform(0.5))
+            cell.weight_proj.skip_default_init = True
+        elif isinstance(cell, Wav2Vec2PositionalConvEmbedding):
             p = cell.conv.parametrizations.weight
             k, c_in = p.original1.shape[2], p.original1.shape[1] * cell.conv.groups
             init_parameter(p.original1, Normal(2 * (1.0 / (k * c_in)) ** 0.5))
@@ -309,7 +393,7 @@ class Wav2Vec2PreTrainedModel(PreTrainedModel):
                 init_parameter(cell.weight, One())
             if cell.bias is not None:
                 init_parameter(cell.bias, Zero())
-        elif isinstance(cell, Linear):
+        elif isinstance(cell, Linear) and not getattr(cell, "skip_default_init", False):
             init_parameter(cell.weight, Normal(self.config.initializer_range))
             if cell.bias is not None:
                 init_parameter(cell.bias, Zero())
@@ -393,6 +477,90 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         fields = {"last_hidden_state": hidden_states, "extract_features": extract_features,
                   "hidden_states": all_hidden_states, "attentions": all_attentions}
         return model_output(Wav2Vec2BaseModelOutput, fields, return_dict is not False)
+
+
+class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
+    """Wav2Vec2 Model with a quantizer and `VQ` head on top: contrastive + codebook-diversity pre-training loss."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.dropout_features = Dropout(config.feat_quantizer_dropout)
+        self.quantizer = Wav2Vec2GumbelVectorQuantizer(config)
+        self.project_hid = Linear(config.hidden_size, config.proj_codevector_dim)
+        self.project_q = Linear(config.codevector_dim, config.proj_codevector_dim)
+        # HF keeps torch's default Linear init for the last two projections
+        self.project_hid.skip_default_init = self.project_q.skip_default_init = True
+        self.post_init()
+
+    def set_gumbel_temperature(self, temperature):
+        """Set the Gumbel softmax temperature to a given value. Only necessary for training."""
+        self.quantizer.temperature = temperature
+
+    def freeze_feature_encoder(self):
+        """Stops gradients to the convolutional feature encoder."""
+        self.wav2vec2.feature_extractor._freeze_parameters()
+
+    @staticmethod
+    def compute_contrastive_logits(target_features, negative_features, predicted_features, temperature=0.1):
+        """Cosine similarity (float32) of the predictions with [positive, negatives], divided by `temperature`."""
+        targets = F.cat([target_features, negative_features], 0).astype(ms.float32)
+        predicted = predicted_features.astype(ms.float32)
+        # torch's cosine_similarity: x.y / sqrt(max(|x|^2 |y|^2, eps^2)), eps = 1e-8
+        dot = (targets * predicted).sum(-1)
+        norms = (targets * targets).sum(-1) * (predicted * predicted).sum(-1)
+        logits = dot / ops.sqrt(ops.clamp(norms, min=1e-16))
+        return logits.astype(target_features.dtype) / temperature
+
+    def construct(self, input_values, attention_mask=None, mask_time_indices=None, sampled_negative_indices=None,
+                  output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
+        r"""
+        Args:
+            mask_time_indices: (B, frames) bool, the frames masked for the contrastive loss.
+            sampled_negative_indices: (B, frames, num_negatives) indices into the flattened (B * frames) quantized
+                states: the distractors (HF's `_sample_negative_indices` makes them). Required for the loss.
+        """
+        if mask_time_indices is not None:
+            mask_time_indices = mask_time_indices.astype(ms.bool_)
+        outputs = self.wav2vec2(input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices,
+                                output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                return_dict=True)
+        # 1. project all transformed features (including masked) to final vq dim
+        transformer_features = self.project_hid(outputs["last_hidden_state"])
+        # 2. quantize all (unmasked) extracted features and project to final vq dim
+        extract_features = self.dropout_features(outputs["extract_features"])
+        quantized_features, codevector_perplexity = self.quantizer(extract_features, mask_time_indices)
+        quantized_features = self.project_q(quantized_features.astype(self.project_q.weight.dtype))
+
+        loss = contrastive_loss = diversity_loss = None
+        if sampled_negative_indices is not None:
+            batch_size, sequence_length, hidden_size = quantized_features.shape
+            # 3. the K sampled distractors: (K, B, T, D)
+            negatives = ops.gather(quantized_features.reshape(-1, hidden_size),
+                                   sampled_negative_indices.astype(ms.int32).reshape(-1), 0)
+            negatives = ops.transpose(negatives.reshape(batch_size, sequence_length, -1, hidden_size), (2, 0, 1, 3))
+            # 4. logits = sim(c_t, [q_t, negatives]) / kappa
+            logits = self.compute_contrastive_logits(quantized_features[None], negatives, transformer_features,
+                                                     self.config.contrastive_logits_temperature)
+            # 5. a distractor identical to the positive (low codebook use) is masked out
+            neg_is_pos = (quantized_features[None] == negatives).all(-1)
+            is_pos_row = F.cat([ops.zeros((1,) + neg_is_pos.shape[1:], ms.bool_), neg_is_pos], 0)
+            logits = logits.masked_fill(is_pos_row, float("-inf"))
+            # 6. contrastive loss: cross-entropy of the positive (index 0) at the masked frames
+            logits = ops.transpose(logits, (2, 1, 0)).reshape(-1, logits.shape[0])
+            target = ((1 - mask_time_indices.astype(ms.int64)) * -100).swapaxes(0, 1).reshape(-1)
+            contrastive_loss = F.cross_entropy(logits.astype(ms.float32), target, reduction="sum")
+            # 7. diversity loss
+            num_codevectors = self.config.num_codevectors_per_group * self.config.num_codevector_groups
+            diversity_loss = ((num_codevectors - codevector_perplexity) / num_codevectors) * \
+                mask_time_indices.astype(ms.float32).sum()
+            # 8. L = L_m + alpha * L_d
+            loss = contrastive_loss + self.config.diversity_loss_weight * diversity_loss
+        fields = {"loss": loss, "projected_states": transformer_features,
+                  "projected_quantized_states": quantized_features, "codevector_perplexity": codevector_perplexity,
+                  "hidden_states": outputs.get("hidden_states"), "attentions": outputs.get("attentions"),
+                  "contrastive_loss": contrastive_loss, "diversity_loss": diversity_loss}
+        return model_output(Wav2Vec2ForPreTrainingOutput, fields, return_dict is not False)
 
 
 class _Wav2Vec2HeadMixin:
@@ -657,6 +825,7 @@ class Wav2Vec2ForXVector(_Wav2Vec2HeadMixin, Wav2Vec2PreTrainedModel):
 __all__ = [
     "Wav2Vec2ForAudioFrameClassification",
     "Wav2Vec2ForCTC",
+    "Wav2Vec2ForPreTraining",
     "Wav2Vec2ForSequenceClassification",
     "Wav2Vec2ForXVector",
     "Wav2Vec2Model",
