@@ -49,6 +49,32 @@ def ctc_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def data2vec_ctc_dir(tmp_path_factory, ctc_dir):
+    """A tiny Data2VecAudioForCTC with the same tokenizer and feature extractor."""
+    directory = str(tmp_path_factory.mktemp("tiny-data2vec-audio-ctc"))
+    shared = {k: v for k, v in TINY.items() if k not in ("feat_extract_norm", "do_stable_layer_norm")}
+    config = transformers.Data2VecAudioConfig(**{**shared, "num_conv_pos_embeddings": 2}, conv_pos_kernel_size=5,
+                                              vocab_size=len(VOCAB), pad_token_id=0)
+    model = parity.torch_reference(transformers.Data2VecAudioForCTC, config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)
+    model.save_pretrained(directory)
+    transformers.AutoTokenizer.from_pretrained(ctc_dir).save_pretrained(directory)
+    _save_feature_extractor(directory)
+    return directory
+
+
+def test_data2vec_audio_ctc_transcripts_match_torch(data2vec_ctc_dir):
+    ours = pipeline("automatic-speech-recognition", model=data2vec_ctc_dir)
+    ref = transformers.pipeline("automatic-speech-recognition", model=data2vec_ctc_dir, device="cpu")
+    assert type(ours.model).__name__ == "Data2VecAudioForCTC"
+    samples = audio(1.2, seed=11)
+    expected = ref(samples.copy(), chunk_length_s=0.5)
+    assert len(expected["text"]) > 3, expected
+    assert ours(samples, chunk_length_s=0.5) == expected
+
+
+@pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("tiny-wav2vec2-cls"))
     config = transformers.Wav2Vec2Config(**TINY, num_labels=4, classifier_proj_size=8,
