@@ -24,7 +24,7 @@ from tests import parity
 from tests.models.head_parity import assert_gradients_match_torch, assert_matches_torch, checkpoint_factory
 
 # an even positional kernel (4): each positional conv drops its last frame, as HF's pad layer does
-TINY = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(16, 16, 16),
+TINY = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=(16, 16, 16),
             conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), num_conv_pos_embeddings=2, conv_pos_kernel_size=4,
             num_conv_pos_embedding_groups=2, vocab_size=12, pad_token_id=0, num_labels=3, classifier_proj_size=8,
             tdnn_dim=(8, 8), tdnn_kernel=(3, 1), tdnn_dilation=(1, 2), xvector_output_dim=8)

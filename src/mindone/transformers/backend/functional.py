@@ -652,7 +652,14 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             and isinstance(dilation, int):
         return _conv1d_as_matmul(x, weight, bias, stride, padding, dilation)
     pad_mode, padding = _conv_padding(padding)
-    return ops.conv1d(x, weight, bias, stride, pad_mode=pad_mode, padding=padding, dilation=dilation, groups=groups)
+    dtype = x.dtype
+    if not _MINT_ONLY_DEVICE and dtype == ms.float16:
+        # as torch's fp16 convolution: float32 accumulation and one rounding (the fp16 kernel rounds differently:
+        # Data2Vec-Audio's stacked grouped positional convs drifted to 1.4x torch's own fp16 error)
+        x, weight = x.astype(ms.float32), weight.astype(ms.float32)
+        bias = bias.astype(ms.float32) if bias is not None else None
+    out = ops.conv1d(x, weight, bias, stride, pad_mode=pad_mode, padding=padding, dilation=dilation, groups=groups)
+    return out.astype(dtype)
 
 
 def _conv1d_as_matmul(x, weight, bias, stride, padding, dilation):
