@@ -262,7 +262,7 @@ class Data2VecAudioPreTrainedModel(PreTrainedModel):
         if isinstance(cell, Data2VecAudioPositionalConvLayer):
             init_parameter(cell.conv.bias, Zero())
         if isinstance(cell, Data2VecAudioModel) and cell.masked_spec_embed is not None:
-            init_parameter(cell.masked_spec_embed, Uniform(0.5))
+            _uniform_0_1(cell.masked_spec_embed)
 
     def _get_feat_extract_output_lengths(self, input_lengths, add_adapter=None):
         """Computes the output length of the convolutional layers (ints or integer tensors)."""
@@ -278,6 +278,12 @@ class Data2VecAudioPreTrainedModel(PreTrainedModel):
         """(B, frames) bool mask of the frames computed from real samples, from the (B, samples) 0/1 mask."""
         lengths = self._get_feat_extract_output_lengths(attention_mask.astype(ms.int32).sum(-1), add_adapter)
         return F.arange(0, feature_vector_length, dtype=ms.int32)[None] < lengths.astype(ms.int32)[:, None]
+
+
+def _uniform_0_1(param):
+    """torch's `uniform_()` default: U[0, 1) (MindSpore's `Uniform(s)` is symmetric around 0)."""
+    init_parameter(param, Uniform(0.5))
+    param.set_data(param + 0.5)
 
 
 def _check_supported(config):

@@ -370,7 +370,7 @@ class Wav2Vec2PreTrainedModel(PreTrainedModel):
             # gumbel softmax requires special init
             init_parameter(cell.weight_proj.weight, Normal(1.0))
             init_parameter(cell.weight_proj.bias, Zero())
-            init_parameter(cell.codevectors, Uniform(0.5))
+            _uniform_0_1(cell.codevectors)
             cell.weight_proj.skip_default_init = True
         elif isinstance(cell, Wav2Vec2PositionalConvEmbedding):
             p = cell.conv.parametrizations.weight
@@ -400,7 +400,7 @@ class Wav2Vec2PreTrainedModel(PreTrainedModel):
         elif isinstance(cell, AMSoftmaxLoss):
             init_parameter(cell.weight, Normal(1.0))
         if isinstance(cell, Wav2Vec2Model) and cell.masked_spec_embed is not None:
-            init_parameter(cell.masked_spec_embed, Uniform(0.5))
+            _uniform_0_1(cell.masked_spec_embed)
 
     def _get_feat_extract_output_lengths(self, input_lengths, add_adapter=None):
         """Computes the output length of the convolutional layers (ints or integer tensors)."""
@@ -416,6 +416,12 @@ class Wav2Vec2PreTrainedModel(PreTrainedModel):
         """(B, frames) bool mask of the frames computed from real samples, from the (B, samples) 0/1 mask."""
         lengths = self._get_feat_extract_output_lengths(attention_mask.astype(ms.int32).sum(-1), add_adapter)
         return F.arange(0, feature_vector_length, dtype=ms.int32)[None] < lengths.astype(ms.int32)[:, None]
+
+
+def _uniform_0_1(param):
+    """torch's `uniform_()` default: U[0, 1) (MindSpore's `Uniform(s)` is symmetric around 0)."""
+    init_parameter(param, Uniform(0.5))
+    param.set_data(param + 0.5)
 
 
 def _check_supported(config):
