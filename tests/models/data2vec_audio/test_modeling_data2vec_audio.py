@@ -125,3 +125,23 @@ def test_auto_classes_pick_data2vec_audio(checkpoints):
         model, info = auto.from_pretrained(path, output_loading_info=True)
         assert type(model) is head, auto.__name__
         assert not info["missing_keys"] and not info["unexpected_keys"], (head.__name__, info)
+
+
+def test_training_spec_augment_matches_torch_with_the_same_numpy_seed(checkpoints):
+    """SpecAugment's spans come from numpy's global RNG in HF's order (dropouts off, no LayerDrop)."""
+    overrides = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+                     final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.4, mask_time_length=3, mask_feature_prob=0.3,
+                     mask_feature_length=2)
+    torch_model, path = checkpoints(transformers.Data2VecAudioForCTC, **overrides)
+    ours = parity.load_ours(Data2VecAudioForCTC, path)
+    ours.set_train(True)
+    torch_model.train()
+    try:
+        inputs = dict(audio_batch(seed=13), **labels_for(Data2VecAudioForCTC))
+        np.random.seed(5)
+        out = parity.run_ours(ours, inputs)
+        np.random.seed(5)
+        ref = parity.run_torch(torch_model, inputs)
+    finally:
+        torch_model.eval()
+    parity.assert_close(parity.compare_outputs(out, ref, ["logits", "loss"]), parity.FP32_BAR, "spec-augment")

@@ -257,3 +257,46 @@ def test_pretraining_in_training_mode_samples_codevectors_and_trains_them(checkp
     assert np.isfinite(float(loss.asnumpy()))
     for name in ("quantizer.codevectors", "quantizer.weight_proj.weight", "project_q.weight"):
         assert np.abs(grads[name].asnumpy()).max() > 0, name
+
+
+NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+                  final_dropout=0.0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_training_spec_augment_matches_torch_with_the_same_numpy_seed(checkpoints, variant):
+    """In training, SpecAugment's time and feature spans come from numpy's global RNG in HF's order: reseeding numpy
+    before each forward gives torch's masks and so torch's logits and loss (dropouts off, no LayerDrop)."""
+    overrides = dict(**VARIANTS[variant], **NO_DROPOUT, layerdrop=0.0, mask_time_prob=0.4, mask_time_length=3,
+                     mask_feature_prob=0.3, mask_feature_length=2)
+    torch_model, path = checkpoints(transformers.Wav2Vec2ForCTC, **overrides)
+    ours = parity.load_ours(Wav2Vec2ForCTC, path)
+    ours.set_train(True)
+    torch_model.train()
+    try:
+        inputs = dict(audio_batch(variant, seed=13), **labels_for(Wav2Vec2ForCTC))
+        np.random.seed(5)
+        out = parity.run_ours(ours, inputs)
+        np.random.seed(5)
+        ref = parity.run_torch(torch_model, inputs)
+        np.random.seed(5)
+        unmasked_ref = parity.run_torch(torch_model.eval(), inputs)
+    finally:
+        torch_model.eval()
+    errors = parity.compare_outputs(out, ref, ["logits", "loss"])
+    parity.assert_close(errors, parity.FP32_BAR, f"spec-augment/{variant}")
+    assert parity.rel_error(ref.logits, unmasked_ref.logits) > 1e-2  # the masks changed the output
+
+
+def test_training_layerdrop_one_skips_every_layer_as_torch(checkpoints):
+    torch_model, path = checkpoints(transformers.Wav2Vec2Model, **NO_DROPOUT, layerdrop=1.0, mask_time_prob=0.0)
+    ours = parity.load_ours(Wav2Vec2Model, path)
+    ours.set_train(True)
+    torch_model.train()
+    try:
+        inputs = dict(audio_batch("layer_stable", seed=14), output_hidden_states=True)
+        out, ref = parity.run_ours(ours, inputs), parity.run_torch(torch_model, inputs)
+    finally:
+        torch_model.eval()
+    assert len(out.hidden_states) == len(ref.hidden_states) == 0  # HF records nothing when no layer runs
+    parity.assert_close(parity.compare_outputs(out, ref, ["last_hidden_state"]), parity.FP32_BAR, "layerdrop=1")

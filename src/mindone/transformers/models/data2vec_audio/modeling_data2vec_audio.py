@@ -6,13 +6,15 @@ followed by a LayerNorm over channels, the relative position embedding is a stac
 plain grouped convolutions (each with a parameter-free LayerNorm, no weight norm), and the layers are post-norm only.
 Heads: CTC (`lm_head`), utterance classification, frame classification, x-vector.
 
-Not implemented: SpecAugment's random masking and LayerDrop in training (an explicit `mask_time_indices` is applied),
-adapters (`add_adapter`).
+Training: SpecAugment (random time and feature spans) and LayerDrop are drawn from numpy's global RNG in PyNative,
+in HF's order (a seeded numpy gives HF's time/feature masks); a compiled (graph) training step applies neither.
+Not implemented: adapters (`add_adapter`).
 """
 
 import logging
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Constant, HeNormal, Normal, One, Uniform, Zero
 from transformers import Data2VecAudioConfig
@@ -36,6 +38,38 @@ from ...modeling_utils import PreTrainedModel, init_parameter
 logger = logging.getLogger(__name__)
 
 Data2VecAudioBaseModelOutput = Wav2Vec2BaseModelOutput  # HF's alias: the same fields
+
+
+def _compute_mask_indices(shape, mask_prob, mask_length, input_lengths=None, min_masks=0):
+    """SpecAugment's random spans, HF's rule: (batch, length) bool numpy mask, drawn from numpy's global RNG.
+
+    Each row gets `int(mask_prob * length / mask_length + u)` spans (u ~ U[0, 1) shared by the batch, at least
+    `min_masks`, at most what fits) of `mask_length` frames, their starts drawn without replacement among a row's
+    real frames (`input_lengths`); spans may overlap. The draws are made in HF's order, so a seeded numpy RNG gives
+    HF's masks.
+    """
+    batch_size, sequence_length = shape
+    if mask_length < 1:
+        raise ValueError("`mask_length` has to be bigger than 0.")
+    if mask_length > sequence_length:
+        raise ValueError(f"`mask_length` has to be smaller than `sequence_length`, but got `mask_length`: "
+                         f"{mask_length} and `sequence_length`: {sequence_length}`")
+    u = np.random.rand(1).item()
+
+    def num_spans(length):
+        n = max(int(mask_prob * length / mask_length + u), min_masks)
+        n = min(n, sequence_length // mask_length)
+        return min(n, max(length - (mask_length - 1), 0))
+
+    mask = np.zeros((batch_size, sequence_length), dtype=bool)
+    if num_spans(sequence_length) == 0:
+        return mask
+    lengths = [sequence_length] * batch_size if input_lengths is None else [int(n) for n in input_lengths]
+    for row, length in enumerate(lengths):
+        starts = np.random.choice(np.arange(length - (mask_length - 1)), num_spans(length), replace=False)
+        for start in starts:
+            mask[row, start:min(start + mask_length, sequence_length)] = True
+    return mask
 
 
 # ---- feature encoder: raw audio -> frames ----------------------------------------------------------------------
@@ -216,13 +250,21 @@ class Data2VecAudioEncoder(nn.Cell):
 
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        ran_a_layer = False
         for layer in self.layers:
+            # LayerDrop (https://huggingface.co/papers/1909.11556): in training (PyNative) each layer is skipped with
+            # probability `config.layerdrop`; a compiled forward runs every layer
+            if self.training and self.config.layerdrop > 0.0 and not runtime.in_graph() \
+                    and np.random.rand() < self.config.layerdrop:
+                continue
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states, attn_weights = layer(hidden_states, additive_mask)
+            ran_a_layer = True
             if output_attentions:
                 all_attentions += (attn_weights,)
-        if output_hidden_states:
+        if output_hidden_states and ran_a_layer:
+            # as HF records them: the input of the first layer that ran, then every output (none if all dropped)
             all_hidden_states += (hidden_states,)
         return hidden_states, all_hidden_states, all_attentions
 
@@ -310,12 +352,30 @@ class Data2VecAudioModel(Data2VecAudioPreTrainedModel):
         """Stops gradients to the convolutional feature encoder."""
         self.feature_extractor._freeze_parameters()
 
-    def _mask_hidden_states(self, hidden_states, mask_time_indices=None):
-        """Replaces the frames selected by `mask_time_indices` (B, frames) with the learned mask embedding."""
-        if mask_time_indices is None or not getattr(self.config, "apply_spec_augment", True):
+    def _mask_hidden_states(self, hidden_states, mask_time_indices=None, attention_mask=None):
+        """SpecAugment: frames in `mask_time_indices` (B, frames) become the learned mask embedding. In training
+        (PyNative) without given indices, random time spans (`mask_time_prob`, `mask_time_length`) and feature spans
+        (`mask_feature_prob`: set to 0) are drawn as HF draws them; a compiled (graph) forward cannot draw host-side
+        spans and applies only given indices."""
+        if not getattr(self.config, "apply_spec_augment", True):
             return hidden_states
-        embed = self.masked_spec_embed.astype(hidden_states.dtype)
-        return F.where(mask_time_indices.astype(ms.bool_)[..., None], embed, hidden_states)
+        config = self.config
+        draw = self.training and not runtime.in_graph()
+        if mask_time_indices is None and draw and config.mask_time_prob > 0:
+            lengths = None if attention_mask is None else attention_mask.astype(ms.int32).sum(-1).asnumpy()
+            mask_time_indices = ms.Tensor(_compute_mask_indices(
+                hidden_states.shape[:2], config.mask_time_prob, config.mask_time_length, lengths,
+                config.mask_time_min_masks))
+        if mask_time_indices is not None:
+            embed = self.masked_spec_embed.astype(hidden_states.dtype)
+            hidden_states = F.where(mask_time_indices.astype(ms.bool_)[..., None], embed, hidden_states)
+        if draw and config.mask_feature_prob > 0:
+            batch_size, _, hidden_size = hidden_states.shape
+            features = ms.Tensor(_compute_mask_indices((batch_size, hidden_size), config.mask_feature_prob,
+                                                       config.mask_feature_length,
+                                                       min_masks=config.mask_feature_min_masks))
+            hidden_states = F.where(features[:, None, :], ops.zeros((), hidden_states.dtype), hidden_states)
+        return hidden_states
 
     def construct(self, input_values, attention_mask=None, mask_time_indices=None, output_attentions=None,
                   output_hidden_states=None, return_dict=None, **kwargs):
@@ -335,7 +395,7 @@ class Data2VecAudioModel(Data2VecAudioPreTrainedModel):
             attention_mask = self._get_feature_vector_attention_mask(extract_features.shape[1], attention_mask,
                                                                      add_adapter=False)
         hidden_states, extract_features = self.feature_projection(extract_features)
-        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices)
+        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, attention_mask)
         hidden_states, all_hidden_states, all_attentions = self.encoder(
             hidden_states, attention_mask, output_attentions, output_hidden_states)
         fields = {"last_hidden_state": hidden_states, "extract_features": extract_features,
