@@ -185,6 +185,22 @@ def dropout_eval_fn(x):
     return F.dropout(x, 0.3, False)
 
 
+def gumbel_softmax_fn(x, g):
+    return F.gumbel_softmax(x, 2.0, False, g)
+
+
+def gumbel_softmax_hard_fn(x, g):
+    return F.gumbel_softmax(x, 0.5, True, g)
+
+
+def _gumbel_softmax_ref(x, g, tau, hard):
+    y_soft = torch.softmax((x + g) / tau, -1)
+    if not hard:
+        return y_soft
+    y_hard = TF.one_hot(y_soft.argmax(-1), x.shape[-1]).to(x.dtype)
+    return y_hard - y_soft.detach() + y_soft
+
+
 def dropout_train_fn(x):
     return F.dropout(x, 0.3, True)
 
@@ -335,6 +351,37 @@ def pad_inf_fn(x):
 
 def pad_value_fn(x):
     return F.pad(x, (0, 1, 2, 1), 1.5)
+
+
+def group_norm_fn(x, w, b):
+    return F.group_norm(x, 2, w, b, 1e-5)
+
+
+def weight_norm_fn(g, v):
+    return F.weight_norm(g, v, 2)
+
+
+def _weight_norm_ref(g, v):
+    return torch._weight_norm(v, g, 2)
+
+
+def ctc_loss_fn(x, targets, input_lengths, target_lengths):
+    return F.ctc_loss(F.log_softmax(F.cast(x, ms.float32), -1), targets, input_lengths, target_lengths, 0, "mean")
+
+
+def ctc_loss_sum_fn(x, targets, input_lengths, target_lengths):
+    return F.ctc_loss(F.log_softmax(F.cast(x, ms.float32), -1), targets, input_lengths, target_lengths, 0, "sum",
+                      True)
+
+
+def _ctc_ref(x, targets, input_lengths, target_lengths, reduction="mean", zero_infinity=False):
+    return TF.ctc_loss(x.float().log_softmax(-1), targets, input_lengths, target_lengths, 0, reduction, zero_infinity)
+
+
+def _ctc_inputs(r, d, impossible=False):
+    """(T=9, N=3, C=5) logits, padded targets; with `impossible`, the last row's 4 labels need more than 3 frames."""
+    targets = r.integers(1, 5, (3, 4))
+    return [randn(r, 9, 3, 5), targets, np.array([9, 7, 3 if impossible else 9]), np.array([4, 2, 4])]
 
 
 def conv1d_fn(x, w, b):
@@ -504,6 +551,10 @@ CASES = [
          (0,), out_dtype="fp32"),
     Case("log_softmax", "", log_softmax_fn, lambda x: TF.log_softmax(x, -1), lambda r, d: [randn(r, 2, 3, 7) * 3],
          (0,), grad_tol=LOG_SOFTMAX_GRAD_TOL),
+    Case("gumbel_softmax", "", gumbel_softmax_fn, lambda x, g: _gumbel_softmax_ref(x, g, 2.0, False),
+         lambda r, d: [randn(r, 6, 7), randn(r, 6, 7)], (0,)),
+    Case("gumbel_softmax", "hard", gumbel_softmax_hard_fn, lambda x, g: _gumbel_softmax_ref(x, g, 0.5, True),
+         lambda r, d: [randn(r, 6, 7) * 0.5, np.zeros((6, 7))], (0,)),
     Case("dropout", "eval", dropout_eval_fn, lambda x: TF.dropout(x, 0.3, False), lambda r, d: [randn(r, 4, 8)],
          (0,)),
     Case("dropout", "train", dropout_train_fn, _dropout_ref, lambda r, d: [randn(r, 64, 64)], (0,),
@@ -598,6 +649,13 @@ CASES = [
     Case("batch_norm", "train", batch_norm_train_fn, _batch_norm_train_ref,
          lambda r, d: [randn(r, 2, 3, 4, 5) + 1, randn(r, 3), r.random(3) + 0.5, randn(r, 3), randn(r, 3)],
          (0, 3, 4)),
+    Case("group_norm", "", group_norm_fn, lambda x, w, b: TF.group_norm(x, 2, w, b, 1e-5),
+         lambda r, d: [randn(r, 2, 4, 9) * 3 + 1, randn(r, 4), randn(r, 4)], (0, 1, 2)),
+    Case("weight_norm", "", weight_norm_fn, _weight_norm_ref, lambda r, d: [randn(r, 1, 1, 5), randn(r, 6, 3, 5)],
+         (0, 1)),
+    Case("ctc_loss", "mean", ctc_loss_fn, _ctc_ref, _ctc_inputs, (0,), out_dtype="fp32"),
+    Case("ctc_loss", "sum_zero_infinity", ctc_loss_sum_fn, lambda *a: _ctc_ref(*a, "sum", True),
+         lambda r, d: _ctc_inputs(r, d, impossible=True), (0,), out_dtype="fp32"),
     Case("conv1d", "", conv1d_fn, lambda x, w, b: TF.conv1d(x, w, b, 2, 1),
          lambda r, d: [randn(r, 2, 4, 10), randn(r, 6, 4, 3), randn(r, 6)], (0, 1, 2)),
     Case("conv1d", "groups_dilation", conv1d_groups_fn, lambda x, w: TF.conv1d(x, w, None, 1, 2, 2, 2),
@@ -859,6 +917,13 @@ def test_get_activation_matches_hf(name):
 def test_get_activation_unknown_name_lists_choices():
     with pytest.raises(ValueError, match="'nope' is not supported; choose one of .*'gelu'"):
         F.get_activation("nope")
+
+
+def test_gumbel_softmax_draws_one_hot_samples_that_follow_the_logits():
+    logits = ms.Tensor(np.log(np.array([[0.7, 0.2, 0.1]] * 4000, np.float32)))
+    samples = F.gumbel_softmax(logits, 1.0, True).asnumpy()
+    assert np.array_equal(samples.sum(-1), np.ones(4000)) and set(np.unique(samples)) == {0.0, 1.0}
+    assert np.allclose(samples.mean(0), [0.7, 0.2, 0.1], atol=0.03)
 
 
 def test_multinomial_without_replacement_draws_each_allowed_index_once():

@@ -30,6 +30,15 @@ LAYERS = {
     "conv1d_groups": (lambda: L.Conv1d(4, 6, 3, padding=2, dilation=2, groups=2, bias=False),
                       lambda: torch.nn.Conv1d(4, 6, 3, padding=2, dilation=2, groups=2, bias=False),
                       lambda r: r.standard_normal((2, 4, 9))),
+    "group_norm": (lambda: L.GroupNorm(2, 6), lambda: torch.nn.GroupNorm(2, 6),
+                   lambda r: r.standard_normal((2, 6, 7)) * 2 + 1),
+    "group_norm_per_channel": (lambda: L.GroupNorm(6, 6), lambda: torch.nn.GroupNorm(6, 6),
+                               lambda r: r.standard_normal((2, 6, 9))),
+    # Wav2Vec2's positional convolution: grouped, padded, under weight norm over the kernel axis
+    "weight_norm_conv1d": (lambda: L.WeightNormConv1d(4, 6, 5, padding=2, groups=2, dim=2),
+                           lambda: torch.nn.utils.parametrizations.weight_norm(
+                               torch.nn.Conv1d(4, 6, 5, padding=2, groups=2), name="weight", dim=2),
+                           lambda r: r.standard_normal((2, 4, 9))),
     "conv2d": (lambda: L.Conv2d(3, 5, 3, padding=1), lambda: torch.nn.Conv2d(3, 5, 3, padding=1),
                lambda r: r.standard_normal((2, 3, 6, 6))),
     "conv2d_patches": (lambda: L.Conv2d(3, 8, (4, 2), stride=(4, 2)),

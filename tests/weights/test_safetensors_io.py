@@ -113,7 +113,11 @@ def test_same_key_in_two_shards_is_refused(tmp_path):
     "key, expected",
     [("bert.embeddings.LayerNorm.gamma", "bert.embeddings.LayerNorm.weight"),
      ("encoder.layer.0.output.LayerNorm.beta", "encoder.layer.0.output.LayerNorm.bias"),
-     ("model.layers.0.gamma", "model.layers.0.gamma"), ("lm_head.weight", "lm_head.weight")],
+     ("model.layers.0.gamma", "model.layers.0.gamma"), ("lm_head.weight", "lm_head.weight"),
+     # torch's old weight_norm names (transformers 5's "legacy" renames)
+     ("wav2vec2.encoder.pos_conv_embed.conv.weight_g",
+      "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
+     ("encoder.pos_conv_embed.conv.weight_v", "encoder.pos_conv_embed.conv.parametrizations.weight.original1")],
 )
 def test_legacy_layernorm_names_are_renamed_as_transformers_does(key, expected):
     from mindone.transformers.weights import rename_legacy_key

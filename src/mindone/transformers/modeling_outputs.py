@@ -349,3 +349,28 @@ class SemanticSegmenterOutput(ModelOutput):
     logits: Any = None
     hidden_states: Optional[Tuple[Any, ...]] = None
     attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class Wav2Vec2BaseModelOutput(ModelOutput):
+    last_hidden_state: Any = None
+    extract_features: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
+class XVectorOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    embeddings: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None

@@ -445,7 +445,7 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
             return key[: -len(".gamma")] + ".weight"
         if key.endswith(".beta"):
             return key[: -len(".beta")] + ".bias"
-        return key
+        return weights.rename_legacy_key(key)
 
     def _convert_checkpoint(self, stream):
         """The (key, numpy array) checkpoint stream as this model's parameters; models whose checkpoints store a

@@ -173,13 +173,45 @@ def rms_norm(x, weight, eps=1e-6):
     return weight * h
 
 
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """torch's group_norm on (B, C, *): statistics over each group of C / num_groups channels and all positions,
+    biased variance, in float32 (cast back), then a per-channel affine."""
+    dtype = x.dtype
+    batch, channels = x.shape[0], x.shape[1]
+    h = cast(x, ms.float32).reshape(batch, num_groups, -1)
+    mean = h.mean(-1, keep_dims=True)
+    centred = h - mean
+    variance = (centred * centred).mean(-1, keep_dims=True)
+    h = (centred * ops.rsqrt(variance + eps)).reshape(x.shape)
+    affine_shape = (1, channels) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        h = h * cast(weight, ms.float32).reshape(affine_shape)
+    if bias is not None:
+        h = h + cast(bias, ms.float32).reshape(affine_shape)
+    return cast(h, dtype)
+
+
+def weight_norm(g, v, dim=0):
+    """torch's weight_norm parametrization: v * g / ||v||, the norm taken over every axis but `dim` (float32)."""
+    axes = tuple(a for a in range(v.ndim) if a != dim % v.ndim)
+    v32 = cast(v, ms.float32)
+    norm = ops.sqrt((v32 * v32).sum(axes, keepdims=True))
+    return cast(v32 * (cast(g, ms.float32) / norm), v.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Activations (names as in HF's ACT2FN)
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def gelu(x):
-    """Exact (erf) GELU; `mint` GeluExt has no CPU kernel."""
+    """Exact (erf) GELU; `mint` GeluExt has no CPU kernel.
+
+    fp16 runs in float32 and rounds once, as torch's CPU kernel does: MindSpore's fp16 kernel is up to 2e-3 off
+    torch's fp16 result, which doubled the fp16 error of Wav2Vec2's GELU-after-every-conv feature encoder.
+    """
+    if x.dtype == ms.float16:
+        return ops.gelu(x.astype(ms.float32), approximate="none").astype(ms.float16)
     return ops.gelu(x, approximate="none")
 
 
@@ -284,6 +316,22 @@ def log_softmax(x, axis=-1):
 def log_sigmoid(x):
     """torch's logsigmoid as min(x, 0) - log1p(exp(-|x|)): finite for large |x| in both directions."""
     return ops.minimum(x, ops.zeros((), x.dtype)) - ops.log1p(ops.exp(-ops.abs(x)))
+
+
+def gumbel_softmax(logits, tau=1.0, hard=False, gumbels=None):
+    """torch's gumbel_softmax over the last axis, in float32 (cast back). `gumbels` (same shape) replaces the drawn
+    Gumbel(0, 1) noise (for reproducible tests). `hard`: the one-hot argmax forward with the soft sample's gradient
+    (straight-through)."""
+    x = cast(logits, ms.float32)
+    if gumbels is None:
+        uniform = ops.clamp(ops.rand(x.shape, dtype=ms.float32), 1e-20, 1.0 - 1e-7)
+        gumbels = -ops.log(-ops.log(uniform))
+    y_soft = softmax((x + cast(gumbels, ms.float32)) / tau, -1)
+    if hard:
+        index = y_soft.argmax(-1)
+        y_hard = (index[..., None] == ops.arange(0, x.shape[-1], dtype=index.dtype)).astype(ms.float32)
+        y_soft = y_hard - ops.stop_gradient(y_soft) + y_soft
+    return cast(y_soft, logits.dtype)
 
 
 def dropout(x, p=0.5, training=False):
@@ -456,6 +504,28 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
     return cast(total / valid.astype(compute_dtype).sum(), logits.dtype)
 
 
+def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
+    """torch.nn.functional.ctc_loss with padded (N, S) targets: log_probs (T, N, C), lengths (N,); float32 math.
+
+    "mean" divides each sequence's loss by its target length, then averages over the batch (torch's rule). The
+    CTCLossV2 kernel (`ops.ctc_loss`) exists on CPU; target positions past a row's length are never read. It rejects
+    a target longer than its input instead of returning torch's infinite loss, so such rows are run with a shortened
+    target and their loss set to inf (0 with `zero_infinity`) afterwards, with no gradient.
+    """
+    input_lengths, target_lengths = input_lengths.astype(ms.int64), target_lengths.astype(ms.int64)
+    impossible = target_lengths > input_lengths
+    loss, _ = ops.ctc_loss(cast(log_probs, ms.float32), targets.astype(ms.int64), input_lengths,
+                           ops.minimum(target_lengths, input_lengths), blank=blank, reduction="none",
+                           zero_infinity=zero_infinity)
+    replacement = ops.zeros((), ms.float32) if zero_infinity else ops.fill(ms.float32, (), float("inf"))
+    loss = ops.where(impossible, replacement, loss)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return (loss / ops.clamp(target_lengths.astype(ms.float32), min=1.0)).mean()
+
+
 def mse_loss(x, y):
     """Mean squared error in float32, returned in x's dtype (torch's dtype rule)."""
     d = cast(x, ms.float32) - cast(y, ms.float32)
@@ -594,7 +664,14 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             and isinstance(dilation, int):
         return _conv1d_as_matmul(x, weight, bias, stride, padding, dilation)
     pad_mode, padding = _conv_padding(padding)
-    return ops.conv1d(x, weight, bias, stride, pad_mode=pad_mode, padding=padding, dilation=dilation, groups=groups)
+    dtype = x.dtype
+    if not _MINT_ONLY_DEVICE and dtype == ms.float16:
+        # as torch's fp16 convolution: float32 accumulation and one rounding (the fp16 kernel rounds differently:
+        # Data2Vec-Audio's stacked grouped positional convs drifted to 1.4x torch's own fp16 error)
+        x, weight = x.astype(ms.float32), weight.astype(ms.float32)
+        bias = bias.astype(ms.float32) if bias is not None else None
+    out = ops.conv1d(x, weight, bias, stride, pad_mode=pad_mode, padding=padding, dilation=dilation, groups=groups)
+    return out.astype(dtype)
 
 
 def _conv1d_as_matmul(x, weight, bias, stride, padding, dilation):
@@ -606,10 +683,15 @@ def _conv1d_as_matmul(x, weight, bias, stride, padding, dilation):
     # (B, C_in, k, L_out): tap j of every output position; C_in-major order matches weight.reshape(C_out, C_in * k)
     taps = [x[:, :, j * dilation:j * dilation + stride * (l_out - 1) + 1:stride] for j in range(k)]
     columns = (ops.stack(taps, 2) if k > 1 else taps[0][:, :, None]).reshape(batch, c_in * k, l_out)
+    dtype = x.dtype
+    if dtype == ms.float16:
+        # as torch's fp16 convolution: float32 accumulation, bias added before the one rounding (see `linear`)
+        weight, columns = weight.astype(ms.float32), columns.astype(ms.float32)
+        bias = bias.astype(ms.float32) if bias is not None else None
     out = ops.matmul(weight.reshape(c_out, c_in * k), columns)
     if bias is not None:
         out = out + bias.reshape(1, c_out, 1)
-    return out
+    return out.astype(dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -168,3 +168,54 @@ class BatchNorm2d(nn.Cell):
 
     def extend_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+class GroupNorm(nn.Cell):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=None):
+        super().__init__()
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.weight = new_parameter((num_channels,), One(), dtype) if affine else None
+        self.bias = new_parameter((num_channels,), Zero(), dtype) if affine else None
+
+    def construct(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extend_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}"
+
+
+class _WeightNormParametrization(nn.Cell):
+    """Holds torch's parametrization parameters: `original0` (g, the magnitude) and `original1` (v, the direction)."""
+
+    def __init__(self, g_shape, v_shape, dtype=None):
+        super().__init__()
+        self.original0 = new_parameter(g_shape, One(), dtype)
+        self.original1 = new_parameter(v_shape, HeUniform(math.sqrt(5)), dtype)
+
+
+class _Parametrizations(nn.Cell):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight
+
+
+class WeightNormConv1d(nn.Cell):
+    """Conv1d under `torch.nn.utils.parametrizations.weight_norm(conv, name="weight", dim=dim)`: its parameters are
+    `bias`, `parametrizations.weight.original0` (g) and `parametrizations.weight.original1` (v), as torch saves them
+    (old `weight_g` / `weight_v` checkpoint names are renamed on load by `weights.renames`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 dim=0, dtype=None):
+        super().__init__()
+        self.stride, self.padding, self.dilation, self.groups, self.dim = stride, padding, dilation, groups, dim
+        v_shape = (out_channels, in_channels // groups, kernel_size)
+        g_shape = tuple(n if axis == dim % 3 else 1 for axis, n in enumerate(v_shape))
+        self.parametrizations = _Parametrizations(_WeightNormParametrization(g_shape, v_shape, dtype))
+        fan_in = in_channels // groups * kernel_size
+        self.bias = new_parameter((out_channels,), Uniform(1.0 / math.sqrt(fan_in)), dtype) if bias else None
+
+    @property
+    def weight(self):
+        p = self.parametrizations.weight
+        return F.weight_norm(p.original0, p.original1, self.dim)
+
+    def construct(self, x):
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

@@ -9,6 +9,7 @@ import logging
 import os
 
 from ..models.auto.modeling_auto import MODEL_FAMILIES, TASKS, model_class, supported_model_types
+from .audio_classification import AudioClassificationPipeline
 from .automatic_speech_recognition import AutomaticSpeechRecognitionPipeline
 from .base import Pipeline
 from .text import (
@@ -42,6 +43,7 @@ SUPPORTED_TASKS = {
     "zero-shot-classification": (ZeroShotClassificationPipeline, "sequence-classification"),
     "text-generation": (TextGenerationPipeline, "causal-lm"),
     "automatic-speech-recognition": (AutomaticSpeechRecognitionPipeline, "speech-seq2seq"),
+    "audio-classification": (AudioClassificationPipeline, "audio-classification"),
     "text2text-generation": (Text2TextGenerationPipeline, "seq2seq-lm"),
     "summarization": (SummarizationPipeline, "seq2seq-lm"),
     "translation": (TranslationPipeline, "seq2seq-lm"),
@@ -59,6 +61,10 @@ _IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, Zer
                 ImageToTextPipeline, ImageSegmentationPipeline)
 # image tasks that also tokenize text (or decode it)
 _IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline, ImageToTextPipeline)
+# pipelines fed by a feature extractor only (no tokenizer)
+_AUDIO_TASKS = (AudioClassificationPipeline,)
+# automatic-speech-recognition runs CTC models (AutoModelForCTC) as well as Whisper (AutoModelForSpeechSeq2Seq)
+_ASR_MODEL_TASKS = ("speech-seq2seq", "ctc")
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 # models HF's pipeline runs for a task although the task's auto class does not list their model_type: it falls back
 # to the class named in `config.architectures` (logging that the model is not supported) and the outputs it reads are
@@ -111,6 +117,7 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
         # as HF: model_kwargs reach the config and the tokenizer too (a `gguf_file` is read by all three)
         config_kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in ("dtype", "torch_dtype")}
         config = AutoConfig.from_pretrained(path, **config_kwargs)
+        model_task = _model_task_for(pipeline_cls, config.model_type, model_task)
         model_cls = _architecture_fallback(config, task, model_task)
         if model_cls is None:
             _check_model_type(config.model_type, task, model_task)
@@ -123,19 +130,22 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
             return _image_text_to_text(model, processor if processor is not None else path, batch_size, kwargs)
         if issubclass(pipeline_cls, _IMAGE_TASKS):
             image_processor = image_processor if image_processor is not None else path
-        if not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS):
+        if (not issubclass(pipeline_cls, _IMAGE_TASKS + _AUDIO_TASKS)
+                or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)):
             tokenizer = tokenizer if tokenizer is not None else path
             tokenizer_kwargs = config_kwargs
-        if pipeline_cls is AutomaticSpeechRecognitionPipeline and feature_extractor is None:
+        if (pipeline_cls is AutomaticSpeechRecognitionPipeline or issubclass(pipeline_cls, _AUDIO_TASKS)) \
+                and feature_extractor is None:
             feature_extractor = path
     else:
+        model_task = _model_task_for(pipeline_cls, getattr(model.config, "model_type", None), model_task)
         _check_model_instance(model, task, model_task)
         if pipeline_cls is ImageTextToTextPipeline:
             processor = processor if processor is not None else getattr(model, "name_or_path", None) or None
             return _image_text_to_text(model, processor, batch_size, kwargs)
         if issubclass(pipeline_cls, _IMAGE_TASKS) and image_processor is None:
             image_processor = getattr(model, "name_or_path", None) or None
-        if (not issubclass(pipeline_cls, _IMAGE_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)) \
+        if (not issubclass(pipeline_cls, _IMAGE_TASKS + _AUDIO_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)) \
                 and tokenizer is None:
             tokenizer = getattr(model, "name_or_path", None) or None
     if issubclass(pipeline_cls, _IMAGE_TASKS):
@@ -152,6 +162,14 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
                 raise ValueError(f"pipeline({task!r}) needs a tokenizer: pass `tokenizer=`")
             kwargs["tokenizer"] = tokenizer
         return pipeline_cls(model, image_processor=image_processor, batch_size=batch_size, **kwargs)
+    if issubclass(pipeline_cls, _AUDIO_TASKS):
+        if feature_extractor is None:
+            feature_extractor = getattr(model, "name_or_path", None) or None
+        if isinstance(feature_extractor, (str, os.PathLike)):
+            from transformers import AutoFeatureExtractor
+
+            feature_extractor = AutoFeatureExtractor.from_pretrained(os.fspath(feature_extractor))
+        return pipeline_cls(model, feature_extractor=feature_extractor, batch_size=batch_size, **kwargs)
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer
 
@@ -171,6 +189,7 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
     return pipeline_cls(model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
 
 
+<<<<<<< HEAD
 def _image_text_to_text(model, processor, batch_size, kwargs):
     if isinstance(processor, (str, os.PathLike)):
         from transformers import AutoProcessor
@@ -182,6 +201,15 @@ def _image_text_to_text(model, processor, batch_size, kwargs):
     if getattr(processor.tokenizer, "padding_side", None) == "right":
         processor.tokenizer.padding_side = "left"
     return ImageTextToTextPipeline(model, processor=processor, batch_size=batch_size, **kwargs)
+=======
+def _model_task_for(pipeline_cls, model_type, model_task):
+    """The auto-class task a model of `model_type` serves the pipeline with (CTC models for speech recognition)."""
+    if pipeline_cls is AutomaticSpeechRecognitionPipeline:
+        for candidate in _ASR_MODEL_TASKS:
+            if model_type in supported_model_types(candidate):
+                return candidate
+    return model_task
+>>>>>>> wav2vec2
 
 
 def _check_model_type(model_type, task, model_task):

@@ -29,6 +29,10 @@ TASKS = {
     "speech-seq2seq": "AutoModelForSpeechSeq2Seq",
     "text-encoding": "AutoModelForTextEncoding",
     "image-text-to-text": "AutoModelForImageTextToText",
+    "ctc": "AutoModelForCTC",
+    "audio-classification": "AutoModelForAudioClassification",
+    "audio-frame-classification": "AutoModelForAudioFrameClassification",
+    "audio-xvector": "AutoModelForAudioXVector",
 }
 
 
@@ -136,6 +140,14 @@ MODEL_FAMILIES = {
     # as HF 5: listed by AutoModelForImageTextToText only (HF has no AutoModelForVision2Seq any more)
     "vision-encoder-decoder": {"image-text-to-text": "VisionEncoderDecoderModel"},
     "whisper": {"base": "WhisperModel", "speech-seq2seq": "WhisperForConditionalGeneration"},
+    "data2vec-audio": {"base": "Data2VecAudioModel", "ctc": "Data2VecAudioForCTC",
+                       "audio-classification": "Data2VecAudioForSequenceClassification",
+                       "audio-frame-classification": "Data2VecAudioForAudioFrameClassification",
+                       "audio-xvector": "Data2VecAudioForXVector"},
+    "wav2vec2": {"base": "Wav2Vec2Model", "ctc": "Wav2Vec2ForCTC",
+                 "audio-classification": "Wav2Vec2ForSequenceClassification",
+                 "audio-frame-classification": "Wav2Vec2ForAudioFrameClassification",
+                 "audio-xvector": "Wav2Vec2ForXVector"},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "llava": {"base": "LlavaModel", "image-text-to-text": "LlavaForConditionalGeneration"},
     "llava_next": {"base": "LlavaNextModel", "image-text-to-text": "LlavaNextForConditionalGeneration"},
@@ -263,5 +275,9 @@ AutoModelForZeroShotImageClassification = _auto_class("zero-shot-image-classific
 AutoModelForSpeechSeq2Seq = _auto_class("speech-seq2seq")
 AutoModelForTextEncoding = _auto_class("text-encoding")
 AutoModelForImageTextToText = _auto_class("image-text-to-text")
+AutoModelForCTC = _auto_class("ctc")
+AutoModelForAudioClassification = _auto_class("audio-classification")
+AutoModelForAudioFrameClassification = _auto_class("audio-frame-classification")
+AutoModelForAudioXVector = _auto_class("audio-xvector")
 
 __all__ = [TASKS[t] for t in TASKS]
