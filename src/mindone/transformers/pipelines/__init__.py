@@ -189,7 +189,6 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
     return pipeline_cls(model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)
 
 
-<<<<<<< HEAD
 def _image_text_to_text(model, processor, batch_size, kwargs):
     if isinstance(processor, (str, os.PathLike)):
         from transformers import AutoProcessor
@@ -201,7 +200,8 @@ def _image_text_to_text(model, processor, batch_size, kwargs):
     if getattr(processor.tokenizer, "padding_side", None) == "right":
         processor.tokenizer.padding_side = "left"
     return ImageTextToTextPipeline(model, processor=processor, batch_size=batch_size, **kwargs)
-=======
+
+
 def _model_task_for(pipeline_cls, model_type, model_task):
     """The auto-class task a model of `model_type` serves the pipeline with (CTC models for speech recognition)."""
     if pipeline_cls is AutomaticSpeechRecognitionPipeline:
@@ -209,7 +209,6 @@ def _model_task_for(pipeline_cls, model_type, model_task):
             if model_type in supported_model_types(candidate):
                 return candidate
     return model_task
->>>>>>> wav2vec2
 
 
 def _check_model_type(model_type, task, model_task):
