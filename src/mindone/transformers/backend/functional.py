@@ -376,13 +376,13 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     scores = scores.reshape(b, h, sq, scores.shape[-1])
     if scale != 1.0:
         if scores.dtype == ms.float16:
-            # torch multiplies half tensors by a Python float in float32 and rounds once; MindSpore would round the
-            # scale to fp16 first (8 ** -0.5 is off by 1.5e-4 relative), biasing every score
-            scores = (scores.astype(ms.float32) * scale).astype(ms.float16)
+            # MindSpore would round the scale to fp16 first (8 ** -0.5 is off by 1.5e-4 relative), biasing every
+            # score; scaled in float32 and kept there up to the (float32) softmax, one rounding fewer than torch's
+            scores = scores.astype(ms.float32) * scale
         else:
             scores = scores * scale
     if attn_mask is not None:
-        scores = scores + attn_mask
+        scores = scores + cast(attn_mask, scores.dtype)
     weights = cast(softmax(scores, -1, ms.float32), query.dtype)
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
