@@ -311,6 +311,12 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     kv head i // (H / H_kv), as HF's `repeat_kv`); attn_mask is additive and broadcastable to (B, H, Sq, Sk).
     `scale=None` means 1/sqrt(D); T5 passes 1.0. Returns (output (B, H, Sq, D), weights (B, H, Sq, Sk)).
     Softmax runs in float32 so fp16 scores near the mask value do not overflow.
+
+    A query row whose keys are all masked (the padding positions of a left-padded causal batch) gets a zero output,
+    as torch's `scaled_dot_product_attention` gives (HF's default "sdpa" attention). Eager torch would softmax the
+    row's equal mask values into a uniform average over all keys, future ones included; the returned `weights` keep
+    that eager value (HF returns eager weights when asked for attentions). These rows are padding, but with
+    `labels=input_ids` and no -100 on padding their logits enter the loss, which then equals HF's default's.
     """
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
@@ -339,8 +345,19 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
         out = ops.matmul(weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1]), value)
-        return out.reshape(b, h, sq, value.shape[-1]), weights
-    return ops.matmul(weights, value), weights
+        out = out.reshape(b, h, sq, value.shape[-1])
+    else:
+        out = ops.matmul(weights, value)
+    if attn_mask is not None:
+        out = out * _unmasked_rows(attn_mask, out.dtype)
+    return out, weights
+
+
+def _unmasked_rows(attn_mask, dtype):
+    """(..., Sq, 1): 1 where a query row of the additive mask allows at least one key, else 0. A row counts as fully
+    masked when its largest entry is below half the dtype's minimum (mask value plus any bounded bias, e.g. T5's)."""
+    threshold = finfo_min(attn_mask.dtype) / 2
+    return (ops.ReduceMax(keep_dims=True)(attn_mask, -1) > threshold).astype(dtype)
 
 
 @ops.constexpr
