@@ -312,11 +312,11 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     `scale=None` means 1/sqrt(D); T5 passes 1.0. Returns (output (B, H, Sq, D), weights (B, H, Sq, Sk)).
     Softmax runs in float32 so fp16 scores near the mask value do not overflow.
 
-    A query row whose keys are all masked (the padding positions of a left-padded causal batch) gets a zero output,
-    as torch's `scaled_dot_product_attention` gives (HF's default "sdpa" attention). Eager torch would softmax the
-    row's equal mask values into a uniform average over all keys, future ones included; the returned `weights` keep
-    that eager value (HF returns eager weights when asked for attentions). These rows are padding, but with
-    `labels=input_ids` and no -100 on padding their logits enter the loss, which then equals HF's default's.
+    A query row whose keys are all masked (the padding positions of a left-padded causal batch) gets eager torch's
+    value by default: the row's equal mask values softmax into a uniform average over all keys (future ones
+    included). With `set_fully_masked_rows("sdpa")` such rows output zeros instead, as torch's
+    `scaled_dot_product_attention` (HF's default "sdpa" attention) gives; the returned `weights` stay eager's (HF
+    returns eager weights when asked for attentions). See `set_fully_masked_rows`.
     """
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
@@ -348,9 +348,29 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         out = out.reshape(b, h, sq, value.shape[-1])
     else:
         out = ops.matmul(weights, value)
-    if attn_mask is not None:
+    if attn_mask is not None and _FULLY_MASKED_ROWS == "sdpa":
         out = out * _unmasked_rows(attn_mask, out.dtype)
     return out, weights
+
+
+_FULLY_MASKED_ROWS = "eager"
+
+
+def set_fully_masked_rows(mode: str):
+    """What `attention` outputs for a query row whose keys are all masked: "eager" (default; HF's eager attention,
+    the reference of this project's parity tests: a uniform average over every key) or "sdpa" (zeros, as torch's
+    `scaled_dot_product_attention`, HF's default `attn_implementation`, gives).
+
+    Only padding rows differ, but with `labels=input_ids` on a left-padded batch (no -100; or -100 on the padding,
+    since the last padding position predicts the first real token) their logits enter the loss: "sdpa" makes the
+    loss equal torch's with HF's default attention, "eager" torch's with `attn_implementation="eager"` (they differ
+    by ~1e-3 relative on a tiny Llama). Process-wide and read when a graph is traced: set it before the first call of
+    a model (graphs compiled earlier keep the mode they were traced with).
+    """
+    global _FULLY_MASKED_ROWS
+    if mode not in ("eager", "sdpa"):
+        raise ValueError(f"set_fully_masked_rows: mode must be 'eager' or 'sdpa', got {mode!r}")
+    _FULLY_MASKED_ROWS = mode
 
 
 def _unmasked_rows(attn_mask, dtype):
