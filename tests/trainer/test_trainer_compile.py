@@ -2,8 +2,8 @@
 buckets (issue 18 item 5), without changing the losses.
 
 Graphs are counted with MindSpore's own set of compiled phases (`mindspore.graph.api.ms_compile_cache`). Before the
-buckets, every new padded batch length compiled a new forward+backward graph (a 2.4M-parameter Llama: 12 graphs in
-14 steps, each ~2-5 s to compile against ~0.1 s to run).
+buckets, every new padded batch length compiled a new forward+backward graph (a 3.2M-parameter Llama: 12 graphs in
+14 steps, each a few seconds to compile against ~0.1 s to run a step; `benchmarks/bench_trainer.py`).
 """
 
 import numpy as np
@@ -68,8 +68,8 @@ def train(checkpoint, tmp_path, rows, cls=LlamaForCausalLM, **kwargs):
     counter = GraphCounter()
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=5e-3,
                              logging_steps=1, save_strategy="no", disable_tqdm=True, seed=3, **kwargs)
-    trainer = Trainer(model=cls.from_pretrained(checkpoint[cls.__name__], dtype="float32"), args=args, train_dataset=rows,
-                      data_collator=pad_collator, callbacks=[counter])
+    model = cls.from_pretrained(checkpoint[cls.__name__], dtype="float32")
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=pad_collator, callbacks=[counter])
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]
     return trainer, counter, logs
