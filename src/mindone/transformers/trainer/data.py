@@ -163,3 +163,82 @@ class BatchLoader:
         else:
             for rows in self._row_batches():
                 yield to_numpy_batch(self.collate_fn(rows))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# sequence-length buckets: one compiled graph per bucket instead of one per distinct batch length
+# --------------------------------------------------------------------------------------------------------------------
+
+# token-level inputs that can be padded on the right without changing a loss, and what they are padded with
+# (None: the model's pad token id)
+_TOKEN_KEYS = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "position_ids": 0,
+               "special_tokens_mask": 1, "labels": -100}
+_DECODER_KEYS = {"labels": -100, "decoder_input_ids": None, "decoder_attention_mask": 0}
+
+
+def bucket_lengths(buckets, max_length=None):
+    """The sorted bucket lengths: `buckets` as given, or for "auto" each power of two from 16 and 1.5x it
+    (16, 32, 48, 64, 96, 128, 192, ...) up to `max_length` (which is then a bucket itself) or 65536."""
+    if buckets == "auto":
+        limit = max_length or 65536
+        out, n = [], 16
+        while n < limit:
+            out += [n] + ([n * 3 // 2] if n >= 32 else [])
+            n *= 2
+        out = [b for b in out if b < limit] + [limit]
+    else:
+        out = list(buckets or [])
+        if max_length:
+            out = [b for b in out if b <= max_length]
+    return sorted(set(out))
+
+
+def _bucket_of(length, lengths):
+    for b in lengths:
+        if b >= length:
+            return b
+    return length
+
+
+def pad_to_bucket(batch, lengths, pad_token_id, causal, encoder_decoder=False):
+    """`batch` (a dict of numpy arrays) with its token dimension padded on the right up to the next bucket length.
+
+    Only padding that leaves the loss (and each real position's outputs) unchanged is done: labels get -100 (not
+    counted), `attention_mask` 0 (masked keys) and ids the pad token. The encoder/decoder-only token dimension is
+    padded when the batch has an `attention_mask`, or when the model is causal (`causal`: later positions cannot
+    affect earlier ones) and then ids are padded with `pad_token_id` (0 if None). With `encoder_decoder`, labels and
+    `decoder_*` (a causal decoder) are padded along their own length. A batch is left as it is when it holds another
+    array of the same (batch, length) shape whose padding value is unknown, when its ids would need an unknown pad
+    token (no `pad_token_id` and not causal), or when no bucket is at least its length.
+    """
+    if not lengths:
+        return batch
+    out = dict(batch)
+    groups = [(_DECODER_KEYS, "decoder_attention_mask", True)] if encoder_decoder else []
+    token_keys = {k: v for k, v in _TOKEN_KEYS.items() if not (encoder_decoder and k == "labels")}
+    groups.insert(0, (token_keys, "attention_mask", causal and not encoder_decoder))
+    for keys, mask_key, is_causal in groups:
+        present = [k for k in keys if isinstance(out.get(k), np.ndarray) and out[k].ndim >= 2]
+        if not present:
+            continue
+        ref = out[mask_key] if mask_key in present else out[present[0]]
+        size, length = ref.shape[0], ref.shape[1]
+        if mask_key not in present and not is_causal:
+            continue
+        same_shape = [k for k, v in out.items() if isinstance(v, np.ndarray) and v.ndim >= 2 and
+                      v.shape[:2] == (size, length)]
+        if any(k not in keys or (k == "labels" and not np.issubdtype(out[k].dtype, np.integer))
+               for k in same_shape):
+            continue
+        target = _bucket_of(length, lengths)
+        if target == length:
+            continue
+        if pad_token_id is None and not is_causal and any(keys[k] is None for k in same_shape):
+            continue
+        for k in same_shape:
+            value = keys[k] if keys[k] is not None else (pad_token_id if pad_token_id is not None else 0)
+            arr = out[k]
+            width = [(0, 0)] * arr.ndim
+            width[1] = (0, target - length)
+            out[k] = np.pad(arr, width, constant_values=np.asarray(value, arr.dtype))
+    return out

@@ -149,6 +149,23 @@ class Trainer:
         config = getattr(model, "config", None)
         self._loss_shifts_labels = "ForCausalLM" in type(model).__name__ and \
             not getattr(config, "is_encoder_decoder", False)
+        self._bucket_lengths = None
+
+    def _bucketed(self, inputs):
+        """The batch padded up to its sequence-length bucket (`args.seq_len_buckets`, compiled steps only), so that
+        batches of varying length reuse a few compiled graphs; see `data.pad_to_bucket`."""
+        if not self.args.jit_mode or not self.args.seq_len_buckets:
+            return inputs
+        config = getattr(_forward_model(self.model), "config", None)
+        if self._bucket_lengths is None:
+            text_config = getattr(config, "text_config", None) if config is not None else None
+            max_length = getattr(config, "max_position_embeddings", None) or \
+                getattr(text_config, "max_position_embeddings", None)
+            self._bucket_lengths = data_utils.bucket_lengths(self.args.seq_len_buckets,
+                                                             max_length if isinstance(max_length, int) else None)
+        return data_utils.pad_to_bucket(inputs, self._bucket_lengths, getattr(config, "pad_token_id", None),
+                                        causal=self._loss_shifts_labels,
+                                        encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)))
 
     def call_model_init(self):
         model = self.model_init()
@@ -444,6 +461,7 @@ class Trainer:
             num_items_in_batch = None if self.compute_loss_func is None else num_items_in_batch
             factor = 1.0 / self.current_gradient_accumulation_steps
         scale = self.loss_scaler.scale if self.loss_scaler is not None else 1.0
+        inputs = self._bucketed(inputs)
         tensors = {k: Tensor(v) for k, v in inputs.items() if isinstance(v, np.ndarray)}
         loss = self._train_step.grad_step(tensors, factor, scale, num_items_in_batch, first=first)
         return float(loss.asnumpy())

@@ -1,7 +1,8 @@
 """`TrainingArguments`: HF's field names and defaults for everything that applies to MindSpore.
 
 Options that cannot apply here raise a `ValueError` naming the option and what to use instead (e.g. bf16 on CPU).
-A few fields are ours: `jit_mode` (compile the training step with `mindspore.jit`) and the parallel settings
+A few fields are ours: `jit_mode` (compile the training step with `mindspore.jit`), `seq_len_buckets` (sequence
+lengths batches are padded up to, so compiled graphs are reused) and the parallel settings
 `parallel_mode`, `pipeline_stages`, `optimizer_shard`; on CPU only data parallelism exists.
 """
 
@@ -100,6 +101,12 @@ class TrainingArguments:
         report_to: "none" or "tensorboard" (needs the torch-free `tensorboardX` package).
         jit_mode: compile the training and evaluation steps with `mindspore.jit` (falls back to PyNative with a
             warning if the model does not compile).
+        seq_len_buckets: with `jit_mode`, each batch's token dimension is padded up to the next of these lengths
+            (labels with -100, attention_mask with 0, ids with the pad token), so batches of varying length reuse a
+            few compiled graphs instead of compiling one per new length. "auto" (default): 16, 32, 48, 64, 96, 128,
+            192, 256, ... (each power of two and 1.5x it, capped at the model's max_position_embeddings); a list of
+            ints: those lengths; None or []: no padding (one graph per distinct length). See `data.pad_to_bucket`
+            for when a batch is left as it is.
         parallel_mode: "data_parallel" (the only mode on CPU), "semi_auto_parallel" or "auto_parallel" (Ascend/GPU,
             not implemented by this Trainer); pipeline_stages > 1 and optimizer_shard likewise.
     """
@@ -178,6 +185,7 @@ class TrainingArguments:
     push_to_hub: bool = False
     # ours
     jit_mode: bool = True
+    seq_len_buckets: Union[str, list, None] = "auto"
     parallel_mode: str = "data_parallel"
     pipeline_stages: int = 1
     optimizer_shard: bool = False
@@ -238,6 +246,16 @@ class TrainingArguments:
             if not _tensorboard_available():
                 raise ValueError("report_to='tensorboard' needs the `tensorboardX` package (torch's SummaryWriter "
                                  "would import torch): pip install tensorboardX")
+
+        if self.seq_len_buckets in ("none", "None"):
+            self.seq_len_buckets = None
+        if isinstance(self.seq_len_buckets, tuple):
+            self.seq_len_buckets = list(self.seq_len_buckets)
+        if not (self.seq_len_buckets is None or self.seq_len_buckets == "auto" or (
+                isinstance(self.seq_len_buckets, list) and
+                all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in self.seq_len_buckets))):
+            raise ValueError(f"seq_len_buckets must be 'auto', None or a list of positive ints, got "
+                             f"{self.seq_len_buckets!r}")
 
         self._validate()
         self._setup_distributed()
