@@ -686,6 +686,8 @@ SPECIAL_TESTS = {
     "argmax_to_numpy": "test_argmax_to_numpy_matches_torch_first_maximum_and_nan",
     # in place on Parameters, called from Python by the training step (not traced)
     "adamw_update_": "test_adamw_update_matches_torch_adamw",
+    # a process-wide mode switch, not an op
+    "set_fully_masked_rows": "test_fully_masked_rows_follow_torch_eager_or_sdpa",
 }
 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
@@ -1143,3 +1145,27 @@ def test_fp16_attention_scores_scaled_in_float32():
     our_error = np.abs(ours - exact)
     assert our_error.mean() <= torch_error.mean() and our_error.max() <= torch_error.max(), \
         (our_error.mean(), torch_error.mean(), our_error.max(), torch_error.max())
+
+
+def test_fully_masked_rows_follow_torch_eager_or_sdpa():
+    """A query row whose keys are all masked: eager torch averages every value uniformly, torch's SDPA gives zeros;
+    the other rows are the same either way."""
+    rng = np.random.RandomState(0)
+    q, k, v = (rng.randn(1, 2, 4, 8).astype(np.float32) for _ in range(3))
+    mask = np.zeros((1, 1, 4, 4), np.float32)
+    mask[..., 0, :] = np.finfo(np.float32).min  # row 0 sees nothing
+    mask[..., 2, 3] = np.finfo(np.float32).min
+    tq, tk, tv, tm = (torch.from_numpy(a) for a in (q, k, v, mask))
+    eager = torch.softmax(tq @ tk.transpose(-1, -2) / 8 ** 0.5 + tm, -1) @ tv
+    # HF hands SDPA a boolean mask (True = attend)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tm == 0)
+    assert np.abs(sdpa[..., 0, :].numpy()).max() == 0 and np.abs(eager[..., 0, :].numpy()).max() > 0
+    try:
+        for mode, ref in (("eager", eager), ("sdpa", sdpa)):
+            F.set_fully_masked_rows(mode)
+            out, _ = F.attention(ms.Tensor(q), ms.Tensor(k), ms.Tensor(v), ms.Tensor(mask))
+            np.testing.assert_allclose(out.asnumpy(), ref.numpy(), rtol=1e-5, atol=1e-6, err_msg=mode)
+        with pytest.raises(ValueError, match="must be 'eager' or 'sdpa'"):
+            F.set_fully_masked_rows("flash")
+    finally:
+        F.set_fully_masked_rows("eager")

@@ -510,7 +510,7 @@ def _precise_log_softmax(x):
     return shifted - ops.log(ops.exp(shifted).sum(-1, keepdims=True))
 
 
-_FLOAT64_LOSS_MAX_CLASSES = 1024
+_FLOAT64_LOSS_MAX_CLASSES = 64
 
 
 def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
@@ -525,8 +525,9 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
         # MindSpore's CPU Exp kernel is up to 5.6e-6 relative off (numpy fp32: 6e-7), and a loss averaged over many
         # rows of few classes (per-pixel segmentation, batches of labels) sums thousands of nearly cancelling
         # softmax - onehot terms into each parameter gradient: UperNet's conv gradients came out 2e-5..1.6e-4 off
-        # float64 this way, torch fp32 5e-6. Few classes make float64 free; vocabulary-sized rows stay fp32 (float64
-        # measured 1.9x slower on 512 x 32000 logits).
+        # float64 this way, torch fp32 5e-6. Label sets (<= 64 classes) make float64 free; vocabularies, even the tiny
+        # ones of the test models, stay fp32 as torch's (float64 measured 1.9x slower on 512 x 32000 logits, and a
+        # 99-token Phi's gradients moved 1.01e-4 from torch fp32's)
         compute_dtype = ms.float64
     logp = _precise_log_softmax(cast(logits, compute_dtype))
     valid = labels != ignore_index
