@@ -21,7 +21,8 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_msrun_two_workers_match_single_process_with_same_global_batch(tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_msrun_two_workers_match_single_process_with_same_global_batch(tmp_path, lora):
     config = transformers.LlamaConfig(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                                       pad_token_id=0, tie_word_embeddings=False)
@@ -32,13 +33,13 @@ def test_msrun_two_workers_match_single_process_with_same_global_batch(tmp_path)
            "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     dp_out = str(tmp_path / "dp.json")
     cmd = [os.path.join(bin_dir, "msrun"), "--worker_num=2", "--local_worker_num=2", f"--master_port={_free_port()}",
-           f"--log_dir={tmp_path / 'logs'}", "--join=True", SCRIPT, checkpoint, dp_out]
+           f"--log_dir={tmp_path / 'logs'}", "--join=True", SCRIPT, checkpoint, dp_out] + (["--lora"] if lora else [])
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     worker_log = (tmp_path / "logs" / "worker_0.log")
     assert run.returncode == 0, worker_log.read_text()[-3000:] if worker_log.exists() else run.stderr[-3000:]
     single_out = str(tmp_path / "single.json")
-    subprocess.run([sys.executable, SCRIPT, checkpoint, single_out, "--single"], env=env, check=True, timeout=1200,
-                   capture_output=True)
+    subprocess.run([sys.executable, SCRIPT, checkpoint, single_out, "--single"] + (["--lora"] if lora else []),
+                   env=env, check=True, timeout=1200, capture_output=True)
 
     ranks = [json.load(open(f"{dp_out}.rank{r}")) for r in (0, 1)]
     single = json.load(open(f"{single_out}.rank0"))

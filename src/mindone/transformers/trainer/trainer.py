@@ -407,6 +407,8 @@ class Trainer:
     def _setup_training(self, max_steps):
         args = self.args
         self.model.set_train(True)
+        if args.world_size > 1 and self._train_step is None:
+            _broadcast_parameters_from_rank0(self.model, args.process_index)
         if args.fp16:
             self._begin_mixed_precision()
         self.create_optimizer()
@@ -922,6 +924,21 @@ def _all_reduce_sum(array):
     from mindspore import ops
 
     return ops.AllReduce()(Tensor(array)).asnumpy()
+
+
+def _broadcast_parameters_from_rank0(model, rank):
+    """Every rank starts from rank 0's parameters, as torch's DistributedDataParallel does when it wraps a model:
+    anything initialised randomly after loading (a new head, LoRA's A matrices, ...) would otherwise differ per rank
+    and the replicas would never agree. A sum all-reduce with zeros on the other ranks (AllReduce runs on every
+    backend, CPU included) gives rank 0's values exactly."""
+    from mindspore import ops
+
+    allreduce = ops.AllReduce()
+    for param in model.get_parameters():
+        if param.dtype not in (ms.float16, ms.float32, ms.float64, ms.bfloat16):
+            continue  # counters (e.g. BatchNorm's num_batches_tracked)
+        value = param if rank == 0 else ops.zeros_like(param)
+        param.set_data(allreduce(value))
 
 
 def _barrier():
