@@ -80,6 +80,19 @@ def test_usage_errors_are_one_line_with_status_2_before_anything_loads(args, nam
 
 
 @pytest.mark.parametrize("args, named", [
+    (["--rank", "0"], "argument --rank: must be >= 1, got 0"),
+    (["--dropout", "2"], "argument --dropout: must be in [0, 1]"),
+    (["--learning-rate", "-1"], "argument --learning-rate: must be > 0"),
+    (["--iters", "0"], "argument --iters: must be >= 1"),
+])
+def test_lora_option_values_are_checked_with_status_2(args, named):
+    result = run_cli(["lora", "--data", "train.jsonl"] + args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("args, named", [
     (["--model", "/nonexistent/model-dir"], "--model /nonexistent/model-dir: no such file or directory"),
     (["--dtype", "half"], "argument --dtype: invalid choice: 'half'"),
     (["--temperature", "-1"], "argument --temperature: must be >= 0"),
