@@ -23,6 +23,7 @@ TASKS = {
     "question-answering": "AutoModelForQuestionAnswering",
     "image-classification": "AutoModelForImageClassification",
     "semantic-segmentation": "AutoModelForSemanticSegmentation",
+    "object-detection": "AutoModelForObjectDetection",
     "masked-image-modeling": "AutoModelForMaskedImageModeling",
     "backbone": "AutoBackbone",
     "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
@@ -119,6 +120,7 @@ MODEL_FAMILIES = {
              "sequence-classification": "BartForSequenceClassification",
              "question-answering": "BartForQuestionAnswering"},
     "vit": _vision_family("ViT"),
+    "yolos": {"base": "YolosModel", "object-detection": "YolosForObjectDetection"},
     "dinov2": _vision_family("Dinov2"),
     "convnextv2": _vision_family("ConvNextV2"),
     "convnext": {**_vision_family("ConvNext"), "backbone": "ConvNextBackbone"},
@@ -269,6 +271,7 @@ AutoModelForTokenClassification = _auto_class("token-classification")
 AutoModelForQuestionAnswering = _auto_class("question-answering")
 AutoModelForImageClassification = _auto_class("image-classification")
 AutoModelForSemanticSegmentation = _auto_class("semantic-segmentation")
+AutoModelForObjectDetection = _auto_class("object-detection")
 AutoModelForMaskedImageModeling = _auto_class("masked-image-modeling")
 AutoBackbone = _auto_class("backbone")
 AutoModelForZeroShotImageClassification = _auto_class("zero-shot-image-classification")

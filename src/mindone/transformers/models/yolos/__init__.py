@@ -1,0 +1,1 @@
+from .modeling_yolos import YolosForObjectDetection, YolosModel, YolosObjectDetectionOutput, YolosPreTrainedModel
