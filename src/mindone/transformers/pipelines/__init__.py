@@ -28,6 +28,7 @@ from .vision import (
     ImageFeatureExtractionPipeline,
     ImageSegmentationPipeline,
     ImageToTextPipeline,
+    ObjectDetectionPipeline,
     ZeroShotImageClassificationPipeline,
 )
 
@@ -53,12 +54,13 @@ SUPPORTED_TASKS = {
     "image-text-to-text": (ImageTextToTextPipeline, "image-text-to-text"),
     "image-to-text": (ImageToTextPipeline, "image-text-to-text"),
     "image-segmentation": (ImageSegmentationPipeline, "semantic-segmentation"),
+    "object-detection": (ObjectDetectionPipeline, "object-detection"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
 # pipelines fed by an image processor instead of a tokenizer
 _IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline,
-                ImageToTextPipeline, ImageSegmentationPipeline)
+                ImageToTextPipeline, ImageSegmentationPipeline, ObjectDetectionPipeline)
 # image tasks that also tokenize text (or decode it)
 _IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline, ImageToTextPipeline)
 # pipelines fed by a feature extractor only (no tokenizer)

@@ -278,3 +278,45 @@ class ImageSegmentationPipeline(_ImagePipeline):
             mask = Image.fromarray(((segmentation == label) * 255).astype(np.uint8), mode="L")
             annotation.append({"score": None, "label": self.model.config.id2label[int(label)], "mask": mask})
         return annotation
+
+
+class ObjectDetectionPipeline(_ImagePipeline):
+    """`pipe(images, threshold=0.5)` -> [{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}] per image, as
+    HF's pipeline (boxes in pixels of the original image, truncated to int). The post-processing is that of the
+    DETR-family image processors' `post_process_object_detection` (which needs torch), redone in NumPy: softmax over
+    the classes, the best real class (the last one is "no object") kept above `threshold`, (cx, cy, w, h) boxes in
+    [0, 1] turned into corners scaled to the image size."""
+
+    task = "object-detection"
+
+    def _sanitize_parameters(self, threshold=None, timeout=None):
+        pre = {"timeout": timeout} if timeout is not None else {}
+        post = {"threshold": threshold} if threshold is not None else {}
+        return pre, post
+
+    def preprocess(self, image, timeout=None):
+        image = self._load(image, timeout)
+        inputs = self._pixels(image)
+        height, width = (image.shape[:2] if isinstance(image, np.ndarray) else (image.height, image.width))
+        inputs["target_size"] = (height, width)
+        return inputs
+
+    def postprocess(self, model_outputs, threshold=0.5):
+        if "pred_boxes" not in model_outputs:
+            raise ValueError(f"object-detection needs a model returning `pred_boxes`; {type(self.model).__name__} "
+                             f"returned {sorted(model_outputs)}")
+        logits = np.asarray(model_outputs["logits"], np.float32)[0]
+        boxes = np.asarray(model_outputs["pred_boxes"], np.float32)[0]
+        probs = softmax(logits)[..., :-1]
+        scores, labels = probs.max(-1), probs.argmax(-1)
+        cx, cy, w, h = np.moveaxis(boxes, -1, 0)
+        corners = np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
+        height, width = model_outputs["target_size"]
+        corners = corners * np.array([width, height, width, height], np.float32)
+        keep = scores > threshold
+        annotation = []
+        for score, label, box in zip(scores[keep], labels[keep], corners[keep]):
+            xmin, ymin, xmax, ymax = (int(v) for v in box.astype(np.int32))
+            annotation.append({"score": float(score), "label": self.model.config.id2label[int(label)],
+                               "box": {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}})
+        return annotation
