@@ -166,6 +166,7 @@ _MODEL_FAMILIES = {
              "SwinPreTrainedModel"],
     "upernet": ["UperNetForSemanticSegmentation", "UperNetPreTrainedModel"],
     "cvt": ["CvtModel", "CvtForImageClassification", "CvtPreTrainedModel"],
+    "pvt": ["PvtModel", "PvtForImageClassification", "PvtPreTrainedModel"],
     "data2vec_vision": ["Data2VecVisionModel", "Data2VecVisionForImageClassification",
                         "Data2VecVisionPreTrainedModel"],
     "bart": ["BartModel", "BartForConditionalGeneration", "BartForSequenceClassification", "BartForQuestionAnswering",

@@ -129,6 +129,7 @@ MODEL_FAMILIES = {
     "upernet": {"semantic-segmentation": "UperNetForSemanticSegmentation"},
     "data2vec-vision": _vision_family("Data2VecVision"),
     "cvt": _vision_family("Cvt"),
+    "pvt": _vision_family("Pvt"),
     "clip": {"base": "CLIPModel", "zero-shot-image-classification": "CLIPModel"},
     "clip_text_model": {"base": "CLIPTextModel", "text-encoding": "CLIPTextModel"},
     "clip_vision_model": {"base": "CLIPVisionModel"},

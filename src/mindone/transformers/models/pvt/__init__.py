@@ -1,0 +1,1 @@
+from .modeling_pvt import PvtForImageClassification, PvtModel, PvtPreTrainedModel
