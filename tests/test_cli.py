@@ -65,6 +65,12 @@ def test_bad_arguments_exit_with_an_error():
     assert result.returncode == 2 and "invalid int value" in result.stderr
 
 
+def assert_one_line_usage_error(result, named):
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+
+
 @pytest.mark.parametrize("args, named", [
     (["--model", "/nonexistent/model-dir"], "--model /nonexistent/model-dir: no such file or directory"),
     (["--dtype", "float99"], "argument --dtype: invalid choice: 'float99'"),
@@ -74,9 +80,7 @@ def test_bad_arguments_exit_with_an_error():
 ])
 def test_usage_errors_are_one_line_with_status_2_before_anything_loads(args, named):
     result = run_cli(["generate", "--prompt", "hi"] + args)
-    assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+    assert_one_line_usage_error(result, named)
 
 
 @pytest.mark.parametrize("args, named", [
@@ -87,9 +91,7 @@ def test_usage_errors_are_one_line_with_status_2_before_anything_loads(args, nam
 ])
 def test_lora_option_values_are_checked_with_status_2(args, named):
     result = run_cli(["lora", "--data", "train.jsonl"] + args)
-    assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+    assert_one_line_usage_error(result, named)
 
 
 @pytest.mark.parametrize("args, named", [
@@ -100,9 +102,7 @@ def test_lora_option_values_are_checked_with_status_2(args, named):
 ])
 def test_serve_usage_errors_are_one_line_with_status_2(args, named):
     result = run_cli(["serve"] + args)
-    assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and named in lines[0], result.stderr[-3000:]
+    assert_one_line_usage_error(result, named)
 
 
 def test_a_model_directory_of_gguf_files_without_gguf_file_is_a_usage_error(tmp_path):

@@ -401,6 +401,7 @@ def _number(kind, low=None, high=None, low_open=False, what=""):
 
 
 positive_int = _number(int, 1, what="must be >= 1")
+temperature_value = _number(float, 0.0, what="must be >= 0 (0 means greedy decoding)")
 
 
 def build_parser():
@@ -415,8 +416,8 @@ def build_parser():
     common.add_argument("--device", choices=["CPU", "GPU", "Ascend"], help="MindSpore device (default: MindSpore's)")
     common.add_argument("--threads", type=positive_int, help="CPU kernel threads")
     common.add_argument("--max-new-tokens", type=positive_int, default=128)
-    common.add_argument("--temperature", type=_number(float, 0.0, what="must be >= 0 (0 means greedy decoding)"),
-                        default=0.0, help="0 (default) means greedy decoding")
+    common.add_argument("--temperature", type=temperature_value, default=0.0,
+                        help="0 (default) means greedy decoding")
     common.add_argument("--top-p", type=_number(float, 0.0, 1.0, low_open=True, what="must be in (0, 1]"),
                         default=1.0)
     common.add_argument("--top-k", type=_number(int, 0, what="must be >= 0 (0 disables top-k)"), default=50)
@@ -453,8 +454,7 @@ def build_parser():
     srv.add_argument("--threads", type=positive_int, help="CPU kernel threads")
     srv.add_argument("--max-new-tokens", type=positive_int, default=512,
                      help="completion length when a request gives no max_tokens (capped by the context)")
-    srv.add_argument("--temperature", type=_number(float, 0.0, what="must be >= 0 (0 means greedy decoding)"),
-                     default=0.0,
+    srv.add_argument("--temperature", type=temperature_value, default=0.0,
                      help="temperature when a request gives none (0, the default: greedy)")
     srv.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
     srv.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")

@@ -27,16 +27,15 @@ def add_adapter_option(common):
 
 def add_lora_commands(sub, common):
     """Adds `lora` and `fuse` to the CLI's sub-parsers."""
-    from .cli import _number  # the command line's option checks (cli imports this module)
+    from .cli import _number, positive_int  # the command line's option checks (cli imports this module)
 
-    _positive_int = _number(int, 1, what="must be >= 1")
     lora = sub.add_parser("lora", parents=[common], help="LoRA fine-tuning on jsonl data; writes a peft adapter")
     lora.add_argument("--data", required=True, help="train jsonl file, or a directory with train.jsonl/valid.jsonl")
     lora.add_argument("--valid", help="validation jsonl file (default: valid.jsonl beside a --data directory)")
-    lora.add_argument("--iters", type=_positive_int, default=100, help="optimizer steps")
-    lora.add_argument("--batch-size", type=_positive_int, default=4)
+    lora.add_argument("--iters", type=positive_int, default=100, help="optimizer steps")
+    lora.add_argument("--batch-size", type=positive_int, default=4)
     lora.add_argument("--learning-rate", type=_number(float, 0.0, low_open=True, what="must be > 0"), default=1e-4)
-    lora.add_argument("--rank", type=_positive_int, default=8, help="LoRA rank r")
+    lora.add_argument("--rank", type=positive_int, default=8, help="LoRA rank r")
     lora.add_argument("--alpha", type=_number(float, 0.0, low_open=True, what="must be > 0"), default=16,
                       help="LoRA alpha (the update is scaled by alpha / r)")
     lora.add_argument("--dropout", type=_number(float, 0.0, 1.0, what="must be in [0, 1]"), default=0.0,
@@ -45,9 +44,9 @@ def add_lora_commands(sub, common):
                       help="comma-separated module names, or all-linear (default q_proj,v_proj)")
     lora.add_argument("--num-layers", type=int, default=-1, help="adapt only the last N layers (-1: all)")
     lora.add_argument("--mask-prompt", action="store_true", help="loss on the completion / last assistant message")
-    lora.add_argument("--max-seq-length", type=_positive_int, default=2048)
-    lora.add_argument("--steps-per-report", type=_positive_int, default=10)
-    lora.add_argument("--steps-per-eval", type=_positive_int, default=50)
+    lora.add_argument("--max-seq-length", type=positive_int, default=2048)
+    lora.add_argument("--steps-per-report", type=positive_int, default=10)
+    lora.add_argument("--steps-per-eval", type=positive_int, default=50)
     lora.add_argument("--val-batches", type=int, default=25, help="validation batches per evaluation (-1: all)")
     lora.add_argument("--save-every", type=_number(int, 0, what="must be >= 0"), default=0,
                       help="checkpoint every N steps (0: only at the end)")
