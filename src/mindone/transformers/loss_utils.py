@@ -1,6 +1,8 @@
 """Task losses with HF's semantics (ignore_index -100, shifted causal labels, problem_type inference)."""
 
 import mindspore as ms
+import numpy as np
+from mindspore import ops
 
 from .backend import functional as F
 from .backend import runtime
@@ -104,3 +106,154 @@ def load_balancing_loss(router_logits, num_experts, top_k, attention_mask=None):
             router_prob = router_prob + (probs * flat_mask[:, None]).sum(0)
             rows = rows + flat_mask.sum()
     return (tokens_per_expert / rows * (router_prob / rows)).sum() * num_experts
+
+
+# --- DETR-style set prediction loss (YOLOS; HF's `ForObjectDetectionLoss`) ---------------------------------------
+# The bipartite matching is a host computation (scipy's Hungarian solver) without gradient, as in torch; the loss terms
+# on the matched pairs are MindSpore ops, so the loss is differentiable in PyNative (value_and_grad). The matcher reads
+# values on the host, so the loss cannot run inside `mindspore.jit`.
+
+
+def _as_numpy(value, dtype):
+    if isinstance(value, ms.Tensor):
+        value = value.asnumpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def _detection_targets(labels, batch_size):
+    """HF's `labels`: a list of one dict per image with "class_labels" (n,) and "boxes" (n, 4) normalised
+    (center_x, center_y, w, h). Returns numpy (classes, boxes) pairs; names the image and key that is wrong."""
+    if not isinstance(labels, (list, tuple)) or len(labels) != batch_size:
+        raise ValueError(f"labels must be a list of {batch_size} dicts (one per image) with 'class_labels' and "
+                         f"'boxes'; got {type(labels).__name__}"
+                         + (f" of length {len(labels)}" if isinstance(labels, (list, tuple)) else ""))
+    targets = []
+    for i, target in enumerate(labels):
+        missing = [k for k in ("class_labels", "boxes") if not isinstance(target, dict) or k not in target]
+        if missing:
+            raise ValueError(f"labels[{i}] is missing {missing}: each image needs 'class_labels' (n,) and 'boxes' "
+                             f"(n, 4)")
+        classes = _as_numpy(target["class_labels"], np.int64).reshape(-1)
+        boxes = _as_numpy(target["boxes"], np.float32).reshape(-1, 4) if classes.size else np.zeros((0, 4),
+                                                                                                     np.float32)
+        if boxes.shape[0] != classes.shape[0]:
+            raise ValueError(f"labels[{i}]: {classes.shape[0]} class_labels but {boxes.shape[0]} boxes")
+        targets.append((classes, boxes))
+    return targets
+
+
+def _corners(boxes):
+    """(cx, cy, w, h) -> (x0, y0, x1, y1), for numpy arrays and MindSpore tensors alike."""
+    cx, cy, w, h = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
+    parts = (cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h)
+    if isinstance(boxes, ms.Tensor):
+        return F.stack(parts, -1)
+    return np.stack(parts, -1)
+
+
+def _pairwise_giou(a, b):
+    """Generalised IoU of every corner box in `a` (N, 4) with every one in `b` (M, 4), numpy."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inter_wh = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0,
+                       None)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    hull_wh = np.clip(np.maximum(a[:, None, 2:], b[None, :, 2:]) - np.minimum(a[:, None, :2], b[None, :, :2]), 0,
+                      None)
+    hull = hull_wh[..., 0] * hull_wh[..., 1]
+    return inter / union - (hull - union) / hull
+
+
+def hungarian_match(logits, pred_boxes, targets, class_cost=1.0, bbox_cost=1.0, giou_cost=1.0):
+    """Per image, the (prediction, target) index pairs minimising class + L1 + GIoU cost (DETR's matcher).
+
+    Costs are computed on the host in float32 like torch's; NaN/inf costs become the largest float so they are only
+    picked when nothing else is left. Returns a list of (pred_idx, target_idx) int64 numpy arrays.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if class_cost == 0 and bbox_cost == 0 and giou_cost == 0:
+        raise ValueError("All costs of the Matcher can't be 0 (config.class_cost, bbox_cost, giou_cost)")
+    logits = _as_numpy(logits.astype(ms.float32), np.float32)
+    boxes = _as_numpy(pred_boxes.astype(ms.float32), np.float32)
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = shifted / shifted.sum(-1, keepdims=True)
+    matches = []
+    for i, (classes, target_boxes) in enumerate(targets):
+        if classes.size == 0:
+            matches.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            continue
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            cost = (bbox_cost * np.abs(boxes[i][:, None, :] - target_boxes[None, :, :]).sum(-1)
+                    - class_cost * probs[i][:, classes]
+                    - giou_cost * _pairwise_giou(_corners(boxes[i]), _corners(target_boxes)))
+        big = np.finfo(np.float32).max
+        cost = np.nan_to_num(cost.astype(np.float32), nan=big, posinf=big, neginf=big)
+        rows, cols = linear_sum_assignment(cost)
+        matches.append((rows.astype(np.int64), cols.astype(np.int64)))
+    return matches
+
+
+def object_detection_loss(logits, pred_boxes, labels, config):
+    """DETR's set loss as HF computes it for YOLOS: Hungarian matching, then cross-entropy over all queries (unmatched
+    ones labelled "no object", weighted by `config.eos_coefficient`), L1 and GIoU on the matched boxes (summed and
+    divided by the number of target boxes, at least 1), weighted by `bbox_loss_coefficient` / `giou_loss_coefficient`.
+
+    Returns (loss, loss_dict) with loss_dict's keys as HF's: loss_ce, loss_bbox, loss_giou, cardinality_error (the
+    last is for logging, no gradient). Single process: the box count is not averaged over data-parallel ranks.
+    """
+    if getattr(config, "auxiliary_loss", False):
+        raise NotImplementedError("config.auxiliary_loss=True: intermediate-layer detection losses are not "
+                                  "implemented (YOLOS has no decoder layers to take them from); set it to False")
+    batch_size, num_queries, num_outputs = logits.shape
+    num_classes = num_outputs - 1
+    targets = _detection_targets(labels, batch_size)
+    for i, (classes, _) in enumerate(targets):
+        if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+            raise ValueError(f"labels[{i}]['class_labels'] must be in [0, {num_classes}) (config.num_labels); got "
+                             f"{classes.tolist()}")
+    matches = hungarian_match(logits, pred_boxes, targets, config.class_cost, config.bbox_cost, config.giou_cost)
+
+    target_classes = np.full((batch_size, num_queries), num_classes, np.int32)
+    flat_pred, matched_boxes = [], []
+    for i, ((rows, cols), (classes, boxes)) in enumerate(zip(matches, targets)):
+        target_classes[i, rows] = classes[cols]
+        flat_pred.append(i * num_queries + rows)
+        matched_boxes.append(boxes[cols])
+    flat_pred = np.concatenate(flat_pred).astype(np.int32)
+    matched_boxes = np.concatenate(matched_boxes).astype(np.float32)
+    num_boxes = float(max(sum(len(classes) for classes, _ in targets), 1))
+
+    class_weight = np.ones(num_outputs, np.float32)
+    class_weight[-1] = config.eos_coefficient
+    logits32 = logits.astype(ms.float32)
+    loss_ce = F.cross_entropy(logits32.reshape(-1, num_outputs), ms.Tensor(target_classes.reshape(-1)),
+                              weight=ms.Tensor(class_weight))
+
+    if flat_pred.size:
+        source = ops.gather(pred_boxes.astype(ms.float32).reshape(-1, 4), ms.Tensor(flat_pred), 0)
+        target = ms.Tensor(matched_boxes)
+        loss_bbox = ops.abs(source - target).sum() / num_boxes
+        src, tgt = _corners(source), _corners(target)
+        area_src = (src[:, 2] - src[:, 0]) * (src[:, 3] - src[:, 1])
+        area_tgt = (tgt[:, 2] - tgt[:, 0]) * (tgt[:, 3] - tgt[:, 1])
+        inter_wh = ops.clamp(ops.minimum(src[:, 2:], tgt[:, 2:]) - ops.maximum(src[:, :2], tgt[:, :2]), min=0.0)
+        inter = inter_wh[:, 0] * inter_wh[:, 1]
+        union = area_src + area_tgt - inter
+        hull_wh = ops.clamp(ops.maximum(src[:, 2:], tgt[:, 2:]) - ops.minimum(src[:, :2], tgt[:, :2]), min=0.0)
+        hull = hull_wh[:, 0] * hull_wh[:, 1]
+        giou = inter / union - (hull - union) / hull
+        loss_giou = (1 - giou).sum() / num_boxes
+    else:  # no target box in the batch: torch's sums over nothing are 0 (and keep the graph connected)
+        loss_bbox = pred_boxes.astype(ms.float32).sum() * 0.0
+        loss_giou = loss_bbox
+
+    predicted_objects = (ops.stop_gradient(logits).argmax(-1) != num_classes).astype(ms.float32).sum(1)
+    target_lengths = ms.Tensor(np.array([len(classes) for classes, _ in targets], np.float32))
+    cardinality_error = ops.abs(predicted_objects - target_lengths).mean()
+
+    loss_dict = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou,
+                 "cardinality_error": cardinality_error}
+    loss = loss_ce + config.bbox_loss_coefficient * loss_bbox + config.giou_loss_coefficient * loss_giou
+    return loss, loss_dict

@@ -513,12 +513,13 @@ def _precise_log_softmax(x):
 _FLOAT64_LOSS_MAX_CLASSES = 64
 
 
-def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
+def cross_entropy(logits, labels, ignore_index=-100, reduction="mean", weight=None):
     """torch.nn.functional.cross_entropy over the last axis of `logits` (float32 math; float64 on CPU for up to
     `_FLOAT64_LOSS_MAX_CLASSES` classes, see below).
 
     Labels equal to `ignore_index` contribute nothing; "mean" divides by the number of counted labels
-    (NaN when there are none, as torch).
+    (NaN when there are none, as torch). `weight` (num_classes,) scales each label's term, and "mean" then divides
+    by the summed weights of the counted labels, as torch does.
     """
     compute_dtype = ms.float32
     if not _MINT_ONLY_DEVICE and logits.shape[-1] <= _FLOAT64_LOSS_MAX_CLASSES:
@@ -533,13 +534,16 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean"):
     valid = labels != ignore_index
     safe = ops.where(valid, labels, ops.zeros_like(labels))
     picked = ops.gather_elements(logp, -1, safe.astype(ms.int32)[..., None]).squeeze(-1)
-    nll = -picked * valid.astype(compute_dtype)
+    counted = valid.astype(compute_dtype)
+    if weight is not None:
+        counted = counted * ops.gather(cast(weight, compute_dtype), safe.astype(ms.int32), 0)
+    nll = -picked * counted
     if reduction == "none":
         return cast(nll, logits.dtype)
     total = nll.sum()
     if reduction == "sum":
         return cast(total, logits.dtype)
-    return cast(total / valid.astype(compute_dtype).sum(), logits.dtype)
+    return cast(total / counted.sum(), logits.dtype)
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):

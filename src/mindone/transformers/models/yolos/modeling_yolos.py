@@ -12,6 +12,7 @@ from transformers import YolosConfig
 
 from ...backend import functional as F
 from ...backend.layers import Dropout, LayerNorm, Linear, new_parameter
+from ...loss_utils import object_detection_loss
 from ...modeling_outputs import BaseModelOutputWithPooling, ModelOutput, model_output
 from ...modeling_utils import PreTrainedModel, init_parameter
 from ..vit.modeling_vit import ViTLayer, ViTPatchEmbeddings, ViTPooler, _pair
@@ -205,16 +206,18 @@ class YolosForObjectDetection(YolosPreTrainedModel):
                   return_dict=None, **kwargs):
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
-        if labels is not None:
-            raise NotImplementedError("YolosForObjectDetection: the detection loss (Hungarian matching, "
-                                      "HF's `ForObjectDetectionLoss`) is not implemented; call without `labels`.")
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
         sequence_output, _, all_hidden_states, all_attentions = self.vit._forward(
             pixel_values, output_attentions, output_hidden_states)
         detection = sequence_output[:, -self.config.num_detection_tokens:, :]
         logits = self.class_labels_classifier(detection)
         pred_boxes = ops.sigmoid(self.bbox_predictor(detection))
-        fields = {"logits": logits, "pred_boxes": pred_boxes, "last_hidden_state": sequence_output,
+        loss = loss_dict = None
+        if labels is not None:
+            # Hungarian matching on the host (scipy), then differentiable class / L1 / GIoU terms (PyNative only)
+            loss, loss_dict = object_detection_loss(logits, pred_boxes, labels, self.config)
+        fields = {"loss": loss, "loss_dict": loss_dict, "logits": logits, "pred_boxes": pred_boxes,
+                  "last_hidden_state": sequence_output,
                   "hidden_states": all_hidden_states, "attentions": all_attentions}
         return model_output(YolosObjectDetectionOutput, fields, return_dict is not False)
 
