@@ -1051,6 +1051,18 @@ def test_cross_entropy_gradient_close_to_float64():
     assert error < 3e-6
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_class_weight_matches_torch(reduction):
+    """torch's `weight=`: each label's term scaled, "mean" divided by the summed weights of counted labels."""
+    x = np.random.RandomState(2).randn(40, 5).astype(np.float32)
+    y = np.random.RandomState(3).randint(0, 5, 40)
+    y[:4] = -100
+    w = np.array([1.0, 0.5, 2.0, 0.1, 3.0], np.float32)
+    ref = TF.cross_entropy(torch.from_numpy(x), torch.from_numpy(y), weight=torch.from_numpy(w), reduction=reduction)
+    ours = F.cross_entropy(ms.Tensor(x), ms.Tensor(y), weight=ms.Tensor(w), reduction=reduction)
+    np.testing.assert_allclose(ours.asnumpy(), ref.numpy(), rtol=1e-6, atol=1e-6)
+
+
 # max relative error vs torch.optim.AdamW (default = single-tensor, fp32) over the cases below: one step on the
 # weights; after 20 steps the weights, exp_avg, exp_avg_sq. Native kernel, measured: 3.4e-8 / 3.5e-8 / 0 / 0 (it
 # rounds as torch's fused kernel, which the single-tensor path matches up to 1 ulp on a few weights).
