@@ -158,6 +158,8 @@ _MODEL_FAMILIES = {
     "codegen": ["CodeGenModel", "CodeGenForCausalLM", "CodeGenPreTrainedModel"],
     "ctrl": ["CTRLModel", "CTRLLMHeadModel", "CTRLForSequenceClassification", "CTRLPreTrainedModel"],
     "vit": ["ViTModel", "ViTForImageClassification", "ViTPreTrainedModel"],
+    "pix2struct": ["Pix2StructForConditionalGeneration", "Pix2StructVisionModel", "Pix2StructTextModel",
+                   "Pix2StructPreTrainedModel"],
     "yolos": ["YolosModel", "YolosForObjectDetection", "YolosPreTrainedModel", "YolosObjectDetectionOutput"],
     "dinov2": ["Dinov2Model", "Dinov2ForImageClassification", "Dinov2PreTrainedModel"],
     "convnextv2": ["ConvNextV2Model", "ConvNextV2ForImageClassification", "ConvNextV2PreTrainedModel"],

@@ -142,6 +142,7 @@ MODEL_FAMILIES = {
     "vision-text-dual-encoder": {"base": "VisionTextDualEncoderModel"},
     # as HF 5: listed by AutoModelForImageTextToText only (HF has no AutoModelForVision2Seq any more)
     "vision-encoder-decoder": {"image-text-to-text": "VisionEncoderDecoderModel"},
+    "pix2struct": {"image-text-to-text": "Pix2StructForConditionalGeneration"},
     "whisper": {"base": "WhisperModel", "speech-seq2seq": "WhisperForConditionalGeneration"},
     "data2vec-audio": {"base": "Data2VecAudioModel", "ctc": "Data2VecAudioForCTC",
                        "audio-classification": "Data2VecAudioForSequenceClassification",

@@ -1,0 +1,189 @@
+"""Pix2Struct parity with torch `transformers` on a tiny random checkpoint (tests/parity.py): the vision encoder on
+flattened patches with padding rows, the T5-style decoder with its relative position bias and cross-attention,
+loss, fp16, gradients, generate() (greedy and beam), the standalone vision / text models, Auto class, save / reload."""
+
+import copy
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from mindone.transformers import (
+    AutoModelForImageTextToText,
+    Pix2StructForConditionalGeneration,
+    Pix2StructTextModel,
+    Pix2StructVisionModel,
+)
+from tests import parity
+
+PATCH = 4
+VOCAB = 99
+VISION = dict(hidden_size=32, patch_embed_hidden_size=3 * PATCH * PATCH, d_ff=37, d_kv=8, num_attention_heads=4,
+              num_hidden_layers=2, seq_len=16, dense_act_fn="gelu_new")
+TEXT = dict(vocab_size=VOCAB, hidden_size=32, d_kv=8, num_heads=4, num_layers=2, d_ff=37,
+            relative_attention_num_buckets=8, relative_attention_max_distance=20, dense_act_fn="gelu_new",
+            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+FIELDS = ["logits", "loss", "encoder_last_hidden_state"]
+
+
+def make_config(**overrides):
+    return transformers.Pix2StructConfig(text_config=TEXT, vision_config=VISION, decoder_start_token_id=0,
+                                         pad_token_id=0, eos_token_id=1, **overrides)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = parity.torch_reference(transformers.Pix2StructForConditionalGeneration, make_config(), seed=0)
+    return model, parity.save_torch(model, str(tmp_path_factory.mktemp("pix2struct")))
+
+
+def patches(seed=0, batch=2, rows=3, cols=4, padding=(0, 5)):
+    """Flattened patches as Pix2StructImageProcessor lays them out: (row, column) 1-based, then pixels; the last
+    `padding[i]` rows of image i are all zeros (padding)."""
+    rng = np.random.RandomState(seed)
+    n = rows * cols
+    out = np.zeros((batch, n, 2 + VISION["patch_embed_hidden_size"]), np.float32)
+    grid = np.stack(np.meshgrid(np.arange(1, rows + 1), np.arange(1, cols + 1), indexing="ij"), -1).reshape(n, 2)
+    for i in range(batch):
+        real = n - padding[i]
+        out[i, :real, :2] = grid[:real]
+        out[i, :real, 2:] = rng.randn(real, VISION["patch_embed_hidden_size"]) + rng.randn()
+    mask = (out.sum(-1) != 0).astype(np.int64)
+    return out, mask
+
+
+def labels(seed=0):
+    out = np.random.RandomState(seed).randint(2, VOCAB, (2, 6)).astype(np.int64)
+    out[1, 4:] = -100
+    return out
+
+
+@pytest.mark.parametrize("mode", parity.MODES)
+def test_logits_and_loss_match_torch_fp32(checkpoint, mode):
+    torch_model, path = checkpoint
+    flat, mask = patches()
+    inputs = dict(flattened_patches=flat, attention_mask=mask, labels=labels())
+    ours = parity.load_ours(Pix2StructForConditionalGeneration, path)
+    errors = parity.compare_outputs(parity.run_ours(ours, inputs, mode), parity.run_torch(torch_model, inputs),
+                                    FIELDS)
+    parity.assert_close(errors, parity.FP32_BAR, mode)
+
+
+def test_all_outputs_match_torch_with_decoder_mask(checkpoint):
+    """Decoder ids with padding, hidden states and self-/cross-attentions of both halves."""
+    torch_model, path = checkpoint
+    flat, mask = patches(seed=1)
+    ids = np.random.RandomState(1).randint(2, VOCAB, (2, 5)).astype(np.int64)
+    ids[:, 0] = 0
+    decoder_mask = np.ones_like(ids)
+    decoder_mask[1, 3:] = 0
+    inputs = dict(flattened_patches=flat, attention_mask=mask, decoder_input_ids=ids,
+                  decoder_attention_mask=decoder_mask, output_attentions=True, output_hidden_states=True)
+    out = parity.run_ours(parity.load_ours(Pix2StructForConditionalGeneration, path), inputs)
+    ref = parity.run_torch(torch_model, inputs)
+    rows = decoder_mask.astype(bool)
+    errors = parity.compare_outputs(out, ref, ["logits", "decoder_hidden_states"], rows=rows)
+    errors.update(parity.compare_outputs(out, ref, ["decoder_attentions", "cross_attentions",
+                                                    "encoder_hidden_states", "encoder_attentions"]))
+    parity.assert_close(errors, parity.FP32_BAR)
+
+
+def test_without_attention_mask_as_torch(checkpoint):
+    """No mask: the encoder infers one from all-zero rows, the decoder's cross-attention sees every patch (HF)."""
+    torch_model, path = checkpoint
+    flat, _ = patches(seed=2)
+    inputs = dict(flattened_patches=flat, decoder_input_ids=np.array([[0, 5, 7], [0, 9, 3]], np.int64))
+    errors = parity.compare_outputs(parity.run_ours(parity.load_ours(Pix2StructForConditionalGeneration, path),
+                                                    inputs), parity.run_torch(torch_model, inputs), ["logits"])
+    parity.assert_close(errors, parity.FP32_BAR)
+
+
+@pytest.mark.parametrize("mode", parity.MODES)
+def test_fp16_within_torch_fp16_error(checkpoint, mode):
+    torch_model, path = checkpoint
+    flat, mask = patches(seed=3)
+    inputs = dict(flattened_patches=flat, attention_mask=mask, labels=labels(3))
+    ref = parity.run_torch(torch_model, inputs)
+    half = dict(inputs, flattened_patches=flat.astype(np.float16))
+    torch_errors = parity.compare_outputs(parity.run_torch(copy.deepcopy(torch_model).half(), half), ref, FIELDS)
+    ours = parity.load_ours(Pix2StructForConditionalGeneration, path, dtype="float16")
+    errors = parity.compare_outputs(parity.run_ours(ours, half, mode), ref, FIELDS)
+    bad = {k: (v, torch_errors[k]) for k, v in errors.items() if v > max(parity.FP16_BAR, 1.25 * torch_errors[k])}
+    assert not bad, f"fp16/{mode}: (ours, torch fp16) errors vs torch fp32: {bad}"
+
+
+@pytest.mark.parametrize("mode", parity.MODES)
+def test_gradients_match_torch(checkpoint, mode):
+    """Gradients of the loss vs torch in float64 (rows of the embedding tables no input reads stay zero)."""
+    torch_model, path = checkpoint
+    flat, mask = patches(seed=4)
+    inputs = dict(flattened_patches=flat, attention_mask=mask, labels=labels(4))
+    ref_loss, ref_grads = parity.torch_gradients(copy.deepcopy(torch_model).double(),
+                                                 dict(inputs, flattened_patches=flat.astype(np.float64)))
+    loss, grads = parity.our_gradients(parity.load_ours(Pix2StructForConditionalGeneration, path), inputs, mode)
+    tables = [k for k in ref_grads if k.endswith(("row_embedder.weight", "column_embedder.weight",
+                                                  "embed_tokens.weight", "relative_attention_bias.weight"))]
+    errors = parity.compare_gradients(grads, {k: v for k, v in ref_grads.items() if k not in tables})
+    for name in tables:
+        used = ref_grads[name].abs().sum(-1).numpy() > 0
+        assert not np.abs(parity.to_numpy(grads[name])[~used]).any(), f"{name}: gradient on unused rows"
+        errors[name] = parity.rel_error(grads[name], ref_grads[name], rows=used)
+    errors["loss"] = parity.rel_error(loss, ref_loss)
+    parity.assert_close(errors, parity.GRAD_BAR, f"grads/{mode}")
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_matches_torch(checkpoint, num_beams):
+    torch_model, path = checkpoint
+    flat, mask = patches(seed=5)
+    with torch.no_grad():
+        ref = torch_model.generate(flattened_patches=torch.from_numpy(flat), attention_mask=torch.from_numpy(mask),
+                                   max_new_tokens=8, num_beams=num_beams, do_sample=False).numpy()
+    ours = parity.load_ours(Pix2StructForConditionalGeneration, path)
+    out = parity.to_numpy(ours.generate(flattened_patches=flat, attention_mask=mask, max_new_tokens=8,
+                                        num_beams=num_beams, do_sample=False))
+    np.testing.assert_array_equal(out, ref)
+    assert len({tuple(r) for r in ref}) > 1, "the two images should give different tokens"
+
+
+def test_generate_with_a_decoder_prompt_matches_torch(checkpoint):
+    torch_model, path = checkpoint
+    flat, mask = patches(seed=6)
+    prompt = np.array([[0, 11, 12], [0, 13, 14]], np.int64)
+    with torch.no_grad():
+        ref = torch_model.generate(flattened_patches=torch.from_numpy(flat), attention_mask=torch.from_numpy(mask),
+                                   decoder_input_ids=torch.from_numpy(prompt), max_new_tokens=5).numpy()
+    out = parity.load_ours(Pix2StructForConditionalGeneration, path).generate(
+        flattened_patches=flat, attention_mask=mask, decoder_input_ids=prompt, max_new_tokens=5)
+    np.testing.assert_array_equal(parity.to_numpy(out), ref)
+
+
+def test_vision_and_text_models_alone_match_torch(tmp_path):
+    config = make_config()
+    vision = parity.torch_reference(transformers.Pix2StructVisionModel, config.vision_config, seed=1)
+    flat, mask = patches(seed=7)
+    inputs = dict(flattened_patches=flat, attention_mask=mask, output_hidden_states=True)
+    out = parity.run_ours(parity.load_ours(Pix2StructVisionModel, parity.save_torch(vision, str(tmp_path / "v"))),
+                          inputs)
+    parity.assert_close(parity.compare_outputs(out, parity.run_torch(vision, inputs),
+                                               ["last_hidden_state", "hidden_states"]), parity.FP32_BAR, "vision")
+
+    text = parity.torch_reference(transformers.Pix2StructTextModel, config.text_config, seed=2)
+    ids = np.random.RandomState(8).randint(2, VOCAB, (2, 7)).astype(np.int64)
+    inputs = dict(input_ids=ids, labels=ids)
+    ours = parity.load_ours(Pix2StructTextModel, parity.save_torch(text, str(tmp_path / "t")))
+    parity.assert_close(parity.compare_outputs(parity.run_ours(ours, inputs), parity.run_torch(text, inputs),
+                                               ["logits", "loss"]), parity.FP32_BAR, "text")
+
+
+def test_auto_class_and_save_round_trip_through_torch(checkpoint, tmp_path):
+    torch_model, path = checkpoint
+    ours = AutoModelForImageTextToText.from_pretrained(path)
+    assert type(ours) is Pix2StructForConditionalGeneration
+    ours.save_pretrained(str(tmp_path))
+    reloaded = transformers.Pix2StructForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    ref_state = torch_model.state_dict()
+    for key, value in reloaded.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), ref_state[key].numpy(), err_msg=key)
