@@ -17,6 +17,7 @@ from mindone.transformers import (
     Pix2StructVisionModel,
 )
 from tests import parity
+from tests.models.head_parity import compiled_decode_steps
 
 PATCH = 4
 VOCAB = 99
@@ -24,7 +25,7 @@ VISION = dict(hidden_size=32, patch_embed_hidden_size=3 * PATCH * PATCH, d_ff=37
               num_hidden_layers=2, seq_len=16, dense_act_fn="gelu_new")
 TEXT = dict(vocab_size=VOCAB, hidden_size=32, d_kv=8, num_heads=4, num_layers=2, d_ff=37,
             relative_attention_num_buckets=8, relative_attention_max_distance=20, dense_act_fn="gelu_new",
-            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, use_cache=True)
 FIELDS = ["logits", "loss", "encoder_last_hidden_state"]
 
 
@@ -134,18 +135,36 @@ def test_gradients_match_torch(checkpoint, mode):
     parity.assert_close(errors, parity.GRAD_BAR, f"grads/{mode}")
 
 
+@pytest.fixture(scope="module")
+def generation_model(checkpoint):
+    """One instance of ours for the generation tests, so its compiled decode steps are reused."""
+    return parity.load_ours(Pix2StructForConditionalGeneration, checkpoint[1])
+
+
 @pytest.mark.parametrize("num_beams", [1, 3])
-def test_generate_matches_torch(checkpoint, num_beams):
-    torch_model, path = checkpoint
-    flat, mask = patches(seed=5)
+def test_generate_matches_torch_on_the_compiled_path(checkpoint, generation_model, num_beams):
+    """The patches are encoded once; after the PyNative first step the one-token steps run compiled with the patch
+    mask as an input; PyNative decoding with a growing cache gives the same tokens."""
+    torch_model, _ = checkpoint
+    ours = generation_model
+    # 3 images greedy or 1 image with 3 beams: one compiled step (3 rows) serves both
+    flat, mask = patches(seed=5, batch=3 // num_beams, padding=(0, 5, 2)[:3 // num_beams])
     with torch.no_grad():
         ref = torch_model.generate(flattened_patches=torch.from_numpy(flat), attention_mask=torch.from_numpy(mask),
                                    max_new_tokens=8, num_beams=num_beams, do_sample=False).numpy()
-    ours = parity.load_ours(Pix2StructForConditionalGeneration, path)
+    if num_beams == 1:
+        assert len({tuple(r) for r in ref}) == 3, "the tokens should depend on the image"
     out = parity.to_numpy(ours.generate(flattened_patches=flat, attention_mask=mask, max_new_tokens=8,
                                         num_beams=num_beams, do_sample=False))
     np.testing.assert_array_equal(out, ref)
-    assert len({tuple(r) for r in ref}) > 1, "the two images should give different tokens"
+    assert compiled_decode_steps(ours)
+    eager = ours.generate(flattened_patches=flat, attention_mask=mask, max_new_tokens=8, num_beams=num_beams,
+                          do_sample=False, cache_implementation="dynamic")
+    np.testing.assert_array_equal(parity.to_numpy(eager), ref)
+    if num_beams == 1:
+        # HF's Pix2Struct configs default to use_cache=False: then every step reruns the whole decoder input
+        uncached = ours.generate(flattened_patches=flat, attention_mask=mask, max_new_tokens=8, use_cache=False)
+        np.testing.assert_array_equal(parity.to_numpy(uncached), ref)
 
 
 def test_generate_with_a_decoder_prompt_matches_torch(checkpoint):

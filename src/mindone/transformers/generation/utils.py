@@ -150,29 +150,37 @@ def forget_compiled_steps(model):
     _COMPILED_STEPS.pop(model, None)
 
 
-def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None):
+def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None, encoder_mask=False):
     """(StaticCache, step) for the model: `step(input_ids (B,1), attention_mask (B,T), position_ids (B,1),
     cache_position (1,)) -> logits (B,1,V)`, compiled by `mindspore.jit` at its first call and reused afterwards.
 
     Encoder-decoder models (`encoder_length` = encoder positions) get an `EncoderDecoderStaticCache` and
     `step(decoder_input_ids (B,1), cache_position (1,), encoder_hidden_states (B,S,H)) -> logits (B,1,V)`; it runs
-    after a PyNative prefill has projected the encoder output into the cache's cross-attention storage.
+    after a PyNative prefill has projected the encoder output into the cache's cross-attention storage. With
+    `encoder_mask` (models whose cross-attention reads the encoder's padding mask, `_decode_step_encoder_mask`) the
+    step takes the (B, S) `attention_mask` as a fourth argument.
 
     The cache is created with the step and captured by it (its Parameters are written in place inside the graph), so
     both are kept together and reused across `generate` calls.
     """
     steps = _COMPILED_STEPS.setdefault(model, OrderedDict())
-    key = (batch_size, cache_len, str(dtype), encoder_length)
+    key = (batch_size, cache_len, str(dtype), encoder_length, encoder_mask)
     if key in steps:
         steps.move_to_end(key)
         return steps[key]
     if encoder_length is not None:
         cache = EncoderDecoderStaticCache(model.config, cache_len, encoder_length, batch_size, dtype)
 
-        def decode_step(decoder_input_ids, cache_position, encoder_hidden_states):
-            return model(decoder_input_ids=decoder_input_ids, encoder_outputs=(encoder_hidden_states,),
-                         past_key_values=cache, cache_position=cache_position, use_cache=True,
-                         return_dict=True)["logits"]
+        if encoder_mask:
+            def decode_step(decoder_input_ids, cache_position, encoder_hidden_states, attention_mask):
+                return model(decoder_input_ids=decoder_input_ids, encoder_outputs=(encoder_hidden_states,),
+                             attention_mask=attention_mask, past_key_values=cache, cache_position=cache_position,
+                             use_cache=True, return_dict=True)["logits"]
+        else:
+            def decode_step(decoder_input_ids, cache_position, encoder_hidden_states):
+                return model(decoder_input_ids=decoder_input_ids, encoder_outputs=(encoder_hidden_states,),
+                             past_key_values=cache, cache_position=cache_position, use_cache=True,
+                             return_dict=True)["logits"]
     else:
         cache = StaticCache(model.config, max_cache_len=cache_len, max_batch_size=batch_size, dtype=dtype)
 
@@ -252,8 +260,11 @@ class _ModelRunner:
             encoder_outputs = self.model_kwargs["encoder_outputs"]
             encoder_states = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else \
                 encoder_outputs["last_hidden_state"]
-            logits = self.compiled_step(Tensor(np.ascontiguousarray(input_ids[:, start:])),
-                                        Tensor(np.array([start], np.int64)), encoder_states)
+            args = [Tensor(np.ascontiguousarray(input_ids[:, start:])), Tensor(np.array([start], np.int64)),
+                    encoder_states]
+            if self.model._decode_step_encoder_mask and self.model_kwargs.get("attention_mask") is not None:
+                args.append(self.model_kwargs["attention_mask"])
+            logits = self.compiled_step(*args)
             return ModelOutput_logits(logits=logits, past_key_values=self.cache)
         batch, length = input_ids.shape
         offset = self.slot_offset
@@ -350,6 +361,9 @@ class GenerationMixin:
     # generate() kwargs read only by the prefill (e.g. `pixel_values`): with any of them the prompt runs in PyNative
     # and only the one-token decode steps are compiled (they see token ids, the images are in the cache by then)
     _prefill_only_inputs = ()
+    # encoder-decoder models whose cross-attention reads the encoder's padding mask (`attention_mask`): the compiled
+    # decode step then takes it too
+    _decode_step_encoder_mask = False
 
     # ----------------------------------------------------------------------------------------------------------------
     # model-facing hooks
@@ -840,8 +854,10 @@ class GenerationMixin:
                 encoder_outputs = model_kwargs["encoder_outputs"]
                 encoder_states = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else \
                     encoder_outputs["last_hidden_state"]
+                encoder_mask = self._decode_step_encoder_mask and model_kwargs.get("attention_mask") is not None
                 cache, compiled = compiled_decode_step(self, batch, static_cache_length(gc.max_length), self.dtype,
-                                                       encoder_length=encoder_states.shape[1])
+                                                       encoder_length=encoder_states.shape[1],
+                                                       encoder_mask=encoder_mask)
             elif self.config.is_encoder_decoder:
                 cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             elif implementation == "dynamic" or mode == "assisted_generation" or not self._supports_static_cache:

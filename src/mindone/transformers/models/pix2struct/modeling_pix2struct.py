@@ -7,8 +7,9 @@ embeddings, so the aspect ratio survives. Both halves are T5-style: scale-only R
 feed-forward; the decoder has T5's causal relative position bias (first layer only) and cross-attention to the
 encoder. VQA checkpoints (`is_vqa`) get the question rendered onto the image by the processor; the model is the same.
 
-generate() encodes the patches once and decodes in PyNative with a growing cache (the cross-attention reads the
-encoder's padding mask, which the compiled encoder-decoder step does not take yet).
+generate() encodes the patches once; the first decoder step (PyNative) projects the encoder output into an
+`EncoderDecoderStaticCache`, then every one-token step runs compiled (`mindspore.jit`) with the patch mask as an
+input.
 """
 
 import mindspore as ms
@@ -192,14 +193,18 @@ class Pix2StructTextAttention(nn.Cell):
             key_states, value_states = self._project_kv(key_value_states if is_cross_attention else hidden_states)
         elif is_cross_attention:
             cache = past_key_values.cross_attention_cache
-            if cache.get_seq_length(self.layer_idx) > 0:
-                # the encoder's keys/values were projected at the first decoding step
+            if past_key_values.is_updated.get(self.layer_idx):
+                # the encoder's keys/values were projected at the first decoding step (a host-side flag, so a
+                # compiled decode step reads them from the cache without projecting again)
                 key_states, value_states = cache.key_cache[self.layer_idx], cache.value_cache[self.layer_idx]
             else:
-                key_states, value_states = cache.update(*self._project_kv(key_value_states), self.layer_idx)
+                slots = F.arange(0, key_value_states.shape[1], dtype=ms.int64)
+                key_states, value_states = cache.update(*self._project_kv(key_value_states), self.layer_idx,
+                                                        {"cache_position": slots})
+                past_key_values.is_updated[self.layer_idx] = True
         else:
             key_states, value_states = past_key_values.self_attention_cache.update(
-                *self._project_kv(hidden_states), self.layer_idx)
+                *self._project_kv(hidden_states), self.layer_idx, {"cache_position": cache_position})
 
         key_length = key_states.shape[-2]
         if position_bias is None:
@@ -444,7 +449,10 @@ class Pix2StructTextModel(Pix2StructPreTrainedModel):
         past_seen = self_cache.get_seq_length() if self_cache is not None else 0
         if cache_position is None:
             cache_position = F.arange(past_seen, past_seen + seq_len, dtype=ms.int64)
-        kv_length = past_seen + seq_len
+        if self_cache is not None and self_cache.get_max_cache_shape() is not None:
+            kv_length = self_cache.get_max_cache_shape()  # a static cache: every slot is a key (future ones masked)
+        else:
+            kv_length = past_seen + seq_len
         causal_mask = create_causal_mask(attention_mask, batch_size, cache_position, kv_length, dtype)
         cross_mask = None
         if encoder_hidden_states is not None:
@@ -486,6 +494,9 @@ class Pix2StructForConditionalGeneration(Pix2StructPreTrainedModel, GenerationMi
     """Image (flattened patches) -> text: the vision encoder's output feeds the decoder's cross-attention."""
 
     main_input_name = "flattened_patches"
+    # compiled decoding: the decoder reads an EncoderDecoderStaticCache, and the step takes the patch mask
+    _supports_static_cache = True
+    _decode_step_encoder_mask = True
 
     def __init__(self, config: Pix2StructConfig):
         super().__init__(config)
