@@ -206,3 +206,43 @@ def test_auto_class_and_save_round_trip_through_torch(checkpoint, tmp_path):
     ref_state = torch_model.state_dict()
     for key, value in reloaded.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), ref_state[key].numpy(), err_msg=key)
+
+
+def test_image_to_text_pipeline_matches_torch(tmp_path):
+    """HF 4.x's image-to-text pipeline on Pix2Struct: the image processor's flattened patches and mask, torch's
+    generate, decoded with skip_special_tokens=True (transformers 5 has no image-to-text pipeline to compare with)."""
+    from PIL import Image
+
+    from mindone.transformers import pipeline
+    from tests.generation.helpers import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    image_processor = transformers.Pix2StructImageProcessorPil(patch_size={"height": PATCH, "width": PATCH},
+                                                               max_patches=12)
+    text = dict(TEXT, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+    config = transformers.Pix2StructConfig(text_config=text, vision_config=VISION,
+                                           decoder_start_token_id=tokenizer.pad_token_id,
+                                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch_model = parity.torch_reference(transformers.Pix2StructForConditionalGeneration, config, seed=3)
+    directory = str(tmp_path)
+    torch_model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    image_processor.save_pretrained(directory)
+
+    rng = np.random.RandomState(0)
+    colours = [(230, 40, 40), (30, 200, 60), (40, 60, 220)]
+    images = [Image.fromarray(np.clip(np.array(c) + rng.randint(-60, 60, (10 + 4 * i, 14, 3)), 0, 255)
+                              .astype(np.uint8)) for i, c in enumerate(colours)]
+    inputs = image_processor(images=images, return_tensors="np")
+    with torch.no_grad():
+        ref_ids = torch_model.generate(flattened_patches=torch.from_numpy(np.asarray(inputs["flattened_patches"])),
+                                       attention_mask=torch.from_numpy(np.asarray(inputs["attention_mask"])),
+                                       max_new_tokens=6)
+    expected = [[{"generated_text": t}] for t in tokenizer.batch_decode(ref_ids, skip_special_tokens=True)]
+    assert len({e[0]["generated_text"] for e in expected}) > 1
+
+    captioner = pipeline("image-to-text", model=directory)
+    assert type(captioner.model) is Pix2StructForConditionalGeneration
+    assert captioner(images, max_new_tokens=6, batch_size=2) == expected
+    assert captioner(images[2], generate_kwargs={"max_new_tokens": 6}) == expected[2]

@@ -176,14 +176,16 @@ class ZeroShotImageClassificationPipeline(_ImagePipeline):
 
 
 class ImageToTextPipeline(_ImagePipeline):
-    """Captioning with an image-to-text generation model (VisionEncoderDecoderModel): HF 4.x's `image-to-text`
-    pipeline (transformers 5 folded the task into `image-text-to-text`, which needs a processor and a text prompt).
+    """Captioning with an image-to-text generation model (VisionEncoderDecoderModel, Pix2Struct): HF 4.x's
+    `image-to-text` pipeline (transformers 5 folded the task into `image-text-to-text`, which needs a processor and
+    a text prompt).
 
     `pipe(images, max_new_tokens=None, generate_kwargs=None, prompt=None, timeout=None)` -> [{"generated_text"}]
     per image (one record per returned sequence; a list of those for a list of images). The images of a batch are
-    encoded together and `model.generate` runs on their pixel values; `prompt` (a string) is tokenized and given to
-    `generate` as the decoder's prompt (its text is part of the output, as in HF 4.x). Texts are decoded with
-    `skip_special_tokens=True`.
+    encoded together and `model.generate` runs on their pixel values (Pix2Struct: flattened patches and their
+    mask); `prompt` (a string) is tokenized and given to `generate` as the decoder's prompt (its text is part of the
+    output, as in HF 4.x) — for Pix2Struct it is rendered above the image as a header, as HF 4.x did (HF's renderer
+    downloads its font from the Hub). Texts are decoded with `skip_special_tokens=True`.
     """
 
     task = "image-to-text"
@@ -207,6 +209,14 @@ class ImageToTextPipeline(_ImagePipeline):
         return pre, {}
 
     def preprocess(self, image, prompt=None, timeout=None):
+        if self.model.main_input_name == "flattened_patches":
+            if prompt is not None and not isinstance(prompt, str):
+                raise ValueError(f"Received an invalid text input, got - {type(prompt)} - but expected a single "
+                                 "string.")
+            extra = {"header_text": prompt} if prompt is not None else {}
+            inputs = self.image_processor(images=self._load(image, timeout), return_tensors="np", **extra)
+            return {"flattened_patches": np.asarray(inputs["flattened_patches"], np.float32),
+                    "attention_mask": np.asarray(inputs["attention_mask"], np.int64)}
         inputs = self._pixels(image, timeout)
         if prompt is not None:
             if not isinstance(prompt, str):
@@ -225,11 +235,13 @@ class ImageToTextPipeline(_ImagePipeline):
             groups.setdefault(key, []).append(i)
         outputs = [None] * len(prepared)
         for key, members in groups.items():
-            pixels = np.concatenate([prepared[i]["pixel_values"] for i in members], 0)
             kwargs = dict(self._generate_kwargs)
+            for name in prepared[members[0]]:
+                if name != "input_ids":
+                    kwargs[name] = np.concatenate([prepared[i][name] for i in members], 0)
             if key is not None:
                 kwargs["decoder_input_ids"] = np.repeat(prepared[members[0]]["input_ids"], len(members), 0)
-            out = self.model.generate(pixel_values=pixels, **kwargs)
+            out = self.model.generate(**kwargs)
             sequences = out.sequences if hasattr(out, "sequences") else out
             sequences = sequences.asnumpy() if hasattr(sequences, "asnumpy") else np.asarray(sequences)
             per_image = sequences.shape[0] // len(members)
