@@ -8,6 +8,7 @@ MindFormers' output keys.
 """
 
 import logging
+import math
 import os
 
 import numpy as np
@@ -177,7 +178,12 @@ class Trainer:
             raise ValueError(f"data_parallel={self.args.data_parallel}, but {_world_size()} process(es) run this "
                              "training")
         mode = context.context_mode()  # init_context's mode, when it set one, else TrainingArguments.mode
-        return self.args.to_hf_args(recompute=self._recompute, jit_mode=None if mode is None else mode == 0)
+        args = self.args.to_hf_args(recompute=self._recompute, jit_mode=None if mode is None else mode == 0)
+        if args.max_steps <= 0 and data_utils.is_mindspore_dataset(self.train_dataset):
+            # our Trainer counts a mindspore.dataset pipeline's steps only through max_steps; MindFormers counts
+            # epochs of it: the same number of optimizer steps
+            args.max_steps = _steps_for_epochs(self.train_dataset.get_dataset_size(), args)
+        return args
 
     def _trainer(self):
         if self._inner is None:
@@ -318,6 +324,14 @@ def load_mindrecord(path, columns=None):
         raise ValueError(f"dataset path {path!r} does not exist (expected a MindRecord file or a directory of "
                          ".mindrecord files)")
     return msds.MindDataset(files, columns_list=columns, shuffle=False)
+
+
+def _steps_for_epochs(num_rows, args):
+    global_batch = args.per_device_train_batch_size * args.world_size
+    batches = num_rows // global_batch if args.dataloader_drop_last or args.world_size > 1 else \
+        -(-num_rows // global_batch)
+    updates = -(-batches // args.gradient_accumulation_steps)
+    return max(1, math.ceil(args.num_train_epochs * updates))
 
 
 def _no_checkpoint_transform(auto_trans_ckpt, src_strategy, transform_process_num):
