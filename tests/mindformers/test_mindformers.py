@@ -22,7 +22,12 @@ from tests import parity
 VOCAB, SEQ, PAD = 99, 12, 0
 
 
-def mf_rows(n=20, seed=0):
+# the runs are PyNative (MindFormers mode=1, our jit_mode=False): compiling the step adds ~10 s per run and is
+# covered by tests/trainer; test_mode_maps_to_jit_mode checks the mapping
+MODE = 1
+
+
+def mf_rows(n=12, seed=0):
     """MindFormers causal-LM rows: input_ids only, right-padded with the pad token."""
     rng = np.random.RandomState(seed)
     out = []
@@ -33,7 +38,7 @@ def mf_rows(n=20, seed=0):
     return out
 
 
-def hf_rows(n=20, seed=0):
+def hf_rows(n=12, seed=0):
     """The same rows HF-style: labels are the ids with padding ignored."""
     return [{"input_ids": r["input_ids"], "labels": np.where(r["input_ids"] == PAD, -100, r["input_ids"])}
             for r in mf_rows(n, seed)]
@@ -72,7 +77,7 @@ def test_finetune_mindformers_style_equals_hf_style(checkpoint, tmp_path):
     mf = Trainer(task="text_generation", model=load(checkpoint),
                  args=TrainingArguments(output_dir=str(tmp_path / "mf"), num_train_epochs=2, batch_size=4,
                                         learning_rate=5e-3, warmup_steps=2, weight_decay=0.01, lr_end=1e-4,
-                                        sink_mode=True, save_strategy="no", seed=11),
+                                        sink_mode=True, save_strategy="no", seed=11, mode=MODE),
                  train_dataset=mf_rows(), eval_dataset=mf_rows(8, seed=1))
     mf.train()
     hf = HFTrainer(model=load(checkpoint),
@@ -81,11 +86,11 @@ def test_finetune_mindformers_style_equals_hf_style(checkpoint, tmp_path):
                                             weight_decay=0.01, lr_scheduler_type="cosine",
                                             lr_scheduler_kwargs={"min_lr_rate": 1e-4 / 5e-3},
                                             dataloader_drop_last=True, logging_steps=1, save_strategy="no", seed=11,
-                                            disable_tqdm=True),
+                                            disable_tqdm=True, jit_mode=False),
                    train_dataset=hf_rows(), eval_dataset=hf_rows(8, seed=1))
     hf.train()
     assert_same_run(mf.hf_trainer, hf)
-    assert len(step_logs(hf)) == 10  # 20 rows / 4 x 2 epochs
+    assert len(step_logs(hf)) == 6  # 12 rows / 4 x 2 epochs
     assert mf.evaluate()["eval_loss"] == pytest.approx(hf.evaluate()["eval_loss"], rel=1e-6)
 
 
@@ -94,8 +99,8 @@ def test_learning_rate_follows_mindformers_cosine_with_warmup(checkpoint, tmp_pa
     lr, lr_end, warmup, total = 5e-3, 1e-4, 2, 5
     mf = Trainer(task="text_generation", model=load(checkpoint),
                  args=TrainingArguments(output_dir=str(tmp_path), num_train_epochs=1, batch_size=4, learning_rate=lr,
-                                        warmup_steps=warmup, lr_end=lr_end, save_strategy="no"),
-                 train_dataset=mf_rows())
+                                        warmup_steps=warmup, lr_end=lr_end, save_strategy="no", mode=MODE),
+                 train_dataset=mf_rows(20))
     mf.train()
     expected = [lr * s / warmup if s < warmup else
                 lr_end + 0.5 * (lr - lr_end) * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
@@ -107,14 +112,14 @@ def test_mindspore_dataset_and_mindrecord_path_train_as_rows(checkpoint, tmp_pat
     import mindspore.dataset as msds
     from mindspore.mindrecord import FileWriter
 
-    rows = mf_rows(16)
+    rows = mf_rows(8)
     record = str(tmp_path / "train.mindrecord")
     writer = FileWriter(record, shard_num=1)
     writer.add_schema({"input_ids": {"type": "int32", "shape": [-1]}}, "mf")
     writer.write_raw_data([{"input_ids": r["input_ids"]} for r in rows])
     writer.commit()
     common = dict(num_train_epochs=2, batch_size=4, learning_rate=5e-3, warmup_steps=1, shuffle=False,
-                  save_strategy="no", seed=3, lr_scheduler_type="linear")
+                  save_strategy="no", seed=3, lr_scheduler_type="linear", mode=MODE)
     generator = msds.GeneratorDataset([(r["input_ids"],) for r in rows], column_names=["input_ids"], shuffle=False)
     runs = []
     for name, dataset in (("generator", generator), ("mindrecord", record)):
@@ -126,8 +131,9 @@ def test_mindspore_dataset_and_mindrecord_path_train_as_rows(checkpoint, tmp_pat
                    args=HFTrainingArguments(output_dir=str(tmp_path / "hf"), num_train_epochs=2,
                                             per_device_train_batch_size=4, learning_rate=5e-3, warmup_steps=1,
                                             train_sampling_strategy="sequential", dataloader_drop_last=True,
-                                            logging_steps=1, save_strategy="no", seed=3, disable_tqdm=True),
-                   train_dataset=hf_rows(16))
+                                            logging_steps=1, save_strategy="no", seed=3, disable_tqdm=True,
+                                            jit_mode=False),
+                   train_dataset=hf_rows(8))
     hf.train()
     for run in runs:
         assert_same_run(run, hf)
@@ -137,7 +143,7 @@ def test_recompute_maps_to_gradient_checkpointing_with_the_same_result(checkpoin
     def run(recompute):
         mf = Trainer(task="text_generation", model=load(checkpoint),
                      args=TrainingArguments(output_dir=str(tmp_path / str(recompute)), num_train_epochs=1,
-                                            batch_size=4, learning_rate=5e-3, save_strategy="no"),
+                                            batch_size=4, learning_rate=5e-3, save_strategy="no", mode=MODE),
                      train_dataset=mf_rows(8))
         mf.set_recompute_config(recompute=recompute)
         mf.set_parallel_config(data_parallel=1, micro_batch_num=4)  # micro_batch_num: pipeline stages only
@@ -150,32 +156,46 @@ def test_recompute_maps_to_gradient_checkpointing_with_the_same_result(checkpoin
     assert_same_run(recomputed.hf_trainer, plain.hf_trainer)
 
 
-def test_trainer_from_a_checkpoint_path_and_predict_uses_mindformers_output_key(tmp_path):
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
     from tests.generation.helpers import tiny_llama_pair, tiny_tokenizer
 
-    tiny_llama_pair(tmp_path)
-    tiny_tokenizer().save_pretrained(str(tmp_path))
-    mf = Trainer(task="text_generation", model=str(tmp_path))
-    assert isinstance(mf.model, LlamaForCausalLM) and mf.tokenizer is not None
-    got = mf.predict(input_data="The capital of France", max_length=16, do_sample=False)
-    expected = hf_pipeline("text-generation", model=str(tmp_path))("The capital of France", max_length=16,
-                                                                   do_sample=False)
-    assert got == [{"text_generation_text": [expected[0]["generated_text"]]}]
+    directory = tmp_path_factory.mktemp("llama")
+    tiny_llama_pair(directory)
+    tiny_tokenizer().save_pretrained(str(directory))
+    return str(directory)
 
 
-def test_pipeline_text_generation_key_and_text_equal_hf_style(tmp_path):
-    from tests.generation.helpers import tiny_llama_pair, tiny_tokenizer
-
-    tiny_llama_pair(tmp_path)
-    tiny_tokenizer().save_pretrained(str(tmp_path))
+def test_pipeline_text_generation_key_and_text_equal_hf_style(llama_dir):
+    # one model for all pipelines: its compiled decode step is reused
+    model = LlamaForCausalLM.from_pretrained(llama_dir, dtype="float32")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama_dir)
     prompts = ["The capital of France", "Once upon a time"]
-    mf = pipeline(task="text_generation", model=str(tmp_path), max_length=20)
-    hf = hf_pipeline("text-generation", model=str(tmp_path))
+    expected = hf_pipeline("text-generation", model=model, tokenizer=tokenizer)(prompts, max_length=12,
+                                                                                do_sample=False)
+    mf = pipeline(task="text_generation", model=model, tokenizer=tokenizer, max_length=12)
     got = mf(prompts, do_sample=False)
-    expected = hf(prompts, max_length=20, do_sample=False)
     assert got == [{"text_generation_text": [e[0]["generated_text"]]} for e in expected]
-    assert all(len(t["text_generation_text"][0]) > len(p) for t, p in zip(got, prompts))
-    assert mf(prompts[0], do_sample=False) == got[:1]  # one prompt: still a list of one record, as MindFormers
+    assert all(t["text_generation_text"][0].startswith(p) and len(t["text_generation_text"][0]) > len(p)
+               for t, p in zip(got, prompts))
+    assert mf(prompts[0], do_sample=False) == got[:1]  # one prompt: still a list of one record, as MindFormers'
+
+    # Trainer(task=...).predict runs the same pipeline on the trainer's model
+    trainer = Trainer(task="text_generation", model=model, tokenizer=tokenizer)
+    assert trainer.predict(input_data=prompts, max_length=12, do_sample=False) == got
+
+
+def test_model_paths_load_the_tasks_model_and_tokenizer(llama_dir):
+    trainer = Trainer(task="text_generation", model=llama_dir)
+    assert isinstance(trainer.model, LlamaForCausalLM) and trainer.tokenizer is not None
+    mf = pipeline("text_generation", model=llama_dir)
+    assert isinstance(mf.model, LlamaForCausalLM) and mf.tokenizer is not None
+
+
+def test_mode_maps_to_jit_mode(checkpoint, tmp_path):
+    for mode, jit in ((0, True), ("GRAPH_MODE", True), (1, False), ("PYNATIVE_MODE", False)):
+        args = TrainingArguments(output_dir=str(tmp_path), mode=mode)
+        assert Trainer(task="text_generation", model=load(checkpoint), args=args).hf_args().jit_mode is jit
 
 
 def test_init_context_single_process_and_errors():
