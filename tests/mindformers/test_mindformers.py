@@ -8,6 +8,7 @@ import pytest
 import transformers
 
 from mindone.transformers import LlamaForCausalLM, pipeline as hf_pipeline
+from mindone.transformers.mindformers import context as mf_context
 from mindone.transformers.mindformers import (
     ContextConfig,
     ParallelContextConfig,
@@ -192,13 +193,29 @@ def test_model_paths_load_the_tasks_model_and_tokenizer(llama_dir):
     assert isinstance(mf.model, LlamaForCausalLM) and mf.tokenizer is not None
 
 
-def test_mode_maps_to_jit_mode(checkpoint, tmp_path):
+@pytest.fixture
+def fresh_context():
+    """init_context's settings are process-wide: each test that calls it starts and ends without them."""
+    saved = dict(mf_context._state)
+    mf_context._state.update(mode=None, use_parallel=False)
+    yield
+    mf_context._state.update(saved)
+
+
+def test_mode_maps_to_jit_mode(checkpoint, tmp_path, fresh_context):
+    def jit_mode(**kwargs):
+        args = TrainingArguments(output_dir=str(tmp_path), **kwargs)
+        return Trainer(task="text_generation", model=load(checkpoint), args=args).hf_args().jit_mode
+
     for mode, jit in ((0, True), ("GRAPH_MODE", True), (1, False), ("PYNATIVE_MODE", False)):
-        args = TrainingArguments(output_dir=str(tmp_path), mode=mode)
-        assert Trainer(task="text_generation", model=load(checkpoint), args=args).hf_args().jit_mode is jit
+        assert jit_mode(mode=mode) is jit
+    assert jit_mode() is True  # MindFormers' default mode 0
+    init_context(context_config=ContextConfig(mode=1, device_target="CPU"))
+    assert jit_mode() is False  # init_context's mode when the arguments give none
+    assert jit_mode(mode=0) is True  # the arguments' mode wins
 
 
-def test_init_context_single_process_and_errors():
+def test_init_context_single_process_and_errors(fresh_context):
     assert init_context(use_parallel=False, context_config=ContextConfig(mode=1, device_target="CPU", device_id=0)) \
         == (0, 1)
     assert init_context(context_config={"mode": "GRAPH_MODE", "device_target": "CPU"}) == (0, 1)
@@ -248,5 +265,11 @@ def test_unsupported_settings_name_the_setting_and_the_device(checkpoint, tmp_pa
         Trainer(task="image_captioning", model=load(checkpoint))
     with pytest.raises(ValueError, match="model='llama2_7b' is not a checkpoint directory"):
         Trainer(task="text_generation", model="llama2_7b")
+    with pytest.raises(TypeError, match="MindSpore Metric objects are not run by this Trainer"):
+        Trainer(task="text_generation", model=load(checkpoint), compute_metrics={"acc": object()})
+    from mindspore.train import LossMonitor
+
+    with pytest.raises(TypeError, match="LossMonitor is a MindSpore Model callback"):
+        Trainer(task="text_generation", model=load(checkpoint), callbacks=[LossMonitor()])
     with pytest.raises(KeyError, match="task='summarisation': supported MindFormers tasks"):
         pipeline("summarisation", model=checkpoint)

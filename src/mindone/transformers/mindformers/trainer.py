@@ -50,8 +50,10 @@ class Trainer:
             `datasets.Dataset`) or a MindRecord file / directory of `.mindrecord` files. For text_generation, rows
             with `input_ids` only get `labels` = `input_ids` with padding positions set to -100 (MindFormers'
             causal-LM datasets carry input_ids only and mask the pad token in the loss).
-        data_collator, compute_metrics, callbacks: as our `Trainer`'s.
-        optimizers: a MindSpore optimizer over the model's trainable parameters (MindFormers passes one optimizer).
+        data_collator, compute_metrics, callbacks: as our `Trainer`'s (a function of `EvalPrediction`,
+            `TrainerCallback`s); MindSpore `Metric` dicts and Model callbacks raise a `TypeError`.
+        optimizers: a MindSpore optimizer over the model's trainable parameters (MindFormers passes one optimizer),
+            or our `(optimizer, lr_scheduler)` pair.
     """
 
     def __init__(self, args=None, task="general", model=None, model_name=None, tokenizer=None, train_dataset=None,
@@ -74,11 +76,20 @@ class Trainer:
             logger.info("model_name=%r is informational here; the model is %s", model_name, type(self.model).__name__)
         self.train_dataset = self._dataset(train_dataset, "train")
         self.eval_dataset = self._dataset(eval_dataset, "eval")
+        if isinstance(compute_metrics, (dict, set)):
+            raise TypeError("compute_metrics: MindSpore Metric objects are not run by this Trainer; pass a function "
+                            "EvalPrediction -> dict of metrics (HF's compute_metrics)")
+        self.callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else \
+            ([callbacks] if callbacks is not None else [])
+        from mindspore.train import Callback
+
+        for callback in self.callbacks:
+            if isinstance(callback, Callback) or (isinstance(callback, type) and issubclass(callback, Callback)):
+                raise TypeError(f"callbacks: {type(callback).__name__} is a MindSpore Model callback; this Trainer "
+                                "runs TrainerCallback subclasses (mindone.transformers.TrainerCallback)")
         self.data_collator = data_collator
         self.optimizers = optimizers
         self.compute_metrics = compute_metrics
-        self.callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else \
-            ([callbacks] if callbacks is not None else [])
         self._recompute = None
         self._inner = None
 
@@ -177,8 +188,7 @@ class Trainer:
         if self.args.data_parallel not in (None, _world_size()):
             raise ValueError(f"data_parallel={self.args.data_parallel}, but {_world_size()} process(es) run this "
                              "training")
-        mode = context.context_mode()  # init_context's mode, when it set one, else TrainingArguments.mode
-        args = self.args.to_hf_args(recompute=self._recompute, jit_mode=None if mode is None else mode == 0)
+        args = self.args.to_hf_args(recompute=self._recompute)
         if args.max_steps <= 0 and data_utils.is_mindspore_dataset(self.train_dataset):
             # our Trainer counts a mindspore.dataset pipeline's steps only through max_steps; MindFormers counts
             # epochs of it: the same number of optimizer steps
@@ -195,7 +205,9 @@ class Trainer:
             self._inner = HFTrainer(model=self.model, args=self.hf_args(), data_collator=collator,
                                     train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
                                     processing_class=self.tokenizer, compute_metrics=self.compute_metrics,
-                                    callbacks=self.callbacks, optimizers=(self.optimizers, None))
+                                    callbacks=self.callbacks,
+                                    optimizers=self.optimizers if isinstance(self.optimizers, tuple) else
+                                    (self.optimizers, None))
         return self._inner
 
     @property

@@ -7,7 +7,7 @@ eval_epochs=1 -> eval_strategy="epoch", shuffle=False -> train_sampling_strategy
 optim "adamw"/"fp32_adamw"/"fused_adamw"/"AdamWeightDecay" -> "adamw_torch" (decoupled weight decay with bias
 correction), lr_end -> the cosine schedule's floor (`min_lr_rate = lr_end / learning_rate`, MindFormers'
 CosineWithWarmUpLR) or the polynomial schedule's `lr_end`, use_clip_grad=False -> max_grad_norm=0,
-recompute -> gradient_checkpointing, mode (0 graph / 1 PyNative) -> jit_mode.
+recompute -> gradient_checkpointing, mode (0 graph / 1 PyNative; default: init_context's mode, else 0) -> jit_mode.
 Accepted without effect (documented in docs/mindformers.md): sink_mode, sink_size, dataloader_num_workers
 (batches are collated in the training process), python_multiprocessing, numa_enable, prefetch_size,
 overwrite_output_dir, save_prefix, save_directory, save_on_each_node, integrated_save, save_network_params,
@@ -73,7 +73,8 @@ _MODEL_PARALLEL = ("model_parallel", "context_parallel", "expert_parallel", "pip
 class TrainingArguments:
     """MindFormers' `TrainingArguments`: its field names and defaults (see the module docstring for how each maps
     onto our `Trainer`). MindFormers' defaults differ from HF's: lr_scheduler_type="cosine" down to lr_end=1e-6,
-    logging_steps=1, save_total_limit=5, dataloader_drop_last=True. Four defaults differ from MindFormers' because
+    logging_steps=1, save_total_limit=5, dataloader_drop_last=True. `mode=None` (default) takes init_context's mode,
+    else MindFormers' 0 (graph). Four defaults differ from MindFormers' because
     they name what runs here: device_target=None (the current device, not "Ascend"), parallel_mode=0 (data
     parallel, not 1 semi-auto), full_batch=False and dataset_strategy="data_parallel" (each rank reads its shard);
     data_parallel=None means all msrun workers."""
@@ -100,7 +101,7 @@ class TrainingArguments:
     sink_size: int = 2
     gradient_accumulation_steps: int = 1
     # context
-    mode: int = 0
+    mode: Optional[Union[int, str]] = None
     use_cpu: bool = False
     device_id: int = 0
     device_target: Optional[str] = None
@@ -217,7 +218,8 @@ class TrainingArguments:
     hf_overrides: Optional[dict] = None
 
     def __post_init__(self):
-        context.execution_mode(self.mode)
+        if self.mode is not None:
+            context.execution_mode(self.mode)
         context.parallel_mode_name(self.parallel_mode)
         if self.optim.lower() not in _OPTIMIZERS:
             raise ValueError(f"optim={self.optim!r}: supported are {sorted(_OPTIMIZERS)}")
@@ -272,7 +274,7 @@ class TrainingArguments:
             save_strategy=self.save_strategy, save_steps=self.save_steps, save_total_limit=self.save_total_limit,
             eval_strategy="epoch" if self.eval_epochs == 1 else self.evaluation_strategy, eval_steps=self.eval_steps,
             gradient_checkpointing=self.recompute if recompute is None else recompute,
-            jit_mode=(context.execution_mode(self.mode) == 0) if jit_mode is None else jit_mode,
+            jit_mode=self._jit_mode() if jit_mode is None else jit_mode,
         )
         if self.lr_scheduler_type == "cosine" and self.lr_end:
             kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": self.lr_end / self.learning_rate}
@@ -282,6 +284,11 @@ class TrainingArguments:
             kwargs["warmup_ratio"] = None  # MindFormers: warmup_steps overrides warmup_ratio
         kwargs.update(self.hf_overrides or {})
         return HFTrainingArguments(**kwargs)
+
+    def _jit_mode(self) -> bool:
+        # mode: this field, else what init_context set, else MindFormers' default 0 (graph)
+        mode = self.mode if self.mode is not None else context.context_mode()
+        return mode is None or context.execution_mode(mode) == 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
