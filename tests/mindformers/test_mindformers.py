@@ -2,12 +2,14 @@
 
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import transformers
 
-from mindone.transformers import LlamaForCausalLM, pipeline as hf_pipeline
+from mindone.transformers import LlamaForCausalLM, LlamaForSequenceClassification, pipeline as hf_pipeline
 from mindone.transformers.mindformers import context as mf_context
 from mindone.transformers.mindformers import (
     ContextConfig,
@@ -19,6 +21,7 @@ from mindone.transformers.mindformers import (
 )
 from mindone.transformers.trainer import Trainer as HFTrainer, TrainingArguments as HFTrainingArguments
 from tests import parity
+from tests.no_torch import BLOCK_TORCH
 
 VOCAB, SEQ, PAD = 99, 12, 0
 
@@ -189,6 +192,7 @@ def test_pipeline_text_generation_key_and_text_equal_hf_style(llama_dir):
 def test_model_paths_load_the_tasks_model_and_tokenizer(llama_dir):
     trainer = Trainer(task="text_generation", model=llama_dir)
     assert isinstance(trainer.model, LlamaForCausalLM) and trainer.tokenizer is not None
+    assert isinstance(Trainer(task="text_classification", model=llama_dir).model, LlamaForSequenceClassification)
     mf = pipeline("text_generation", model=llama_dir)
     assert isinstance(mf.model, LlamaForCausalLM) and mf.tokenizer is not None
 
@@ -273,3 +277,19 @@ def test_unsupported_settings_name_the_setting_and_the_device(checkpoint, tmp_pa
         Trainer(task="text_generation", model=load(checkpoint), callbacks=[LossMonitor()])
     with pytest.raises(KeyError, match="task='summarisation': supported MindFormers tasks"):
         pipeline("summarisation", model=checkpoint)
+
+
+def test_mindformers_api_runs_without_torch(checkpoint, tmp_path):
+    code = BLOCK_TORCH + f"""
+import numpy as np
+from mindone.transformers.mindformers import ContextConfig, Trainer, TrainingArguments, init_context
+assert init_context(context_config=ContextConfig(mode=1, device_target="CPU")) == (0, 1)
+rows = [{{"input_ids": np.arange(1, 9, dtype=np.int32)}}] * 4
+trainer = Trainer(task="text_generation", model={checkpoint!r}, train_dataset=rows,
+                  args=TrainingArguments(output_dir={str(tmp_path)!r}, num_train_epochs=1, batch_size=2,
+                                         save_strategy="no"))
+print(trainer.train().global_step, "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("2 False")
