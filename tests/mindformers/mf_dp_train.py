@@ -7,7 +7,13 @@ import sys
 import numpy as np
 
 from mindone.transformers import LlamaForCausalLM
-from mindone.transformers.mindformers import ContextConfig, ParallelContextConfig, Trainer, TrainingArguments, init_context
+from mindone.transformers.mindformers import (
+    ContextConfig,
+    ParallelContextConfig,
+    Trainer,
+    TrainingArguments,
+    init_context,
+)
 
 
 def rows(n=16, seq=12, vocab=99, pad=0):

@@ -67,6 +67,18 @@ class Trainer:
             raise ValueError(f"task={task!r}: supported tasks are {sorted(TASK_MODELS)}")
         if isinstance(args, str):
             raise ValueError(f"args={args!r}: MindFormers YAML configs are not read here; pass TrainingArguments")
+        if isinstance(compute_metrics, (dict, set)):
+            raise TypeError("compute_metrics: MindSpore Metric objects are not run by this Trainer; pass a function "
+                            "EvalPrediction -> dict of metrics (HF's compute_metrics)")
+        self.callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else \
+            ([callbacks] if callbacks is not None else [])
+        from mindspore.train import Callback
+
+        for callback in self.callbacks:
+            cls = callback if isinstance(callback, type) else type(callback)
+            if issubclass(cls, Callback):
+                raise TypeError(f"callbacks: {cls.__name__} is a MindSpore Model callback; this Trainer "
+                                "runs TrainerCallback subclasses (mindone.transformers.TrainerCallback)")
         self.task = task
         self.model_name = model_name
         self.args = args if args is not None else TrainingArguments()
@@ -76,17 +88,6 @@ class Trainer:
             logger.info("model_name=%r is informational here; the model is %s", model_name, type(self.model).__name__)
         self.train_dataset = self._dataset(train_dataset, "train")
         self.eval_dataset = self._dataset(eval_dataset, "eval")
-        if isinstance(compute_metrics, (dict, set)):
-            raise TypeError("compute_metrics: MindSpore Metric objects are not run by this Trainer; pass a function "
-                            "EvalPrediction -> dict of metrics (HF's compute_metrics)")
-        self.callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else \
-            ([callbacks] if callbacks is not None else [])
-        from mindspore.train import Callback
-
-        for callback in self.callbacks:
-            if isinstance(callback, Callback) or (isinstance(callback, type) and issubclass(callback, Callback)):
-                raise TypeError(f"callbacks: {type(callback).__name__} is a MindSpore Model callback; this Trainer "
-                                "runs TrainerCallback subclasses (mindone.transformers.TrainerCallback)")
         self.data_collator = data_collator
         self.optimizers = optimizers
         self.compute_metrics = compute_metrics

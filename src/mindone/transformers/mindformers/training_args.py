@@ -18,15 +18,12 @@ Everything else that is not at its default raises a `ValueError` naming the fiel
 """
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import Optional, Union
 
 from ..backend import runtime
 from ..trainer.training_args import TrainingArguments as HFTrainingArguments
 from . import context
-
-logger = logging.getLogger(__name__)
 
 _OPTIMIZERS = {"adamw": "adamw_torch", "fp32_adamw": "adamw_torch", "fused_adamw": "adamw_torch",
                "adamweightdecay": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
@@ -256,7 +253,8 @@ class TrainingArguments:
         `Trainer.set_recompute_config` and `init_context` set them)."""
         self.check_supported()
         kwargs = dict(
-            output_dir=self.output_dir, seed=self.seed, data_seed=self.data_seed, ignore_data_skip=self.ignore_data_skip,
+            output_dir=self.output_dir, seed=self.seed, data_seed=self.data_seed,
+            ignore_data_skip=self.ignore_data_skip,
             do_train=self.do_train, do_eval=self.do_eval, do_predict=self.do_predict,
             resume_from_checkpoint=self.resume_from_checkpoint,
             per_device_train_batch_size=self.batch_size if self.batch_size is not None else
