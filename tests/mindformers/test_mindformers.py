@@ -255,6 +255,12 @@ def test_unsupported_settings_name_the_setting_and_the_device(checkpoint, tmp_pa
             mf.set_parallel_config(**kwargs)
     with pytest.raises(ValueError, match="data_parallel=2, but 1 process"):
         mf.set_parallel_config(data_parallel=2)
+    if "MS_ROLE" not in os.environ and "RANK_SIZE" not in os.environ:
+        parallel = Trainer(task="text_generation", model=load(checkpoint),
+                           args=TrainingArguments(output_dir=str(tmp_path), use_parallel=True))
+        with pytest.raises(ValueError, match=r"TrainingArguments\(use_parallel=True\) needs one process per rank "
+                                             "started by msrun"):
+            parallel.train()
     with pytest.raises(ValueError, match="select_recompute=True is not supported"):
         mf.set_recompute_config(select_recompute=True)
     with pytest.raises(ValueError, match="model_parallel=4 is not supported on device_target='CPU'"):

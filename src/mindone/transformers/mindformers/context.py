@@ -125,7 +125,12 @@ def check_parallel_support(what: str) -> None:
     raise ValueError(f"{what} is not supported on device_target={device!r}: {reason}.")
 
 
-def _launched_distributed() -> bool:
+NOT_LAUNCHED = ("{flag} needs one process per rank started by msrun, e.g. `msrun --worker_num=2 "
+                "--local_worker_num=2 train.py` (no MS_ROLE / RANK_SIZE in the environment)")
+
+
+def launched_distributed() -> bool:
+    """True in a process msrun started (one per rank)."""
     return os.environ.get("MS_ROLE") == "MS_WORKER" or "RANK_SIZE" in os.environ
 
 
@@ -175,9 +180,8 @@ def init_context(use_parallel=False, context_config=None, parallel_config=None):
     if not parallel.get("gradients_mean", False):
         logger.warning("gradients_mean=False: gradients are averaged over ranks anyway (as with gradients_mean=True), "
                        "so the loss and the learning rate mean the same as in a single-process run")
-    if not _launched_distributed():
-        raise ValueError("use_parallel=True needs one process per rank started by msrun, e.g. `msrun "
-                         "--worker_num=2 --local_worker_num=2 train.py` (no MS_ROLE / RANK_SIZE in the environment)")
+    if not launched_distributed():
+        raise ValueError(NOT_LAUNCHED.format(flag="use_parallel=True"))
     from mindspore.communication import GlobalComm, get_group_size, get_rank, init
 
     if not GlobalComm.INITED:

@@ -186,6 +186,8 @@ class Trainer:
             if self._recompute is not None:
                 self.args.gradient_checkpointing = self.args.activation_checkpointing = self._recompute
             return self.args
+        if self.args.use_parallel and not context.launched_distributed():
+            raise ValueError(context.NOT_LAUNCHED.format(flag="TrainingArguments(use_parallel=True)"))
         if self.args.data_parallel not in (None, _world_size()):
             raise ValueError(f"data_parallel={self.args.data_parallel}, but {_world_size()} process(es) run this "
                              "training")
@@ -354,7 +356,7 @@ def _no_checkpoint_transform(auto_trans_ckpt, src_strategy, transform_process_nu
 
 
 def _world_size() -> int:
-    if os.environ.get("MS_ROLE") != "MS_WORKER" and "RANK_SIZE" not in os.environ:
+    if not context.launched_distributed():
         return 1
     from mindspore.communication import GlobalComm, get_group_size, init
 
