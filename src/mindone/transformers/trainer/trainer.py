@@ -974,9 +974,9 @@ def _broadcast_parameters_from_rank0(model, rank):
 
 
 def _barrier():
-    from mindspore.communication import comm_func
-
-    comm_func.barrier()
+    """Waits for every rank: a one-element AllReduce read back on the host (MindSpore's Barrier primitive has no
+    CPU kernel: "Unsupported op [Barrier] on CPU")."""
+    _all_reduce_sum(np.zeros(1, np.float32))
 
 
 def _batch_size(inputs):
