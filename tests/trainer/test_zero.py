@@ -101,11 +101,12 @@ def test_sharded_adamw_slices_update_like_torch_adamw_on_the_whole_parameters():
     assert ranks[0].state_bytes() == 3 * layout.shard_size * 4  # params, exp_avg, exp_avg_sq slices
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3])
-def test_each_stage_in_one_process_follows_the_plain_trainer(checkpoint, tmp_path, stage):
-    plain = make_trainer(checkpoint, tmp_path / "plain")
+@pytest.mark.parametrize("stage,accumulation", [(1, 1), (2, 1), (3, 1), (2, 2)])
+def test_each_stage_in_one_process_follows_the_plain_trainer(checkpoint, tmp_path, stage, accumulation):
+    # with accumulation, stage 2 adds each micro-batch's reduce-scattered slice into its buffer
+    plain = make_trainer(checkpoint, tmp_path / "plain", gradient_accumulation_steps=accumulation)
     plain.train()
-    sharded = make_trainer(checkpoint, tmp_path / "zero", zero_stage=stage)
+    sharded = make_trainer(checkpoint, tmp_path / "zero", zero_stage=stage, gradient_accumulation_steps=accumulation)
     sharded.train()
     assert isinstance(sharded._train_step, zero.ZeroTrainStep)
     expected, got = step_logs(plain), step_logs(sharded)

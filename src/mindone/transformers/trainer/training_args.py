@@ -62,8 +62,7 @@ class OptimizerNames(ExplicitEnum):
 _UNSUPPORTED = {
     "torch_compile": "torch.compile does not exist on MindSpore; the training step is compiled with mindspore.jit "
                      "(`jit_mode=True`, the default)",
-    "fsdp": "FSDP is a torch feature; use data parallelism with msrun (optimizer_shard on Ascend is not "
-            "implemented in this Trainer)",
+    "fsdp": "FSDP is a torch feature; use data parallelism with msrun and zero_stage=1, 2 or 3 (ZeRO sharding)",
     "use_liger_kernel": "Liger kernels are Triton kernels for torch",
     "tf32": "TF32 is an NVIDIA Ampere matmul mode",
     "neftune_noise_alpha": "NEFTune is not implemented",
@@ -315,7 +314,8 @@ class TrainingArguments:
                      if runtime.is_cpu() else
                      "this Trainer implements data parallelism only; use MindSpore's parallel API directly")
             raise ValueError(f"parallel_mode={self.parallel_mode!r}, pipeline_stages={self.pipeline_stages}, "
-                             f"optimizer_shard={self.optimizer_shard}: {where}.")
+                             f"optimizer_shard={self.optimizer_shard}: {where}. (ZeRO sharding of data parallelism "
+                             "works everywhere: zero_stage=1, 2 or 3.)")
 
     def _setup_distributed(self):
         """Joins MindSpore's collective group when launched by msrun (one process per rank)."""
