@@ -87,8 +87,11 @@ def test_sharded_adamw_slices_update_like_torch_adamw_on_the_whole_parameters():
     for step_grads in grads:
         flat_grad = layout.flatten(step_grads)
         for r, opt in enumerate(ranks):
-            opt.step_shards([Tensor(layout.shard(flat_grad, r).copy())], 1.0)
+            # gradients arrive as a sum over 2 ranks, scaled back by grad_scale (the Trainer's 1 / world_size)
+            opt.step_shards([Tensor(2 * layout.shard(flat_grad, r))], 0.5)
     ours = layout.unflatten(layout.gather([opt.param_shards[0].asnumpy() for opt in ranks]))
+    exp_avg = layout.unflatten(layout.gather([opt.exp_avg[0].asnumpy() for opt in ranks]))
+    exp_avg_sq = layout.unflatten(layout.gather([opt.exp_avg_sq[0].asnumpy() for opt in ranks]))
 
     params = [torch.nn.Parameter(torch.tensor(a)) for a in init]
     ref = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
@@ -96,8 +99,10 @@ def test_sharded_adamw_slices_update_like_torch_adamw_on_the_whole_parameters():
         for p, g in zip(params, step_grads):
             p.grad = torch.tensor(g)
         ref.step()
-    for got, p in zip(ours, params):
+    for got, m, v, p in zip(ours, exp_avg, exp_avg_sq, params):
         np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(m, ref.state[p]["exp_avg"].numpy(), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(v, ref.state[p]["exp_avg_sq"].numpy(), rtol=1e-5, atol=1e-9)
     assert ranks[0].state_bytes() == 3 * layout.shard_size * 4  # params, exp_avg, exp_avg_sq slices
 
 
