@@ -69,6 +69,8 @@ def test_flat_layout_partition_then_gather_round_trips_with_padding(world_size):
     from mindspore import Tensor
 
     np.testing.assert_array_equal(layout.flatten_tensors([Tensor(a) for a in arrays]).asnumpy(), flat)
+    for r in range(world_size):  # stage 1's slice of the full gradients, without building the flat vector
+        np.testing.assert_array_equal(layout.shard_tensors([Tensor(a) for a in arrays], r).asnumpy(), shards[r])
 
 
 def test_sharded_adamw_slices_update_like_torch_adamw_on_the_whole_parameters():
@@ -176,3 +178,38 @@ def test_resuming_with_another_world_size_names_the_missing_shard(checkpoint, tm
     again = make_trainer(checkpoint, tmp_path / "run", zero_stage=1, max_steps=3)
     with pytest.raises(ValueError, match="zero_shard_rank0.safetensors does not exist"):
         again.train(resume_from_checkpoint=str(ckpt))
+
+
+# ---- tensor / pipeline parallel layouts (specification only: running them needs Ascend/GPU) -----------------------
+
+
+def test_llama_tensor_parallel_plan_covers_every_parameter_with_dividing_layouts():
+    from mindone.transformers.trainer import parallel_strategies as ps
+
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=38, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    params = model.parameters_dict()
+    plan = ps.llama_parameter_plan(config, list(params), 2)
+    assert set(plan) == set(params)
+    for name, layout in plan.items():
+        shape = params[name].shape
+        assert len(layout) == len(shape), name
+        assert all(dim % parts == 0 for dim, parts in zip(shape, layout)), (name, shape, layout)
+    assert plan["model.layers.0.self_attn.q_proj.weight"] == (2, 1)  # column parallel: output features split
+    assert plan["model.layers.1.mlp.down_proj.weight"] == (1, 2)  # row parallel: input features split
+    assert plan["lm_head.weight"] == plan["model.embed_tokens.weight"] == (2, 1)
+    assert plan["model.norm.weight"] == (1,)
+    with pytest.raises(ValueError, match="tensor_parallel=4 does not divide num_key_value_heads=2"):
+        ps.llama_parameter_plan(config, list(params), 4)
+    with pytest.raises(ValueError, match="needs Ascend or GPU"):
+        ps.apply_llama_tensor_parallel(model, 2)
+
+
+def test_llama_pipeline_stages_are_contiguous_and_balanced():
+    from mindone.transformers.trainer import parallel_strategies as ps
+
+    assert ps.llama_pipeline_stages(7, 3) == [0, 0, 0, 1, 1, 2, 2]
+    assert ps.llama_pipeline_stages(4, 1) == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="between 1 and num_hidden_layers=2"):
+        ps.llama_pipeline_stages(2, 3)

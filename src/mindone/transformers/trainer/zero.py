@@ -167,6 +167,20 @@ class FlatLayout:
             parts.append(ops.zeros((self.padded - self.numel,), ms.float32))
         return ops.concat(parts) if len(parts) > 1 else parts[0]
 
+    def shard_tensors(self, tensors, rank):
+        """`shard(flatten(tensors), rank)` for MindSpore tensors (PyNative), a new float32 tensor, built from the
+        pieces of the tensors that overlap the slice only (no full flat copy)."""
+        low, high = rank * self.shard_size, (rank + 1) * self.shard_size
+        parts = []
+        for tensor, start, n in zip(tensors, self.offsets, self.numels):
+            a, b = max(low, start), min(high, start + n)
+            if a < b:
+                parts.append(tensor.reshape(-1)[a - start:b - start].astype(ms.float32))
+        pad = high - max(low, self.numel)
+        if pad > 0:
+            parts.append(ops.zeros((pad,), ms.float32))
+        return ops.concat(parts) if len(parts) > 1 else parts[0].copy()
+
     def to_dict(self):
         return {"shapes": [list(s) for s in self.shapes], "world_size": self.world_size}
 
@@ -323,8 +337,8 @@ class ZeroTrainStep(TrainStep):
     """`TrainStep` with ZeRO sharding (stage 1, 2 or 3) over a `ShardedAdamW`; same calls (grad_step, prepare,
     update), so the Trainer's loop, clipping and logging are unchanged.
 
-    Stage 3 releases the model's parameters after each update (each becomes an empty (0,) tensor) and gathers them again before the next forward (`gather_parameters`, also called by the Trainer
-    before evaluating or saving). Replacing a Parameter's data is invisible to an already compiled
+    Stage 3 releases the model's parameters after each update (each becomes an empty (0,) tensor) and gathers them
+    again before the next forward (`gather_parameters`, also called by the Trainer before evaluating or saving). Replacing a Parameter's data is invisible to an already compiled
     `mindspore.jit` graph (it keeps the old buffer), so with `use_jit` stage 3 keeps the parameters materialised
     (memory as stage 2) and says so in a warning.
     """
@@ -392,10 +406,8 @@ class ZeroTrainStep(TrainStep):
         grad_scale = float(np.float32(self.grad_scale))
         opt = self.optimizer
         if self.stage == 1:
-            grad_shards = []
-            for layout, (start, end) in zip(opt.layouts, opt.group_ranges()):
-                flat = layout.flatten_tensors(self.buffers[start:end])
-                grad_shards.append(flat[opt.rank * layout.shard_size:(opt.rank + 1) * layout.shard_size].copy())
+            grad_shards = [layout.shard_tensors(self.buffers[start:end], opt.rank)
+                           for layout, (start, end) in zip(opt.layouts, opt.group_ranges())]
         else:
             grad_shards = list(self.buffers)
         opt.step_shards(grad_shards, grad_scale)
