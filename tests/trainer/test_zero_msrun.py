@@ -35,13 +35,14 @@ def results(tmp_path_factory):
     assert run.returncode == 0, worker_log.read_text()[-3000:] if worker_log.exists() else run.stderr[-3000:]
     subprocess.run([sys.executable, SCRIPT, checkpoint, str(out), "--single"], env=env, check=True, timeout=1800,
                    capture_output=True)
-    return [json.load(open(out / f"result.{r}.json")) for r in (0, 1)], json.load(open(out / "result.single.json"))
+    ranks = [json.load(open(out / f"result.{r}.json")) for r in (0, 1)]
+    return ranks, json.load(open(out / "result.single.json")), out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_two_ranks_follow_the_single_process_loss_curve(results, stage):
-    ranks, single = results
+    ranks, single, _ = results
     key = f"stage{stage}"
     assert [r[key]["world_size"] for r in ranks] == [2, 2] and single["plain"]["world_size"] == 1
     assert ranks[0][key]["weight_checksum"] == ranks[1][key]["weight_checksum"]  # replicas agree
@@ -55,7 +56,7 @@ def test_two_ranks_follow_the_single_process_loss_curve(results, stage):
 
 @pytest.mark.slow
 def test_per_rank_memory_drops_by_stage(results):
-    ranks, single = results
+    ranks, single, _ = results
     for rank in ranks:
         mem = {s: rank[f"stage{s}"]["memory"] for s in (1, 2, 3)}
         one = {s: single[f"stage{s}"]["memory"] for s in (1, 2, 3)}  # the same stage on one process
@@ -73,7 +74,27 @@ def test_per_rank_memory_drops_by_stage(results):
 
 @pytest.mark.slow
 def test_stage2_checkpoint_on_two_ranks_resumes_exactly(results):
-    ranks, _ = results
+    ranks, _, _ = results
     for rank in ranks:
         assert rank["stage2_resumed"]["log_history"] == rank["stage2"]["log_history"]
         assert rank["stage2_resumed"]["weight_checksum"] == rank["stage2"]["weight_checksum"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage,step", [(2, 8), (3, 8)])
+def test_two_rank_shards_merge_into_the_model_rank0_saved(results, stage, step):
+    from safetensors.numpy import load_file
+
+    from mindone.transformers.trainer import merge_zero_checkpoint
+
+    _, _, out = results
+    checkpoint = out / f"zero{stage}" / f"checkpoint-{step}"
+    assert sorted(p.name for p in checkpoint.glob("zero_shard_rank*")) == [
+        "zero_shard_rank0.safetensors", "zero_shard_rank1.safetensors"]
+    merge_zero_checkpoint(str(checkpoint), str(out / f"merged{stage}"))
+    merged = transformers.LlamaForCausalLM.from_pretrained(str(out / f"merged{stage}"))
+    saved = load_file(str(checkpoint / "model.safetensors"))
+    loaded = {k: v.numpy() for k, v in merged.state_dict().items()}
+    assert set(loaded) == set(saved)
+    for name, value in saved.items():
+        assert (loaded[name] == value).all(), name

@@ -1,7 +1,7 @@
 """ZeRO Trainer runs for test_zero_msrun.py: `msrun --worker_num=2 ... zero_train.py CKPT OUT_DIR` trains the tiny
 Llama with zero_stage 1, 2, 3 (stage 3 in PyNative, where it releases parameters) and writes per rank and stage
 the log history, final weights checksum and the bytes this rank holds after an optimizer step; stage 2 also saves a
-checkpoint at step 4 and resumes from it in a second Trainer. `--single` runs the single-process reference (plain
+checkpoint at step 4 and resumes from it in a second Trainer; stage 3 saves one at step 8 (parameters released). `--single` runs the single-process reference (plain
 Trainer, the same global batch)."""
 
 import json
@@ -51,7 +51,7 @@ def main():
         result = {}
         for stage in (1, 2, 3):
             result[f"stage{stage}"] = train(checkpoint, os.path.join(out, f"zero{stage}"), stage, 2,
-                                            save_steps=4 if stage == 2 else None)
+                                            save_steps={2: 4, 3: 8}.get(stage))
         resume_dir = os.path.join(out, "zero2")
         result["stage2_resumed"] = train(checkpoint, resume_dir, 2, 2,
                                          resume=os.path.join(resume_dir, "checkpoint-4"))
