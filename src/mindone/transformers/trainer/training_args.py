@@ -263,9 +263,12 @@ class TrainingArguments:
 
         self._validate()
         self._setup_distributed()
-        from .zero import resolve_zero_stage
+        if self.zero_stage or self.deepspeed:
+            from .zero import resolve_zero_stage
 
-        self.zero_stage = resolve_zero_stage(self)
+            self.zero_stage = resolve_zero_stage(self)
+        else:
+            self.zero_stage = 0
 
     def _validate(self):
         for name, reason in _UNSUPPORTED.items():
