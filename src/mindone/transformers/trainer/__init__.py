@@ -14,6 +14,7 @@ from .trainer_callback import (
 )
 from .trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, get_last_checkpoint, set_seed
 from .training_args import TrainingArguments
+from .zero import merge_zero_checkpoint
 
 __all__ = [
     "Adafactor",
@@ -33,5 +34,6 @@ __all__ = [
     "TrainingArguments",
     "get_last_checkpoint",
     "get_scheduler",
+    "merge_zero_checkpoint",
     "set_seed",
 ]

@@ -126,14 +126,18 @@ class TrainStep:
         self.max_grad_norm = float(max_grad_norm or 0.0)
         self.world_size = world_size
         self.use_jit = use_jit
-        self.buffers = ms.ParameterTuple(tuple(
-            Parameter(np.zeros(p.shape, np.float32), name=f"grad_buffer.{i}", requires_grad=False)
-            for i, p in enumerate(self.model_params)))
+        self.buffers = self._make_buffers()
         self._allreduce = ops.AllReduce() if world_size > 1 else None
         self.grad_scale = 1.0  # set by prepare(): 1 / (loss_scale * world_size) times the clip coefficient
         self._compiled = {}
         self._failed = set()
         self._fns = self._build()
+
+    def _make_buffers(self):
+        """float32 gradient buffers, one per parameter (`zero.ZeroTrainStep` shards them)."""
+        return ms.ParameterTuple(tuple(
+            Parameter(np.zeros(p.shape, np.float32), name=f"grad_buffer.{i}", requires_grad=False)
+            for i, p in enumerate(self.model_params)))
 
     def _build(self):
         """The traced functions, as closures over the parameters (how mindspore.jit sees Parameters as state)."""

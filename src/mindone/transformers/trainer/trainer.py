@@ -36,6 +36,7 @@ from .optimization import (
     named_trainable_parameters,
     optimizer_state,
 )
+from . import zero
 from .train_step import DynamicLossScaler, TrainStep
 from .trainer_callback import (
     CallbackHandler,
@@ -227,6 +228,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------
 
     def create_optimizer(self):
+        if self.optimizer is None and self.args.zero_stage:
+            self.optimizer = zero.ShardedAdamW.from_model(self.args, self.model)
         if self.optimizer is None:
             self.optimizer = create_optimizer(self.args, self.model, params=self._master_params)
         return self.optimizer
@@ -313,6 +316,7 @@ class Trainer:
         try:
             return self._inner_training_loop(resume_from_checkpoint, ignore_keys_for_eval)
         finally:
+            self._gather_zero_parameters()
             self._end_mixed_precision()
             self.is_in_train = False
 
@@ -413,6 +417,10 @@ class Trainer:
             self._begin_mixed_precision()
         self.create_optimizer()
         self.create_scheduler(max_steps)
+        if self._train_step is None and args.zero_stage:
+            self._train_step = zero.ZeroTrainStep(self._step_loss, self._optimizer_model_params(), self.optimizer,
+                                                  args.max_grad_norm, args.zero_stage, world_size=args.world_size,
+                                                  use_jit=args.jit_mode)
         if self._train_step is None:
             params = self._optimizer_model_params()
             self._train_step = TrainStep(self._step_loss, params, self.optimizer, args.max_grad_norm,
@@ -427,6 +435,12 @@ class Trainer:
             return list(self.optimizer.parameters)
         twin = {id(m): p for (_, p), m in zip(named_trainable_parameters(self.model), self._master_params)}
         return [twin[id(m)] for m in self.optimizer.parameters]
+
+    def _gather_zero_parameters(self):
+        """ZeRO stage 3 (jit_mode=False) releases the model's parameters between steps; gather them (a collective:
+        every rank calls this at the same points) before anything reads the model outside the training step."""
+        if isinstance(self._train_step, zero.ZeroTrainStep):
+            self._train_step.gather_parameters()
 
     def _begin_mixed_precision(self):
         if self._master_params is not None:
@@ -639,6 +653,7 @@ class Trainer:
         args = self.args
         prediction_loss_only = prediction_loss_only if prediction_loss_only is not None else \
             args.prediction_loss_only
+        self._gather_zero_parameters()
         was_training = self.model.training
         self.model.set_train(False)
         self.callback_handler.eval_dataloader = dataloader
@@ -780,6 +795,7 @@ class Trainer:
         args = self.args
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         final_dir = os.path.join(args.output_dir, name)
+        self._gather_zero_parameters()
         if args.should_save:
             tmp_dir = os.path.join(args.output_dir, f".tmp-{name}")
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -792,6 +808,8 @@ class Trainer:
         if not args.save_only_model:
             tmp_dir = os.path.join(args.output_dir, f".tmp-{name}")
             self._save_rng_state(tmp_dir if os.path.isdir(tmp_dir) else final_dir)
+            if args.zero_stage:
+                self._save_zero_shard(tmp_dir if os.path.isdir(tmp_dir) else final_dir)
         if args.world_size > 1:
             _barrier()
 
@@ -812,9 +830,21 @@ class Trainer:
         if args.world_size > 1:
             _barrier()
 
+    def _save_zero_shard(self, output_dir):
+        """This rank's ZeRO shard; rank 0's also holds the untrained (frozen) parameters, for merging."""
+        frozen = {}
+        if self.args.process_index == 0:
+            trainable = {n for n, _ in named_trainable_parameters(self.model)}
+            frozen = {k: v for k, v in self.model.state_dict().items() if k not in trainable}
+        zero.save_shard(self.optimizer, output_dir, frozen)
+
     def _save_optimizer_and_scheduler(self, output_dir):
         from safetensors.numpy import save_file
 
+        if self.args.zero_stage:
+            with open(os.path.join(output_dir, SCHEDULER_NAME), "w", encoding="utf-8") as f:
+                json.dump(self.lr_scheduler.state_dict(), f)
+            return
         save_file(optimizer_state(self.optimizer), os.path.join(output_dir, OPTIMIZER_NAME), metadata={"format": "ms"})
         with open(os.path.join(output_dir, SCHEDULER_NAME), "w", encoding="utf-8") as f:
             json.dump(self.lr_scheduler.state_dict(), f)
@@ -861,7 +891,9 @@ class Trainer:
         from safetensors.numpy import load_file
 
         path = os.path.join(checkpoint, OPTIMIZER_NAME)
-        if os.path.isfile(path):
+        if self.args.zero_stage:
+            zero.load_shard(self.optimizer, checkpoint)
+        elif os.path.isfile(path):
             load_optimizer_state(self.optimizer, load_file(path))
         elif self.state.global_step > 0:
             torch_state = [n for n in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
@@ -942,9 +974,9 @@ def _broadcast_parameters_from_rank0(model, rank):
 
 
 def _barrier():
-    from mindspore.communication import comm_func
-
-    comm_func.barrier()
+    """Waits for every rank: a one-element AllReduce read back on the host (MindSpore's Barrier primitive has no
+    CPU kernel: "Unsupported op [Barrier] on CPU")."""
+    _all_reduce_sum(np.zeros(1, np.float32))
 
 
 def _batch_size(inputs):

@@ -2,8 +2,9 @@
 
 Options that cannot apply here raise a `ValueError` naming the option and what to use instead (e.g. bf16 on CPU).
 A few fields are ours: `jit_mode` (compile the training step with `mindspore.jit`), `seq_len_buckets` (sequence
-lengths batches are padded up to, so compiled graphs are reused) and the parallel settings
-`parallel_mode`, `pipeline_stages`, `optimizer_shard`; on CPU only data parallelism exists.
+lengths batches are padded up to, so compiled graphs are reused), `zero_stage` (ZeRO sharding of data parallelism,
+also set by a DeepSpeed-style `deepspeed` config) and the parallel settings `parallel_mode`, `pipeline_stages`,
+`optimizer_shard`; on CPU only data parallelism (with or without ZeRO) exists.
 """
 
 import dataclasses
@@ -61,9 +62,7 @@ class OptimizerNames(ExplicitEnum):
 _UNSUPPORTED = {
     "torch_compile": "torch.compile does not exist on MindSpore; the training step is compiled with mindspore.jit "
                      "(`jit_mode=True`, the default)",
-    "deepspeed": "DeepSpeed is a torch library; use data parallelism with msrun",
-    "fsdp": "FSDP is a torch feature; use data parallelism with msrun (optimizer_shard on Ascend is not "
-            "implemented in this Trainer)",
+    "fsdp": "FSDP is a torch feature; use data parallelism with msrun and zero_stage=1, 2 or 3 (ZeRO sharding)",
     "use_liger_kernel": "Liger kernels are Triton kernels for torch",
     "tf32": "TF32 is an NVIDIA Ampere matmul mode",
     "neftune_noise_alpha": "NEFTune is not implemented",
@@ -107,6 +106,10 @@ class TrainingArguments:
             192, 256, ... (each power of two and 1.5x it, capped at the model's max_position_embeddings); a list of
             ints: those lengths; None or []: no padding (one graph per distinct length). See `data.pad_to_bucket`
             for when a batch is left as it is.
+        zero_stage: ZeRO sharding of data parallelism (msrun): 0 (off, default), 1 (AdamW state sharded), 2 (+
+            gradients), 3 (+ parameters between steps); see `zero.py` and docs/training.md. `deepspeed` (a dict or a
+            JSON file, DeepSpeed's format) sets it from `zero_optimization.stage`; its other keys are checked or
+            ignored with a warning.
         parallel_mode: "data_parallel" (the only mode on CPU), "semi_auto_parallel" or "auto_parallel" (Ascend/GPU,
             not implemented by this Trainer); pipeline_stages > 1 and optimizer_shard likewise.
     """
@@ -189,6 +192,7 @@ class TrainingArguments:
     parallel_mode: str = "data_parallel"
     pipeline_stages: int = 1
     optimizer_shard: bool = False
+    zero_stage: Optional[int] = None
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -259,6 +263,12 @@ class TrainingArguments:
 
         self._validate()
         self._setup_distributed()
+        if self.zero_stage or self.deepspeed:
+            from .zero import resolve_zero_stage
+
+            self.zero_stage = resolve_zero_stage(self)
+        else:
+            self.zero_stage = 0
 
     def _validate(self):
         for name, reason in _UNSUPPORTED.items():
@@ -307,7 +317,8 @@ class TrainingArguments:
                      if runtime.is_cpu() else
                      "this Trainer implements data parallelism only; use MindSpore's parallel API directly")
             raise ValueError(f"parallel_mode={self.parallel_mode!r}, pipeline_stages={self.pipeline_stages}, "
-                             f"optimizer_shard={self.optimizer_shard}: {where}.")
+                             f"optimizer_shard={self.optimizer_shard}: {where}. (ZeRO sharding of data parallelism "
+                             "works everywhere: zero_stage=1, 2 or 3.)")
 
     def _setup_distributed(self):
         """Joins MindSpore's collective group when launched by msrun (one process per rank)."""

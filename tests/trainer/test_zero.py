@@ -1,0 +1,215 @@
+"""ZeRO sharding in one process: the flat partition math (world size emulated), stages 1-3 at world size 1 against
+the plain Trainer, DeepSpeed-style configs, shard checkpoints, resuming, and the merge tool (torch loads the result).
+Two-process runs under msrun: test_zero_msrun.py."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from mindone.transformers import LlamaForCausalLM
+from mindone.transformers.trainer import Trainer, TrainingArguments
+from mindone.transformers.trainer import zero
+from tests import parity
+
+VOCAB, SEQ = 99, 12
+
+
+def rows(n=16, seed=0):
+    rng = np.random.RandomState(seed)
+    out = []
+    for _ in range(n):
+        ids = rng.randint(1, VOCAB, SEQ).astype(np.int64)
+        labels = ids.copy()
+        labels[: rng.randint(0, 4)] = -100
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      pad_token_id=0, tie_word_embeddings=False)
+    model = parity.torch_reference(transformers.LlamaForCausalLM, config, seed=1)
+    return parity.save_torch(model, str(tmp_path_factory.mktemp("zero")))
+
+
+def make_trainer(checkpoint, tmp_path, **kwargs):
+    defaults = dict(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=5e-3,
+                    weight_decay=0.01, warmup_steps=1, logging_steps=1, save_strategy="no", disable_tqdm=True,
+                    seed=11, jit_mode=False)  # compiling costs ~15 s per Trainer; msrun tests cover jit_mode
+    defaults.update(kwargs)
+    model = LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
+    return Trainer(model=model, args=TrainingArguments(**defaults), train_dataset=rows())
+
+
+def step_logs(trainer):
+    return [(h["loss"], h["grad_norm"]) for h in trainer.state.log_history if "grad_norm" in h]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 5])
+def test_flat_layout_partition_then_gather_round_trips_with_padding(world_size):
+    shapes = [(3, 5), (7,), (2, 2, 3), (1,)]  # 35 elements: padded for every world size above but 5 and 1
+    rng = np.random.RandomState(0)
+    arrays = [rng.randn(*s).astype(np.float32) for s in shapes]
+    layout = zero.FlatLayout(shapes, world_size)
+    flat = layout.flatten(arrays)
+    assert layout.shard_size == -(-35 // world_size) and flat.shape == (layout.shard_size * world_size,)
+    shards = [layout.shard(flat, r) for r in range(world_size)]
+    assert {s.shape for s in shards} == {(layout.shard_size,)}
+    assert not flat[35:].any()  # the padding is zeros (it never changes a norm or a sum)
+    for got, want in zip(layout.unflatten(layout.gather(shards)), arrays):
+        np.testing.assert_array_equal(got, want)
+    # the tensor flattening used inside the compiled step agrees with the numpy one
+    from mindspore import Tensor
+
+    np.testing.assert_array_equal(layout.flatten_tensors([Tensor(a) for a in arrays]).asnumpy(), flat)
+    for r in range(world_size):  # stage 1's slice of the full gradients, without building the flat vector
+        np.testing.assert_array_equal(layout.shard_tensors([Tensor(a) for a in arrays], r).asnumpy(), shards[r])
+
+
+def test_sharded_adamw_slices_update_like_torch_adamw_on_the_whole_parameters():
+    """Each emulated rank updates only its slice; the gathered result equals torch's AdamW on the full tensors."""
+    from mindspore import Parameter, Tensor
+
+    rng = np.random.RandomState(1)
+    shapes = [(4, 3), (5,)]
+    init = [rng.randn(*s).astype(np.float32) for s in shapes]
+    grads = [[rng.randn(*s).astype(np.float32) for s in shapes] for _ in range(3)]
+    world_size = 3
+    ranks = [zero.ShardedAdamW([{"names": ["a", "b"], "params": [Parameter(Tensor(a.copy())) for a in init],
+                                 "weight_decay": 0.1}], lr=1e-2, world_size=world_size, rank=r)
+             for r in range(world_size)]
+    layout = ranks[0].layouts[0]
+    for step_grads in grads:
+        flat_grad = layout.flatten(step_grads)
+        for r, opt in enumerate(ranks):
+            # gradients arrive as a sum over 2 ranks, scaled back by grad_scale (the Trainer's 1 / world_size)
+            opt.step_shards([Tensor(2 * layout.shard(flat_grad, r))], 0.5)
+    ours = layout.unflatten(layout.gather([opt.param_shards[0].asnumpy() for opt in ranks]))
+    exp_avg = layout.unflatten(layout.gather([opt.exp_avg[0].asnumpy() for opt in ranks]))
+    exp_avg_sq = layout.unflatten(layout.gather([opt.exp_avg_sq[0].asnumpy() for opt in ranks]))
+
+    params = [torch.nn.Parameter(torch.tensor(a)) for a in init]
+    ref = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = torch.tensor(g)
+        ref.step()
+    for got, m, v, p in zip(ours, exp_avg, exp_avg_sq, params):
+        np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(m, ref.state[p]["exp_avg"].numpy(), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(v, ref.state[p]["exp_avg_sq"].numpy(), rtol=1e-5, atol=1e-9)
+    assert ranks[0].state_bytes() == 3 * layout.shard_size * 4  # params, exp_avg, exp_avg_sq slices
+
+
+@pytest.mark.parametrize("stage,accumulation", [(1, 1), (2, 1), (3, 1), (2, 2)])
+def test_each_stage_in_one_process_follows_the_plain_trainer(checkpoint, tmp_path, stage, accumulation):
+    # with accumulation, stage 2 adds each micro-batch's reduce-scattered slice into its buffer
+    plain = make_trainer(checkpoint, tmp_path / "plain", gradient_accumulation_steps=accumulation)
+    plain.train()
+    sharded = make_trainer(checkpoint, tmp_path / "zero", zero_stage=stage, gradient_accumulation_steps=accumulation)
+    sharded.train()
+    assert isinstance(sharded._train_step, zero.ZeroTrainStep)
+    expected, got = step_logs(plain), step_logs(sharded)
+    assert len(got) == 4
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    want = plain.model.state_dict()
+    for name, value in sharded.model.state_dict().items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_deepspeed_config_sets_the_stage_checks_batch_keys_and_warns_on_the_rest(tmp_path, caplog):
+    config = {"zero_optimization": {"stage": 2, "overlap_comm": True}, "train_micro_batch_size_per_gpu": "auto",
+              "gradient_accumulation_steps": 1, "gradient_clipping": 1.0, "bf16": {"enabled": "auto"}}
+    with caplog.at_level(logging.WARNING, logger="mindone.transformers.trainer.zero"):
+        args = TrainingArguments(output_dir=str(tmp_path), deepspeed=config)
+    assert args.zero_stage == 2
+    assert "zero_optimization.overlap_comm" in caplog.text and "bf16" in caplog.text
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    assert TrainingArguments(output_dir=str(tmp_path), deepspeed=str(path)).zero_stage == 3
+    assert TrainingArguments(output_dir=str(tmp_path)).zero_stage == 0
+    with pytest.raises(ValueError, match="train_micro_batch_size_per_gpu=2 != TrainingArguments"):
+        TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4,
+                          deepspeed={"train_micro_batch_size_per_gpu": 2})
+    with pytest.raises(ValueError, match="disagrees"):
+        TrainingArguments(output_dir=str(tmp_path), zero_stage=1, deepspeed=config)
+    with pytest.raises(ValueError, match="zero_stage must be"):
+        TrainingArguments(output_dir=str(tmp_path), zero_stage=4)
+    with pytest.raises(ValueError, match="optim='sgd' is not supported"):
+        TrainingArguments(output_dir=str(tmp_path), zero_stage=1, optim="sgd")
+    with pytest.raises(ValueError, match="fp16"):
+        TrainingArguments(output_dir=str(tmp_path), zero_stage=1, fp16=True)
+
+
+def test_shard_checkpoint_resumes_exactly_and_merges_into_a_checkpoint_torch_loads(checkpoint, tmp_path):
+    full = make_trainer(checkpoint, tmp_path / "run", zero_stage=2, max_steps=6, save_strategy="steps",
+                        save_steps=3)
+    full.train()
+    ckpt = tmp_path / "run" / "checkpoint-3"
+    assert (ckpt / "zero_shard_rank0.safetensors").is_file() and not (ckpt / "optimizer.safetensors").exists()
+
+    resumed = make_trainer(checkpoint, tmp_path / "run", zero_stage=2, max_steps=6)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert step_logs(resumed) == step_logs(full)  # exact: same shards, same step, same data order
+
+    merged_dir = tmp_path / "merged"
+    assert zero.main(["merge", str(tmp_path / "run" / "checkpoint-6"), str(merged_dir)]) == 0
+    reference = transformers.LlamaForCausalLM.from_pretrained(str(merged_dir))
+    ours = full.model.state_dict()
+    loaded = {k: v.numpy() for k, v in reference.state_dict().items()}
+    assert set(loaded) == set(ours)
+    for name, value in ours.items():
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+
+def test_resuming_with_another_world_size_names_the_missing_shard(checkpoint, tmp_path):
+    first = make_trainer(checkpoint, tmp_path / "run", zero_stage=1, max_steps=2, save_strategy="steps",
+                         save_steps=2)
+    first.train()
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    os.rename(ckpt / "zero_shard_rank0.safetensors", ckpt / "zero_shard_rank1.safetensors")
+    again = make_trainer(checkpoint, tmp_path / "run", zero_stage=1, max_steps=3)
+    with pytest.raises(ValueError, match="zero_shard_rank0.safetensors does not exist"):
+        again.train(resume_from_checkpoint=str(ckpt))
+
+
+# ---- tensor / pipeline parallel layouts (specification only: running them needs Ascend/GPU) -----------------------
+
+
+def test_llama_tensor_parallel_plan_covers_every_parameter_with_dividing_layouts():
+    from mindone.transformers.trainer import parallel_strategies as ps
+
+    config = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=38, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    params = model.parameters_dict()
+    plan = ps.llama_parameter_plan(config, list(params), 2)
+    assert set(plan) == set(params)
+    for name, layout in plan.items():
+        shape = params[name].shape
+        assert len(layout) == len(shape), name
+        assert all(dim % parts == 0 for dim, parts in zip(shape, layout)), (name, shape, layout)
+    assert plan["model.layers.0.self_attn.q_proj.weight"] == (2, 1)  # column parallel: output features split
+    assert plan["model.layers.1.mlp.down_proj.weight"] == (1, 2)  # row parallel: input features split
+    assert plan["lm_head.weight"] == plan["model.embed_tokens.weight"] == (2, 1)
+    assert plan["model.norm.weight"] == (1,)
+    with pytest.raises(ValueError, match="tensor_parallel=4 does not divide num_key_value_heads=2"):
+        ps.llama_parameter_plan(config, list(params), 4)
+    with pytest.raises(ValueError, match="needs Ascend or GPU"):
+        ps.apply_llama_tensor_parallel(model, 2)
+
+
+def test_llama_pipeline_stages_are_contiguous_and_balanced():
+    from mindone.transformers.trainer import parallel_strategies as ps
+
+    assert ps.llama_pipeline_stages(7, 3) == [0, 0, 0, 1, 1, 2, 2]
+    assert ps.llama_pipeline_stages(4, 1) == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="between 1 and num_hidden_layers=2"):
+        ps.llama_pipeline_stages(2, 3)
