@@ -1,0 +1,133 @@
+"""Qwen2-VL parity with torch `transformers` on a tiny random checkpoint (tests/parity.py): the vision transformer
+(2-D rotary, per-frame attention, patch merging) on images of different sizes and on video frames, multimodal RoPE
+(`get_rope_index`, `rope_deltas` continued through the compiled decode step), text-only, left padding, generate()."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import mindspore as ms
+from mindone.transformers import AutoModel, AutoModelForImageTextToText, Qwen2VLForConditionalGeneration, Qwen2VLModel
+from tests import parity
+
+VOCAB = 64
+IMAGE, VIDEO, VISION_START, VISION_END = 60, 61, 62, 63
+PAD = 0
+MERGE, PATCH, TEMPORAL = 2, 2, 2
+PATCH_DIM = 3 * TEMPORAL * PATCH * PATCH
+
+
+def make_config(**text_overrides):
+    vision = dict(depth=2, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=PATCH,
+                  temporal_patch_size=TEMPORAL, spatial_merge_size=MERGE, in_channels=3)
+    text = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=128, pad_token_id=PAD, bos_token_id=1,
+                eos_token_id=2, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                 "mrope_section": [2, 1, 1]})
+    text.update(text_overrides)
+    return transformers.Qwen2VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE,
+                                      video_token_id=VIDEO, vision_start_token_id=VISION_START,
+                                      vision_end_token_id=VISION_END)
+
+
+def batch(rows, seed=0, labels=True):
+    """Left-padded ids/mask/mm_token_type_ids for rows given as lists of items: ("image", (t, h, w)),
+    ("video", (t, h, w)) or ("text", n); with the processor's flattened patches and grids."""
+    rng = np.random.RandomState(seed)
+    seqs, types = [], []
+    pixels = {"image": [], "video": []}
+    grids = {"image": [], "video": []}
+    for items in rows:
+        ids, kinds = [1], [0]
+        for kind, value in items:
+            if kind == "text":
+                ids += list(rng.randint(3, IMAGE - 1, value))
+                kinds += [0] * value
+                continue
+            t, h, w = value
+            n = t * h * w // MERGE ** 2
+            ids += [VISION_START] + [IMAGE if kind == "image" else VIDEO] * n + [VISION_END]
+            kinds += [0] + [1 if kind == "image" else 2] * n + [0]
+            pixels[kind].append(rng.randn(t * h * w, PATCH_DIM).astype(np.float32))
+            grids[kind].append(value)
+        seqs.append(ids)
+        types.append(kinds)
+    length = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), length), PAD, np.int64)
+    mask = np.zeros_like(ids)
+    mm = np.zeros_like(ids)
+    for i, (s, k) in enumerate(zip(seqs, types)):
+        ids[i, length - len(s):] = s
+        mask[i, length - len(s):] = 1
+        mm[i, length - len(s):] = k
+    inputs = dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm)
+    if pixels["image"]:
+        inputs["pixel_values"] = np.concatenate(pixels["image"])
+        inputs["image_grid_thw"] = np.array(grids["image"], np.int64)
+    if pixels["video"]:
+        inputs["pixel_values_videos"] = np.concatenate(pixels["video"])
+        inputs["video_grid_thw"] = np.array(grids["video"], np.int64)
+    if labels:
+        inputs["labels"] = np.where((mask == 1) & (mm == 0), ids, -100)
+    return inputs
+
+
+ONE_IMAGE_EACH = [[("text", 3), ("image", (1, 4, 4)), ("text", 2)],
+                  [("text", 5), ("image", (1, 4, 6)), ("text", 1)]]
+TWO_IMAGES = [[("text", 2), ("image", (1, 4, 4)), ("text", 2), ("image", (1, 6, 4)), ("text", 3)],
+              [("text", 4)]]
+VIDEO_AND_IMAGE = [[("text", 2), ("video", (2, 4, 4)), ("text", 2)],
+                   [("image", (1, 4, 4)), ("text", 3), ("video", (3, 4, 2)), ("text", 1)]]
+TEXT_ONLY = [[("text", 7)], [("text", 4)]]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    made = {}
+
+    def get(torch_cls=transformers.Qwen2VLForConditionalGeneration):
+        if torch_cls not in made:
+            model = parity.torch_reference(torch_cls, make_config(), seed=len(made))
+            made[torch_cls] = (model, parity.save_torch(model, str(tmp_path_factory.mktemp(torch_cls.__name__))))
+        return made[torch_cls]
+
+    return get
+
+
+def _graph_inputs(ours, inputs):
+    """Under jit the grids are static tuples and the M-RoPE positions come from get_rope_index (host side)."""
+    inputs = dict(inputs)
+    positions, _ = ours.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                            inputs.get("image_grid_thw"), inputs.get("video_grid_thw"),
+                                            inputs["attention_mask"])
+    inputs["position_ids"] = positions.asnumpy()
+    for key in ("image_grid_thw", "video_grid_thw"):
+        if key in inputs:
+            inputs[key] = tuple(tuple(int(v) for v in row) for row in inputs[key])
+    inputs.pop("mm_token_type_ids")
+    return inputs
+
+
+@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("rows", ["one_image_each", "two_images", "video_and_image", "text_only"])
+def test_logits_match_torch_fp32(checkpoints, rows, mode):
+    torch_model, path = checkpoints()
+    ours = parity.load_ours(Qwen2VLForConditionalGeneration, path)
+    spec = {"one_image_each": ONE_IMAGE_EACH, "two_images": TWO_IMAGES, "video_and_image": VIDEO_AND_IMAGE,
+            "text_only": TEXT_ONLY}[rows]
+    inputs = batch(spec, seed=len(rows))
+    ref = parity.run_torch(torch_model, inputs)
+    out = parity.run_ours(ours, _graph_inputs(ours, inputs) if mode == "graph" else inputs, mode)
+    keep = inputs["attention_mask"].astype(bool)
+    errors = {"logits": parity.rel_error(out["logits"], ref.logits, rows=keep),
+              "loss": parity.rel_error(out["loss"], ref.loss)}
+    for kind in ("image", "video"):
+        if getattr(ref, f"{kind}_outputs") is not None:
+            errors[kind] = parity.rel_error(_cat(out[f"{kind}_outputs"]["pooler_output"]),
+                                            torch.cat(list(getattr(ref, f"{kind}_outputs").pooler_output)))
+    parity.assert_close(errors, parity.FP32_BAR, f"{rows}/{mode}")
+
+
+def _cat(parts):
+    return np.concatenate([parity.to_numpy(p) for p in parts])
