@@ -177,3 +177,95 @@ def test_generate_with_dynamic_cache_gives_torch_tokens(checkpoints):
         ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
     out = ours.generate(**parity.to_ms_inputs(inputs), **kwargs, cache_implementation="dynamic").asnumpy()
     np.testing.assert_array_equal(out, ref)
+
+
+# the graph runs of fp16 and gradients compile large graphs: `make test-slow`
+SLOW_GRAPH = ["pynative", pytest.param("graph", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("mode", SLOW_GRAPH)
+def test_fp16_within_torch_fp16_error(checkpoints, mode):
+    """fp16 vs torch fp32 within FP16_BAR, or within 1.25x of torch's own fp16 error if that is larger."""
+    torch_model, path = checkpoints()
+    inputs = batch(VIDEO_AND_IMAGE, seed=5, labels=False)
+    keep = inputs["attention_mask"].astype(bool)
+    ref = parity.run_torch(torch_model, inputs).logits
+    torch_half = transformers.Qwen2VLForConditionalGeneration.from_pretrained(
+        path, dtype=torch.float16, attn_implementation="eager").eval()
+    half = dict(inputs, pixel_values=inputs["pixel_values"].astype(np.float16),
+                pixel_values_videos=inputs["pixel_values_videos"].astype(np.float16))
+    torch_err = parity.rel_error(parity.run_torch(torch_half, half).logits, ref, rows=keep)
+    ours = parity.load_ours(Qwen2VLForConditionalGeneration, path, dtype="float16")
+    assert ours.dtype == ms.float16
+    run = _graph_inputs(ours, inputs) if mode == "graph" else inputs
+    err = parity.rel_error(parity.run_ours(ours, run, mode)["logits"], ref, rows=keep)
+    assert err <= max(parity.FP16_BAR, 1.25 * torch_err), f"fp16/{mode}: ours {err:.3g} vs torch fp16 {torch_err:.3g}"
+
+
+@pytest.mark.parametrize("mode", SLOW_GRAPH)
+def test_parameter_gradients_match_torch(checkpoints, mode):
+    torch_model, path = checkpoints()
+    ours = parity.load_ours(Qwen2VLForConditionalGeneration, path)
+    inputs = batch(VIDEO_AND_IMAGE, seed=1)
+    ref_loss, ref_grads = parity.torch_gradients(torch_model, inputs)
+    loss, grads = parity.our_gradients(ours, _graph_inputs(ours, inputs) if mode == "graph" else inputs, mode)
+    assert any(k.startswith("model.visual.") for k in ref_grads)
+    # (RoPE rotates the key bias by position, so unlike in an unrotated attention its gradient is not zero)
+    errors = parity.compare_gradients(grads, ref_grads)
+    errors["loss"] = parity.rel_error(loss, ref_loss)
+    parity.assert_close(errors, parity.GRAD_BAR, f"grads/{mode}")
+
+
+def test_base_model_auto_classes_and_saved_layout_round_trip(checkpoints, tmp_path):
+    """HF saves `visual.*` / `model.layers.*` (its legacy layout); we load it and write it back the same way."""
+    torch_model, path = checkpoints()
+    from safetensors.numpy import load_file
+
+    assert any(k.startswith("visual.") for k in load_file(f"{path}/model.safetensors"))
+    ours, info = Qwen2VLForConditionalGeneration.from_pretrained(path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(path), Qwen2VLForConditionalGeneration)
+    ours.save_pretrained(tmp_path)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert set(saved) == set(load_file(f"{path}/model.safetensors"))
+    back = transformers.Qwen2VLForConditionalGeneration.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    inputs = batch(ONE_IMAGE_EACH, seed=2, labels=False)
+    assert parity.rel_error(parity.run_torch(back, inputs).logits, parity.run_torch(torch_model, inputs).logits) == 0.0
+
+    base_torch = transformers.Qwen2VLModel(torch_model.config)
+    base_torch.load_state_dict(torch_model.model.state_dict())
+    base_dir = parity.save_torch(base_torch.eval(), str(tmp_path / "base"))
+    ref = parity.run_torch(base_torch, inputs)
+    for cls in (Qwen2VLModel, AutoModel):
+        base, info = cls.from_pretrained(base_dir, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        out = parity.run_ours(base, inputs)
+        assert type(base).__name__ == "Qwen2VLModel"
+        assert parity.rel_error(out.last_hidden_state, ref.last_hidden_state,
+                                rows=inputs["attention_mask"].astype(bool)) <= parity.FP32_BAR, cls
+
+
+def test_inputs_embeds_find_the_placeholders_by_their_embedding(checkpoints):
+    torch_model, path = checkpoints()
+    ours = parity.load_ours(Qwen2VLForConditionalGeneration, path)
+    inputs = batch(ONE_IMAGE_EACH, seed=4, labels=False)
+    positions, _ = ours.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                            inputs["image_grid_thw"], None, inputs["attention_mask"])
+    with torch.no_grad():
+        embeds = torch_model.get_input_embeddings()(torch.from_numpy(inputs.pop("input_ids"))).numpy()
+    inputs.update(inputs_embeds=embeds, position_ids=positions.asnumpy())
+    inputs.pop("mm_token_type_ids")
+    ref, out = parity.run_torch(torch_model, inputs), parity.run_ours(ours, inputs)
+    assert parity.rel_error(out["logits"], ref.logits, rows=inputs["attention_mask"].astype(bool)) <= parity.FP32_BAR
+
+
+def test_errors_name_the_mismatch(checkpoints):
+    _, path = checkpoints()
+    ours = parity.load_ours(Qwen2VLForConditionalGeneration, path)
+    inputs = batch([[("text", 2), ("image", (1, 4, 4))]], labels=False)
+    wrong = dict(inputs, pixel_values=np.concatenate([inputs["pixel_values"]] * 2),
+                 image_grid_thw=np.array([[1, 4, 4], [1, 4, 4]]))
+    with pytest.raises(ValueError, match="tokens: 4, features: 8"):
+        parity.run_ours(ours, wrong)
+    with pytest.raises(ValueError, match="mm_token_type_ids"):
+        parity.run_ours(ours, {k: v for k, v in inputs.items() if k != "mm_token_type_ids"})
