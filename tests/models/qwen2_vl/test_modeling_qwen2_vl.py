@@ -269,3 +269,5 @@ def test_errors_name_the_mismatch(checkpoints):
         parity.run_ours(ours, wrong)
     with pytest.raises(ValueError, match="mm_token_type_ids"):
         parity.run_ours(ours, {k: v for k, v in inputs.items() if k != "mm_token_type_ids"})
+    with pytest.raises(ValueError, match="image_grid_thw"):
+        parity.run_ours(ours, {k: v for k, v in inputs.items() if k != "image_grid_thw"})

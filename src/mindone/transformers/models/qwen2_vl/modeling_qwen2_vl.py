@@ -536,6 +536,9 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
         return Tensor(positions), Tensor(deltas)
 
     def _visual_features(self, pixel_values, grid_thw, **kwargs):
+        if grid_thw is None:
+            raise ValueError("pixel_values / pixel_values_videos need their patch grids (image_grid_thw / "
+                             "video_grid_thw, (num_items, 3) as the processor returns them)")
         outputs = self.visual(pixel_values.astype(self.visual.dtype), grid_thw=grid_thw, return_dict=True,
                               output_hidden_states=kwargs.get("output_hidden_states"))
         merge = self.visual.spatial_merge_size ** 2
