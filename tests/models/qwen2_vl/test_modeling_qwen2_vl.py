@@ -271,3 +271,13 @@ def test_errors_name_the_mismatch(checkpoints):
         parity.run_ours(ours, {k: v for k, v in inputs.items() if k != "mm_token_type_ids"})
     with pytest.raises(ValueError, match="image_grid_thw"):
         parity.run_ours(ours, {k: v for k, v in inputs.items() if k != "image_grid_thw"})
+    graph = _graph_inputs(ours, inputs)
+    graph.pop("position_ids")
+    with pytest.raises(ValueError, match="get_rope_index"):
+        parity.run_ours(ours, graph, "graph")
+
+
+def test_random_init_from_config_has_a_live_patch_embedding():
+    model = Qwen2VLForConditionalGeneration(make_config())
+    weight = model.model.visual.patch_embed.proj.weight.asnumpy()
+    assert weight.shape == (16, 3, TEMPORAL, PATCH, PATCH) and 0.01 < weight.std() < 0.03

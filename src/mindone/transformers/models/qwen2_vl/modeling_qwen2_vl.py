@@ -24,6 +24,7 @@ from typing import Any, Optional, Tuple
 import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import Normal
 from transformers import Qwen2VLConfig
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig, Qwen2VLVisionConfig
 
@@ -298,6 +299,9 @@ class Qwen2VLPreTrainedModel(PreTrainedModel):
         super()._init_weights(cell)
         if isinstance(cell, Qwen2RMSNorm):
             init_parameter(cell.weight, "ones")
+        elif isinstance(cell, _Conv3dWeight):
+            config = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+            init_parameter(cell.weight, Normal(getattr(config, "initializer_range", 0.02)))
 
     def _tie_word_embeddings_enabled(self) -> bool:
         return bool(getattr(self.config, "tie_word_embeddings", False))
@@ -631,6 +635,10 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
             mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
             inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
 
+        if position_ids is None and runtime.in_graph() and (image_grid_thw is not None or video_grid_thw is not None):
+            raise ValueError("under mindspore.jit, multimodal position_ids must be given: compute them on the host "
+                             "with model.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, "
+                             "video_grid_thw, attention_mask)")
         if position_ids is None and not runtime.in_graph():
             position_ids = self.compute_3d_position_ids(input_ids, inputs_embeds, image_grid_thw, video_grid_thw,
                                                         attention_mask, past_key_values, mm_token_type_ids,
