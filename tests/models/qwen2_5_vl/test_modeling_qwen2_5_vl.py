@@ -112,3 +112,31 @@ def test_base_model_and_auto_classes(checkpoint, tmp_path):
         out = parity.run_ours(ours, inputs)
         assert parity.rel_error(out.last_hidden_state, ref.last_hidden_state,
                                 rows=inputs["attention_mask"].astype(bool)) <= parity.FP32_BAR, cls
+
+
+def test_fp16_within_torch_fp16_error(checkpoint):
+    torch_model, path = checkpoint
+    inputs = _inputs(seed=6, labels=False)
+    keep = inputs["attention_mask"].astype(bool)
+    ref = parity.run_torch(torch_model, inputs).logits
+    torch_half = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        path, dtype=torch.float16, attn_implementation="eager").eval()
+    half = dict(inputs, pixel_values=inputs["pixel_values"].astype(np.float16),
+                pixel_values_videos=inputs["pixel_values_videos"].astype(np.float16))
+    torch_err = parity.rel_error(parity.run_torch(torch_half, half).logits, ref, rows=keep)
+    ours = parity.load_ours(Qwen2_5_VLForConditionalGeneration, path, dtype="float16")
+    err = parity.rel_error(parity.run_ours(ours, inputs)["logits"], ref, rows=keep)
+    assert err <= max(parity.FP16_BAR, 1.25 * torch_err), f"fp16: ours {err:.3g} vs torch fp16 {torch_err:.3g}"
+
+
+def test_parameter_gradients_match_torch(checkpoint):
+    """Through the windowed regrouping and its reversal, the full-attention block and the RMSNorm merger."""
+    torch_model, path = checkpoint
+    ours = parity.load_ours(Qwen2_5_VLForConditionalGeneration, path)
+    inputs = _inputs(seed=7)
+    ref_loss, ref_grads = parity.torch_gradients(torch_model, inputs)
+    loss, grads = parity.our_gradients(ours, inputs)
+    assert any(k.startswith("model.visual.blocks.1.") for k in ref_grads)
+    errors = parity.compare_gradients(grads, ref_grads)
+    errors["loss"] = parity.rel_error(loss, ref_loss)
+    parity.assert_close(errors, parity.GRAD_BAR, "grads")
