@@ -281,3 +281,19 @@ def test_random_init_from_config_has_a_live_patch_embedding():
     model = Qwen2VLForConditionalGeneration(make_config())
     weight = model.model.visual.patch_embed.proj.weight.asnumpy()
     assert weight.shape == (16, 3, TEMPORAL, PATCH, PATCH) and 0.01 < weight.std() < 0.03
+
+
+def test_precomputed_encoder_outputs_replace_the_pixels(checkpoints):
+    torch_model, path = checkpoints()
+    ours = parity.load_ours(Qwen2VLForConditionalGeneration, path)
+    inputs = batch(VIDEO_AND_IMAGE, seed=12, labels=False)
+    ref = parity.run_ours(ours, inputs)["logits"]
+    ms_inputs = parity.to_ms_inputs(inputs)
+    encoded = {"image": ours.get_image_features(ms_inputs["pixel_values"], ms_inputs["image_grid_thw"]),
+               "video": ours.get_video_features(ms_inputs["pixel_values_videos"], ms_inputs["video_grid_thw"])}
+    assert [tuple(f.shape) for f in encoded["video"].pooler_output] == [(8, 32), (6, 32)]
+    pixels = ("pixel_values", "pixel_values_videos")
+    out = ours(**{k: v for k, v in ms_inputs.items() if k not in pixels}, mm_encoder_outputs=encoded)
+    assert parity.rel_error(out["logits"], ref) == 0.0
+    with pytest.raises(ValueError, match="mm_encoder_outputs"):
+        ours(**ms_inputs, mm_encoder_outputs=encoded)

@@ -610,12 +610,14 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None,
                   return_dict=None, pixel_values=None, pixel_values_videos=None, image_grid_thw=None,
-                  video_grid_thw=None, mm_token_type_ids=None, rope_deltas=None, cache_position=None,
-                  second_per_grid_ts=None, **kwargs):
+                  video_grid_thw=None, mm_token_type_ids=None, cache_position=None,
+                  second_per_grid_ts=None, mm_encoder_outputs=None, **kwargs):
         r"""
         pixel_values / pixel_values_videos: (num_patches, C * T * P * P) from HF's image / video processor.
         image_grid_thw / video_grid_thw: (num_items, 3) patch grids (tuples under jit).
         mm_token_type_ids: (B, S) 0 text, 1 image, 2 video; needed for M-RoPE when vision inputs are given.
+        mm_encoder_outputs: {"image": ..., "video": ...} outputs of `get_image_features` / `get_video_features`,
+            used instead of pixels.
         """
         return_dict = return_dict if return_dict is not None else True
         if (input_ids is None) == (inputs_embeds is None):
@@ -623,17 +625,21 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        image_outputs = video_outputs = None
+        if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs is not None:
+            raise ValueError("You cannot specify both pixel_values/pixel_values_videos and mm_encoder_outputs at the "
+                             "same time")
+        encoded = dict(mm_encoder_outputs or {})
         if pixel_values is not None:
-            image_outputs, features = self._visual_features(pixel_values, image_grid_thw,
-                                                            output_hidden_states=output_hidden_states)
-            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
-            inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
+            encoded["image"], _ = self._visual_features(pixel_values, image_grid_thw,
+                                                        output_hidden_states=output_hidden_states)
         if pixel_values_videos is not None:
-            video_outputs, features = self._visual_features(pixel_values_videos, video_grid_thw,
-                                                            output_hidden_states=output_hidden_states)
-            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
-            inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
+            encoded["video"], _ = self._visual_features(pixel_values_videos, video_grid_thw,
+                                                        output_hidden_states=output_hidden_states)
+        for modality, token_id in (("image", self.config.image_token_id), ("video", self.config.video_token_id)):
+            if encoded.get(modality) is not None:
+                features = F.cat(list(encoded[modality]["pooler_output"]), 0)
+                mask = self._placeholder_mask(input_ids, inputs_embeds, token_id)
+                inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
 
         if position_ids is None and runtime.in_graph() and (image_grid_thw is not None or video_grid_thw is not None):
             raise ValueError("under mindspore.jit, multimodal position_ids must be given: compute them on the host "
@@ -653,8 +659,8 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
             "past_key_values": outputs.get("past_key_values"),
             "hidden_states": outputs.get("hidden_states"),
             "attentions": outputs.get("attentions"),
-            "image_outputs": image_outputs,
-            "video_outputs": video_outputs,
+            "image_outputs": encoded.get("image"),
+            "video_outputs": encoded.get("video"),
         }, return_dict)
 
 
@@ -662,9 +668,9 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
     _base_class = Qwen2VLModel
     # vision inputs are consumed by the prefill; the compiled decode steps see token ids and positions only
-    _prefill_only_inputs = ("pixel_values", "pixel_values_videos")
+    _prefill_only_inputs = ("pixel_values", "pixel_values_videos", "mm_encoder_outputs")
     _multimodal_inputs = ("pixel_values", "pixel_values_videos", "image_grid_thw", "video_grid_thw",
-                          "second_per_grid_ts", "mm_token_type_ids")
+                          "second_per_grid_ts", "mm_token_type_ids", "mm_encoder_outputs")
 
     def __init__(self, config):
         super().__init__(config)
@@ -687,8 +693,8 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
     def construct(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                   inputs_embeds=None, labels=None, use_cache=None, output_attentions=None,
                   output_hidden_states=None, return_dict=None, pixel_values=None, pixel_values_videos=None,
-                  image_grid_thw=None, video_grid_thw=None, mm_token_type_ids=None, rope_deltas=None,
-                  cache_position=None, second_per_grid_ts=None, logits_to_keep=0, **kwargs):
+                  image_grid_thw=None, video_grid_thw=None, mm_token_type_ids=None, cache_position=None,
+                  second_per_grid_ts=None, logits_to_keep=0, mm_encoder_outputs=None, **kwargs):
         r"""
         pixel_values / pixel_values_videos: (num_patches, C * T * P * P) from HF's image / video processor.
         image_grid_thw / video_grid_thw: (num_items, 3) patch grids (tuples under jit).
@@ -703,7 +709,7 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
             pixel_values=pixel_values, pixel_values_videos=pixel_values_videos, image_grid_thw=image_grid_thw,
             video_grid_thw=video_grid_thw, mm_token_type_ids=mm_token_type_ids, cache_position=cache_position,
-            second_per_grid_ts=second_per_grid_ts)
+            second_per_grid_ts=second_per_grid_ts, mm_encoder_outputs=mm_encoder_outputs)
         hidden_states = outputs["last_hidden_state"]
         if logits_to_keep > 0:
             hidden_states = hidden_states[:, -logits_to_keep:, :]
