@@ -553,7 +553,7 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
             start += size
         return model_output(BaseModelOutputWithPooling, {
             "last_hidden_state": outputs["last_hidden_state"], "pooler_output": tuple(parts),
-            "hidden_states": outputs.get("hidden_states")}), pooled
+            "hidden_states": outputs.get("hidden_states")})
 
     def get_image_features(self, pixel_values, image_grid_thw=None, return_dict=True, **kwargs):
         r"""
@@ -563,12 +563,12 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
             `BaseModelOutputWithPooling` whose `pooler_output` is the tuple of per-image merged features, each
             (t * h * w / merge^2, text hidden size).
         """
-        outputs, _ = self._visual_features(pixel_values, image_grid_thw, **kwargs)
+        outputs = self._visual_features(pixel_values, image_grid_thw, **kwargs)
         return outputs if return_dict else outputs.to_tuple()
 
     def get_video_features(self, pixel_values_videos, video_grid_thw=None, return_dict=True, **kwargs):
         r"""As `get_image_features`, for the frames of `pixel_values_videos` laid out by `video_grid_thw`."""
-        outputs, _ = self._visual_features(pixel_values_videos, video_grid_thw, **kwargs)
+        outputs = self._visual_features(pixel_values_videos, video_grid_thw, **kwargs)
         return outputs if return_dict else outputs.to_tuple()
 
     def _placeholder_mask(self, input_ids, inputs_embeds, token_id):
@@ -630,11 +630,11 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
                              "same time")
         encoded = dict(mm_encoder_outputs or {})
         if pixel_values is not None:
-            encoded["image"], _ = self._visual_features(pixel_values, image_grid_thw,
-                                                        output_hidden_states=output_hidden_states)
+            encoded["image"] = self._visual_features(pixel_values, image_grid_thw,
+                                                     output_hidden_states=output_hidden_states)
         if pixel_values_videos is not None:
-            encoded["video"], _ = self._visual_features(pixel_values_videos, video_grid_thw,
-                                                        output_hidden_states=output_hidden_states)
+            encoded["video"] = self._visual_features(pixel_values_videos, video_grid_thw,
+                                                     output_hidden_states=output_hidden_states)
         for modality, token_id in (("image", self.config.image_token_id), ("video", self.config.video_token_id)):
             if encoded.get(modality) is not None:
                 features = F.cat(list(encoded[modality]["pooler_output"]), 0)
