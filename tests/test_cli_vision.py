@@ -63,3 +63,29 @@ def test_image_errors_are_usage_errors(vlm_dir, tmp_path, monkeypatch, capsys):
     status, _, stderr = run_cli(["chat", "--model", directory, "--image", str(tmp_path / "missing.png")], "hi\n",
                                 monkeypatch, capsys)
     assert status == 2 and "--image" in stderr and "no such file" in stderr
+
+
+def test_chat_with_an_image_on_qwen2_vl_replies_as_torch_generates(tmp_path, monkeypatch, capsys):
+    """Qwen2-VL's processor outputs (patch grids, mm_token_type_ids) reach generate(). HF's Qwen2VLProcessor needs
+    torchvision for its video part, so AutoProcessor gives the image-only processor of the pipeline test."""
+    from tests.models.qwen2_vl.test_modeling_qwen2_vl import make_config as qwen2_vl_config
+    from tests.pipelines.test_pipelines_image_text_to_text_qwen2_vl import build_processor as qwen2_vl_processor
+
+    model = parity.torch_reference(transformers.Qwen2VLForConditionalGeneration, qwen2_vl_config(), seed=5)
+    directory = parity.save_torch(model, str(tmp_path / "qwen2_vl"))
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", lambda *a, **k: qwen2_vl_processor())
+    image = tmp_path / "photo.png"
+    _image(6).save(image)
+    status, stdout, stderr = run_cli(["chat", "--model", directory, "--image", str(image), "--max-new-tokens", "5"],
+                                     "describe the image\nexit\n", monkeypatch, capsys)
+    assert status == 0, stderr[-3000:]
+    processor = qwen2_vl_processor()
+    messages = [{"role": "user", "content": [{"type": "image", "path": str(image)},
+                                             {"type": "text", "text": "describe the image"}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    assert "image_grid_thw" in inputs and "mm_token_type_ids" in inputs
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    expected = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert stdout.strip() == expected.strip() and expected.strip()

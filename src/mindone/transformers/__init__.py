@@ -202,6 +202,10 @@ _MODEL_FAMILIES = {
                "SiglipPreTrainedModel"],
     "llava": ["LlavaModel", "LlavaForConditionalGeneration", "LlavaPreTrainedModel"],
     "llava_next": ["LlavaNextModel", "LlavaNextForConditionalGeneration", "LlavaNextPreTrainedModel"],
+    # as HF 5.25, Qwen2-VL's vision transformer is not exported (Qwen2.5-VL's is)
+    "qwen2_vl": ["Qwen2VLModel", "Qwen2VLForConditionalGeneration", "Qwen2VLTextModel", "Qwen2VLPreTrainedModel"],
+    "qwen2_5_vl": ["Qwen2_5_VLModel", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLTextModel",
+                   "Qwen2_5_VisionTransformerPretrainedModel", "Qwen2_5_VLPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],
 }

@@ -158,7 +158,7 @@ def load(args):
 
 
 def is_vision_language(config):
-    """Whether the config's model_type has an image-text-to-text model here (LLaVA, LLaVA-NeXT)."""
+    """Whether the config's model_type has an image-text-to-text model here (LLaVA, LLaVA-NeXT, Qwen2-VL, ...)."""
     from .models.auto.modeling_auto import supported_model_types
 
     return config.model_type in supported_model_types("image-text-to-text")
@@ -265,7 +265,9 @@ def encode_vision_prompt(processor, text, args, history=None, images=()):
     messages.append({"role": "user", "content": content})
     encoded = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
                                             return_tensors="np")
-    inputs = {k: np.asarray(v) for k, v in encoded.items() if k in ("attention_mask", "pixel_values", "image_sizes")}
+    from .pipelines.image_text_to_text import _MODEL_INPUTS
+
+    inputs = {k: np.asarray(v) for k, v in encoded.items() if k in _MODEL_INPUTS and k != "input_ids"}
     return np.asarray(encoded["input_ids"], np.int64), inputs, messages
 
 

@@ -407,6 +407,16 @@ class GenerationMixin:
                 model_inputs[key] = value
         return model_inputs
 
+    def _generation_position_ids(self, input_ids, attention_mask, position_ids, model_kwargs):
+        """generate()'s (B, L) position ids of the prompt (numpy), from which decoding continues one per token;
+        models whose decode positions are offset from the token count (multimodal RoPE) adjust them here."""
+        return position_ids
+
+    def _expand_generation_kwargs(self, model_kwargs, expand, input_ids):
+        """The forward kwargs for `expand` copies of every row (beams, return sequences), rows kept together;
+        models whose inputs are not laid out by batch row (packed image patches) override it."""
+        return {k: _repeat(v, expand) for k, v in model_kwargs.items()}
+
     # ----------------------------------------------------------------------------------------------------------------
     # configuration and validation
     # ----------------------------------------------------------------------------------------------------------------
@@ -747,13 +757,15 @@ class GenerationMixin:
                 position_ids = np.where(attention_mask == 0, 0, np.cumsum(attention_mask, -1) - 1).astype(np.int64)
             else:
                 position_ids = np.broadcast_to(np.arange(length, dtype=np.int64), (batch_size, length)).copy()
+            if input_ids is not None:
+                position_ids = self._generation_position_ids(input_ids, attention_mask, position_ids, model_kwargs)
 
         expand = max(gc.num_beams, gc.num_return_sequences)
         if expand > 1:
+            model_kwargs = self._expand_generation_kwargs(model_kwargs, expand, input_ids)
             input_ids = np.repeat(input_ids, expand, 0)
             attention_mask = np.repeat(attention_mask, expand, 0) if attention_mask is not None else None
             position_ids = np.repeat(position_ids, expand, 0) if position_ids is not None else None
-            model_kwargs = {k: _repeat(v, expand) for k, v in model_kwargs.items()}
             if inputs_embeds is not None:
                 inputs_embeds = _repeat(inputs_embeds, expand)
 

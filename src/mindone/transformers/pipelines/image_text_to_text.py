@@ -6,8 +6,10 @@ import numpy as np
 from .text_generation import TextGenerationPipeline
 
 _FULL_TEXT, _NEW_TEXT, _TENSORS = "full_text", "new_text", "tensors"
-# the processor outputs the model reads (LLaVA-NeXT adds `image_sizes`)
-_MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
+# the processor outputs the model reads (LLaVA-NeXT adds `image_sizes`; Qwen2-VL its patch grids and the token types
+# that place the multimodal RoPE indices)
+_MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_sizes", "image_grid_thw", "pixel_values_videos",
+                 "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids")
 
 
 class ImageTextToTextPipeline(TextGenerationPipeline):

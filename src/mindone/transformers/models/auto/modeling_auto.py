@@ -155,6 +155,11 @@ MODEL_FAMILIES = {
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "llava": {"base": "LlavaModel", "image-text-to-text": "LlavaForConditionalGeneration"},
     "llava_next": {"base": "LlavaNextModel", "image-text-to-text": "LlavaNextForConditionalGeneration"},
+    "qwen2_vl": {"base": "Qwen2VLModel", "image-text-to-text": "Qwen2VLForConditionalGeneration"},
+    "qwen2_vl_text": {"base": "Qwen2VLTextModel"},
+    "qwen2_5_vl": {"base": "Qwen2_5_VLModel", "image-text-to-text": "Qwen2_5_VLForConditionalGeneration"},
+    "qwen2_5_vl_text": {"base": "Qwen2_5_VLTextModel"},
+    "qwen2_5_vl_vision": {"base": "Qwen2_5_VisionTransformerPretrainedModel"},
     "blenderbot-small": {"base": "BlenderbotSmallModel", "seq2seq-lm": "BlenderbotSmallForConditionalGeneration",
                          "causal-lm": "BlenderbotSmallForCausalLM"},
 }
