@@ -11,6 +11,8 @@ machine noise hits both sides alike. Prints a markdown table (no assertions).
 Models:
   llava      LLaVA: CLIP ViT-B/32 vision tower at 224 px (49 image tokens) + SmolLM2-135M's decoder, 8 text tokens;
              TTFT is the multimodal prefill (vision tower + projector + LM prompt), then one-token decode steps
+  qwen2_vl   Qwen2-VL: a 12-layer, 640-wide vision transformer (patch 14, 2x2 merge: a 224 px image = 256 patches
+             -> 64 tokens) + SmolLM2-135M-sized Qwen2 decoder with M-RoPE, 8 text tokens
   mixtral    Mixtral: 8 layers, hidden 512, 8 experts of 1024, top-2
   qwen3_moe  Qwen3-MoE: 8 layers, hidden 512, 32 experts of 256, top-4, 32-token prompt
 Columns: TTFT (prompt -> first token), decode tok/s after the first token, compile = extra time of our first
@@ -28,7 +30,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
-PROMPT_LEN = {"llava": 8, "mixtral": 32, "qwen3_moe": 32}
+PROMPT_LEN = {"llava": 8, "qwen2_vl": 8, "mixtral": 32, "qwen3_moe": 32}
+VLMS = ("llava", "qwen2_vl")
+# Qwen2-VL special tokens, placed at the top of the vocabulary
+QWEN_IMAGE, QWEN_VIDEO, QWEN_START, QWEN_END = 49151, 49150, 49149, 49148
 
 
 def make_config(name):
@@ -44,6 +49,16 @@ def make_config(name):
                                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
         return transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_index=49151,
                                         image_seq_length=49, vision_feature_layer=-2)
+    if name == "qwen2_vl":
+        vision = dict(depth=12, embed_dim=640, hidden_size=576, num_heads=10, mlp_ratio=4, patch_size=14,
+                      temporal_patch_size=2, spatial_merge_size=2, in_channels=3)
+        text = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
+                    bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                    rope_parameters={"rope_type": "default", "rope_theta": 100000.0, "mrope_section": [8, 12, 12]})
+        return transformers.Qwen2VLConfig(vision_config=vision, text_config=text, image_token_id=QWEN_IMAGE,
+                                          video_token_id=QWEN_VIDEO, vision_start_token_id=QWEN_START,
+                                          vision_end_token_id=QWEN_END)
     if name == "mixtral":
         return transformers.MixtralConfig(vocab_size=32000, hidden_size=512, intermediate_size=1024,
                                           num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
@@ -61,7 +76,8 @@ def checkpoint(name):
         import torch
         import transformers
 
-        cls = {"llava": transformers.LlavaForConditionalGeneration, "mixtral": transformers.MixtralForCausalLM,
+        cls = {"llava": transformers.LlavaForConditionalGeneration,
+               "qwen2_vl": transformers.Qwen2VLForConditionalGeneration, "mixtral": transformers.MixtralForCausalLM,
                "qwen3_moe": transformers.Qwen3MoeForCausalLM}[name]
         torch.manual_seed(0)
         cls(make_config(name)).eval().save_pretrained(target)
@@ -78,6 +94,12 @@ def inputs(name):
         # BOS, an image's 49 placeholder tokens, then the text
         ids = np.concatenate([[[1]], np.full((1, 49), 49151), ids], 1).astype(np.int64)
         out = {"input_ids": ids, "pixel_values": rng.randn(1, 3, 224, 224).astype(np.float32)}
+    if name == "qwen2_vl":
+        # BOS, <vision_start>, the image's 64 merged-patch tokens, <vision_end>, then the text
+        ids = np.concatenate([[[1, QWEN_START]], np.full((1, 64), QWEN_IMAGE), [[QWEN_END]], ids], 1).astype(np.int64)
+        out = {"input_ids": ids, "mm_token_type_ids": (ids == QWEN_IMAGE).astype(np.int64),
+               "pixel_values": rng.randn(256, 3 * 2 * 14 * 14).astype(np.float32),
+               "image_grid_thw": np.array([[1, 16, 16]], np.int64)}
     out["attention_mask"] = np.ones_like(out["input_ids"])
     return out
 
@@ -106,7 +128,7 @@ def run_worker(args):
         import transformers
 
         torch.set_num_threads(args.threads)
-        model = transformers.AutoModelForImageTextToText.from_pretrained(path) if args.model == "llava" else \
+        model = transformers.AutoModelForImageTextToText.from_pretrained(path) if args.model in VLMS else \
             transformers.AutoModelForCausalLM.from_pretrained(path)
         model.eval()
         tensors = {k: torch.from_numpy(v) for k, v in data.items()}
@@ -124,7 +146,7 @@ def run_worker(args):
 
         runtime.configure()
         runtime.set_threads(args.threads)
-        auto = AutoModelForImageTextToText if args.model == "llava" else AutoModelForCausalLM
+        auto = AutoModelForImageTextToText if args.model in VLMS else AutoModelForCausalLM
         model = auto.from_pretrained(path, dtype="float32")
 
         def generate(timer):
