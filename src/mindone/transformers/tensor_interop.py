@@ -84,7 +84,11 @@ def embedding_rows(model):
     except (NotImplementedError, AttributeError):
         return None
     weight = getattr(embedding, "weight", None)
-    return int(weight.shape[0]) if weight is not None else None
+    if weight is None:
+        return None
+    # a parameter sharded at rest (ZeRO-3 inference) records its full shape
+    shape = getattr(weight, "_full_shape", None) or weight.shape
+    return int(shape[0])
 
 
 def check_token_ids(name, ids, vocab_size):

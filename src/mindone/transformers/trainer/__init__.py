@@ -14,7 +14,7 @@ from .trainer_callback import (
 )
 from .trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, get_last_checkpoint, set_seed
 from .training_args import TrainingArguments
-from .zero import merge_zero_checkpoint
+from .zero import merge_zero_checkpoint, shard_for_inference, ShardedInference
 
 __all__ = [
     "Adafactor",
@@ -35,5 +35,7 @@ __all__ = [
     "get_last_checkpoint",
     "get_scheduler",
     "merge_zero_checkpoint",
+    "shard_for_inference",
+    "ShardedInference",
     "set_seed",
 ]

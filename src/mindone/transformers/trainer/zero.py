@@ -12,7 +12,8 @@ of the world size) and cut into `world_size` equal contiguous slices; rank r own
               the model's parameters are all-gathered before the next forward and released after the update
               (`jit_mode=False` only, see `ZeroTrainStep`). What is NOT done: gathering per layer during the
               forward/backward (DeepSpeed's stage 3 fetches each layer's parameters just before it runs): here the
-              whole model is gathered for the step, so peak memory during a step equals stage 2's.
+              whole model is gathered for the step, so peak memory during a step equals stage 2's. For inference
+              (`shard_for_inference`) parameters ARE gathered module by module around each forward.
 
 Collectives on MindSpore 2.10's CPU backend (probed under msrun, 2 ranks, PyNative and inside `mindspore.jit`):
 AllReduce, AllGather and Broadcast work; ReduceScatter has no CPU kernel (`ops.ReduceScatter`,
@@ -505,6 +506,128 @@ def load_shard(optimizer, directory):
     with safe_open(path, "np") as f:
         meta = json.loads(f.metadata()["zero"])
     optimizer.load_shard_state(load_file(path), meta, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stage-3 inference: parameters sharded at rest, gathered module by module during the forward
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ShardedInference:
+    """ZeRO stage 3 for inference (`generate()` or forward under msrun): every rank keeps 1/world_size of each
+    parameter; a module's parameters are all-gathered just before it runs and released right after (forward
+    pre/post hooks, PyNative), so a rank holds its slices plus one module's full parameters at a time.
+
+    Modules: each decoder block (the model's `_no_split_modules` classes) is one unit; parameters outside them
+    (embeddings, final norm, LM head) are gathered by the cell that owns them. A tied parameter is gathered by each of
+    its users in turn. Decoding runs in PyNative (`generation_config.disable_compile` is set): a compiled step would
+    capture the parameters as they were at compile time.
+
+    Limits: `from_pretrained` still materialises the whole model once per rank before `shard_for_inference` slices
+    it; training is not covered (its backward would need the parameters again, see the module docstring).
+
+    Args:
+        model: a loaded PreTrainedModel (its parameters are replaced by empty tensors).
+        world_size, rank: default from `mindspore.communication` (1 and 0 when it is not initialised).
+    """
+
+    def __init__(self, model, world_size=None, rank=None):
+        if world_size is None or rank is None:
+            world_size, rank = _world()
+        self.model, self.world_size, self.rank = model, world_size, rank
+        self.comm = Collectives(world_size, rank)
+        self.shards = {}  # id(param) -> (param, shard Tensor, shard numel, full shape)
+        self.gathered_bytes_peak = 0
+        self._live = 0
+        units = self._units(model)
+        for _, params in units:
+            for param in params:
+                if id(param) not in self.shards:
+                    self._shard(param)
+        self.units = units
+        for cell, params in units:
+            cell.register_forward_pre_hook(self._pre_hook(params))
+            cell.register_forward_hook(self._post_hook(params))
+        model.generation_config.disable_compile = True
+        logger.info("ZeRO-3 inference: %d parameters in %d units sharded over %d ranks", len(self.shards), len(units),
+                    world_size)
+
+    @staticmethod
+    def _units(model):
+        block_types = set(getattr(model, "_no_split_modules", None) or ())
+        units, covered = [], set()
+        for _, cell in model.cells_and_names():
+            if type(cell).__name__ in block_types:
+                params = [p for p in cell.get_parameters() if id(p) not in covered]
+                covered.update(id(p) for p in cell.get_parameters())
+                if params:
+                    units.append((cell, params))
+        for _, cell in model.cells_and_names():
+            own = [p for p in cell._params.values() if p is not None and id(p) not in covered]
+            if own:
+                units.append((cell, own))
+        # a tied parameter (the LM head's weight is the embedding table) is owned by both cells: both gather it
+        return units
+
+    def _shard(self, param):
+        value = param.asnumpy().reshape(-1)
+        shard = -(-value.size // self.world_size)
+        padded = np.zeros(shard * self.world_size, value.dtype)
+        padded[:value.size] = value
+        self.shards[id(param)] = (param, Tensor(padded[self.rank * shard:(self.rank + 1) * shard]), shard,
+                                  tuple(param.shape))
+        param._full_shape = tuple(param.shape)  # read by generate()'s token-id check
+        param.set_data(Tensor(np.zeros((0,), value.dtype)), slice_shape=True)
+
+    def _gather(self, params):
+        entries = [self.shards[id(p)] for p in params]
+        flat = self.comm.all_gather(F.cat([e[1] for e in entries], 0) if len(entries) > 1 else entries[0][1])
+        table = flat.reshape(self.world_size, -1)
+        offset = 0
+        for param, _, shard, shape in entries:
+            numel = int(np.prod(shape)) if shape else 1
+            param.set_data(table[:, offset:offset + shard].reshape(-1)[:numel].reshape(shape), slice_shape=True)
+            offset += shard
+            self._live += numel * _nbytes_per(param)
+        self.gathered_bytes_peak = max(self.gathered_bytes_peak, self._live)
+
+    def _release(self, params):
+        for param in params:
+            if param.shape and int(np.prod(param.shape)) > 0:
+                self._live -= int(np.prod(param.shape)) * _nbytes_per(param)
+            param.set_data(Tensor(np.zeros((0,), _np_dtype(param.dtype))), slice_shape=True)
+
+    def _pre_hook(self, params):
+        def hook(cell, args):
+            self._gather(params)
+        return hook
+
+    def _post_hook(self, params):
+        def hook(cell, args, output):
+            self._release(params)
+        return hook
+
+    def resident_bytes(self):
+        """Bytes of parameter data this rank holds at rest (its slices)."""
+        return sum(_nbytes(entry[1]) for entry in self.shards.values())
+
+
+def shard_for_inference(model, world_size=None, rank=None) -> ShardedInference:
+    """Shards `model`'s parameters over the msrun ranks for stage-3 inference (see `ShardedInference`)."""
+    return ShardedInference(model, world_size, rank)
+
+
+def _world():
+    try:
+        from mindspore.communication import get_group_size, get_rank
+
+        return get_group_size(), get_rank()
+    except (RuntimeError, ValueError):
+        return 1, 0
+
+
+def _nbytes_per(param):
+    return np.dtype(_np_dtype(param.dtype)).itemsize
 
 
 def merge_zero_checkpoint(checkpoint_dir, output_dir):
