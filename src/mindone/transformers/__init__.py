@@ -199,6 +199,8 @@ _MODEL_FAMILIES = {
                "SiglipPreTrainedModel"],
     "llava": ["LlavaModel", "LlavaForConditionalGeneration", "LlavaPreTrainedModel"],
     "llava_next": ["LlavaNextModel", "LlavaNextForConditionalGeneration", "LlavaNextPreTrainedModel"],
+    "clap": ["ClapModel", "ClapTextModel", "ClapTextModelWithProjection", "ClapAudioModel",
+             "ClapAudioModelWithProjection", "ClapPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],
 }
