@@ -201,6 +201,9 @@ _MODEL_FAMILIES = {
     "llava_next": ["LlavaNextModel", "LlavaNextForConditionalGeneration", "LlavaNextPreTrainedModel"],
     "clap": ["ClapModel", "ClapTextModel", "ClapTextModelWithProjection", "ClapAudioModel",
              "ClapAudioModelWithProjection", "ClapPreTrainedModel"],
+    "visual_bert": ["VisualBertModel", "VisualBertForPreTraining", "VisualBertForQuestionAnswering",
+                    "VisualBertForVisualReasoning", "VisualBertForMultipleChoice",
+                    "VisualBertForRegionToPhraseAlignment", "VisualBertLayer", "VisualBertPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],
 }

@@ -152,6 +152,7 @@ MODEL_FAMILIES = {
                  "audio-frame-classification": "Wav2Vec2ForAudioFrameClassification",
                  "audio-xvector": "Wav2Vec2ForXVector"},
     "clap": {"base": "ClapModel"},
+    "visual_bert": {"base": "VisualBertModel"},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "llava": {"base": "LlavaModel", "image-text-to-text": "LlavaForConditionalGeneration"},
     "llava_next": {"base": "LlavaNextModel", "image-text-to-text": "LlavaNextForConditionalGeneration"},
