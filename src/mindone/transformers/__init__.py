@@ -204,6 +204,8 @@ _MODEL_FAMILIES = {
     "visual_bert": ["VisualBertModel", "VisualBertForPreTraining", "VisualBertForQuestionAnswering",
                     "VisualBertForVisualReasoning", "VisualBertForMultipleChoice",
                     "VisualBertForRegionToPhraseAlignment", "VisualBertLayer", "VisualBertPreTrainedModel"],
+    "perceiver": ["PerceiverModel", "PerceiverForMaskedLM", "PerceiverForSequenceClassification",
+                  "PerceiverPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],
 }

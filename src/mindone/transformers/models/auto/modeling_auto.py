@@ -153,6 +153,8 @@ MODEL_FAMILIES = {
                  "audio-xvector": "Wav2Vec2ForXVector"},
     "clap": {"base": "ClapModel"},
     "visual_bert": {"base": "VisualBertModel"},
+    "perceiver": {"base": "PerceiverModel", "masked-lm": "PerceiverForMaskedLM",
+                  "sequence-classification": "PerceiverForSequenceClassification"},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "llava": {"base": "LlavaModel", "image-text-to-text": "LlavaForConditionalGeneration"},
     "llava_next": {"base": "LlavaNextModel", "image-text-to-text": "LlavaNextForConditionalGeneration"},

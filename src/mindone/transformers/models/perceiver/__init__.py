@@ -1,0 +1,6 @@
+from .modeling_perceiver import (
+    PerceiverForMaskedLM,
+    PerceiverForSequenceClassification,
+    PerceiverModel,
+    PerceiverPreTrainedModel,
+)
