@@ -205,6 +205,7 @@ _MODEL_FAMILIES = {
                     "VisualBertForVisualReasoning", "VisualBertForMultipleChoice",
                     "VisualBertForRegionToPhraseAlignment", "VisualBertLayer", "VisualBertPreTrainedModel"],
     "perceiver": ["PerceiverModel", "PerceiverForMaskedLM", "PerceiverForSequenceClassification",
+                  "PerceiverForImageClassificationLearned", "PerceiverForImageClassificationFourier",
                   "PerceiverPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],

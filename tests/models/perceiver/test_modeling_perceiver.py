@@ -12,6 +12,8 @@ import transformers
 from mindone.transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    PerceiverForImageClassificationFourier,
+    PerceiverForImageClassificationLearned,
     PerceiverForMaskedLM,
     PerceiverForSequenceClassification,
     PerceiverModel,
@@ -23,7 +25,7 @@ VOCAB, MAX_POSITIONS = 30, 12
 # two blocks over two weight-shared self-attention layers; d_model divisible by the MLM decoder's 8 heads
 CONFIG = dict(num_latents=6, d_latents=16, d_model=16, num_blocks=2, num_self_attends_per_block=2,
               num_self_attention_heads=2, num_cross_attention_heads=1, vocab_size=VOCAB,
-              max_position_embeddings=MAX_POSITIONS, num_labels=3, attention_probs_dropout_prob=0.0)
+              max_position_embeddings=MAX_POSITIONS, num_labels=3, attention_probs_dropout_prob=0.0, image_size=4)
 
 
 def make_config(**overrides):
@@ -92,6 +94,22 @@ def test_sequence_classification_matches_torch(checkpoints, mode):
                                      ["logits", "loss", "cross_attentions"], mode)
 
 
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
+@pytest.mark.parametrize("head", [PerceiverForImageClassificationLearned, PerceiverForImageClassificationFourier],
+                         ids=["learned", "fourier"])
+def test_image_classification_matches_torch(checkpoints, head, mode):
+    """4x4 images: a 1x1 conv + 16 learned positions, or the pixels + Fourier features of a [-1, 1] grid (built in
+    float32 as torch builds them)."""
+    torch_model, path = checkpoints(getattr(transformers, head.__name__))
+    inputs = dict(pixel_values=np.random.RandomState(6).randn(2, 3, 4, 4).astype(np.float32),
+                  labels=np.array([0, 2], np.int64), output_hidden_states=True, output_attentions=True)
+    out, ref = head_parity.assert_matches_torch(head, torch_model, path, inputs, ["logits", "loss", "hidden_states"],
+                                                mode)
+    # probabilities (16 inputs, mean 1/16): the metric doubles softmax noise, as for the other attention maps
+    error = parity.compare_outputs(out, ref, ["cross_attentions"])["cross_attentions"] / 2
+    parity.assert_close({"cross_attentions": error}, parity.FP32_BAR, mode)
+
+
 def test_fp16_within_torch_fp16_error(checkpoints):
     torch_model, path = checkpoints(transformers.PerceiverForMaskedLM)
     ids, mask = text(seed=4)
@@ -99,8 +117,8 @@ def test_fp16_within_torch_fp16_error(checkpoints):
                                     "logits", "pynative")
 
 
-@pytest.mark.parametrize("head", [PerceiverForMaskedLM, PerceiverForSequenceClassification],
-                         ids=lambda h: h.__name__)
+@pytest.mark.parametrize("head", [PerceiverForMaskedLM, PerceiverForSequenceClassification,
+                                  PerceiverForImageClassificationLearned], ids=lambda h: h.__name__)
 def test_gradients_match_torch(checkpoints, head):
     """Against torch in float64: <= 1e-4 relative. Gradients whose float64 value is below 1e-6 everywhere (the
     decoder's query/key path: the latents it attends to are nearly alike, so its attention barely moves the loss;
@@ -111,7 +129,10 @@ def test_gradients_match_torch(checkpoints, head):
     ids, mask = text(seed=5)
     labels = ids.copy() if head is PerceiverForMaskedLM else np.array([1, 2], np.int64)
     inputs = dict(inputs=ids, attention_mask=mask, labels=labels)
-    ref_loss, ref = parity.torch_gradients(copy.deepcopy(torch_model).double(), inputs)
+    if head is PerceiverForImageClassificationLearned:
+        inputs = dict(inputs=np.random.RandomState(5).randn(2, 3, 4, 4).astype(np.float32), labels=labels)
+    inputs64 = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in inputs.items()}
+    ref_loss, ref = parity.torch_gradients(copy.deepcopy(torch_model).double(), inputs64)
     loss, ours = parity.our_gradients(parity.load_ours(head, path), inputs)
     errors = {"loss": parity.rel_error(loss, ref_loss)}
     for name, grad in ref.items():

@@ -1,4 +1,6 @@
 from .modeling_perceiver import (
+    PerceiverForImageClassificationFourier,
+    PerceiverForImageClassificationLearned,
     PerceiverForMaskedLM,
     PerceiverForSequenceClassification,
     PerceiverModel,

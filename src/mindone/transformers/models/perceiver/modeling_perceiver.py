@@ -5,21 +5,24 @@ A fixed set of learned latents cross-attends once to the (preprocessed) inputs, 
 (learned position encodings) that cross-attend to the latents: one query per output position for masked language
 modeling (logits through the transposed input embedding), one query for classification.
 
-Provided: `PerceiverModel` (raw `d_model` inputs, or with the text preprocessor / basic and classification
-decoders given as arguments), `PerceiverForMaskedLM`, `PerceiverForSequenceClassification`. Not yet: the image,
-optical-flow and multimodal heads (their convolutional / Fourier-feature preprocessors and decoders).
+Provided: `PerceiverModel` (raw `d_model` inputs, or with the text / image preprocessors and basic /
+classification decoders given as arguments), `PerceiverForMaskedLM`, `PerceiverForSequenceClassification`,
+`PerceiverForImageClassificationLearned` (1x1 conv + learned positions), `PerceiverForImageClassificationFourier`
+(raw pixels + Fourier position features). Not yet: the conv-processing image head (`Conv2DDownsample`), optical
+flow, multimodal autoencoding, `interpolate_pos_encoding`.
 """
 
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 from transformers import PerceiverConfig
 
 from ...backend import functional as F
-from ...backend.layers import Embedding, LayerNorm, Linear, new_parameter
+from ...backend.layers import Conv2d, Embedding, LayerNorm, Linear, new_parameter
 from ...loss_utils import masked_lm_loss, sequence_classification_loss
 from ...masking_utils import create_bidirectional_mask
 from ...modeling_outputs import ModelOutput, model_output
@@ -237,6 +240,123 @@ class PerceiverTrainablePositionEncoding(nn.Cell):
     def construct(self, batch_size):
         return ops.broadcast_to(self.position_embeddings[None],
                                 (batch_size,) + tuple(self.position_embeddings.shape))
+
+
+def _linspace_float32(start, end, steps):
+    """torch.linspace in float32 as its CPU kernel computes it (a float32 step, each value one fused multiply-add
+    from `start`, or back from `end` for the second half), so the Fourier features match torch's to the last bit of
+    their arguments (a plain float32 product is 1 ulp off on some values, 3e-5 on the features)."""
+    step = np.float64(np.float32((np.float32(end) - np.float32(start)) / np.float32(max(steps - 1, 1))))
+    index = np.arange(steps, dtype=np.float64)
+    forward = np.float64(np.float32(start)) + step * index
+    backward = np.float64(np.float32(end)) - step * (steps - 1 - index)
+    return np.where(index < steps // 2, forward, backward).astype(np.float32)
+
+
+@ops.constexpr
+def _fourier_features(index_dims, num_bands, max_resolution, concat_pos, sine_only):
+    """(prod(index_dims), channels) Fourier position features of a [-1, 1] grid (HF's generate_fourier_features,
+    float32 like torch): [positions,] sin(pi * pos * f) [, cos(pi * pos * f)] for `num_bands` frequencies per
+    dimension from 1 to resolution / 2."""
+    grids = np.meshgrid(*[_linspace_float32(-1.0, 1.0, n) for n in index_dims], indexing="ij")
+    pos = np.stack(grids, -1).reshape(-1, len(index_dims)).astype(np.float32)
+    bands = np.stack([_linspace_float32(1.0, res / 2, num_bands) for res in max_resolution])
+    per_pos = (pos[:, :, None] * bands[None]).reshape(pos.shape[0], -1)
+    angle = np.float32(np.pi) * per_pos
+    features = [np.sin(angle)] if sine_only else [np.sin(angle), np.cos(angle)]
+    if concat_pos:
+        features = [pos] + features
+    return ms.Tensor(np.concatenate(features, -1).astype(np.float32))
+
+
+class PerceiverFourierPositionEncoding(nn.Cell):
+    def __init__(self, num_bands, max_resolution, concat_pos=True, sine_only=False):
+        super().__init__()
+        self.num_bands = num_bands
+        self.max_resolution = tuple(max_resolution)
+        self.concat_pos = concat_pos
+        self.sine_only = sine_only
+
+    @property
+    def num_dimensions(self):
+        return len(self.max_resolution)
+
+    def output_size(self):
+        size = self.num_bands * len(self.max_resolution) * (1 if self.sine_only else 2)
+        return size + (self.num_dimensions if self.concat_pos else 0)
+
+    def construct(self, index_dims, batch_size, dtype):
+        table = _fourier_features(tuple(index_dims), self.num_bands, self.max_resolution, self.concat_pos,
+                                  self.sine_only).astype(dtype)
+        return ops.broadcast_to(table[None], (batch_size,) + tuple(table.shape))
+
+
+class PerceiverImagePreprocessor(nn.Cell):
+    """Images (B, C, H, W) -> (B, H' * W', channels): a 1x1 conv (`prep_type="conv1x1"`) or the raw pixels
+    (`"pixels"`), with learned (`"trainable"`) or Fourier position encodings concatenated or added."""
+
+    def __init__(self, config, prep_type="conv", spatial_downsample=4, temporal_downsample=1,
+                 position_encoding_type="fourier", in_channels=3, out_channels=64, conv_after_patching=False,
+                 conv_after_patching_in_channels=54, conv2d_use_batchnorm=True, concat_or_add_pos="concat",
+                 project_pos_dim=-1, trainable_position_encoding_kwargs=None, fourier_position_encoding_kwargs=None):
+        super().__init__()
+        if prep_type not in ("conv", "patches", "pixels", "conv1x1"):
+            raise ValueError(f"Prep_type {prep_type} is invalid")
+        if prep_type not in ("pixels", "conv1x1") or conv_after_patching or temporal_downsample != 1:
+            raise NotImplementedError(f"PerceiverImagePreprocessor: prep_type {prep_type!r} (or conv after patching, "
+                                      "temporal downsampling) is not implemented yet; 'conv1x1' and 'pixels' are")
+        if concat_or_add_pos not in ("concat", "add"):
+            raise ValueError(f"Invalid value {concat_or_add_pos} for concat_or_add_pos.")
+        self.config = config
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.prep_type = prep_type
+        self.spatial_downsample = spatial_downsample
+        self.position_encoding_type = position_encoding_type
+        self.concat_or_add_pos = concat_or_add_pos
+        self.project_pos_dim = project_pos_dim
+        if prep_type == "conv1x1":
+            self.convnet_1x1 = Conv2d(in_channels, out_channels, kernel_size=(1, 1),
+                                      stride=(spatial_downsample, spatial_downsample))
+        if position_encoding_type == "trainable":
+            if not trainable_position_encoding_kwargs:
+                raise ValueError("Make sure to pass trainable_position_encoding_kwargs")
+            self.position_embeddings = PerceiverTrainablePositionEncoding(**trainable_position_encoding_kwargs)
+        elif position_encoding_type == "fourier":
+            if not fourier_position_encoding_kwargs:
+                raise ValueError("Make sure to pass fourier_position_encoding_kwargs")
+            self.position_embeddings = PerceiverFourierPositionEncoding(**fourier_position_encoding_kwargs)
+        else:
+            raise ValueError(f"Unknown position encoding type: {position_encoding_type}.")
+        self.positions_projection = Linear(out_channels, project_pos_dim) if project_pos_dim > 0 else None
+
+    @property
+    def num_channels(self):
+        pos_dim = self.project_pos_dim if self.project_pos_dim > 0 else self.position_embeddings.output_size()
+        if self.concat_or_add_pos == "add":
+            return pos_dim
+        if self.prep_type == "conv1x1":
+            return self.out_channels + pos_dim
+        return -(-self.in_channels // self.spatial_downsample) + pos_dim
+
+    def construct(self, inputs, pos=None, network_input_is_1d=True, interpolate_pos_encoding=False):
+        """Returns (inputs with positions, modality sizes (None), inputs without positions)."""
+        if self.prep_type == "conv1x1":
+            inputs = self.convnet_1x1(inputs.astype(self.convnet_1x1.weight.dtype))
+        else:
+            # HF slices the batch and channel axes of a 4D input here ([::s, ::s]): the same for s = 1
+            inputs = inputs[::self.spatial_downsample, ::self.spatial_downsample]
+        inputs = inputs.permute(0, 2, 3, 1)
+        batch_size, height, width = inputs.shape[:3]
+        inputs = inputs.reshape(batch_size, height * width, -1)
+        if self.position_encoding_type == "trainable":
+            pos_enc = self.position_embeddings(batch_size)
+        else:
+            pos_enc = self.position_embeddings((height, width), batch_size, inputs.dtype)
+        if self.positions_projection is not None:
+            pos_enc = self.positions_projection(pos_enc)
+        pos_enc = pos_enc.astype(inputs.dtype)
+        with_pos = ops.cat((inputs, pos_enc), -1) if self.concat_or_add_pos == "concat" else inputs + pos_enc
+        return with_pos, None, inputs
 
 
 class PerceiverTextPreprocessor(nn.Cell):
@@ -483,5 +603,69 @@ class PerceiverForSequenceClassification(PerceiverPreTrainedModel):
         return model_output(PerceiverClassifierOutput, fields, return_dict is not False)
 
 
+class _PerceiverImageClassifier(PerceiverPreTrainedModel):
+    """Shared forward of the image classification heads: `inputs` / `pixel_values` (B, C, H, W)."""
+
+    main_input_name = "pixel_values"
+
+    def _classifier_decoder(self, config):
+        return PerceiverClassificationDecoder(
+            config, num_channels=config.d_latents, use_query_residual=True,
+            trainable_position_encoding_kwargs={"num_channels": config.d_latents, "index_dims": 1})
+
+    def construct(self, inputs=None, attention_mask=None, output_attentions=None, output_hidden_states=None,
+                  labels=None, interpolate_pos_encoding=False, return_dict=None, pixel_values=None, **kwargs):
+        r"""
+        Args:
+            inputs / pixel_values: (B, C, H, W) images (PerceiverImageProcessor).
+            labels: (B,) class indices (cross-entropy), floats for regression or multi-label.
+        """
+        if inputs is not None and pixel_values is not None:
+            raise ValueError("You cannot use both `inputs` and `pixel_values`")
+        if interpolate_pos_encoding:
+            raise NotImplementedError("Perceiver: interpolate_pos_encoding is not implemented yet")
+        outputs = self.perceiver._forward(pixel_values if inputs is None else inputs, attention_mask,
+                                          output_attentions, output_hidden_states)
+        logits = outputs["logits"]
+        loss = sequence_classification_loss(labels, logits, self.config) if labels is not None else None
+        fields = {"loss": loss, "logits": logits, "hidden_states": outputs["hidden_states"],
+                  "attentions": outputs["attentions"], "cross_attentions": outputs["cross_attentions"]}
+        return model_output(PerceiverClassifierOutput, fields, return_dict is not False)
+
+
+class PerceiverForImageClassificationLearned(_PerceiverImageClassifier):
+    """1x1 conv to 256 channels, concatenated with 256 projected learned positions (one per pixel of
+    `config.image_size` x `config.image_size`)."""
+
+    def __init__(self, config: PerceiverConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.perceiver = PerceiverModel(
+            config,
+            input_preprocessor=PerceiverImagePreprocessor(
+                config, prep_type="conv1x1", spatial_downsample=1, out_channels=256,
+                position_encoding_type="trainable", concat_or_add_pos="concat", project_pos_dim=256,
+                trainable_position_encoding_kwargs={"num_channels": 256, "index_dims": config.image_size ** 2}),
+            decoder=self._classifier_decoder(config))
+        self.post_init()
+
+
+class PerceiverForImageClassificationFourier(_PerceiverImageClassifier):
+    """Raw pixels concatenated with Fourier features of their position (64 bands per axis up to 224 / 2)."""
+
+    def __init__(self, config: PerceiverConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.perceiver = PerceiverModel(
+            config,
+            input_preprocessor=PerceiverImagePreprocessor(
+                config, prep_type="pixels", spatial_downsample=1,
+                fourier_position_encoding_kwargs={"concat_pos": True, "max_resolution": (224, 224),
+                                                  "num_bands": 64, "sine_only": False}),
+            decoder=self._classifier_decoder(config))
+        self.post_init()
+
+
 __all__ = ["PerceiverModel", "PerceiverForMaskedLM", "PerceiverForSequenceClassification",
+           "PerceiverForImageClassificationLearned", "PerceiverForImageClassificationFourier",
            "PerceiverPreTrainedModel"]
