@@ -63,7 +63,7 @@ def test_from_config_builds_random_model_in_dtype():
 def test_unsupported_model_type_lists_supported_ones():
     config = transformers.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=20, num_hidden_layers=1,
                                       num_attention_heads=2)
-    with pytest.raises(ValueError, match=r"model_type='llama'.*AutoModelForMaskedLM: bert, data2vec-text, distilbert, fnet, luke, roberta, roberta-prelayernorm"):
+    with pytest.raises(ValueError, match=r"model_type='llama'.*AutoModelForMaskedLM: bert, data2vec-text, distilbert, fnet, luke, perceiver, roberta, roberta-prelayernorm"):
         AutoModelForMaskedLM.from_config(config)
     config = transformers.ReformerConfig()
     with pytest.raises(ValueError, match=r"model_type='reformer'.*supported by AutoModel: .*bert.*llama"):

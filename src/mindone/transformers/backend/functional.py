@@ -546,6 +546,23 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean", weight=No
     return cast(total / counted.sum(), logits.dtype)
 
 
+def log_softmax_kl_div(logits, target):
+    """(log_softmax(logits), torch's KLDivLoss(reduction="batchmean")(log_softmax(logits), target)) over the last
+    axis: sum(target * (log target - log p)) / batch, zero-target terms 0 (torch's xlogy). The log-softmax is the
+    written-out one of `cross_entropy`, in float64 on CPU for up to `_FLOAT64_LOSS_MAX_CLASSES` classes (MindSpore's
+    LogSoftmax gradient error reached VisualBERT's first-layer key-weight gradients: 1.1e-4 from float64)."""
+    compute_dtype = ms.float32
+    if not _MINT_ONLY_DEVICE and logits.shape[-1] <= _FLOAT64_LOSS_MAX_CLASSES:
+        compute_dtype = ms.float64
+    logp = _precise_log_softmax(cast(logits, compute_dtype))
+    target = cast(target, compute_dtype)
+    positive = target > 0
+    target_log = ops.where(positive, target * ops.log(ops.where(positive, target, ops.ones_like(target))),
+                           ops.zeros_like(target))
+    loss = (target_log - target * logp).sum() / logits.shape[0]
+    return cast(logp, logits.dtype), cast(loss, logits.dtype)
+
+
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
     """torch.nn.functional.ctc_loss with padded (N, S) targets: log_probs (T, N, C), lengths (N,); float32 math.
 

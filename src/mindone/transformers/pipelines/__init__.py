@@ -9,7 +9,7 @@ import logging
 import os
 
 from ..models.auto.modeling_auto import MODEL_FAMILIES, TASKS, model_class, supported_model_types
-from .audio_classification import AudioClassificationPipeline
+from .audio_classification import AudioClassificationPipeline, ZeroShotAudioClassificationPipeline
 from .automatic_speech_recognition import AutomaticSpeechRecognitionPipeline
 from .base import Pipeline
 from .text import (
@@ -45,6 +45,8 @@ SUPPORTED_TASKS = {
     "text-generation": (TextGenerationPipeline, "causal-lm"),
     "automatic-speech-recognition": (AutomaticSpeechRecognitionPipeline, "speech-seq2seq"),
     "audio-classification": (AudioClassificationPipeline, "audio-classification"),
+    # HF's pipeline loads the model with AutoModel (there is no AutoModelForZeroShotAudioClassification)
+    "zero-shot-audio-classification": (ZeroShotAudioClassificationPipeline, "base"),
     "text2text-generation": (Text2TextGenerationPipeline, "seq2seq-lm"),
     "summarization": (SummarizationPipeline, "seq2seq-lm"),
     "translation": (TranslationPipeline, "seq2seq-lm"),
@@ -63,8 +65,9 @@ _IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, Zer
                 ImageToTextPipeline, ImageSegmentationPipeline, ObjectDetectionPipeline)
 # image tasks that also tokenize text (or decode it)
 _IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline, ImageToTextPipeline)
-# pipelines fed by a feature extractor only (no tokenizer)
-_AUDIO_TASKS = (AudioClassificationPipeline,)
+# pipelines fed by a feature extractor (no tokenizer, unless also listed in _AUDIO_TEXT_TASKS)
+_AUDIO_TASKS = (AudioClassificationPipeline, ZeroShotAudioClassificationPipeline)
+_AUDIO_TEXT_TASKS = (ZeroShotAudioClassificationPipeline,)
 # automatic-speech-recognition runs CTC models (AutoModelForCTC) as well as Whisper (AutoModelForSpeechSeq2Seq)
 _ASR_MODEL_TASKS = ("speech-seq2seq", "ctc")
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
@@ -133,7 +136,7 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
         if issubclass(pipeline_cls, _IMAGE_TASKS):
             image_processor = image_processor if image_processor is not None else path
         if (not issubclass(pipeline_cls, _IMAGE_TASKS + _AUDIO_TASKS)
-                or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)):
+                or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS + _AUDIO_TEXT_TASKS)):
             tokenizer = tokenizer if tokenizer is not None else path
             tokenizer_kwargs = config_kwargs
         if (pipeline_cls is AutomaticSpeechRecognitionPipeline or issubclass(pipeline_cls, _AUDIO_TASKS)) \
@@ -147,8 +150,8 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
             return _image_text_to_text(model, processor, batch_size, kwargs)
         if issubclass(pipeline_cls, _IMAGE_TASKS) and image_processor is None:
             image_processor = getattr(model, "name_or_path", None) or None
-        if (not issubclass(pipeline_cls, _IMAGE_TASKS + _AUDIO_TASKS) or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS)) \
-                and tokenizer is None:
+        if (not issubclass(pipeline_cls, _IMAGE_TASKS + _AUDIO_TASKS)
+                or issubclass(pipeline_cls, _IMAGE_TEXT_TASKS + _AUDIO_TEXT_TASKS)) and tokenizer is None:
             tokenizer = getattr(model, "name_or_path", None) or None
     if issubclass(pipeline_cls, _IMAGE_TASKS):
         if isinstance(image_processor, (str, os.PathLike)):
@@ -171,6 +174,14 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
             from transformers import AutoFeatureExtractor
 
             feature_extractor = AutoFeatureExtractor.from_pretrained(os.fspath(feature_extractor))
+        if issubclass(pipeline_cls, _AUDIO_TEXT_TASKS):
+            if isinstance(tokenizer, (str, os.PathLike)):
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer))
+            if tokenizer is None:
+                raise ValueError(f"pipeline({task!r}) needs a tokenizer: pass `tokenizer=`")
+            kwargs["tokenizer"] = tokenizer
         return pipeline_cls(model, feature_extractor=feature_extractor, batch_size=batch_size, **kwargs)
     if isinstance(tokenizer, (str, os.PathLike)):
         from transformers import AutoTokenizer

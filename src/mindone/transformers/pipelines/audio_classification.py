@@ -67,3 +67,59 @@ class AudioClassificationPipeline(Pipeline):
             probs = logits
         ids = np.argsort(-probs, kind="stable")[:top_k]
         return [{"score": float(probs[i]), "label": self.model.config.id2label[int(i)]} for i in ids]
+
+
+class ZeroShotAudioClassificationPipeline(Pipeline):
+    """`pipe(audio, candidate_labels=[...], hypothesis_template="This is a sound of {}.")` -> [{"score", "label"}]
+    by decreasing score: the softmax over the labels of CLAP's audio-text logits (`logits_per_audio`).
+
+    The audio goes through the model's feature extractor (ClapFeatureExtractor: log-mels and `is_longer`), the
+    labels, put in the template, through its tokenizer (padded together); one model call per audio, as HF."""
+
+    task = "zero-shot-audio-classification"
+
+    def __init__(self, model, tokenizer=None, feature_extractor=None, **kwargs):
+        if feature_extractor is None or tokenizer is None:
+            raise ValueError("zero-shot-audio-classification needs a feature extractor and a tokenizer: pass "
+                             "`feature_extractor=` and `tokenizer=`")
+        super().__init__(model, tokenizer=tokenizer, feature_extractor=feature_extractor, **kwargs)
+
+    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None):
+        pre = {}
+        if candidate_labels is not None:
+            pre["candidate_labels"] = candidate_labels
+        if hypothesis_template is not None:
+            pre["hypothesis_template"] = hypothesis_template
+        return pre, {}
+
+    def preprocess(self, item, candidate_labels=None, hypothesis_template="This is a sound of {}."):
+        if not candidate_labels:
+            raise ValueError("zero-shot-audio-classification needs `candidate_labels`")
+        if isinstance(candidate_labels, str):
+            candidate_labels = [candidate_labels]
+        rate = self.feature_extractor.sampling_rate
+        audio = load_audio(item, rate, type(self).__name__)
+        inputs = self.feature_extractor([audio], sampling_rate=rate, return_tensors="np")
+        prepared = {"input_features": np.asarray(inputs["input_features"], np.float32)}
+        if "is_longer" in inputs:
+            prepared["is_longer"] = np.asarray(inputs["is_longer"], np.bool_)
+        text = self.tokenizer([hypothesis_template.format(x) for x in candidate_labels], return_tensors="np",
+                              padding=True)
+        prepared.update({k: np.asarray(text[k], np.int64) for k in ("input_ids", "attention_mask") if k in text})
+        prepared["candidate_labels"] = list(candidate_labels)
+        return prepared
+
+    def _run_batch(self, parts):
+        # every audio has its own label set: one model call per audio
+        split = []
+        for part in parts:
+            inputs = {k: v for k, v in part.items()
+                      if k in ("input_features", "is_longer", "input_ids", "attention_mask")}
+            outputs = Pipeline._forward(self, inputs)
+            split.append({"candidate_labels": part["candidate_labels"], "logits": outputs["logits_per_audio"]})
+        return split
+
+    def postprocess(self, model_outputs):
+        scores = softmax(model_outputs["logits"][0].astype(np.float32))
+        ranked = sorted(zip(scores.tolist(), model_outputs["candidate_labels"]), key=lambda x: -x[0])
+        return [{"score": score, "label": label} for score, label in ranked]

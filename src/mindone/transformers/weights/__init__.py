@@ -11,7 +11,7 @@ from .gguf_io import ARCHITECTURES as GGUF_ARCHITECTURES
 from .gguf_io import GGUFArchitecture, load_gguf
 from .loading import checkpoint_dtype, iter_state_dict
 from .renames import rename_legacy_key
-from .resolve import resolve_checkpoint_files
+from .resolve import resolve_checkpoint_files, resolve_named_file
 from .saving import parse_size, save_state_dict
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "parse_size",
     "rename_legacy_key",
     "resolve_checkpoint_files",
+    "resolve_named_file",
     "save_state_dict",
     "split_experts",
 ]

@@ -108,6 +108,24 @@ def _resolve_hub(repo_id: str, subfolder: str, gguf_file: str | None, **download
     )
 
 
+def resolve_named_file(pretrained_model_name_or_path, name: str, subfolder: str = "", revision: str | None = None,
+                       cache_dir=None, local_files_only: bool = False, token=None) -> str | None:
+    """The path of file `name` in a local directory or a Hub repo (downloaded through huggingface_hub's cache), or
+    None when it does not exist there (e.g. `adapter.<lang>.safetensors` beside a Wav2Vec2 MMS checkpoint)."""
+    path = os.fspath(pretrained_model_name_or_path)
+    if os.path.isdir(path):
+        candidate = os.path.join(path, subfolder, name) if subfolder else os.path.join(path, name)
+        return os.path.abspath(candidate) if os.path.isfile(candidate) else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return hf_hub_download(path, name, subfolder=subfolder or None, revision=revision, cache_dir=cache_dir,
+                               local_files_only=local_files_only, token=token)
+    except EntryNotFoundError:
+        return None
+
+
 def resolve_checkpoint_files(
     pretrained_model_name_or_path,
     subfolder: str = "",

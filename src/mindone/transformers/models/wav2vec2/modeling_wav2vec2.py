@@ -12,7 +12,11 @@ codebook-diversity loss.
 
 Training: SpecAugment (random time and feature spans) and LayerDrop are drawn from numpy's global RNG in PyNative,
 in HF's order (a seeded numpy gives HF's time/feature masks); a compiled (graph) training step applies neither.
-Not implemented: adapters (`add_adapter`, `adapter_attn_dim`).
+
+Adapters: `config.add_adapter` appends strided Conv1d + GLU layers (optionally after a down-projection to
+`output_hidden_size`) to the encoder's output; `config.adapter_attn_dim` adds a small bottleneck after every pre-norm
+layer (MMS), whose weights and `lm_head` per language `load_adapter(target_lang)` reads from
+`adapter.<lang>.safetensors` (or `.bin`) beside the checkpoint (`from_pretrained(..., target_lang=...)` too).
 """
 
 import logging
@@ -272,8 +276,23 @@ class Wav2Vec2EncoderLayer(GradientCheckpointingLayer):
         return hidden_states, attn_weights
 
 
+class Wav2Vec2AttnAdapterLayer(nn.Cell):
+    """MMS language adapter: LayerNorm -> down-projection -> ReLU -> up-projection, added to the layer's output."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.input_dim = config.adapter_attn_dim
+        self.hidden_dim = config.hidden_size
+        self.norm = LayerNorm(self.hidden_dim)
+        self.linear_1 = Linear(self.hidden_dim, self.input_dim)
+        self.linear_2 = Linear(self.input_dim, self.hidden_dim)
+
+    def construct(self, hidden_states):
+        return self.linear_2(F.relu(self.linear_1(self.norm(hidden_states))))
+
+
 class Wav2Vec2EncoderLayerStableLayerNorm(GradientCheckpointingLayer):
-    """Pre-norm layer (`do_stable_layer_norm=True`)."""
+    """Pre-norm layer (`do_stable_layer_norm=True`), with the MMS adapter when `config.adapter_attn_dim` is set."""
 
     def __init__(self, config):
         super().__init__()
@@ -283,12 +302,16 @@ class Wav2Vec2EncoderLayerStableLayerNorm(GradientCheckpointingLayer):
         self.layer_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.feed_forward = Wav2Vec2FeedForward(config)
         self.final_layer_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.adapter_layer = (Wav2Vec2AttnAdapterLayer(config)
+                              if getattr(config, "adapter_attn_dim", None) is not None else None)
 
     def construct(self, hidden_states, attention_mask=None):
         attn_residual = hidden_states
         hidden_states, attn_weights = self.attention(self.layer_norm(hidden_states), attention_mask)
         hidden_states = attn_residual + self.dropout(hidden_states)
         hidden_states = hidden_states + self.feed_forward(self.final_layer_norm(hidden_states))
+        if self.adapter_layer is not None:
+            hidden_states = hidden_states + self.adapter_layer(hidden_states)
         return hidden_states, attn_weights
 
 
@@ -397,6 +420,44 @@ class Wav2Vec2GumbelVectorQuantizer(nn.Cell):
         return codevectors.sum(-2).reshape(batch_size, sequence_length, -1), perplexity
 
 
+class Wav2Vec2AdapterLayer(nn.Cell):
+    """Strided Conv1d doubling the channels, then GLU halving them: (B, C, T) -> (B, C, ~T / adapter_stride)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.conv = Conv1d(config.output_hidden_size, 2 * config.output_hidden_size, config.adapter_kernel_size,
+                           stride=config.adapter_stride, padding=1)
+
+    def construct(self, hidden_states):
+        hidden_states = self.conv(hidden_states)
+        half = hidden_states.shape[1] // 2
+        return hidden_states[:, :half] * F.sigmoid(hidden_states[:, half:])
+
+
+class Wav2Vec2Adapter(nn.Cell):
+    """`config.add_adapter`: optional projection to `output_hidden_size`, then `num_adapter_layers` conv layers
+    (each skipped with probability `layerdrop` in PyNative training, drawn from numpy's RNG as HF draws it)."""
+
+    def __init__(self, config):
+        super().__init__()
+        if config.output_hidden_size != config.hidden_size:
+            self.proj = Linear(config.hidden_size, config.output_hidden_size)
+            self.proj_layer_norm = LayerNorm(config.output_hidden_size)
+        else:
+            self.proj = self.proj_layer_norm = None
+        self.layers = nn.CellList([Wav2Vec2AdapterLayer(config) for _ in range(config.num_adapter_layers)])
+        self.layerdrop = config.layerdrop
+
+    def construct(self, hidden_states):
+        if self.proj is not None:
+            hidden_states = self.proj_layer_norm(self.proj(hidden_states))
+        hidden_states = hidden_states.swapaxes(1, 2)
+        for layer in self.layers:
+            if not self.training or runtime.in_graph() or np.random.random() > self.layerdrop:
+                hidden_states = layer(hidden_states)
+        return hidden_states.swapaxes(1, 2)
+
+
 # ---- models -----------------------------------------------------------------------------------------------------
 
 
@@ -466,18 +527,9 @@ def _uniform_0_1(param):
     param.set_data(param + 0.5)
 
 
-def _check_supported(config):
-    if getattr(config, "add_adapter", False):
-        raise NotImplementedError("Wav2Vec2 with `config.add_adapter=True` is not supported by mindone.transformers")
-    if getattr(config, "adapter_attn_dim", None) is not None:
-        raise NotImplementedError("Wav2Vec2 with attention adapters (`config.adapter_attn_dim`) is not supported by "
-                                  "mindone.transformers")
-
-
 class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
     def __init__(self, config: Wav2Vec2Config):
         super().__init__(config)
-        _check_supported(config)
         self.config = config
         self.feature_extractor = Wav2Vec2FeatureEncoder(config)
         self.feature_projection = Wav2Vec2FeatureProjection(config)
@@ -486,7 +538,7 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
             self.masked_spec_embed = new_parameter((config.hidden_size,), Uniform(0.5))
         self.encoder = Wav2Vec2Encoder(config, stable_layer_norm=config.do_stable_layer_norm)
-        self.adapter = None
+        self.adapter = Wav2Vec2Adapter(config) if config.add_adapter else None
         self.post_init()
 
     def freeze_feature_encoder(self):
@@ -540,6 +592,8 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, attention_mask)
         hidden_states, all_hidden_states, all_attentions = self.encoder(
             hidden_states, attention_mask, output_attentions, output_hidden_states)
+        if self.adapter is not None:
+            hidden_states = self.adapter(hidden_states)
         fields = {"last_hidden_state": hidden_states, "extract_features": extract_features,
                   "hidden_states": all_hidden_states, "attentions": all_attentions}
         return model_output(Wav2Vec2BaseModelOutput, fields, return_dict is not False)
@@ -671,8 +725,6 @@ class _Wav2Vec2HeadMixin:
 class Wav2Vec2ForCTC(_Wav2Vec2HeadMixin, Wav2Vec2PreTrainedModel):
     def __init__(self, config: Wav2Vec2Config, target_lang=None):
         super().__init__(config)
-        if target_lang is not None:
-            raise NotImplementedError("`target_lang` (adapter weights) is not supported by mindone.transformers")
         self.wav2vec2 = Wav2Vec2Model(config)
         self.dropout = Dropout(config.final_dropout)
         self.target_lang = target_lang
@@ -681,8 +733,93 @@ class Wav2Vec2ForCTC(_Wav2Vec2HeadMixin, Wav2Vec2PreTrainedModel):
                              "define the vocabulary size of the language model head. Please instantiate the model as "
                              "follows: `Wav2Vec2ForCTC.from_pretrained(..., vocab_size=vocab_size)`. or define "
                              "`vocab_size` of your model's configuration.")
-        self.lm_head = Linear(config.hidden_size, config.vocab_size)
+        output_hidden_size = config.output_hidden_size if config.add_adapter else config.hidden_size
+        self.lm_head = Linear(output_hidden_size, config.vocab_size)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, target_lang=None, **kwargs):
+        """As `PreTrainedModel.from_pretrained`; `target_lang` then loads that language's adapter weights
+        (`load_adapter`), as HF does after loading the checkpoint."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if target_lang is not None:
+            if getattr(model.config, "adapter_attn_dim", None) is None:
+                raise ValueError(f"Cannot pass `target_lang`: {target_lang} if `config.adapter_attn_dim` is not "
+                                 "defined.")
+            hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "local_files_only", "token", "revision")
+                          if k in kwargs}
+            model.load_adapter(target_lang, **hub_kwargs)
+        return loaded
+
+    def _get_adapters(self):
+        """{name: Parameter} of the attention adapters and the lm_head: what an adapter file replaces."""
+        if self.config.adapter_attn_dim is None:
+            raise ValueError(f"{self.__class__} has no adapter layers. Make sure to define `config.adapter_attn_dim`.")
+        return {name: p for name, p in self.named_parameters_dict().items()
+                if ".adapter_layer." in name or name.startswith("lm_head.")}
+
+    def init_adapter_layers(self):
+        """(Re-)initialises the attention adapters and the lm_head for adapter-only fine-tuning."""
+        for name, cell in self.cells_and_names():
+            if ".adapter_layer." in f".{name}." or name == "lm_head" or name.startswith("lm_head."):
+                self._init_weights(cell)
+
+    def load_adapter(self, target_lang, force_load=True, **kwargs):
+        """Loads `adapter.<target_lang>.safetensors` (else `adapter.<target_lang>.bin`) from the checkpoint's
+        directory or Hub repo into the attention adapters and the lm_head (resized when the language's vocabulary
+        differs; `config.vocab_size` follows).
+
+        Args:
+            target_lang: the language id of the adapter file.
+            force_load: load even when `target_lang` is already the loaded one.
+            kwargs: `cache_dir`, `local_files_only`, `token`, `revision`, `use_safetensors` as in HF.
+        """
+        from ...weights import iter_state_dict, resolve_named_file
+
+        if self.config.adapter_attn_dim is None:
+            raise ValueError(f"Cannot load_adapter for {target_lang} if `config.adapter_attn_dim` is not defined.")
+        if target_lang == self.target_lang and not force_load:
+            logger.warning("Adapter weights are already set to %s.", target_lang)
+            return
+        use_safetensors = kwargs.pop("use_safetensors", None)
+        hub_kwargs = {k: kwargs.pop(k) for k in ("cache_dir", "local_files_only", "token", "revision") if k in kwargs}
+        for unused in ("force_download", "proxies", "mirror"):
+            kwargs.pop(unused, None)
+        if kwargs:
+            raise TypeError(f"load_adapter got unexpected keyword arguments: {sorted(kwargs)}")
+        source = getattr(self, "name_or_path", None) or self.config.name_or_path
+        names = [(f"adapter.{target_lang}.safetensors", "safetensors"), (f"adapter.{target_lang}.bin", "bin")]
+        if use_safetensors:
+            names = names[:1]
+        elif use_safetensors is False:
+            names = names[1:]
+        path, fmt = None, None
+        for name, fmt in names:
+            path = resolve_named_file(source, name, **hub_kwargs)
+            if path is not None:
+                break
+        if path is None:
+            raise OSError(f"Can't load the adapter for {target_lang!r}: {source!r} has no "
+                          f"{' or '.join(n for n, _ in names)}")
+        state_dict = dict(iter_state_dict([path], fmt))
+        adapter_weights = self._get_adapters()
+        unexpected = set(state_dict) - set(adapter_weights)
+        missing = set(adapter_weights) - set(state_dict)
+        if unexpected:
+            raise ValueError(f"The adapter weights {path} has unexpected keys: {', '.join(sorted(unexpected))}.")
+        if missing:
+            raise ValueError(f"The adapter weights {path} has missing keys: {', '.join(sorted(missing))}.")
+        target_vocab_size = state_dict["lm_head.weight"].shape[0]
+        if target_vocab_size != self.config.vocab_size:
+            dtype = self.lm_head.weight.dtype
+            self.lm_head = Linear(self.lm_head.weight.shape[1], target_vocab_size, dtype=dtype)
+            self.config.vocab_size = target_vocab_size
+            adapter_weights = self._get_adapters()
+        for name, array in state_dict.items():
+            param = adapter_weights[name]
+            param.set_data(ms.Tensor(np.asarray(array)).astype(param.dtype))
+        self.target_lang = target_lang
 
     def construct(self, input_values, attention_mask=None, labels=None, output_attentions=None,
                   output_hidden_states=None, return_dict=None, **kwargs):

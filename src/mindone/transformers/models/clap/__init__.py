@@ -1,0 +1,8 @@
+from .modeling_clap import (
+    ClapAudioModel,
+    ClapAudioModelWithProjection,
+    ClapModel,
+    ClapPreTrainedModel,
+    ClapTextModel,
+    ClapTextModelWithProjection,
+)

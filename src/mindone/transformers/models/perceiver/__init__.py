@@ -1,0 +1,8 @@
+from .modeling_perceiver import (
+    PerceiverForImageClassificationFourier,
+    PerceiverForImageClassificationLearned,
+    PerceiverForMaskedLM,
+    PerceiverForSequenceClassification,
+    PerceiverModel,
+    PerceiverPreTrainedModel,
+)

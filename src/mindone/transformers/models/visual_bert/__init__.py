@@ -1,0 +1,10 @@
+from .modeling_visual_bert import (
+    VisualBertForMultipleChoice,
+    VisualBertForPreTraining,
+    VisualBertForQuestionAnswering,
+    VisualBertForRegionToPhraseAlignment,
+    VisualBertForVisualReasoning,
+    VisualBertLayer,
+    VisualBertModel,
+    VisualBertPreTrainedModel,
+)
