@@ -98,6 +98,7 @@ _LAZY = {
     "pipeline": "pipelines",
     "Pipeline": "pipelines",
     "tensor_interop": None,
+    "exporters": None,
 }
 
 # model family -> its public classes; a family's module is models/<family>/modeling_<family>.py
