@@ -62,8 +62,10 @@ def linear(x, weight, bias=None):
         return mint.nn.functional.linear(x, weight, bias)
     shape = x.shape
     x = x.reshape(-1, shape[-1])
-    if (_native_linear_nt is not None and x.shape[0] == 1 and x.dtype == ms.float32 and weight.dtype == ms.float32
-            and runtime.export_format() is None):
+    # an exported graph holds MindSpore's operators only; the export check comes first so that it decides while the
+    # graph is traced even when the row count is a dynamic axis (else both branches would be traced)
+    if (runtime.export_format() is None and _native_linear_nt is not None and x.shape[0] == 1
+            and x.dtype == ms.float32 and weight.dtype == ms.float32):
         out = _native_linear_nt(x, weight)
     elif bias is not None and x.dtype == ms.float16:
         # torch's fp16 addmm adds the bias to the float32 accumulator and rounds once; an fp16 MatMul followed by an
