@@ -295,7 +295,7 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
         metadata["cache_len"] = cache_len
     with open(os.path.join(output, METADATA_FILE), "w") as f:
         json.dump(metadata, f, indent=2)
-    logger.info("exported %s (%s) to %s: %s", type(model).__name__, task, output,
+    logger.debug("exported %s (%s) to %s: %s", type(model).__name__, task, output,
                 ", ".join(g["file"] for g in graphs.values()))
     return metadata
 
