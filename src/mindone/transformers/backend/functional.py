@@ -162,7 +162,7 @@ def layer_norm(x, weight, bias, eps=1e-5):
     return cast(y, dtype)
 
 
-def rsqrt(x):
+def _rsqrt(x):
     """1 / sqrt(x); a division while exporting to ONNX (MindSpore's ONNX exporter has no Rsqrt nor Reciprocal)."""
     if runtime.export_format() == "ONNX":
         return ops.ones_like(x) / ops.sqrt(x)
@@ -177,7 +177,7 @@ def rms_norm(x, weight, eps=1e-6):
     dtype = x.dtype
     h = cast(x, ms.float32)
     variance = (h * h).mean(-1, keep_dims=True)
-    h = cast(h * rsqrt(variance + eps), dtype)
+    h = cast(h * _rsqrt(variance + eps), dtype)
     if weight is None:
         return h
     return weight * h
@@ -192,7 +192,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     mean = h.mean(-1, keep_dims=True)
     centred = h - mean
     variance = (centred * centred).mean(-1, keep_dims=True)
-    h = (centred * rsqrt(variance + eps)).reshape(x.shape)
+    h = (centred * _rsqrt(variance + eps)).reshape(x.shape)
     affine_shape = (1, channels) + (1,) * (x.ndim - 2)
     if weight is not None:
         h = h * cast(weight, ms.float32).reshape(affine_shape)
