@@ -159,6 +159,41 @@ def test_causal_lm_steps_reproduce_generate_and_torch(checkpoint, tmp_path):
     parity.assert_close({"logits": parity.rel_error(prefill_logits, ref)}, parity.FP32_BAR, "prefill")
 
 
+T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=3, num_heads=4,
+          relative_attention_num_buckets=8, relative_attention_max_distance=12, decoder_start_token_id=0,
+          pad_token_id=0, eos_token_id=1)
+
+
+def test_seq2seq_encoder_and_decoder_step_reproduce_generate_and_torch(checkpoint, tmp_path):
+    torch_model, path = checkpoint(transformers.T5ForConditionalGeneration, transformers.T5Config(**T5))
+    meta = exporters.export(path, str(tmp_path), "text2text-generation", seq_len=6, batch_size=2,
+                            cache_len=12)
+    assert set(meta["graphs"]) == {"encoder", "decoder"}
+    inputs = text_inputs(batch=2, seq=6, seed=5)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    encoded = run_exported(str(tmp_path), "encoder", {"input_ids": ids, "attention_mask": mask})["last_hidden_state"]
+    model = exporters._load(path, "text2text-generation", None)[0]
+    ours = model.get_encoder()(input_ids=ms.Tensor(ids), attention_mask=ms.Tensor(mask), return_dict=True)
+    assert np.abs(encoded - ours[0].asnumpy()).max() <= ABS_BAR
+    ref = torch_model.get_encoder()(**parity.to_torch_inputs({"input_ids": ids, "attention_mask": mask}))
+    parity.assert_close({"encoder": parity.rel_error(encoded, ref.last_hidden_state, mask == 1)}, parity.FP32_BAR)
+
+    cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in meta["graphs"]["decoder"]["inputs"]
+             if s["name"].startswith("past_key_values.")}
+    token = np.zeros((2, 1), np.int64)  # decoder_start_token_id
+    tokens = []
+    for step in range(8):
+        out = run_exported(str(tmp_path), "decoder", dict(
+            cache, decoder_input_ids=token, encoder_hidden_states=encoded, encoder_attention_mask=mask,
+            cache_position=np.array([step], np.int64)))
+        token = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
+        tokens.append(token[:, 0])
+        cache = {name.replace("present.", "past_key_values."): v for name, v in out.items() if name != "logits"}
+    expected = model.generate(ms.Tensor(ids), attention_mask=ms.Tensor(mask), max_new_tokens=8, min_new_tokens=8,
+                              do_sample=False).asnumpy()
+    np.testing.assert_array_equal(np.stack(tokens, 1), expected[:, 1:])
+
+
 def test_decode_graph_holds_no_native_kernel(checkpoint, tmp_path):
     """Batch-1 decoding is where the forward picks the native matrix-vector kernel; the export must not."""
     _, path = checkpoint(transformers.LlamaForCausalLM, transformers.LlamaConfig(**LLAMA))

@@ -39,6 +39,7 @@ TASKS = {
     "question-answering": "question-answering",
     "image-classification": "image-classification",
     "text-generation": "causal-lm",
+    "text2text-generation": "seq2seq-lm",
 }
 _OUTPUTS = {
     "feature-extraction": ("last_hidden_state",),
@@ -129,7 +130,7 @@ def _image_inputs(model, batch):
 
 def _graphs(model, task, batch, seq, cache_len, dynamic):
     """[(file stem, Cell, input specs, output names)] for the task."""
-    from .graphs import CausalLMStep, ImageGraph, TextGraph, TextGraphWithSegments
+    from .graphs import CausalLMStep, ImageGraph, Seq2SeqDecoderStep, Seq2SeqEncoder, TextGraph, TextGraphWithSegments
 
     if task in _OUTPUTS and task != "image-classification":
         inputs = _text_inputs(model, None if dynamic else batch, None if dynamic else seq)
@@ -139,12 +140,27 @@ def _graphs(model, task, batch, seq, cache_len, dynamic):
         inputs = _image_inputs(model, None if dynamic else batch)
         return [("model", ImageGraph(model, _OUTPUTS[task]), inputs, list(_OUTPUTS[task]))]
     if dynamic:
-        raise ExportError("dynamic axes are not supported for text-generation: its steps read and write a static "
+        raise ExportError(f"dynamic axes are not supported for {task}: its steps read and write a static "
                           "KV cache of fixed shape (batch, kv_heads, cache_len, head_dim); export with fixed "
                           "--batch / --seq-len / --cache-len")
     from ..cache_utils import StaticCache
 
     dtype = _float_dtype_name(model)
+    if task == "text2text-generation":
+        encoder_inputs = [_spec("input_ids", (batch, seq), np.int64), _spec("attention_mask", (batch, seq), np.int64)]
+        self_cache = _decoder_self_cache(model.config, cache_len, batch, _ms_dtype(dtype))
+        hidden = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
+        kv_shape = (batch, self_cache.num_kv_heads, cache_len, self_cache.head_dim)
+        inputs = [_spec("decoder_input_ids", (batch, 1), np.int64),
+                  _spec("encoder_hidden_states", (batch, seq, hidden), dtype),
+                  _spec("encoder_attention_mask", (batch, seq), np.int64), _spec("cache_position", (1,), np.int64)]
+        outputs = ["logits"]
+        for i in range(len(self_cache)):
+            inputs += [_spec(f"past_key_values.{i}.key", kv_shape, dtype),
+                       _spec(f"past_key_values.{i}.value", kv_shape, dtype)]
+            outputs += [f"present.{i}.key", f"present.{i}.value"]
+        return [("encoder", Seq2SeqEncoder(model.get_encoder()), encoder_inputs, ["last_hidden_state"]),
+                ("decoder", Seq2SeqDecoderStep(model, self_cache), inputs, outputs)]
     graphs = []
     for stem, length in (("prefill", seq), ("decode", 1)):
         cache = StaticCache(model.config, max_cache_len=cache_len, max_batch_size=batch, dtype=_ms_dtype(dtype))
@@ -158,6 +174,20 @@ def _graphs(model, task, batch, seq, cache_len, dynamic):
             outputs += [f"present.{i}.key", f"present.{i}.value"]
         graphs.append((stem, CausalLMStep(model, cache), inputs, outputs))
     return graphs
+
+
+def _decoder_self_cache(config, cache_len, batch, dtype):
+    """The decoder's self-attention StaticCache: layers / heads / head size of the decoder (T5: `num_decoder_layers`,
+    `d_kv`; BART-like: `decoder_layers`, `decoder_attention_heads`)."""
+    from ..cache_utils import StaticCache, _decoder_geometry
+
+    layers, heads, head_dim = _decoder_geometry(config)
+    cache = StaticCache(config, max_cache_len=cache_len)
+    cache.num_layers = getattr(config, "num_decoder_layers", None) or layers
+    cache.num_kv_heads = heads
+    cache.head_dim = getattr(config, "d_kv", None) or head_dim
+    cache._allocate(batch, dtype)
+    return cache
 
 
 def _output_specs(cell, inputs, names, task):
@@ -258,10 +288,10 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
     if dynamic and file_format == "onnx":
         raise ExportError("dynamic axes are not supported for ONNX: MindSpore 2.10's ONNX exporter writes static "
                           "shapes only; export MindIR with dynamic axes, or ONNX with fixed --batch / --seq-len")
-    if task == "text-generation" and file_format == "onnx":
-        raise ExportError("text-generation: MindSpore 2.10's ONNX exporter cannot convert the operator Assign, with "
-                          "which the prefill/decode steps write their static KV cache in place; export to MindIR "
-                          "(--format mindir) instead")
+    if task in ("text-generation", "text2text-generation") and file_format == "onnx":
+        raise ExportError(f"{task}: MindSpore 2.10's ONNX exporter cannot convert the operator Assign, with which "
+                          f"the decoding steps write their static KV cache in place; export to MindIR "
+                          f"(--format mindir) instead")
     model, loaded_preprocessor = _load(model, task, dtype)
     preprocessor = preprocessor if preprocessor is not None else loaded_preprocessor
     model.set_train(False)
@@ -283,7 +313,7 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
         graphs[stem] = entry
     model.config.save_pretrained(output)
     generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None and task == "text-generation":
+    if generation_config is not None and task in ("text-generation", "text2text-generation"):
         generation_config.save_pretrained(output)
     if preprocessor is not None:
         preprocessor.save_pretrained(output)
@@ -291,7 +321,7 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
                 "model_type": model.config.model_type, "dtype": _float_dtype_name(model), "batch_size": batch_size,
                 "seq_len": seq_len, "dynamic": bool(dynamic), "mindspore_version": _mindspore_version(),
                 "graphs": graphs}
-    if task == "text-generation":
+    if task in ("text-generation", "text2text-generation"):
         metadata["cache_len"] = cache_len
     with open(os.path.join(output, METADATA_FILE), "w") as f:
         json.dump(metadata, f, indent=2)

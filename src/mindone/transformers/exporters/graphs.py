@@ -2,6 +2,8 @@
 
 from mindspore import nn, ops
 
+from ..cache_utils import Cache, EncoderDecoderCache
+
 
 class TextGraph(nn.Cell):
     def __init__(self, model, outputs):
@@ -57,4 +59,63 @@ class CausalLMStep(nn.Cell):
             # read after the forward's in-place writes (ordered by `depend`); `* 1` makes each output its own tensor
             out = out + (ops.depend(self.cache.key_cache[i], logits) * 1,
                          ops.depend(self.cache.value_cache[i], logits) * 1)
+        return out
+
+
+class Seq2SeqEncoder(nn.Cell):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def construct(self, input_ids, attention_mask):
+        # a tuple: an output class cannot be built from graph values
+        return (self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0],)
+
+
+class RecomputedCrossAttention(Cache, nn.Cell):
+    """A cross-attention "cache" that keeps nothing: every decoder step projects the encoder output again, so the
+    exported decoder step needs no cross-attention state."""
+
+    def __init__(self):
+        nn.Cell.__init__(self)
+
+    def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
+        return key_states, value_states
+
+    def get_seq_length(self, layer_idx=0):
+        return 0
+
+    def get_max_cache_shape(self):
+        return None
+
+
+class StepCache(EncoderDecoderCache, nn.Cell):
+    def __init__(self, self_attention_cache):
+        nn.Cell.__init__(self)
+        self.self_attention_cache = self_attention_cache
+        self.cross_attention_cache = RecomputedCrossAttention()
+        self.is_updated = {}
+
+
+class Seq2SeqDecoderStep(nn.Cell):
+    """One decoder step of an encoder-decoder model over an explicit static self-attention KV cache (inputs in,
+    updated cache out, as `CausalLMStep`); cross-attention keys/values are projected from `encoder_hidden_states`."""
+
+    def __init__(self, model, self_attention_cache):
+        super().__init__()
+        self.model = model
+        self.cache = StepCache(self_attention_cache)
+        self.num_layers = len(self_attention_cache)
+
+    def construct(self, decoder_input_ids, encoder_hidden_states, encoder_attention_mask, cache_position, *past):
+        storage = self.cache.self_attention_cache
+        for i in range(self.num_layers):
+            ops.assign(storage.key_cache[i], past[2 * i])
+            ops.assign(storage.value_cache[i], past[2 * i + 1])
+        logits = self.model(decoder_input_ids=decoder_input_ids, encoder_outputs=(encoder_hidden_states,),
+                            attention_mask=encoder_attention_mask, past_key_values=self.cache,
+                            cache_position=cache_position, use_cache=True, return_dict=True)["logits"]
+        out = (logits,)
+        for i in range(self.num_layers):
+            out = out + (ops.depend(storage.key_cache[i], logits) * 1, ops.depend(storage.value_cache[i], logits) * 1)
         return out
