@@ -229,6 +229,10 @@ def test_unsupported_combinations_raise_naming_the_reason(checkpoint, tmp_path):
         exporters.export(llama, str(tmp_path / "b"), "text-generation", dynamic=True)
     with pytest.raises(exporters.ExportError, match="Assign"):
         exporters.export(llama, str(tmp_path / "c"), "text-generation", file_format="onnx", seq_len=3, cache_len=8)
+    with pytest.raises(exporters.ExportError, match="text2text-generation: .* Assign"):
+        exporters.export(bert, str(tmp_path / "e"), "text2text-generation", file_format="onnx")
+    with pytest.raises(exporters.ExportError, match="_supports_static_cache is False"):
+        exporters.export(bert, str(tmp_path / "f"), "text-generation")  # BERT as a causal LM (is_decoder)
     with pytest.raises(ValueError, match="not exportable"):
         exporters.export(bert, str(tmp_path / "d"), "summarization")
 

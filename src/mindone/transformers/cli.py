@@ -404,7 +404,7 @@ def add_export_command(sub):
                      help="sequence length of text inputs (text-generation: prompt length of the prefill graph)")
     exp.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     exp.add_argument("--cache-len", type=positive_int,
-                     help="text-generation: KV cache slots (default: seq-len + 32)")
+                     help="generation tasks: KV cache slots (default: seq-len + 32)")
     exp.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     exp.add_argument("--dynamic", action="store_true",
                      help="variable batch and sequence axes (MindIR, encoder and image tasks)")

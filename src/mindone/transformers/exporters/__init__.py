@@ -14,6 +14,9 @@ Tasks and graphs (docs/export.md has the details and how to run each file):
   given as inputs and returned as outputs: inputs `input_ids`, `attention_mask` (B, cache_len), `position_ids`,
   `cache_position`, `past_key_values.{i}.key` / `.value` (B, kv_heads, cache_len, head_dim); outputs `logits` and
   `present.{i}.key` / `.value` (the cache with the step's keys written at `cache_position`).
+- text2text-generation: `encoder.*` (`input_ids`, `attention_mask` -> `last_hidden_state`) and `decoder.*` (one
+  token: `decoder_input_ids`, `encoder_hidden_states`, `encoder_attention_mask`, `cache_position` and the decoder's
+  self-attention cache as above -> `logits`, `present.*`).
 
 Exports always use MindSpore's own operators: never the native AOT kernels (`backend/native.py`), and for ONNX only
 operators MindSpore's ONNX exporter converts (`backend.runtime.exporting`).
@@ -270,9 +273,11 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
         output: directory to write (created).
         task: one of `TASKS`.
         file_format: "mindir" or "onnx".
-        seq_len: sequence length of text inputs (text-generation: of the prefill step).
+        seq_len: sequence length of text inputs (text-generation: of the prefill step; text2text-generation: of
+            the encoder input).
         batch_size: batch size of the inputs.
-        cache_len: text-generation only: KV cache slots (prompt + generated tokens); default `seq_len + 32`.
+        cache_len: generation tasks: KV cache slots (text-generation: prompt + generated tokens; text2text-generation:
+            generated tokens); default `seq_len + 32`.
         dtype: when `model` is a path: "float32" (default) or "float16".
         dynamic: batch and sequence axes of variable size (encoder and image tasks only; MindIR only).
         preprocessor: tokenizer / processor to save beside the graph (loaded from `model` when it is a path).
@@ -294,6 +299,9 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
                           f"(--format mindir) instead")
     model, loaded_preprocessor = _load(model, task, dtype)
     preprocessor = preprocessor if preprocessor is not None else loaded_preprocessor
+    if task == "text-generation" and not getattr(model, "_supports_static_cache", False):
+        raise ExportError(f"text-generation: {type(model).__name__} does not decode with a static KV cache "
+                          f"(_supports_static_cache is False), which the exported steps carry")
     model.set_train(False)
     cache_len = int(cache_len or seq_len + 32)
     if task == "text-generation" and cache_len < seq_len + 1:
@@ -303,8 +311,15 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
     suffix = {"mindir": ".mindir", "onnx": ".onnx"}[file_format]
     graphs = {}
     for stem, cell, inputs, output_names in _graphs(model, task, batch_size, seq_len, cache_len, dynamic):
-        outputs = _output_specs(cell, inputs, output_names, task)
         what = f"{type(model).__name__} ({task}, {stem})"
+        try:
+            outputs = _output_specs(cell, inputs, output_names, task)
+        except ValueError as e:
+            if "cache_position" not in str(e):
+                raise
+            # e.g. BART's decoder: its self-attention appends to its cache instead of writing given slots
+            raise ExportError(f"{what}: the model's attention does not write its KV cache at cache_position, which "
+                              f"the exported step needs ({e})") from e
         _export_graph(cell, inputs, os.path.join(output, stem), file_format, what)
         entry = {"file": stem + suffix, "inputs": inputs, "outputs": outputs}
         if file_format == "onnx":
