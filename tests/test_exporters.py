@@ -195,9 +195,13 @@ def test_seq2seq_encoder_and_decoder_step_reproduce_generate_and_torch(checkpoin
 
 
 def test_decode_graph_holds_no_native_kernel(checkpoint, tmp_path):
-    """Batch-1 decoding is where the forward picks the native matrix-vector kernel; the export must not."""
+    """Batch-1 decoding is where the forward picks the native matrix-vector kernel; the export must not. Exporting a
+    model object leaves its parameter names as they were."""
     _, path = checkpoint(transformers.LlamaForCausalLM, transformers.LlamaConfig(**LLAMA))
-    exporters.export(path, str(tmp_path), "text-generation", seq_len=3, cache_len=8)
+    model = exporters._load(path, "text-generation", None)[0]
+    names = [p.name for p in model.get_parameters()]
+    exporters.export(model, str(tmp_path), "text-generation", seq_len=3, cache_len=8)
+    assert [p.name for p in model.get_parameters()] == names and names[0] == "model.embed_tokens.weight"
     data = open(tmp_path / "decode.mindir", "rb").read()
     assert b"MatMul" in data
     assert b"LinearNT" not in data and b"Custom" not in data

@@ -264,6 +264,29 @@ def _name_onnx_io(path, inputs, outputs):
     return True
 
 
+def _export_graphs(model, output, task, file_format, batch_size, seq_len, cache_len, dynamic):
+    """Traces and writes the task's graphs; {stem: its export.json entry}."""
+    suffix = {"mindir": ".mindir", "onnx": ".onnx"}[file_format]
+    graphs = {}
+    for stem, cell, inputs, output_names in _graphs(model, task, batch_size, seq_len, cache_len, dynamic):
+        what = f"{type(model).__name__} ({task}, {stem})"
+        try:
+            outputs = _output_specs(cell, inputs, output_names, task)
+        except ValueError as e:
+            if "cache_position" not in str(e):
+                raise
+            # e.g. BART's decoder: its self-attention appends to its cache instead of writing given slots
+            raise ExportError(f"{what}: the model's attention does not write its KV cache at cache_position, which "
+                              f"the exported step needs ({e})") from e
+        _export_graph(cell, inputs, os.path.join(output, stem), file_format, what)
+        entry = {"file": stem + suffix, "inputs": inputs, "outputs": outputs}
+        if file_format == "onnx":
+            if not _name_onnx_io(os.path.join(output, stem + suffix), inputs, outputs):
+                entry["onnx_names_unchanged"] = True
+        graphs[stem] = entry
+    return graphs
+
+
 def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, cache_len=None, dtype=None,
            dynamic=False, preprocessor=None):
     """Writes the task's graph file(s), the config, the tokenizer / processor files and `export.json` to `output`.
@@ -308,24 +331,15 @@ def export(model, output, task, file_format="mindir", seq_len=16, batch_size=1, 
         raise ValueError(f"cache_len ({cache_len}) must exceed seq_len ({seq_len}): the decode step writes after "
                          f"the prompt")
     os.makedirs(output, exist_ok=True)
-    suffix = {"mindir": ".mindir", "onnx": ".onnx"}[file_format]
-    graphs = {}
-    for stem, cell, inputs, output_names in _graphs(model, task, batch_size, seq_len, cache_len, dynamic):
-        what = f"{type(model).__name__} ({task}, {stem})"
-        try:
-            outputs = _output_specs(cell, inputs, output_names, task)
-        except ValueError as e:
-            if "cache_position" not in str(e):
-                raise
-            # e.g. BART's decoder: its self-attention appends to its cache instead of writing given slots
-            raise ExportError(f"{what}: the model's attention does not write its KV cache at cache_position, which "
-                              f"the exported step needs ({e})") from e
-        _export_graph(cell, inputs, os.path.join(output, stem), file_format, what)
-        entry = {"file": stem + suffix, "inputs": inputs, "outputs": outputs}
-        if file_format == "onnx":
-            if not _name_onnx_io(os.path.join(output, stem + suffix), inputs, outputs):
-                entry["onnx_names_unchanged"] = True
-        graphs[stem] = entry
+    # MindSpore prefixes the parameters' names with the wrapper's attribute ("model.model.embed_tokens.weight") when
+    # it compiles the wrapper; the caller's model gets its names back afterwards
+    params = list(model.get_parameters())
+    names = [p.name for p in params]
+    try:
+        graphs = _export_graphs(model, output, task, file_format, batch_size, seq_len, cache_len, dynamic)
+    finally:
+        for param, name in zip(params, names):
+            param.name = name
     model.config.save_pretrained(output)
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None and task in ("text-generation", "text2text-generation"):
