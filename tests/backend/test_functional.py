@@ -1200,3 +1200,28 @@ def test_fully_masked_rows_follow_torch_eager_or_sdpa():
             F.set_fully_masked_rows("flash")
     finally:
         F.set_fully_masked_rows("eager")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX export forms (runtime.exporting("ONNX")): the operators MindSpore's ONNX exporter converts, same numbers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_onnx_export_forms_match_torch():
+    x = np.random.RandomState(0).randn(4, 257).astype(np.float32) * 4
+    t = torch.from_numpy(x)
+    mask = x > 1.0
+    with runtime.exporting("onnx"):
+        assert runtime.export_format() == "ONNX"
+        gelu = F.gelu(ms.Tensor(x)).asnumpy()
+        rms = F.rms_norm(ms.Tensor(x), ms.Tensor(x[0]), 1e-6).asnumpy()
+        tanh = F.tanh(ms.Tensor(x)).asnumpy()
+        filled = F.masked_fill(ms.Tensor(x), ms.Tensor(mask), -5.0).asnumpy()
+    assert runtime.export_format() is None
+    assert np.abs(gelu - TF.gelu(t).numpy()).max() <= 2e-6
+    assert np.abs(rms - _rms_ref(t, t[0], 1e-6).numpy()).max() <= 1e-5
+    assert np.abs(tanh - torch.tanh(t).numpy()).max() <= 1e-4  # MindSpore's CPU Tanh kernel (onnxruntime has its own)
+    np.testing.assert_array_equal(filled, np.where(mask, -5.0, x))
+    with pytest.raises(ValueError, match="'MINDIR' or 'ONNX'"):
+        with runtime.exporting("tflite"):
+            pass

@@ -99,6 +99,7 @@ _LAZY = {
     "Pipeline": "pipelines",
     "tensor_interop": None,
     "mindformers": None,
+    "exporters": None,
 }
 
 # model family -> its public classes; a family's module is models/<family>/modeling_<family>.py

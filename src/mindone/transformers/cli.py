@@ -5,6 +5,7 @@
     mindone-transformers lora --model PATH --data train.jsonl --iters 100     (see cli_lora.py; --adapter for the rest)
     mindone-transformers fuse --model PATH --adapter adapters --save-path fused_model
     mindone-transformers convert-ct2-whisper SRC DST [--dtype float16]   (CTranslate2 Whisper -> HF directory)
+    mindone-transformers export --model PATH --task TASK --format mindir|onnx --output DIR [--seq-len N] [--batch B]
     mindone-transformers serve [--model PATH] [--gguf-file F] [--adapter PATH] [--host 127.0.0.1] [--port 8000]
 
 Generated text goes to stdout as it is produced; loading messages, the chat prompt marker and the speed summary go
@@ -379,6 +380,40 @@ def cmd_convert_ct2_whisper(args):
     return 0
 
 
+def cmd_export(args):
+    from .exporters import export
+
+    args.gguf_file = None
+    check_model_paths(args)
+    started = time.perf_counter()
+    meta = export(args.model, args.output, args.task, file_format=args.format, seq_len=args.seq_len,
+                  batch_size=args.batch, cache_len=args.cache_len, dtype=args.dtype, dynamic=args.dynamic)
+    files = ", ".join(graph["file"] for graph in meta["graphs"].values())
+    sys.stderr.write(f"exported {meta['model_class']} ({args.task}) in {time.perf_counter() - started:.1f} s: "
+                     f"{files} and export.json in {args.output}\n")
+    return 0
+
+
+def add_export_command(sub):
+    from .exporters import FORMATS, TASKS
+
+    exp = sub.add_parser("export", help="export a model as a MindIR or ONNX graph for deployment (docs/export.md)")
+    exp.add_argument("--model", required=True, help="model directory or hub repo id")
+    exp.add_argument("--task", required=True, choices=list(TASKS))
+    exp.add_argument("--format", default="mindir", choices=list(FORMATS), help="mindir (default) or onnx")
+    exp.add_argument("--output", required=True, help="directory to write")
+    exp.add_argument("--seq-len", type=positive_int, default=16,
+                     help="sequence length of text inputs (text-generation: prompt length of the prefill graph)")
+    exp.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    exp.add_argument("--cache-len", type=positive_int,
+                     help="generation tasks: KV cache slots (default: seq-len + 32)")
+    exp.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    exp.add_argument("--dynamic", action="store_true",
+                     help="variable batch and sequence axes (MindIR, encoder and image tasks)")
+    exp.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
+    exp.set_defaults(func=cmd_export)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (status 2 as argparse's)."""
 
@@ -462,6 +497,7 @@ def build_parser():
     srv.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
     add_adapter_option(srv)
     srv.set_defaults(func=cmd_serve)
+    add_export_command(sub)
     convert = sub.add_parser("convert-ct2-whisper", help="convert a CTranslate2 Whisper model directory (model.bin, "
                                                          "config.json, tokenizer.json) to an HF checkpoint directory")
     convert.add_argument("source", help="CTranslate2 Whisper directory")

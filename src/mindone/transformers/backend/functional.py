@@ -62,7 +62,10 @@ def linear(x, weight, bias=None):
         return mint.nn.functional.linear(x, weight, bias)
     shape = x.shape
     x = x.reshape(-1, shape[-1])
-    if _native_linear_nt is not None and x.shape[0] == 1 and x.dtype == ms.float32 and weight.dtype == ms.float32:
+    # an exported graph holds MindSpore's operators only; the export check comes first so that it decides while the
+    # graph is traced even when the row count is a dynamic axis (else both branches would be traced)
+    if (runtime.export_format() is None and _native_linear_nt is not None and x.shape[0] == 1
+            and x.dtype == ms.float32 and weight.dtype == ms.float32):
         out = _native_linear_nt(x, weight)
     elif bias is not None and x.dtype == ms.float16:
         # torch's fp16 addmm adds the bias to the float32 accumulator and rounds once; an fp16 MatMul followed by an
@@ -159,6 +162,13 @@ def layer_norm(x, weight, bias, eps=1e-5):
     return cast(y, dtype)
 
 
+def _rsqrt(x):
+    """1 / sqrt(x); a division while exporting to ONNX (MindSpore's ONNX exporter has no Rsqrt nor Reciprocal)."""
+    if runtime.export_format() == "ONNX":
+        return ops.ones_like(x) / ops.sqrt(x)
+    return ops.rsqrt(x)
+
+
 def rms_norm(x, weight, eps=1e-6):
     """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does.
 
@@ -167,7 +177,7 @@ def rms_norm(x, weight, eps=1e-6):
     dtype = x.dtype
     h = cast(x, ms.float32)
     variance = (h * h).mean(-1, keep_dims=True)
-    h = cast(h * ops.rsqrt(variance + eps), dtype)
+    h = cast(h * _rsqrt(variance + eps), dtype)
     if weight is None:
         return h
     return weight * h
@@ -182,7 +192,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     mean = h.mean(-1, keep_dims=True)
     centred = h - mean
     variance = (centred * centred).mean(-1, keep_dims=True)
-    h = (centred * ops.rsqrt(variance + eps)).reshape(x.shape)
+    h = (centred * _rsqrt(variance + eps)).reshape(x.shape)
     affine_shape = (1, channels) + (1,) * (x.ndim - 2)
     if weight is not None:
         h = h * cast(weight, ms.float32).reshape(affine_shape)
@@ -210,9 +220,34 @@ def gelu(x):
     fp16 runs in float32 and rounds once, as torch's CPU kernel does: MindSpore's fp16 kernel is up to 2e-3 off
     torch's fp16 result, which doubled the fp16 error of Wav2Vec2's GELU-after-every-conv feature encoder.
     """
+    if runtime.export_format() == "ONNX":
+        x32 = cast(x, ms.float32)
+        return cast(x32 * 0.5 * (1.0 + _erf_rational(x32 * _SQRT1_2)), x.dtype)
     if x.dtype == ms.float16:
         return ops.gelu(x.astype(ms.float32), approximate="none").astype(ms.float16)
     return ops.gelu(x, approximate="none")
+
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+# erf(x) ~ x P(x^2) / Q(x^2) on [-4, 4] (clamped outside, where erf is +-1 in float32): the float32 rational
+# approximation of Eigen's / XLA's erf, 4.2e-7 from math.erf at most (measured on a 1e-4 grid over [-6, 6])
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
+
+
+def _erf_rational(x):
+    """erf from Mul/Add/Div only: what ONNX export uses (MindSpore's ONNX exporter has no Erf)."""
+    x = ops.clamp(x, -4.0, 4.0)
+    x2 = x * x
+    p = x2 * _ERF_P[0] + _ERF_P[1]
+    for c in _ERF_P[2:]:
+        p = p * x2 + c
+    q = x2 * _ERF_Q[0] + _ERF_Q[1]
+    for c in _ERF_Q[2:]:
+        q = q * x2 + c
+    return x * p / q
 
 
 _GELU_TANH_C2 = 2.0 * math.sqrt(2.0 / math.pi)
@@ -249,8 +284,9 @@ def tanh(x):
     """MindSpore's CPU fp32 Tanh kernel is off by up to 1e-4 for 3 < |x| < 7 (torch: 3e-8), e.g. tanh(5) > 1.
     tanh(|x|) = -expm1(-2|x|) / (2 + expm1(-2|x|)) is within 1.2e-7 (2*sigmoid(2x)-1 was 1.6e-6, enough to push
     BERT's pooled logits past the 1e-5 parity bar). |x| and the sign go through `where`, whose gradient is exact at 0.
-    The fp16 kernel is within fp16 rounding, so fp16 keeps it."""
-    if _MINT_ONLY_DEVICE or x.dtype != ms.float32:
+    The fp16 kernel is within fp16 rounding, so fp16 keeps it; so does ONNX export (no Expm1 in MindSpore's ONNX
+    exporter; the runtime executing the file brings its own Tanh)."""
+    if _MINT_ONLY_DEVICE or x.dtype != ms.float32 or runtime.export_format() == "ONNX":
         return ops.tanh(x)
     positive = x >= 0
     e = ops.expm1(-2 * ops.where(positive, x, -x))
@@ -671,6 +707,9 @@ def where(cond, x, y):
 
 
 def masked_fill(x, mask, value):
+    if runtime.export_format() == "ONNX":
+        # MindSpore's ONNX exporter has no MaskedFillScalar
+        return ops.where(mask, ops.fill(x.dtype, (), value), x)
     return x.masked_fill(mask, value)
 
 

@@ -7,6 +7,7 @@ thread, see `configure`) when the package is imported. Set `MINDONE_TRANSFORMERS
 before importing to keep MindSpore's default.
 """
 
+import contextlib
 import functools
 import logging
 import os
@@ -104,3 +105,32 @@ def _probe():
 def _probe_is_none(fn):
     # while a graph is traced, a Python function handed to a constexpr arrives as None (MindSpore's own trick)
     return fn is None
+
+
+# the file format (`"MINDIR"` / `"ONNX"`) of the `mindspore.export` running now, None otherwise; read by
+# `backend.functional` while the graph is traced (a constant of the graph)
+_EXPORT = {"format": None}
+
+
+@contextlib.contextmanager
+def exporting(file_format: str):
+    """Marks the graphs traced inside the block as exported to `file_format` ("MINDIR" or "ONNX").
+
+    While it is set, `backend.functional` uses MindSpore's own operators only (never the native AOT kernels of
+    `native.py`, which an exported file could not carry), and for ONNX only operators MindSpore's ONNX exporter can
+    convert (e.g. `1 / sqrt` for Rsqrt, a rational approximation of erf for Erf; see docs/export.md).
+    """
+    file_format = file_format.upper()
+    if file_format not in ("MINDIR", "ONNX"):
+        raise ValueError(f"file_format must be 'MINDIR' or 'ONNX', got {file_format!r}")
+    previous = _EXPORT["format"]
+    _EXPORT["format"] = file_format
+    try:
+        yield
+    finally:
+        _EXPORT["format"] = previous
+
+
+def export_format():
+    """The file format of the export in progress (`exporting`), or None."""
+    return _EXPORT["format"]

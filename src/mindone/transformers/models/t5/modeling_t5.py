@@ -193,8 +193,9 @@ class T5Attention(nn.Cell):
             else:
                 key_states, value_states = cache.update(*self._project_kv(current_states), self.layer_idx)
         else:
+            # the slots a static cache writes (as HF's cache_kwargs); a DynamicCache appends and ignores them
             key_states, value_states = past_key_values.self_attention_cache.update(
-                *self._project_kv(current_states), self.layer_idx)
+                *self._project_kv(current_states), self.layer_idx, {"cache_position": cache_position})
 
         key_length = key_states.shape[-2]
         if position_bias is None:
