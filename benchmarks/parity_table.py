@@ -295,8 +295,18 @@ def write_table(rows, path, seconds):
         f"Generated in {seconds / 60:.1f} minutes.",
         "",
     ]
+    # hand-written sections after the generated part (from "## Real-weight tests" on) are kept
+    tail = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+        if KEPT_SECTION in text:
+            tail = "\n" + text[text.index(KEPT_SECTION):]
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + tail)
+
+
+KEPT_SECTION = "## Real-weight tests"
 
 
 def run_row(index, workdir):
