@@ -107,3 +107,17 @@ def test_cache_is_on_only_inside_the_compile(fresh_state):
         assert os.environ["MS_COMPILER_CACHE_ENABLE"] == "1"
     assert "MS_COMPILER_CACHE_ENABLE" not in os.environ
     assert fresh_state.stats() == {"hits": 0, "misses": 1, "skipped": 0}
+
+
+def test_a_stored_graph_without_its_record_is_removed_not_loaded(fresh_state, tmp_path):
+    key = fresh_state.graph_key("a graph")
+    with fresh_state.compiling(key):  # opens the directory
+        pass
+    directory = fresh_state._state["dir"]
+    stray = fresh_state._mindir_path(directory, 1)
+    os.makedirs(os.path.dirname(stray), exist_ok=True)
+    with open(stray, "wb") as f:
+        f.write(b"a graph of unknown key")
+    with fresh_state.compiling(fresh_state.graph_key("another graph")):
+        assert not os.path.exists(stray)
+    assert fresh_state.stats() == {"hits": 0, "misses": 2, "skipped": 0}

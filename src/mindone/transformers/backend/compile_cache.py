@@ -156,6 +156,9 @@ def compiling(key: str):
                     recorded = f.read()
             if recorded is not None and recorded != key:
                 use = False  # this slot holds another graph: compile without the cache
+            elif recorded is None and os.path.exists(_mindir_path(_state["dir"], index)):
+                # a graph stored without its record (a process stopped between the two): unknown, never loaded
+                os.remove(_mindir_path(_state["dir"], index))
             hit = recorded == key and os.path.exists(_mindir_path(_state["dir"], index))
         if not use:
             _stats["skipped"] += 1
