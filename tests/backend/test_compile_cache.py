@@ -121,3 +121,13 @@ def test_a_stored_graph_without_its_record_is_removed_not_loaded(fresh_state, tm
     with fresh_state.compiling(fresh_state.graph_key("another graph")):
         assert not os.path.exists(stray)
     assert fresh_state.stats() == {"hits": 0, "misses": 2, "skipped": 0}
+
+
+def test_no_entry_script_file_means_no_cache(fresh_state, monkeypatch):
+    """`python -c` (sys.argv[0] == "-c"): MindSpore's dependency scan would raise inside the compile."""
+    from mindspore.graph import api
+
+    monkeypatch.setattr(api, "entry_script_path", os.path.join(os.getcwd(), "-c"))
+    with fresh_state.compiling(fresh_state.graph_key("a graph")):
+        assert "MS_COMPILER_CACHE_ENABLE" not in os.environ
+    assert fresh_state.stats() == {"hits": 0, "misses": 0, "skipped": 1}

@@ -25,6 +25,9 @@ kernel library (its path is in the graph). A process takes an exclusive lock on 
 second process that finds it locked compiles without the cache (concurrent processes never share files being
 written).
 
+Off as well where MindSpore's own check cannot run: no entry script file (`python -c`, an interactive session) or
+an entry script whose imports MindSpore's scan rejects.
+
 Where: `$MINDONE_TRANSFORMERS_CACHE/graphs` (default `~/.cache/mindone_transformers/graphs`). On by default on CPU;
 `MINDONE_TRANSFORMERS_COMPILE_CACHE=0` turns it off; deleting the directory clears it. Left alone (off) when the
 user set `MS_COMPILER_CACHE_ENABLE` themselves.
@@ -107,8 +110,28 @@ def graph_key(*parts) -> str:
     return "\n".join([_version_key(), *map(str, parts), *env])
 
 
+def _mindspore_check_works() -> bool:
+    """MindSpore hashes the entry script (`sys.argv[0]`) and the files it imports at every cached compile, and raises
+    when it cannot (`python -c`: no such file; an import of a missing module). Tried once here: False means the
+    process compiles without the cache."""
+    from mindspore.graph import api
+
+    script = getattr(api, "entry_script_path", None)
+    if not script or not os.path.isfile(script):
+        logger.debug("compile cache off: no entry script file (%r)", script)
+        return False
+    try:
+        api._get_compile_cache_dep_files()
+    except Exception as err:  # noqa: BLE001 - whatever MindSpore's dependency scan raises, the cache stays off
+        logger.debug("compile cache off: MindSpore cannot scan the entry script's imports: %s", err)
+        return False
+    return True
+
+
 def _open_directory(first_key: str):
     """The process's directory (named after its first graph's key) with its lock held, or None."""
+    if not _mindspore_check_works():
+        return None
     name = hashlib.sha256(first_key.encode()).hexdigest()[:24]
     directory = os.path.join(cache_root(), name)
     try:
