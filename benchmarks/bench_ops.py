@@ -136,6 +136,10 @@ def gelu_functional(x):
     return F.gelu(x)
 
 
+def gelu_ops_kernel(x):
+    return ops.gelu(x, approximate="none")
+
+
 def gelu_erf_manual(x):
     return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
 
@@ -231,7 +235,8 @@ OPS = {
         ("ops.softmax fp16 kernel", softmax_fp16_kernel), ("F.softmax = fp32 kernel, cast back (current)",
                                                              softmax_functional)]),
     "gelu": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], TF.gelu, [
-        ("F.gelu = ops.gelu erf (current)", gelu_functional), ("0.5x(1+erf(x/sqrt2))", gelu_erf_manual),
+        ("F.gelu = native GeluErf in PyNative, ops.gelu in jit (current)", gelu_functional),
+        ("ops.gelu erf (MindSpore's kernel)", gelu_ops_kernel), ("0.5x(1+erf(x/sqrt2))", gelu_erf_manual),
         ("mint gelu", gelu_mint)]),
     "gelu_tanh": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], lambda x: TF.gelu(x, approximate="tanh"), [
         ("F.gelu_tanh = ops.gelu tanh (current)", gelu_tanh_functional)]),

@@ -214,9 +214,17 @@ def weight_norm(g, v, dim=0):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# exact GELU as a native kernel (native.gelu_erf_op); None when native kernels are unavailable
+_native_gelu = native.gelu_erf_op()
+
+
 def gelu(x):
     """Exact (erf) GELU; `mint` GeluExt has no CPU kernel.
 
+    On CPU in PyNative the native kernel (`native.gelu_erf_op`, with its own backward): MindSpore's GeLU kernel is
+    ~30x slower on large tensors (DINOv2/BERT/Whisper MLPs). Not inside graphs: a custom op whose shape is inferred in
+    Python fails in a graph that falls back to dynamic types (a jit function returning a ModelOutput: "The prim is
+    not a PrimitivePy"), so compiled code keeps MindSpore's kernel.
     fp16 runs in float32 and rounds once, as torch's CPU kernel does: MindSpore's fp16 kernel is up to 2e-3 off
     torch's fp16 result, which doubled the fp16 error of Wav2Vec2's GELU-after-every-conv feature encoder.
     """
@@ -224,7 +232,9 @@ def gelu(x):
         x32 = cast(x, ms.float32)
         return cast(x32 * 0.5 * (1.0 + _erf_rational(x32 * _SQRT1_2)), x.dtype)
     if x.dtype == ms.float16:
-        return ops.gelu(x.astype(ms.float32), approximate="none").astype(ms.float16)
+        return gelu(x.astype(ms.float32)).astype(ms.float16)
+    if _native_gelu is not None and x.dtype == ms.float32 and not runtime.in_graph():
+        return _native_gelu(x)
     return ops.gelu(x, approximate="none")
 
 

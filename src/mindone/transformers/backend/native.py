@@ -160,3 +160,34 @@ def adamw_op():
     per parameter; torch fused: 0.63), and it applies a gradient scale in the same pass."""
     # constant output shape/dtype: no Python shape-inference callback per call
     return _custom("AdamW", [1], ms.float32)
+
+
+# ---- exact GELU (erf form): kernels GeluErf / GeluErfGrad (section "exact GELU" at the end of cpu_kernels.cc) ----
+
+
+def _same_shape(x_shape, *other_shapes):
+    return x_shape
+
+
+def _first_dtype(x_dtype, *other_dtypes):
+    return x_dtype
+
+
+def gelu_erf_op():
+    """Primitive of the exact GELU x * Phi(x) on float32 (computed in double, rounded once: within ~2 ulp of float64,
+    torch's kernel is ~1e-6 off for |x| ~ 10), differentiable through `gelu_erf_grad_op`; None when native kernels
+    are unavailable. MindSpore's CPU GeLU kernel is ~30x slower on large tensors (see docs/performance.md)."""
+    grad = gelu_erf_grad_op()
+    if grad is None:
+        return None
+
+    # the bprop is parsed into graphs (jit, grad): it may only name a ready primitive, not call our Python helpers
+    def gelu_erf_bprop(x, out, dout):
+        return (grad(x, dout),)
+
+    return _custom("GeluErf", _same_shape, _first_dtype, gelu_erf_bprop)
+
+
+def gelu_erf_grad_op():
+    """Primitive (x, dy) -> dy * gelu'(x), float32, as `gelu_erf_op`; None when native kernels are unavailable."""
+    return _custom("GeluErfGrad", _same_shape, _first_dtype)

@@ -26,7 +26,7 @@ from transformers import GenerationConfig
 
 from .. import tensor_interop
 from ..backend import functional as F
-from ..backend import runtime
+from ..backend import compile_cache, native, runtime
 from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, EncoderDecoderStaticCache, StaticCache
 from ..modeling_outputs import ModelOutput
 from .logits_process import (
@@ -189,10 +189,44 @@ def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=Non
                          past_key_values=cache, cache_position=cache_position, use_cache=True, logits_to_keep=1,
                          return_dict=True)["logits"]
 
-    steps[key] = (cache, ms.jit(decode_step))
+    steps[key] = (cache, _CompiledStep(decode_step, model, cache))
     while len(steps) > _MAX_COMPILED_STEPS:
         steps.popitem(last=False)
     return steps[key]
+
+
+class _CompiledStep(ms.nn.Cell):
+    """`fn` compiled by `mindspore.jit` as the method of a Cell holding the model and the cache: MindSpore's compile
+    cache binds the live Parameters only for a Cell (`backend.compile_cache`). The first call of each input
+    signature (a compile) goes through the persistent compile cache."""
+
+    def __init__(self, fn, model, cache):
+        super().__init__(auto_prefix=False)  # the model's Parameter names stay as they are
+        self.fn = fn
+        self.model = model
+        self.cache = cache
+        self._signatures = set()
+
+    @ms.jit
+    def construct(self, *args):
+        return self.fn(*args)
+
+    def _key(self, signature):
+        params = sorted((p.name, tuple(p.shape), str(p.dtype)) for p in self.get_parameters())
+        library = native.library_path() if native.available() else None
+        return compile_cache.graph_key(f"model={type(self.model).__module__}.{type(self.model).__qualname__}",
+                                       f"training={self.model.training}", f"inputs={signature}",
+                                       f"native={library}", f"config={self.model.config.to_json_string()}",
+                                       f"parameters={params}")
+
+    def __call__(self, *args):
+        signature = tuple((tuple(a.shape), str(a.dtype)) if isinstance(a, Tensor) else repr(a) for a in args)
+        if signature in self._signatures:
+            return super().__call__(*args)
+        with compile_cache.compiling(self._key(signature)):
+            out = super().__call__(*args)
+        self._signatures.add(signature)
+        return out
 
 
 class _ModelRunner:
