@@ -139,3 +139,26 @@ def test_no_entry_script_file_means_no_cache(fresh_state, monkeypatch):
     with fresh_state.compiling(fresh_state.graph_key("a graph")):
         assert "MS_COMPILER_CACHE_ENABLE" not in os.environ
     assert fresh_state.stats() == {"hits": 0, "misses": 0, "skipped": 1}
+
+
+def test_least_recently_used_directories_are_pruned(tmp_path):
+    """Beyond MAX_DIRECTORIES the oldest process directories go, except one another process holds locked."""
+    import fcntl
+    import time
+
+    from mindone.transformers.backend import compile_cache
+
+    root = tmp_path / "graphs"
+    made = []
+    for i in range(compile_cache.MAX_DIRECTORIES + 3):
+        d = root / f"d{i:02d}"
+        d.mkdir(parents=True)
+        (d / "lock").write_text("")
+        os.utime(d, (time.time() - 1000 + i, time.time() - 1000 + i))
+        made.append(d)
+    with open(made[0] / "lock", "w") as held:  # the oldest, but in use
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        compile_cache._prune(str(root), keep=str(made[-1]))
+    left = sorted(p.name for p in root.iterdir())
+    # kept: the one in use, the newest MAX_DIRECTORIES - 1 others, and `keep`
+    assert left == sorted([made[0].name] + [d.name for d in made[-compile_cache.MAX_DIRECTORIES:]])

@@ -28,7 +28,8 @@ written).
 Off as well where MindSpore's own check cannot run: no entry script file (`python -c`, an interactive session) or
 an entry script whose imports MindSpore's scan rejects.
 
-Where: `$MINDONE_TRANSFORMERS_CACHE/graphs` (default `~/.cache/mindone_transformers/graphs`). On by default on CPU;
+Where: `$MINDONE_TRANSFORMERS_CACHE/graphs` (default `~/.cache/mindone_transformers/graphs`), at most
+`MAX_DIRECTORIES` process directories (least recently used ones are deleted). On by default on CPU;
 `MINDONE_TRANSFORMERS_COMPILE_CACHE=0` turns it off; deleting the directory clears it. Left alone (off) when the
 user set `MS_COMPILER_CACHE_ENABLE` themselves.
 """
@@ -147,7 +148,31 @@ def _open_directory(first_key: str):
         logger.info("compile cache %s is in use by another process: compiling without it", directory)
         return None
     _state["lock"] = handle  # held (open) until the process exits
+    os.utime(directory)  # most recently used first when pruning
+    _prune(cache_root(), keep=directory)
     return directory
+
+
+MAX_DIRECTORIES = 16
+
+
+def _prune(root, keep):
+    """Deletes the least recently used process directories beyond MAX_DIRECTORIES (each holds ~1 MB per graph;
+    every new library version or first graph makes a new one). A directory locked by a running process stays."""
+    import shutil
+
+    try:
+        names = [os.path.join(root, n) for n in os.listdir(root)]
+    except OSError:
+        return
+    directories = sorted((d for d in names if os.path.isdir(d) and d != keep), key=os.path.getmtime, reverse=True)
+    for directory in directories[MAX_DIRECTORIES - 1:]:
+        try:
+            with open(os.path.join(directory, "lock"), "w") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(directory, ignore_errors=True)
+        except OSError:
+            continue  # in use (or already gone)
 
 
 def _record_path(directory, index):
