@@ -764,6 +764,28 @@ def _conv2d_patches(x, weight, bias):
     return ops.transpose(out.reshape(batch, rows, cols, c_out), (0, 3, 1, 2))
 
 
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0):
+    """torch's conv_transpose2d for (N, C_in, H, W) inputs and (C_in, C_out, kh, kw) weights with stride equal to
+    the kernel and no padding (DPT's reassemble upsampling): every input pixel fills its own output block, so it is
+    one matmul and a reshuffle of the blocks, on any device. Other strides / paddings are not implemented: the
+    `Conv2DTranspose` primitive compiled under `jit` failed shape inference (MindSpore 2.10 CPU) and its gradient
+    failed in PyNative.
+    """
+    pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v))
+    c_in, c_out, kh, kw = weight.shape
+    if pair(stride) != (kh, kw) or pair(padding) != (0, 0):
+        raise NotImplementedError(f"conv_transpose2d: only stride == kernel ({kh}, {kw}) without padding is "
+                                  f"implemented, got stride={stride}, padding={padding}")
+    batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+    # (B, H*W, C_in) @ (C_in, C_out*kh*kw) -> (B, H, W, C_out, kh, kw) -> (B, C_out, H*kh, W*kw)
+    pixels = ops.transpose(x, (0, 2, 3, 1)).reshape(batch, height * width, c_in)
+    out = ops.matmul(pixels, weight.reshape(c_in, c_out * kh * kw)).reshape(batch, height, width, c_out, kh, kw)
+    out = ops.transpose(out, (0, 3, 1, 4, 2, 5)).reshape(batch, c_out, height * kh, width * kw)
+    if bias is not None:
+        out = out + bias.reshape(1, c_out, 1, 1)
+    return out
+
+
 def argmax_to_numpy(x):
     """Index of the first maximum over the last axis, as a numpy int64 array on the host (greedy decoding needs the
     token ids there every step). A NaN counts as the maximum, as in torch.
