@@ -166,6 +166,8 @@ _MODEL_FAMILIES = {
     "swin": ["SwinModel", "SwinForImageClassification", "SwinForMaskedImageModeling", "SwinBackbone",
              "SwinPreTrainedModel"],
     "upernet": ["UperNetForSemanticSegmentation", "UperNetPreTrainedModel"],
+    "focalnet": ["FocalNetModel", "FocalNetForImageClassification", "FocalNetForMaskedImageModeling",
+                 "FocalNetBackbone", "FocalNetPreTrainedModel"],
     "dpt": ["DPTModel", "DPTForDepthEstimation", "DPTForSemanticSegmentation", "DPTPreTrainedModel"],
     "cvt": ["CvtModel", "CvtForImageClassification", "CvtPreTrainedModel"],
     "pvt": ["PvtModel", "PvtForImageClassification", "PvtPreTrainedModel"],

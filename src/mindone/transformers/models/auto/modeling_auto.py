@@ -128,6 +128,8 @@ MODEL_FAMILIES = {
     "swin": {**_vision_family("Swin"), "backbone": "SwinBackbone",
              "masked-image-modeling": "SwinForMaskedImageModeling"},
     "upernet": {"semantic-segmentation": "UperNetForSemanticSegmentation"},
+    "focalnet": {**_vision_family("FocalNet"), "backbone": "FocalNetBackbone",
+                 "masked-image-modeling": "FocalNetForMaskedImageModeling"},
     "dpt": {"base": "DPTModel", "depth-estimation": "DPTForDepthEstimation",
             "semantic-segmentation": "DPTForSemanticSegmentation"},
     "data2vec-vision": _vision_family("Data2VecVision"),
