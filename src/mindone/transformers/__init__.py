@@ -168,6 +168,8 @@ _MODEL_FAMILIES = {
     "upernet": ["UperNetForSemanticSegmentation", "UperNetPreTrainedModel"],
     "focalnet": ["FocalNetModel", "FocalNetForImageClassification", "FocalNetForMaskedImageModeling",
                  "FocalNetBackbone", "FocalNetPreTrainedModel"],
+    "mobilevitv2": ["MobileViTV2Model", "MobileViTV2ForImageClassification", "MobileViTV2ForSemanticSegmentation",
+                    "MobileViTV2PreTrainedModel"],
     "dpt": ["DPTModel", "DPTForDepthEstimation", "DPTForSemanticSegmentation", "DPTPreTrainedModel"],
     "cvt": ["CvtModel", "CvtForImageClassification", "CvtPreTrainedModel"],
     "pvt": ["PvtModel", "PvtForImageClassification", "PvtPreTrainedModel"],

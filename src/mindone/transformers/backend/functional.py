@@ -308,6 +308,19 @@ def softmax(x, axis=-1, dtype=None):
     return ops.softmax(x, axis)
 
 
+def softmax_exp(x, axis=-1):
+    """Softmax written as exp(x - max) / sum, for where the `Softmax` primitive's PyNative gradient was wrong.
+
+    MindSpore 2.10 CPU, PyNative: in MobileViTV2 (separable attention: a softmax over the patches of a one-channel
+    query, then a weighted sum of the keys) the parameter gradients of every block *before* the last two attention
+    blocks came out 5-20x off torch (graph mode was right; each block alone, or the last two chained, was right too;
+    a minimal two-softmax chain did not reproduce it). The same math through exp / sum differentiates correctly.
+    """
+    shifted = x - ops.stop_gradient(x.max(axis, keepdims=True))
+    e = ops.exp(shifted)
+    return e / e.sum(axis, keepdims=True)
+
+
 def log_softmax(x, axis=-1):
     """`mint` LogSoftmaxExt has no CPU kernel; `ops.log_softmax` runs everywhere."""
     return ops.log_softmax(x, axis)

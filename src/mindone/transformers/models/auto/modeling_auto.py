@@ -130,6 +130,7 @@ MODEL_FAMILIES = {
     "upernet": {"semantic-segmentation": "UperNetForSemanticSegmentation"},
     "focalnet": {**_vision_family("FocalNet"), "backbone": "FocalNetBackbone",
                  "masked-image-modeling": "FocalNetForMaskedImageModeling"},
+    "mobilevitv2": {**_vision_family("MobileViTV2"), "semantic-segmentation": "MobileViTV2ForSemanticSegmentation"},
     "dpt": {"base": "DPTModel", "depth-estimation": "DPTForDepthEstimation",
             "semantic-segmentation": "DPTForSemanticSegmentation"},
     "data2vec-vision": _vision_family("Data2VecVision"),
