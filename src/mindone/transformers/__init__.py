@@ -170,6 +170,7 @@ _MODEL_FAMILIES = {
                  "FocalNetBackbone", "FocalNetPreTrainedModel"],
     "mobilevitv2": ["MobileViTV2Model", "MobileViTV2ForImageClassification", "MobileViTV2ForSemanticSegmentation",
                     "MobileViTV2PreTrainedModel"],
+    "bit": ["BitModel", "BitForImageClassification", "BitBackbone", "BitPreTrainedModel"],
     "dpt": ["DPTModel", "DPTForDepthEstimation", "DPTForSemanticSegmentation", "DPTPreTrainedModel"],
     "cvt": ["CvtModel", "CvtForImageClassification", "CvtPreTrainedModel"],
     "pvt": ["PvtModel", "PvtForImageClassification", "PvtPreTrainedModel"],

@@ -799,6 +799,12 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0):
     return out
 
 
+def max_pool2d(x, kernel_size, stride):
+    """torch's max_pool2d without padding (callers pad explicitly; MindSpore's "SAME" pads with -inf where HF's
+    dynamic padding pads with zeros) and without ceil mode; `mint`'s has no CPU kernel."""
+    return ops.max_pool2d(x, kernel_size, stride)
+
+
 def argmax_to_numpy(x):
     """Index of the first maximum over the last axis, as a numpy int64 array on the host (greedy decoding needs the
     token ids there every step). A NaN counts as the maximum, as in torch.

@@ -131,6 +131,7 @@ MODEL_FAMILIES = {
     "focalnet": {**_vision_family("FocalNet"), "backbone": "FocalNetBackbone",
                  "masked-image-modeling": "FocalNetForMaskedImageModeling"},
     "mobilevitv2": {**_vision_family("MobileViTV2"), "semantic-segmentation": "MobileViTV2ForSemanticSegmentation"},
+    "bit": {**_vision_family("Bit"), "backbone": "BitBackbone"},
     "dpt": {"base": "DPTModel", "depth-estimation": "DPTForDepthEstimation",
             "semantic-segmentation": "DPTForSemanticSegmentation"},
     "data2vec-vision": _vision_family("Data2VecVision"),
