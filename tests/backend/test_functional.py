@@ -408,6 +408,14 @@ def conv2d_patches_no_bias_fn(x, w):
     return F.conv2d(x, w, None, 2, 0, 1, 1)
 
 
+def conv_transpose2d_blocks_fn(x, w, b):
+    return F.conv_transpose2d(x, w, b, 2)
+
+
+def softmax_exp_fn(x):
+    return F.softmax_exp(x, -1)
+
+
 def interpolate_fn(x):
     return F.interpolate(x, (7, 3))
 
@@ -670,6 +678,12 @@ CASES = [
          lambda r, d: [randn(r, 2, 3, 7, 5), randn(r, 5, 3, 3, 2), randn(r, 5)], (0, 1, 2)),
     Case("conv2d", "patches_no_bias", conv2d_patches_no_bias_fn, lambda x, w: TF.conv2d(x, w, None, 2),
          lambda r, d: [randn(r, 1, 4, 8, 6), randn(r, 6, 4, 2, 2)], (0, 1)),
+    # stride == kernel, no padding: every pixel fills its own output block (DPT's reassemble upsampling; one matmul)
+    Case("conv_transpose2d", "blocks", conv_transpose2d_blocks_fn,
+         lambda x, w, b: TF.conv_transpose2d(x, w, b, 2),
+         lambda r, d: [randn(r, 2, 3, 4, 5), randn(r, 3, 6, 2, 2), randn(r, 6)], (0, 1, 2)),
+    Case("softmax_exp", "", softmax_exp_fn, lambda x: torch.softmax(x, -1),
+         lambda r, d: [randn(r, 2, 1, 4, 16)], (0,)),
     Case("cast", "to_fp32", cast_fp32_fn, lambda x: x.float(), lambda r, d: [randn(r, 4, 8)], (0,), out_dtype="fp32"),
     Case("sum_of_squares", "", sum_of_squares_fn, lambda x: (x.float() * x.float()).sum(),
          lambda r, d: [randn(r, 3, 50, 40)], (0,), out_dtype="fp32"),
@@ -697,6 +711,7 @@ BF16_MISSING_CPU_KERNEL = {
     "embedding-padding_idx": "Gather", "index_select": "Gather", "gelu": "Sqrt",
     "gelu_tanh": "GeLU", "gelu_tanh-large": "GeLU", "gelu_fast": "GeLU", "quick_gelu": "Sigmoid", "silu": "Sigmoid", "relu": "ReLU",
     "tanh": "Tanh", "sigmoid": "Sigmoid", "log_sigmoid": "Minimum", "softmax": "Softmax", "softmax-axis1": "Softmax", "softmax-wide": "Softmax",
+    "softmax_exp": "ArgMaxWithValue",
     "log_softmax": "LogSoftmax",
     "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "rotary_matrix-partial": "Pad",
     "rotary_matrix-interleaved_partial": "Pad", "apply_rotary_matrix": "BatchMatMul",
@@ -706,6 +721,7 @@ BF16_MISSING_CPU_KERNEL = {
     "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",
     "pad-value": "Pad", "pad-minus_inf_3d": "Pad", "conv1d": "Pad", "conv1d-groups_dilation": "Conv2D", "conv2d": "Conv2D",
     "conv2d-strided_groups": "Conv2D", "conv2d-patches": "MatMul", "conv2d-patches_no_bias": "MatMul",
+    "conv_transpose2d-blocks": "MatMul",
 }
 _SORT_BF16 = r"For primitive\[Sort\], the input argument\[inputx\] must be a type of .* but got Tensor\[BFloat16\]"
 

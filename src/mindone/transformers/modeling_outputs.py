@@ -352,6 +352,14 @@ class SemanticSegmenterOutput(ModelOutput):
 
 
 @dataclass
+class DepthEstimatorOutput(ModelOutput):
+    loss: Any = None
+    predicted_depth: Any = None
+    hidden_states: Optional[Tuple[Any, ...]] = None
+    attentions: Optional[Tuple[Any, ...]] = None
+
+
+@dataclass
 class CausalLMOutput(ModelOutput):
     loss: Any = None
     logits: Any = None

@@ -354,6 +354,19 @@ def softmax(x, axis=-1, dtype=None):
     return ops.softmax(x, axis)
 
 
+def softmax_exp(x, axis=-1):
+    """Softmax written as exp(x - max) / sum, for where the `Softmax` primitive's PyNative gradient was wrong.
+
+    MindSpore 2.10 CPU, PyNative: in MobileViTV2 (separable attention: a softmax over the patches of a one-channel
+    query, then a weighted sum of the keys) the parameter gradients of every block *before* the last two attention
+    blocks came out 5-20x off torch (graph mode was right; each block alone, or the last two chained, was right too;
+    a minimal two-softmax chain did not reproduce it). The same math through exp / sum differentiates correctly.
+    """
+    shifted = x - ops.stop_gradient(x.max(axis, keepdims=True))
+    e = ops.exp(shifted)
+    return e / e.sum(axis, keepdims=True)
+
+
 def log_softmax(x, axis=-1):
     """`mint` LogSoftmaxExt has no CPU kernel; `ops.log_softmax` runs everywhere."""
     return ops.log_softmax(x, axis)
@@ -832,6 +845,34 @@ def _conv2d_patches(x, weight, bias):
     if bias is not None:
         out = out + bias
     return ops.transpose(out.reshape(batch, rows, cols, c_out), (0, 3, 1, 2))
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0):
+    """torch's conv_transpose2d for (N, C_in, H, W) inputs and (C_in, C_out, kh, kw) weights with stride equal to
+    the kernel and no padding (DPT's reassemble upsampling): every input pixel fills its own output block, so it is
+    one matmul and a reshuffle of the blocks, on any device. Other strides / paddings are not implemented: the
+    `Conv2DTranspose` primitive compiled under `jit` failed shape inference (MindSpore 2.10 CPU) and its gradient
+    failed in PyNative.
+    """
+    pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v))
+    c_in, c_out, kh, kw = weight.shape
+    if pair(stride) != (kh, kw) or pair(padding) != (0, 0):
+        raise NotImplementedError(f"conv_transpose2d: only stride == kernel ({kh}, {kw}) without padding is "
+                                  f"implemented, got stride={stride}, padding={padding}")
+    batch, height, width = x.shape[0], x.shape[2], x.shape[3]
+    # (B, H*W, C_in) @ (C_in, C_out*kh*kw) -> (B, H, W, C_out, kh, kw) -> (B, C_out, H*kh, W*kw)
+    pixels = ops.transpose(x, (0, 2, 3, 1)).reshape(batch, height * width, c_in)
+    out = ops.matmul(pixels, weight.reshape(c_in, c_out * kh * kw)).reshape(batch, height, width, c_out, kh, kw)
+    out = ops.transpose(out, (0, 3, 1, 4, 2, 5)).reshape(batch, c_out, height * kh, width * kw)
+    if bias is not None:
+        out = out + bias.reshape(1, c_out, 1, 1)
+    return out
+
+
+def max_pool2d(x, kernel_size, stride):
+    """torch's max_pool2d without padding (callers pad explicitly; MindSpore's "SAME" pads with -inf where HF's
+    dynamic padding pads with zeros) and without ceil mode; `mint`'s has no CPU kernel."""
+    return ops.max_pool2d(x, kernel_size, stride)
 
 
 def argmax_to_numpy(x):

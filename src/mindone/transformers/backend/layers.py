@@ -140,6 +140,23 @@ class Conv2d(nn.Cell):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
+class ConvTranspose2d(nn.Cell):
+    """torch's ConvTranspose2d (weight (C_in, C_out, kh, kw)); `functional.conv_transpose2d` runs stride == kernel
+    without padding only."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, dtype=None):
+        super().__init__()
+        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.stride, self.padding = stride, padding
+        # torch computes the fan-in of a transposed conv's weight from its dim 1 (out_channels)
+        fan_in = out_channels * ks[0] * ks[1]
+        self.weight = new_parameter((in_channels, out_channels) + ks, HeUniform(math.sqrt(5)), dtype)
+        self.bias = new_parameter((out_channels,), Uniform(1.0 / math.sqrt(fan_in)), dtype) if bias else None
+
+    def construct(self, x):
+        return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
 class BatchNorm2d(nn.Cell):
     """torch's BatchNorm2d with its checkpoint keys (weight, bias, running_mean, running_var, num_batches_tracked).
 

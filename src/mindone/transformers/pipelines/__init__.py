@@ -24,6 +24,7 @@ from .text2text_generation import SummarizationPipeline, Text2TextGenerationPipe
 from .image_text_to_text import ImageTextToTextPipeline
 from .text_generation import TextGenerationPipeline
 from .vision import (
+    DepthEstimationPipeline,
     ImageClassificationPipeline,
     ImageFeatureExtractionPipeline,
     ImageSegmentationPipeline,
@@ -57,12 +58,13 @@ SUPPORTED_TASKS = {
     "image-to-text": (ImageToTextPipeline, "image-text-to-text"),
     "image-segmentation": (ImageSegmentationPipeline, "semantic-segmentation"),
     "object-detection": (ObjectDetectionPipeline, "object-detection"),
+    "depth-estimation": (DepthEstimationPipeline, "depth-estimation"),
 }
 # pipelines that are told their task name ("translation_en_to_de" selects T5's task_specific_params entry)
 _TASK_AWARE = (Text2TextGenerationPipeline,)
 # pipelines fed by an image processor instead of a tokenizer
 _IMAGE_TASKS = (ImageClassificationPipeline, ImageFeatureExtractionPipeline, ZeroShotImageClassificationPipeline,
-                ImageToTextPipeline, ImageSegmentationPipeline, ObjectDetectionPipeline)
+                ImageToTextPipeline, ImageSegmentationPipeline, ObjectDetectionPipeline, DepthEstimationPipeline)
 # image tasks that also tokenize text (or decode it)
 _IMAGE_TEXT_TASKS = (ZeroShotImageClassificationPipeline, ImageToTextPipeline)
 # pipelines fed by a feature extractor (no tokenizer, unless also listed in _AUDIO_TEXT_TASKS)

@@ -1,6 +1,6 @@
-"""Image pipelines: image-classification, image-feature-extraction, zero-shot-image-classification and
-image-to-text (captioning) on our vision models, with `transformers`' image processors (HF's call arguments and
-result formats).
+"""Image pipelines: image-classification, image-feature-extraction, zero-shot-image-classification,
+image-to-text (captioning), image-segmentation, object-detection and depth-estimation on our vision models, with
+`transformers`' image processors (HF's call arguments and result formats).
 
 Inputs: PIL images, local paths or URLs (loaded with `transformers.image_utils.load_image`) and NumPy arrays (given
 to the image processor as they are), one or a list.
@@ -254,9 +254,9 @@ class ImageToTextPipeline(_ImagePipeline):
                 for ids in model_outputs["sequences"]]
 class ImageSegmentationPipeline(_ImagePipeline):
     """`pipe(images, subtask=None)` -> [{"score", "label", "mask"}] per image: for semantic segmentation models
-    (UperNet, ...) one entry per class present in the predicted map, by increasing class id, with `score` None and
-    `mask` a PIL "L" image of the original size (255 on the class's pixels). The logits are resized (bilinear) to the
-    image and arg-maxed per pixel, as the image processor's `post_process_semantic_segmentation` does. Panoptic and
+    (UperNet, DPT, ...) one entry per class present in the predicted map, by increasing class id, with `score` None
+    and `mask` a PIL "L" image of the original size (255 on the class's pixels). The logits are resized (bilinear) to
+    the image and arg-maxed per pixel, as the image processor's `post_process_semantic_segmentation` does. Panoptic and
     instance subtasks need models this package does not implement yet."""
 
     task = "image-segmentation"
@@ -290,6 +290,44 @@ class ImageSegmentationPipeline(_ImagePipeline):
             mask = Image.fromarray(((segmentation == label) * 255).astype(np.uint8), mode="L")
             annotation.append({"score": None, "label": self.model.config.id2label[int(label)], "mask": mask})
         return annotation
+
+
+class DepthEstimationPipeline(_ImagePipeline):
+    """`pipe(images)` -> {"predicted_depth", "depth"} per image (a list of those for a list of images), as HF's
+    pipeline: `predicted_depth` is the model's depth map resized (bicubic, as the image processor's
+    `post_process_depth_estimation`) to the original image's (height, width), here a float32 NumPy array instead of
+    a torch tensor; `depth` is that map min-max normalised to a PIL "L" image."""
+
+    task = "depth-estimation"
+
+    def _sanitize_parameters(self, timeout=None, parameters=None):
+        pre = {}
+        if timeout is not None:
+            pre["timeout"] = timeout
+        if isinstance(parameters, dict) and "timeout" in parameters:
+            pre["timeout"] = parameters["timeout"]
+        return pre, {}
+
+    def preprocess(self, image, timeout=None):
+        image = self._load(image, timeout)
+        inputs = self._pixels(image)
+        inputs["target_size"] = image.shape[:2] if isinstance(image, np.ndarray) else (image.height, image.width)
+        return inputs
+
+    def postprocess(self, model_outputs):
+        if "predicted_depth" not in model_outputs:
+            raise ValueError(f"depth-estimation needs a model returning `predicted_depth`; "
+                             f"{type(self.model).__name__} returned {sorted(model_outputs)}")
+        import mindspore as ms
+        from PIL import Image
+
+        from ..backend import functional as F
+
+        depth = ms.Tensor(np.asarray(model_outputs["predicted_depth"], np.float32)[:, None])
+        predicted = F.interpolate(depth, tuple(model_outputs["target_size"]), mode="bicubic",
+                                  align_corners=False).asnumpy()[0, 0]
+        normalised = (predicted - predicted.min()) / (predicted.max() - predicted.min())
+        return {"predicted_depth": predicted, "depth": Image.fromarray((normalised * 255).astype("uint8"))}
 
 
 class ObjectDetectionPipeline(_ImagePipeline):

@@ -24,6 +24,7 @@ TASKS = {
     "image-classification": "AutoModelForImageClassification",
     "semantic-segmentation": "AutoModelForSemanticSegmentation",
     "object-detection": "AutoModelForObjectDetection",
+    "depth-estimation": "AutoModelForDepthEstimation",
     "masked-image-modeling": "AutoModelForMaskedImageModeling",
     "backbone": "AutoBackbone",
     "zero-shot-image-classification": "AutoModelForZeroShotImageClassification",
@@ -127,6 +128,12 @@ MODEL_FAMILIES = {
     "swin": {**_vision_family("Swin"), "backbone": "SwinBackbone",
              "masked-image-modeling": "SwinForMaskedImageModeling"},
     "upernet": {"semantic-segmentation": "UperNetForSemanticSegmentation"},
+    "focalnet": {**_vision_family("FocalNet"), "backbone": "FocalNetBackbone",
+                 "masked-image-modeling": "FocalNetForMaskedImageModeling"},
+    "mobilevitv2": {**_vision_family("MobileViTV2"), "semantic-segmentation": "MobileViTV2ForSemanticSegmentation"},
+    "bit": {**_vision_family("Bit"), "backbone": "BitBackbone"},
+    "dpt": {"base": "DPTModel", "depth-estimation": "DPTForDepthEstimation",
+            "semantic-segmentation": "DPTForSemanticSegmentation"},
     "data2vec-vision": _vision_family("Data2VecVision"),
     "cvt": _vision_family("Cvt"),
     "pvt": _vision_family("Pvt"),
@@ -283,6 +290,7 @@ AutoModelForQuestionAnswering = _auto_class("question-answering")
 AutoModelForImageClassification = _auto_class("image-classification")
 AutoModelForSemanticSegmentation = _auto_class("semantic-segmentation")
 AutoModelForObjectDetection = _auto_class("object-detection")
+AutoModelForDepthEstimation = _auto_class("depth-estimation")
 AutoModelForMaskedImageModeling = _auto_class("masked-image-modeling")
 AutoBackbone = _auto_class("backbone")
 AutoModelForZeroShotImageClassification = _auto_class("zero-shot-image-classification")

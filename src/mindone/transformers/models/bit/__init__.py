@@ -1,0 +1,1 @@
+from .modeling_bit import BitBackbone, BitForImageClassification, BitModel, BitPreTrainedModel

@@ -1,0 +1,1 @@
+from .modeling_dpt import DPTForDepthEstimation, DPTForSemanticSegmentation, DPTModel, DPTPreTrainedModel

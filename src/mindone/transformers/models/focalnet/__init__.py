@@ -1,0 +1,7 @@
+from .modeling_focalnet import (
+    FocalNetBackbone,
+    FocalNetForImageClassification,
+    FocalNetForMaskedImageModeling,
+    FocalNetModel,
+    FocalNetPreTrainedModel,
+)
