@@ -160,3 +160,32 @@ def adamw_op():
     per parameter; torch fused: 0.63), and it applies a gradient scale in the same pass."""
     # constant output shape/dtype: no Python shape-inference callback per call
     return _custom("AdamW", [1], ms.float32)
+
+
+# --- weight-only quantized linear layers (backend/quantization.py; kernels: the last section of cpu_kernels.cc) -------
+
+
+def _quantized_linear_shape(x_shape, q_shape, *scale_shapes):
+    return [x_shape[0], q_shape[0]]
+
+
+def _dequantized_shape(q_shape, scale_shape, *min_shape):
+    return [q_shape[0], q_shape[1] * (2 if min_shape else 1)]
+
+
+def _float32(*dtypes):
+    return ms.float32
+
+
+def quantized_linear_op(bits: int):
+    """Primitive computing x (M, K) float32 @ W^T directly on W's packed form, or None when native kernels are
+    unavailable: op(x, q, scale) for bits=8 (q int8 (N, K)), op(x, q, scale, min) for bits=4 (q uint8 (N, K / 2),
+    GGUF's Q4 nibble order); scale / min float32 (N, K / group_size), group_size a multiple of 32. Equal to
+    dequantising W and multiplying, up to float32 summation order. For few rows of x (decoding); no gradient."""
+    return _custom({8: "QLinearInt8", 4: "QLinearInt4"}[bits], _quantized_linear_shape, _float32)
+
+
+def dequantize_op(bits: int):
+    """Primitive returning W (N, K) float32 from its packed form (inputs as `quantized_linear_op` without x), or
+    None when native kernels are unavailable; rounded as `quantization.dequantize_numpy`."""
+    return _custom({8: "DequantInt8", 4: "DequantInt4"}[bits], _dequantized_shape, _float32)
