@@ -116,7 +116,7 @@ def test_fallback_route_without_native_kernels_gives_the_same_numbers(monkeypatc
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
 
 
-# --- models ------------------------------------------------------------------------------------------------------------
+# --- models ----------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +148,8 @@ IDS = np.array([[5, 17, 42, 8, 77, 3, 61]], np.int64)
 
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, tmp_path, weights):
-    model = LlamaForCausalLM.from_pretrained(tiny_llama,
-                                             quantization_config=QuantoConfig(weights=weights, modules_to_not_convert=[]))
+    config = QuantoConfig(weights=weights, modules_to_not_convert=[])
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
     assert isinstance(model.lm_head, Q.QuantizedLinear) and model.lm_head.bits == int(weights[3:])
     assert isinstance(model.model.layers[1].self_attn.q_proj, Q.QuantizedLinear)
     dense = dequantized_twin(tiny_llama, model)

@@ -421,6 +421,10 @@ positive_int = _number(int, 1, what="must be >= 1")
 temperature_value = _number(float, 0.0, what="must be >= 0 (0 means greedy decoding)")
 
 
+_QUANTIZE_HELP = ("weight-only quantization at load: int8 / int4 (groups of 32) of every Linear layer, or gguf: keep "
+                  "a GGUF file's Q8_0 / Q4_0 / Q4_1 / Q4_K blocks as stored (docs/quantization.md)")
+
+
 def build_parser():
     parser = _Parser(prog="mindone-transformers", description="Hugging Face Transformers models on MindSpore")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -447,8 +451,7 @@ def build_parser():
     common.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
     common.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
     common.add_argument("--quantize", choices=["int8", "int4", "gguf"],
-                        help="weight-only quantization at load: int8 / int4 (groups of 32) of every Linear layer, or gguf: keep '
-                             'a GGUF file's Q8_0 / Q4_0 / Q4_1 / Q4_K blocks as stored (docs/quantization.md)")
+                        help=_QUANTIZE_HELP)
     common.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
     add_adapter_option(common)
     gen = sub.add_parser("generate", parents=[common], help="generate text for one prompt, streamed to stdout")
@@ -478,8 +481,7 @@ def build_parser():
                      help="temperature when a request gives none (0, the default: greedy)")
     srv.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
     srv.add_argument("--quantize", choices=["int8", "int4", "gguf"],
-                     help="weight-only quantization at load: int8 / int4 (groups of 32) of every Linear layer, or gguf: keep '
-                             'a GGUF file's Q8_0 / Q4_0 / Q4_1 / Q4_K blocks as stored (docs/quantization.md)")
+                     help=_QUANTIZE_HELP)
     srv.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
     add_adapter_option(srv)
     srv.set_defaults(func=cmd_serve)

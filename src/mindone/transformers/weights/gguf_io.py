@@ -359,7 +359,8 @@ class GGUFFile:
 
         if name == "Q8_0":
             blocks = raw.reshape(rows, cols // 32, 34)
-            out = {"weight_packed": blocks[..., 2:].view(np.int8).reshape(rows, cols), "weight_scale": f16(blocks[..., :2])}
+            out = {"weight_packed": blocks[..., 2:].view(np.int8).reshape(rows, cols),
+                   "weight_scale": f16(blocks[..., :2])}
             bits = 8
         elif name in ("Q4_0", "Q4_1"):
             header = 2 if name == "Q4_0" else 4
