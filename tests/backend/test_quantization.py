@@ -246,3 +246,27 @@ def test_q4_k_blocks_unpack_to_the_gguf_packages_dequantization(tmp_path):
     assert bits == 4 and arrays["weight_scale"].shape == (rows, cols // 32)
     expected = dequantize(data, gguf.GGMLQuantizationType.Q4_K)
     np.testing.assert_array_equal(reference_dequantize(4, arrays), expected)
+
+
+# --- decode-step attention products (native.batch_matmul_*_op, used by F.attention for few query rows) -----------
+
+
+@pytest.mark.parametrize("shape_a, shape_b, nt", [((1, 3, 3, 64), (1, 3, 128, 64), True),
+                                                  ((2, 2, 1, 8), (2, 2, 5, 8), True),
+                                                  ((1, 3, 3, 128), (1, 3, 128, 64), False),
+                                                  ((2, 4, 1, 5), (2, 4, 5, 8), False)])
+def test_native_attention_products_match_float64_and_have_gradients(shape_a, shape_b, nt):
+    rng = np.random.default_rng(len(shape_a) + shape_b[-2])
+    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    op = native.batch_matmul_nt_op() if nt else native.batch_matmul_op()
+    bt = np.swapaxes(b, -1, -2) if nt else b
+    ref = a.astype(np.float64) @ bt.astype(np.float64)
+    out = op(ms.Tensor(a), ms.Tensor(b)).asnumpy()
+    bound = 1e-6 * a.shape[-1] * (np.abs(a.astype(np.float64)) @ np.abs(bt.astype(np.float64))) + 1e-30
+    assert out.shape == ref.shape and (np.abs(out - ref) <= bound).all()
+    da, db = ms.grad(lambda x, y: op(x, y).sum(), grad_position=(0, 1))(ms.Tensor(a), ms.Tensor(b))
+    ones = np.ones(ref.shape)
+    np.testing.assert_allclose(da.asnumpy(), ones @ np.swapaxes(bt, -1, -2), rtol=1e-5, atol=1e-4)
+    expected_db = np.swapaxes(a, -1, -2) @ ones
+    np.testing.assert_allclose(db.asnumpy(), np.swapaxes(expected_db, -1, -2) if nt else expected_db,
+                               rtol=1e-5, atol=1e-4)

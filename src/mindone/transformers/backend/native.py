@@ -189,3 +189,37 @@ def dequantize_op(bits: int):
     """Primitive returning W (N, K) float32 from its packed form (inputs as `quantized_linear_op` without x), or
     None when native kernels are unavailable; rounded as `quantization.dequantize_numpy`."""
     return _custom({8: "DequantInt8", 4: "DequantInt4"}[bits], _dequantized_shape, _float32)
+
+
+_batch_matmul = ops.BatchMatMul()
+_batch_matmul_nt = ops.BatchMatMul(transpose_b=True)
+_batch_matmul_tn = ops.BatchMatMul(transpose_a=True)
+
+
+def _batch_nt_bprop(a, b, out, dout):
+    return _batch_matmul(dout, b), _batch_matmul_tn(dout, a)
+
+
+def _batch_nn_bprop(a, b, out, dout):
+    return _batch_matmul_nt(dout, b), _batch_matmul_tn(a, dout)
+
+
+def _batch_nt_shape(a_shape, b_shape):
+    return list(a_shape[:-1]) + [b_shape[-2]]
+
+
+def _batch_nn_shape(a_shape, b_shape):
+    return list(a_shape[:-1]) + [b_shape[-1]]
+
+
+def batch_matmul_nt_op():
+    """Primitive computing a (..., M, K) @ b (..., N, K)^T in float32 (same batch dims), or None when native kernels
+    are unavailable. For the attention scores of a decode step (few query rows), where MindSpore's BatchMatMul costs
+    far more than the work; gradient through MindSpore's BatchMatMul."""
+    return _custom("BatchMatMulNT", _batch_nt_shape, _same_dtype, _batch_nt_bprop)
+
+
+def batch_matmul_op():
+    """Primitive computing a (..., M, N) @ b (..., N, D) in float32 (same batch dims), or None when native kernels are
+    unavailable (attention weights @ values of a decode step); gradient through MindSpore's BatchMatMul."""
+    return _custom("BatchMatMulNN", _batch_nn_shape, _same_dtype, _batch_nn_bprop)

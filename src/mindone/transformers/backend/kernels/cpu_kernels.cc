@@ -436,4 +436,57 @@ extern "C" int DequantInt4(int nparam, void **params, int *ndims, int64_t **shap
     }
   return 0;
 }
+
+// --- decode-step attention products (backend/functional.py: attention, for a few query rows) ------------------------
+// With the weights streamed in 4 bits, the attention's two small batched products per layer become a visible part of
+// a decode step: MindSpore's CPU BatchMatMul costs ~50-200 us on (3 x 64) @ (64 x 256) whatever the work (it repacks
+// the whole key/value block). These loops read each key / value row once per batch.
+
+// c (B, M, N) = a (B, M, K) @ b (B, N, K)^T, float32, contiguous. Inputs: a, b. Output: c.
+extern "C" int BatchMatMulNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                             void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 3 || ndims[0] < 2 || ndims[1] != ndims[0]) return 1;
+  const int nd = ndims[0];
+  const int64_t M = shapes[0][nd - 2], K = shapes[0][nd - 1], N = shapes[1][nd - 2];
+  const int64_t B = num_elements(nd - 2, shapes[0]);
+  if (shapes[1][nd - 1] != K || num_elements(nd - 2, shapes[1]) != B) return 2;
+  const float *a = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  float *c = static_cast<float *>(params[2]);
+  for (int64_t i = 0; i < B; i++) linear_nt_columns(a + i * M * K, b + i * N * K, c + i * M * N, M, N, K);
+  return 0;
+}
+
+// c (B, M, D) = a (B, M, N) @ b (B, N, D), float32, contiguous. Inputs: a, b. Output: c.
+extern "C" int BatchMatMulNN(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                             void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 3 || ndims[0] < 2 || ndims[1] != ndims[0]) return 1;
+  const int nd = ndims[0];
+  const int64_t M = shapes[0][nd - 2], N = shapes[0][nd - 1], D = shapes[1][nd - 1];
+  const int64_t B = num_elements(nd - 2, shapes[0]);
+  if (shapes[1][nd - 2] != N || num_elements(nd - 2, shapes[1]) != B) return 2;
+  const float *a = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  float *c = static_cast<float *>(params[2]);
+  for (int64_t i = 0; i < B; i++) {
+    const float *ai = a + i * M * N, *bi = b + i * N * D;
+    float *ci = c + i * M * D;
+    for (int64_t m = 0; m < M; m++) {
+      float *row = ci + m * D;
+      for (int64_t d = 0; d < D; d++) row[d] = 0.0f;
+      for (int64_t n = 0; n < N; n++) {
+        const float w = ai[m * N + n];
+        const float *v = bi + n * D;
+        for (int64_t d = 0; d < D; d++) row[d] = fmadd(w, v[d], row[d]);
+      }
+    }
+  }
+  return 0;
+}
 // ===================================================================== end of weight-only quantized linear layers ====
