@@ -71,8 +71,11 @@ def main():
     else:
         from transformers import QuantoConfig
 
-        quant = {None: {}, "gguf": {"keep_quantized": True}}.get(
-            args.quantize, {"quantization_config": QuantoConfig(weights=args.quantize, modules_to_not_convert=[])})
+        quant = {}
+        if args.quantize == "gguf":
+            quant = {"keep_quantized": True}
+        elif args.quantize:
+            quant = {"quantization_config": QuantoConfig(weights=args.quantize, modules_to_not_convert=[])}
         model = LlamaForCausalLM.from_pretrained(model_dir(), gguf_file=GGUF, dtype="float32", **quant)
     b, t = args.batch, args.cache_len
     _, step = compiled_decode_step(model, b, t, ms.float32)

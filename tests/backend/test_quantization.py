@@ -270,3 +270,18 @@ def test_native_attention_products_match_float64_and_have_gradients(shape_a, sha
     expected_db = np.swapaxes(a, -1, -2) @ ones
     np.testing.assert_allclose(db.asnumpy(), np.swapaxes(expected_db, -1, -2) if nt else expected_db,
                                rtol=1e-5, atol=1e-4)
+
+
+def test_cli_quantize_option():
+    from mindone.transformers.cli import UsageError, build_parser, quantize_kwargs
+
+    parser = build_parser()
+    args = parser.parse_args(["generate", "--quantize", "int4", "--prompt", "x"])
+    config = quantize_kwargs(args, None)["quantization_config"]
+    assert config.weights == "int4" and config.modules_to_not_convert == []
+    assert quantize_kwargs(parser.parse_args(["chat", "--quantize", "gguf"]), "m.gguf") == {"keep_quantized": True}
+    with pytest.raises(UsageError, match="--quantize gguf"):
+        quantize_kwargs(parser.parse_args(["serve", "--quantize", "gguf"]), None)
+    assert quantize_kwargs(parser.parse_args(["generate", "--prompt", "x"]), None) == {}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "--quantize", "int3"])
