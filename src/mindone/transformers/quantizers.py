@@ -48,9 +48,9 @@ def parse_quantization_config(quantization_config) -> QuantizationSettings:
     else:
         raise ValueError(f"quantization_config must be a transformers QuantoConfig or a dict, got "
                          f"{type(quantization_config).__name__}")
-    method = str(fields.get("quant_method", "quanto"))
-    method = getattr(method, "value", method)
-    if method not in ("quanto", "QuantizationMethod.QUANTO"):
+    method = fields.get("quant_method", "quanto")
+    method = getattr(method, "value", method)  # transformers' QuantizationMethod enum
+    if method != "quanto":
         raise ValueError(f"quantization_config.quant_method={method!r} is not supported: use "
                          "transformers.QuantoConfig(weights='int8' | 'int4')")
     weights = fields.get("weights", "int8")
@@ -103,11 +103,11 @@ def _quantized_cell(linear, bits, group_size, arrays):
     return cell
 
 
-def _record(model, modules: dict, group_size, skip):
-    bits = sorted({b for b in modules.values()})
+def _record(model, modules: dict, group_size, skip, weights=None):
+    kinds = sorted(set(modules.values()))
     model.config.quantization_config = {
         "quant_method": QUANT_METHOD,
-        "weights": bits[0] if len(bits) == 1 else "mixed",
+        "weights": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else weights),
         "group_size": group_size,
         "modules_to_not_convert": list(skip),
         "modules": dict(sorted(modules.items())),
@@ -130,7 +130,7 @@ def quantize_model(model, settings: QuantizationSettings):
         modules[name] = f"int{settings.bits}"
     if not modules:
         logger.warning("quantization_config: no Linear layer of %s was quantized", type(model).__name__)
-    _record(model, modules, settings.group_size, settings.modules_to_not_convert)
+    _record(model, modules, settings.group_size, settings.modules_to_not_convert, f"int{settings.bits}")
     return model
 
 
@@ -142,16 +142,16 @@ def keep_gguf_quantized(model, gguf_path, tied_output=None):
 
     gguf = GGUFFile(gguf_path)
     prefix = model.base_model_prefix
-    keys = set(t.key for t in gguf._tensors)
+    keys = {info.key for info in gguf.infos}
     modules, kept_types, other = {}, set(), set()
     for name, linear in _named_linears(model):
-        key = f"{name}.weight"
-        if tied_output and name == tied_output[0]:
-            key = tied_output[1]
-        elif key not in keys and prefix and key.startswith(prefix + "."):
-            key = key[len(prefix) + 1:]
-        elif key not in keys and prefix and f"{prefix}.{key}" in keys:
-            key = f"{prefix}.{key}"
+        key = tied_output[1] if tied_output and name == tied_output[0] else f"{name}.weight"
+        # the checkpoint's key may lack (or have) the base model's prefix, as in _load_checkpoint
+        for candidate in (key, key[len(prefix) + 1:] if prefix and key.startswith(prefix + ".") else None,
+                          f"{prefix}.{key}" if prefix else None):
+            if candidate in keys:
+                key = candidate
+                break
         packed = gguf.packed(key)
         if packed is None:
             other.add(str(gguf.qtype_of(key)))
