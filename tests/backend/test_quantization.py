@@ -150,7 +150,8 @@ IDS = np.array([[5, 17, 42, 8, 77, 3, 61]], np.int64)
 def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, tmp_path, weights):
     config = QuantoConfig(weights=weights, modules_to_not_convert=[])
     model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
-    assert isinstance(model.lm_head, Q.QuantizedLinear) and model.lm_head.bits == int(weights[3:])
+    # the output layer: int8 under int4 weights unless output_layer_weights says otherwise
+    assert isinstance(model.lm_head, Q.QuantizedLinear) and model.lm_head.bits == 8
     assert isinstance(model.model.layers[1].self_attn.q_proj, Q.QuantizedLinear)
     dense = dequantized_twin(tiny_llama, model)
     ids = ms.Tensor(IDS)
@@ -164,12 +165,21 @@ def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, t
 
     model.save_pretrained(tmp_path)
     saved = json.load(open(os.path.join(tmp_path, "config.json")))["quantization_config"]
-    assert saved["quant_method"] == Q.QUANT_METHOD and saved["weights"] == weights and saved["group_size"] == 32
-    assert saved["modules"]["lm_head"] == weights and len(saved["modules"]) == 2 * 7 + 1
+    assert saved["quant_method"] == Q.QUANT_METHOD and saved["group_size"] == 32
+    assert saved["weights"] == ("int8" if weights == "int8" else "mixed")
+    assert saved["modules"]["lm_head"] == "int8" and saved["modules"]["model.layers.1.mlp.up_proj"] == weights
+    assert len(saved["modules"]) == 2 * 7 + 1
     again = LlamaForCausalLM.from_pretrained(tmp_path)
     assert isinstance(again.lm_head, Q.QuantizedLinear)
     np.testing.assert_array_equal(again(ids).logits.asnumpy(), model(ids).logits.asnumpy())
     np.testing.assert_array_equal(again.generate(ids, max_new_tokens=6, do_sample=False).asnumpy(), tokens)
+
+
+def test_output_layer_weights_int4(tiny_llama):
+    config = QuantoConfig(weights="int4", modules_to_not_convert=[])
+    config.output_layer_weights = "int4"
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
+    assert model.lm_head.bits == 4 and model.config.quantization_config["weights"] == "int4"
 
 
 def test_default_keeps_lm_head_float_and_group_size_is_configurable(tiny_llama):
@@ -191,6 +201,7 @@ def test_default_keeps_lm_head_float_and_group_size_is_configurable(tiny_llama):
     ({"weights": "int8", "activations": "int8"}, "activations='int8'"),
     ({"weights": "int4", "group_size": 48}, "group_size=48"),
     ({"quant_method": "gptq", "bits": 4}, "quant_method='gptq'"),
+    ({"weights": "int4", "output_layer_weights": "fp8"}, "output_layer_weights='fp8'"),
 ])
 def test_bad_quantization_configs_are_refused_naming_the_field(tiny_llama, bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

@@ -421,8 +421,9 @@ positive_int = _number(int, 1, what="must be >= 1")
 temperature_value = _number(float, 0.0, what="must be >= 0 (0 means greedy decoding)")
 
 
-_QUANTIZE_HELP = ("weight-only quantization at load: int8 / int4 (groups of 32) of every Linear layer, or gguf: keep "
-                  "a GGUF file's Q8_0 / Q4_0 / Q4_1 / Q4_K blocks as stored (docs/quantization.md)")
+_QUANTIZE_HELP = ("weight-only quantization at load: int8 / int4 (groups of 32) of every Linear layer (the output "
+                  "layer int8 under int4), or gguf: keep a GGUF file's Q8_0 / Q4_0 / Q4_1 / Q4_K blocks as stored "
+                  "(docs/quantization.md)")
 
 
 def build_parser():

@@ -6,8 +6,9 @@ Three ways in, one result (Linear cells replaced by `QuantizedLinear`, the plan 
 
 - `quantization_config=QuantoConfig(weights="int8" | "int4")` (transformers' class, or its dict): every
   `layers.Linear` is quantized after loading, except `modules_to_not_convert` (default `["lm_head"]`, as
-  transformers; pass `[]` to quantize the output layer too). Group size: `group_size` attribute / key (default 32);
-  a layer whose in_features it does not divide stays float (logged).
+  transformers; pass `[]` to quantize the output layer too; with weights="int4" it becomes int8 unless
+  `output_layer_weights="int4"`). Group size: `group_size` attribute / key (default 32); a layer whose in_features
+  it does not divide stays float (logged).
 - `gguf_file=..., keep_quantized=True`: Linear weights stored as Q8_0 / Q4_0 / Q4_1 / Q4_K keep their blocks
   (exactly the values the dense load dequantises to); other types (F16, Q6_K, ...) stay float. A tied output layer
   takes the embedding's blocks (the embedding itself stays a float table for the lookup).
@@ -31,8 +32,9 @@ __all__ = ["QuantizationSettings", "parse_quantization_config", "quantize_model"
 
 
 class QuantizationSettings:
-    def __init__(self, bits, group_size, modules_to_not_convert):
+    def __init__(self, bits, group_size, modules_to_not_convert, output_bits=None):
         self.bits, self.group_size, self.modules_to_not_convert = bits, group_size, list(modules_to_not_convert)
+        self.output_bits = output_bits or bits
 
 
 def parse_quantization_config(quantization_config) -> QuantizationSettings:
@@ -43,8 +45,9 @@ def parse_quantization_config(quantization_config) -> QuantizationSettings:
         fields = dict(quantization_config)
     elif hasattr(quantization_config, "to_dict"):
         fields = quantization_config.to_dict()
-        if hasattr(quantization_config, "group_size"):
-            fields["group_size"] = quantization_config.group_size
+        for extra in ("group_size", "output_layer_weights"):
+            if hasattr(quantization_config, extra):
+                fields[extra] = getattr(quantization_config, extra)
     else:
         raise ValueError(f"quantization_config must be a transformers QuantoConfig or a dict, got "
                          f"{type(quantization_config).__name__}")
@@ -63,8 +66,14 @@ def parse_quantization_config(quantization_config) -> QuantizationSettings:
     group_size = fields.get("group_size") or DEFAULT_GROUP_SIZE
     if not isinstance(group_size, int) or group_size <= 0 or group_size % 32:
         raise ValueError(f"quantization_config.group_size={group_size!r}: expected a positive multiple of 32")
+    # the output layer is the most rounding-sensitive one (llama.cpp's 4-bit presets keep it at 6-8 bits): with
+    # int4 weights it is int8 unless output_layer_weights says otherwise (when it is converted at all)
+    output = fields.get("output_layer_weights") or ("int8" if weights == "int4" else weights)
+    if output not in BITS:
+        raise ValueError(f"quantization_config.output_layer_weights={output!r} is not supported: expected one of "
+                         f"{sorted(BITS)}")
     skip = fields.get("modules_to_not_convert")
-    return QuantizationSettings(BITS[weights], group_size, ["lm_head"] if skip is None else skip)
+    return QuantizationSettings(BITS[weights], group_size, ["lm_head"] if skip is None else skip, BITS[output])
 
 
 def _named_linears(model):
@@ -118,16 +127,21 @@ def _record(model, modules: dict, group_size, skip, weights=None):
 def quantize_model(model, settings: QuantizationSettings):
     """Replaces the model's Linear cells by QuantizedLinear ones quantized from their float weights (in place)."""
     modules = {}
+    try:
+        output_layer = model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        output_layer = None
     for name, linear in _named_linears(model):
         if _skipped(name, settings.modules_to_not_convert):
             continue
+        bits = settings.output_bits if linear is output_layer else settings.bits
         if linear.in_features % settings.group_size:
             logger.info("%s: in_features %d is not a multiple of group_size %d, left in float", name,
                         linear.in_features, settings.group_size)
             continue
-        arrays = quantize_numpy(linear.weight.asnumpy(), settings.bits, settings.group_size)
-        _replace(model, name, _quantized_cell(linear, settings.bits, settings.group_size, arrays))
-        modules[name] = f"int{settings.bits}"
+        arrays = quantize_numpy(linear.weight.asnumpy(), bits, settings.group_size)
+        _replace(model, name, _quantized_cell(linear, bits, settings.group_size, arrays))
+        modules[name] = f"int{bits}"
     if not modules:
         logger.warning("quantization_config: no Linear layer of %s was quantized", type(model).__name__)
     _record(model, modules, settings.group_size, settings.modules_to_not_convert, f"int{settings.bits}")
