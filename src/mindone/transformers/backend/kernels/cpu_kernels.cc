@@ -147,6 +147,7 @@ extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, co
 #include <immintrin.h>
 #endif
 
+#if !defined(__AVX512F__)  // the AVX-512 kernels fold the mins into lookup tables instead
 static float *group_sums_buffer(int64_t n) {
   thread_local std::vector<float> buffer;
   if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
@@ -166,6 +167,7 @@ static void group_sums(const float *x, int64_t M, int64_t K, int64_t G, float *o
       out[m * (K / G) + g] = t;
     }
 }
+#endif
 
 #if defined(__AVX512F__)
 #define QUANT_TWO_ROWS 1
