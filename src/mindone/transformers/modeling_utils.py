@@ -24,6 +24,7 @@ from mindspore.nn.utils import no_init_parameters
 from . import tensor_interop, weights
 from .backend import layers
 from .backend import runtime
+from . import quantizers
 from .peft.mixin import PeftAdapterMixin, adapter_paths
 
 logger = logging.getLogger(__name__)
@@ -221,7 +222,9 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
     def _tied_pairs(self):
         if not self._tied_weights_keys or not self._tie_word_embeddings_enabled():
             return {}
-        return dict(self._tied_weights_keys)
+        # a quantized output layer (quantizers.py) holds its own packed copy of the embedding: no longer tied
+        return {target: source for target, source in dict(self._tied_weights_keys).items()
+                if not hasattr(self.get_submodule(target.rpartition(".")[0]), "weight_packed")}
 
     def tie_weights(self):
         """Makes each tied target the *same* Parameter as its source (one storage, one gradient)."""
@@ -468,7 +471,14 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
             config: a `transformers` config to use instead of the one stored with the weights.
             dtype: "auto" (default, HF 5: the config's / checkpoint's dtype), "float32", "float16", "bfloat16",
                 or a MindSpore dtype. bfloat16 becomes float32 on CPU (see `resolve_load_dtype`).
-            gguf_file: name of a GGUF file in the directory / repo; weights are dequantised to dense.
+            gguf_file: name of a GGUF file in the directory / repo; weights are dequantised to dense unless
+                `keep_quantized`.
+            keep_quantized: with `gguf_file`, Linear weights stored as Q8_0 / Q4_0 / Q4_1 / Q4_K blocks stay packed
+                (`QuantizedLinear`, same values as the dense load); see docs/quantization.md.
+            quantization_config: `transformers.QuantoConfig(weights="int8" | "int4")` (or its dict; optional
+                `group_size`, default 32): weight-only quantization of the Linear layers after loading, except
+                `modules_to_not_convert` (default ["lm_head"]). A directory saved from a quantized model reloads
+                quantized without it.
             subfolder, revision, cache_dir, local_files_only, token: as in HF.
             output_loading_info: also return {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}.
             ignore_mismatched_sizes: re-initialise parameters whose checkpoint shape differs instead of failing.
@@ -487,6 +497,15 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
         hub_kwargs = dict(cache_dir=cache_dir, revision=revision, local_files_only=local_files_only, token=token)
         adapter_name = kwargs.pop("adapter_name", "default")
         adapter_kwargs = kwargs.pop("adapter_kwargs", None) or {}
+        quantization_config = kwargs.pop("quantization_config", None)
+        keep_quantized = kwargs.pop("keep_quantized", False)
+        quantization = None
+        if quantization_config is not None:
+            quantization = quantizers.parse_quantization_config(quantization_config)
+        if keep_quantized and not gguf_file:
+            raise ValueError("keep_quantized=True needs gguf_file= (it keeps a GGUF file's quantized blocks)")
+        if keep_quantized and quantization is not None:
+            raise ValueError("pass either keep_quantized=True (GGUF blocks as stored) or quantization_config, not both")
         adapter_path, base_path = adapter_paths(path, **hub_kwargs) if not gguf_file else (None, path)
         if adapter_path is not None:
             model = cls.from_pretrained(base_path, *model_args, config=config, dtype=dtype, subfolder=subfolder,
@@ -515,10 +534,21 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
         ms_dtype = resolve_load_dtype(dtype, config, files, fmt)
         config.dtype = _DTYPE_TO_STR.get(ms_dtype, "float32")
 
+        saved_quantized = quantizers.is_saved_quantized(config)
+        if saved_quantized and (quantization is not None or keep_quantized):
+            raise ValueError(f"{path} holds an already quantized model (config.json quantization_config); load it "
+                             "without quantization_config / keep_quantized")
         with no_init_parameters(), layers.dtype_scope(ms_dtype), _loading_scope():
             model = cls(config, *model_args, **model_kwargs)
+            if saved_quantized:
+                quantizers.prepare_quantized_checkpoint(model, config)
+        tied_output = next(((t.rpartition(".")[0], s) for t, s in model._tied_pairs().items()), None)
         info = model._load_checkpoint(files, fmt, ignore_mismatched_sizes=ignore_mismatched_sizes)
         model.name_or_path = path
+        if quantization is not None:
+            quantizers.quantize_model(model, quantization)
+        elif keep_quantized:
+            quantizers.keep_gguf_quantized(model, files[0], tied_output=tied_output)
 
         if model.can_generate():
             model.generation_config = _load_generation_config(path, subfolder, config, **hub_kwargs)

@@ -411,6 +411,13 @@ def repeat_kv(x, n_rep: int):
     return x.reshape(b, h * n_rep, s, d)
 
 
+# decode-step attention products (native.batch_matmul_*_op); None when native kernels are unavailable
+_native_bmm_nt = native.batch_matmul_nt_op()
+_native_bmm = native.batch_matmul_op()
+# query rows (per kv head) up to which they are used: a decode step has (query heads / kv heads) rows
+_NATIVE_ATTENTION_ROWS = 8
+
+
 def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, training=False):
     """Eager scaled dot-product attention, HF's `eager_attention_forward` math.
 
@@ -433,7 +440,12 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         # the query heads of one group share a kv head: fold them into the rows of one matmul against that head,
         # instead of materialising repeated keys/values (a whole-cache copy per layer and decode step)
         query = query.reshape(b, h_kv, (h // h_kv) * sq, d)
-    if _MINT_ONLY_DEVICE or query.shape[:-2] != key.shape[:-2]:
+    # a decode step's few query rows: the native loops (MindSpore's BatchMatMul costs ~10x the work here)
+    native_rows = (_native_bmm_nt is not None and query.shape[-2] <= _NATIVE_ATTENTION_ROWS
+                   and query.dtype == ms.float32 and key.dtype == ms.float32 and value.dtype == ms.float32)
+    if native_rows and query.shape[:-2] == key.shape[:-2]:
+        scores = _native_bmm_nt(query, key)
+    elif _MINT_ONLY_DEVICE or query.shape[:-2] != key.shape[:-2]:
         scores = ops.matmul(query, key.swapaxes(-1, -2))
     else:
         # transpose_b inside the kernel: swapaxes materialises a transposed copy of the keys on CPU
@@ -451,10 +463,11 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     weights = cast(softmax(scores, -1, ms.float32), query.dtype)
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
-        out = ops.matmul(weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1]), value)
+        grouped = weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1])
+        out = _native_bmm(grouped, value) if native_rows else ops.matmul(grouped, value)
         out = out.reshape(b, h, sq, value.shape[-1])
     else:
-        out = ops.matmul(weights, value)
+        out = _native_bmm(weights, value) if native_rows else ops.matmul(weights, value)
     if attn_mask is not None and _FULLY_MASKED_ROWS == "sdpa":
         out = out * _unmasked_rows(attn_mask, out.dtype)
     return out, weights
@@ -550,6 +563,9 @@ def apply_rotary_matrix(x, rotation):
     """
     b, s, h, d = x.shape
     if rotation.shape[0] == b:
+        if _native_bmm is not None and h <= 16 and x.dtype == ms.float32 and rotation.dtype == ms.float32:
+            # a decode step's (H, D) @ (D, D) per position: the native loop (MindSpore's BatchMatMul: ~10x the work)
+            return _native_bmm(x, rotation).swapaxes(1, 2)
         return matmul(x, rotation).swapaxes(1, 2)
     rows = x.swapaxes(0, 1).reshape(s, b * h, d)
     out = matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)

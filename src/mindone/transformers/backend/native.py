@@ -191,3 +191,66 @@ def gelu_erf_op():
 def gelu_erf_grad_op():
     """Primitive (x, dy) -> dy * gelu'(x), float32, as `gelu_erf_op`; None when native kernels are unavailable."""
     return _custom("GeluErfGrad", _same_shape, _first_dtype)
+
+
+# --- weight-only quantized linear layers (backend/quantization.py; kernels: the last section of cpu_kernels.cc) -------
+
+
+def _quantized_linear_shape(x_shape, q_shape, *scale_shapes):
+    return [x_shape[0], q_shape[0]]
+
+
+def _dequantized_shape(q_shape, scale_shape, *min_shape):
+    return [q_shape[0], q_shape[1] * (2 if min_shape else 1)]
+
+
+def _float32(*dtypes):
+    return ms.float32
+
+
+def quantized_linear_op(bits: int):
+    """Primitive computing x (M, K) float32 @ W^T directly on W's packed form, or None when native kernels are
+    unavailable: op(x, q, scale) for bits=8 (q int8 (N, K)), op(x, q, scale, min) for bits=4 (q uint8 (N, K / 2),
+    GGUF's Q4 nibble order); scale / min float32 (N, K / group_size), group_size a multiple of 32. Equal to
+    dequantising W and multiplying, up to float32 summation order. For few rows of x (decoding); no gradient."""
+    return _custom({8: "QLinearInt8", 4: "QLinearInt4"}[bits], _quantized_linear_shape, _float32)
+
+
+def dequantize_op(bits: int):
+    """Primitive returning W (N, K) float32 from its packed form (inputs as `quantized_linear_op` without x), or
+    None when native kernels are unavailable; rounded as `quantization.dequantize_numpy`."""
+    return _custom({8: "DequantInt8", 4: "DequantInt4"}[bits], _dequantized_shape, _float32)
+
+
+_batch_matmul = ops.BatchMatMul()
+_batch_matmul_nt = ops.BatchMatMul(transpose_b=True)
+_batch_matmul_tn = ops.BatchMatMul(transpose_a=True)
+
+
+def _batch_nt_bprop(a, b, out, dout):
+    return _batch_matmul(dout, b), _batch_matmul_tn(dout, a)
+
+
+def _batch_nn_bprop(a, b, out, dout):
+    return _batch_matmul_nt(dout, b), _batch_matmul_tn(a, dout)
+
+
+def _batch_nt_shape(a_shape, b_shape):
+    return list(a_shape[:-1]) + [b_shape[-2]]
+
+
+def _batch_nn_shape(a_shape, b_shape):
+    return list(a_shape[:-1]) + [b_shape[-1]]
+
+
+def batch_matmul_nt_op():
+    """Primitive computing a (..., M, K) @ b (..., N, K)^T in float32 (same batch dims), or None when native kernels
+    are unavailable. For the attention scores of a decode step (few query rows), where MindSpore's BatchMatMul costs
+    far more than the work; gradient through MindSpore's BatchMatMul."""
+    return _custom("BatchMatMulNT", _batch_nt_shape, _same_dtype, _batch_nt_bprop)
+
+
+def batch_matmul_op():
+    """Primitive computing a (..., M, N) @ b (..., N, D) in float32 (same batch dims), or None when native kernels are
+    unavailable (attention weights @ values of a decode step); gradient through MindSpore's BatchMatMul."""
+    return _custom("BatchMatMulNN", _batch_nn_shape, _same_dtype, _batch_nn_bprop)

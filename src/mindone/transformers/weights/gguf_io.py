@@ -328,6 +328,68 @@ class GGUFFile:
             values = values - np.float32(self._arch.norm_shift)
         return values
 
+    # --- quantized blocks kept as stored (from_pretrained(gguf_file=..., keep_quantized=True)) ---
+
+    # ggml types whose blocks map exactly onto backend.quantization's packed formats
+    KEEPABLE = ("Q8_0", "Q4_0", "Q4_1", "Q4_K")
+
+    def qtype_of(self, key: str):
+        """ggml type name of the tensor stored under HF `key` (None if absent)."""
+        for tensor in self._tensors:
+            if tensor.key == key:
+                return tensor.qtype.name
+        return None
+
+    def packed(self, key: str):
+        """(bits, {"weight_packed", "weight_scale"[, "weight_min"]}) of a Q8_0 / Q4_0 / Q4_1 / Q4_K 2-D tensor in
+        backend.quantization's format (group size 32; float16 scales widened to float32, Q4_K's 6-bit sub-block
+        scales multiplied out, both exactly), with llama's q/k row permutation undone; None for other types.
+        Dequantising the result gives the `gguf` package's dequantisation bit for bit."""
+        from gguf.quants import Q4_K
+
+        tensor = next((t for t in self._tensors if t.key == key), None)
+        if tensor is None or tensor.qtype.name not in self.KEEPABLE or len(tensor.shape) != 2:
+            return None
+        rows, cols = tensor.shape
+        raw = np.asarray(self._data[tensor.begin : tensor.end])
+        name = tensor.qtype.name
+
+        def f16(block_bytes):
+            return np.ascontiguousarray(block_bytes).view(np.float16).astype(np.float32)[..., 0]
+
+        if name == "Q8_0":
+            blocks = raw.reshape(rows, cols // 32, 34)
+            out = {"weight_packed": blocks[..., 2:].view(np.int8).reshape(rows, cols),
+                   "weight_scale": f16(blocks[..., :2])}
+            bits = 8
+        elif name in ("Q4_0", "Q4_1"):
+            header = 2 if name == "Q4_0" else 4
+            blocks = raw.reshape(rows, cols // 32, header + 16)
+            scale = f16(blocks[..., :2])
+            low = -8 * scale if name == "Q4_0" else f16(blocks[..., 2:4])
+            out = {"weight_packed": np.ascontiguousarray(blocks[..., header:]).reshape(rows, cols // 2),
+                   "weight_scale": scale, "weight_min": low}
+            bits = 4
+        else:  # Q4_K: super-blocks of 256 = 8 sub-blocks of 32 with 6-bit scales and mins
+            from ..backend.quantization import pack_int4
+
+            blocks = raw.reshape(rows * cols // 256, 144)
+            d, dmin = f16(blocks[:, :2])[:, None], f16(blocks[:, 2:4])[:, None]
+            sc, mn = Q4_K.get_scale_min(np.ascontiguousarray(blocks[:, 4:16]))
+            # qs: per 64 elements 32 bytes, low nibbles the first 32 elements, high nibbles the next 32
+            qs = blocks[:, 16:].reshape(-1, 4, 1, 32) >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)
+            q = (qs & np.uint8(15)).reshape(rows, cols)
+            out = {"weight_packed": pack_int4(q), "weight_scale": (d * sc.astype(np.float32)).reshape(rows, -1),
+                   "weight_min": -(dmin * mn.astype(np.float32)).reshape(rows, -1)}
+            bits = 4
+        module = _module_of(tensor.name)
+        if self._arch.permute_qk and module in ("attn_q", "attn_k"):
+            heads = self.metadata.get(f"{self.architecture}.attention.head_count", 0)
+            if module == "attn_k":
+                heads = self.metadata.get(f"{self.architecture}.attention.head_count_kv", heads)
+            out = {k: _unpermute_rows(v, heads, f"{self.path}: tensor {tensor.name!r}") for k, v in out.items()}
+        return bits, {k: np.ascontiguousarray(v) for k, v in out.items()}
+
 
 def load_gguf(path: str) -> tuple[dict, Iterator[tuple[str, np.ndarray]]]:
     """Read a GGUF checkpoint.

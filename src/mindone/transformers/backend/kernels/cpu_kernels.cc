@@ -127,7 +127,7 @@ extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, co
   return 0;
 }
 
-// ==== exact GELU (erf form): forward GeluErf and its gradient GeluErfGrad ============================================
+// ==== exact GELU (erf form): forward GeluErf and its gradient GeluErfGrad =====================================
 // gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))),  gelu'(x) = Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi).
 // float32 in and out, computed in double and rounded once: within 1 ulp of the float64 value where erf is used and
 // ~2 ulp in the far negative tail (torch's float kernel: ~1e-6 absolute from float64 for |x| ~ 10, its erf being
@@ -275,3 +275,369 @@ extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shap
   return 0;
 }
 // ==== end of exact GELU ==============================================================================================
+=======
+// =====================================================================================================================
+// Weight-only quantized linear layers (backend/quantization.py: QuantizedLinear; native.py: "quantized matmul" block)
+// =====================================================================================================================
+// Weights W (N, K) are stored in groups of G consecutive elements of a row (G a multiple of 32, dividing K), with a
+// float32 scale per group (and for int4 a float32 offset "min" per group):
+//   int8: q (N, K) int8,                 W[n, k] = scale[n, k / G] * q[n, k]                  (GGUF Q8_0 when G = 32)
+//   int4: q (N, K / 2) uint8 (nibbles),  W[n, k] = scale[n, k / G] * q4[n, k] + min[n, k / G] (GGUF Q4_0 / Q4_1 when
+//         G = 32; Q4_K's 32-element sub-blocks once their nibbles are regrouped)
+// The nibbles are laid out as GGUF's Q4 blocks, per 32-element chunk of a row: byte j (0..15) of a chunk holds
+// element j in its low nibble and element j + 16 in its high nibble.
+// The products use float32 activations: x @ W^T is computed as
+//   y[m, n] = sum_g scale[n, g] * (sum_{k in g} q[n, k] * x[m, k]) + min[n, g] * (sum_{k in g} x[m, k])
+// i.e. the same value as dequantising W and multiplying, up to float32 summation order (no activation quantisation).
+// Single-threaded like LinearNT. AVX-512 / AVX2 intrinsics when the compiler targets them (-march=native), else plain
+// loops. Scratch memory (per-group sums of x) is a thread_local buffer that only grows: no allocation per call.
+#include <vector>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#if !defined(__AVX512F__)  // the AVX-512 kernels fold the mins into lookup tables instead
+static float *group_sums_buffer(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
+}
+
+// sum of each group of G elements of the M rows of x (M, K)
+static void group_sums(const float *x, int64_t M, int64_t K, int64_t G, float *out) {
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t g = 0; g < K / G; g++) {
+      const float *p = x + m * K + g * G;
+      float s[16] = {0};
+      for (int64_t k = 0; k < G; k += 16)
+        for (int j = 0; j < 16; j++) s[j] += p[k + j];
+      float t = 0.0f;
+      for (int j = 0; j < 16; j++) t += s[j];
+      out[m * (K / G) + g] = t;
+    }
+}
+#endif
+
+#if defined(__AVX512F__)
+#define QUANT_TWO_ROWS 1
+static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+// 16-entry table of a group's dequantised values scale * q + min, rounded as DequantInt4 rounds
+static inline __m512 q4_table(float scale, float mn) {
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(scale), iota), _mm512_set1_ps(mn));
+}
+
+// dots of two int4 rows (q0, q1: K / 2 bytes each; s*, m*: their groups' scales and mins) with x. vpermps looks each
+// nibble up in its group's table (it reads only the low 4 bits of each index, so the low nibble needs no mask): per
+// 32 weights one widening load, one shift, two lookups, two FMAs; two rows at once share the loads of x and give
+// four independent FMA chains.
+static inline void q4_rows2(const uint8_t *q0, const uint8_t *q1, const float *s0, const float *s1, const float *m0,
+                            const float *m1, const float *x, int64_t K, int64_t G, float *out0, float *out1) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+  for (int64_t g = 0; g < K / G; g++) {
+    const __m512 t0 = q4_table(s0[g], m0[g]), t1 = q4_table(s1[g], m1[g]);
+    for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+      const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
+      const __m512i w0 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q0 + c / 2)));
+      const __m512i w1 = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q1 + c / 2)));
+      a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(w0, t0), x0, a0);
+      a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(w0, 4), t0), x1, a1);
+      b0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(w1, t1), x0, b0);
+      b1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(w1, 4), t1), x1, b1);
+    }
+  }
+  *out0 = hsum(_mm512_add_ps(a0, a1));
+  *out1 = hsum(_mm512_add_ps(b0, b1));
+}
+
+static inline float q4_row_dot(const uint8_t *q, const float *scale, const float *mn, const float *x,
+                               const float *xsum, int64_t K, int64_t G) {
+  (void)xsum;
+  float y0, y1;
+  q4_rows2(q, q, scale, scale, mn, mn, x, K, G, &y0, &y1);
+  return y0;
+}
+
+// dots of two int8 rows with x: per group the integer-valued products are summed, then scaled once
+static inline void q8_rows2(const int8_t *q0, const int8_t *q1, const float *s0, const float *s1, const float *x,
+                            int64_t K, int64_t G, float *out0, float *out1) {
+  __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+  for (int64_t g = 0; g < K / G; g++) {
+    __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps(), r0 = _mm512_setzero_ps(), r1 = _mm512_setzero_ps();
+    for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+      const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
+      const __m128i *u = reinterpret_cast<const __m128i *>(q0 + c), *v = reinterpret_cast<const __m128i *>(q1 + c);
+      p0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(u))), x0, p0);
+      p1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(u + 1))), x1, p1);
+      r0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(v))), x0, r0);
+      r1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(v + 1))), x1, r1);
+    }
+    a = _mm512_fmadd_ps(_mm512_set1_ps(s0[g]), _mm512_add_ps(p0, p1), a);
+    b = _mm512_fmadd_ps(_mm512_set1_ps(s1[g]), _mm512_add_ps(r0, r1), b);
+  }
+  *out0 = hsum(a);
+  *out1 = hsum(b);
+}
+
+static inline float q8_row_dot(const int8_t *q, const float *scale, const float *x, int64_t K, int64_t G) {
+  float y0, y1;
+  q8_rows2(q, q, scale, scale, x, K, G, &y0, &y1);
+  return y0;
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+static inline float q4_row_dot(const uint8_t *q, const float *scale, const float *mn, const float *x,
+                               const float *xsum, int64_t K, int64_t G) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const __m256i low = _mm256_set1_epi32(15);
+  float offset = 0.0f;
+  const int64_t groups = K / G;
+  for (int64_t g = 0; g < groups; g++) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q + c / 2));
+      const __m256i b0 = _mm256_cvtepu8_epi32(bytes);
+      const __m256i b1 = _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8));
+      s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b0, low)), _mm256_loadu_ps(x + c), s0);
+      s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b1, low)), _mm256_loadu_ps(x + c + 8), s1);
+      s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b0, 4)), _mm256_loadu_ps(x + c + 16), s0);
+      s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b1, 4)), _mm256_loadu_ps(x + c + 24), s1);
+    }
+    const __m256 sc = _mm256_set1_ps(scale[g]);
+    acc0 = _mm256_fmadd_ps(sc, s0, acc0);
+    acc1 = _mm256_fmadd_ps(sc, s1, acc1);
+    offset = fmadd(mn[g], xsum[g], offset);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) + offset;
+}
+
+static inline float q8_row_dot(const int8_t *q, const float *scale, const float *x, int64_t K, int64_t G) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const int64_t groups = K / G;
+  for (int64_t g = 0; g < groups; g++) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (int64_t c = g * G; c < (g + 1) * G; c += 16) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q + c));
+      s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), _mm256_loadu_ps(x + c), s0);
+      s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8))),
+                           _mm256_loadu_ps(x + c + 8), s1);
+    }
+    const __m256 sc = _mm256_set1_ps(scale[g]);
+    acc0 = _mm256_fmadd_ps(sc, s0, acc0);
+    acc1 = _mm256_fmadd_ps(sc, s1, acc1);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+#else
+static inline float q4_row_dot(const uint8_t *q, const float *scale, const float *mn, const float *x,
+                               const float *xsum, int64_t K, int64_t G) {
+  float acc = 0.0f;
+  for (int64_t g = 0; g < K / G; g++) {
+    float s[16] = {0};
+    for (int64_t c = g * G; c < (g + 1) * G; c += 32)
+      for (int j = 0; j < 16; j++) {
+        s[j] = fmadd(static_cast<float>(q[c / 2 + j] & 15), x[c + j], s[j]);
+        s[j] = fmadd(static_cast<float>(q[c / 2 + j] >> 4), x[c + 16 + j], s[j]);
+      }
+    float t = 0.0f;
+    for (int j = 0; j < 16; j++) t += s[j];
+    acc = fmadd(scale[g], t, acc);
+    acc = fmadd(mn[g], xsum[g], acc);
+  }
+  return acc;
+}
+
+static inline float q8_row_dot(const int8_t *q, const float *scale, const float *x, int64_t K, int64_t G) {
+  float acc = 0.0f;
+  for (int64_t g = 0; g < K / G; g++) {
+    float s[16] = {0};
+    for (int64_t c = g * G; c < (g + 1) * G; c += 16)
+      for (int j = 0; j < 16; j++) s[j] = fmadd(static_cast<float>(q[c + j]), x[c + j], s[j]);
+    float t = 0.0f;
+    for (int j = 0; j < 16; j++) t += s[j];
+    acc = fmadd(scale[g], t, acc);
+  }
+  return acc;
+}
+#endif
+
+// shapes: x (..., K) float32; q (N, K) int8 or (N, K / 2) uint8; scale [, min] (N, K / G) float32; y (..., N)
+static int quantized_shapes(int nparam, int *ndims, int64_t **shapes, int64_t packed_per_row, int64_t *M,
+                            int64_t *N, int64_t *K, int64_t *G) {
+  *K = shapes[0][ndims[0] - 1];
+  *M = num_elements(ndims[0] - 1, shapes[0]);
+  *N = shapes[1][0];
+  if (ndims[1] != 2 || ndims[2] != 2 || shapes[1][1] * packed_per_row != *K) return 2;
+  if (shapes[2][0] != *N || shapes[2][1] <= 0 || *K % shapes[2][1]) return 3;
+  *G = *K / shapes[2][1];
+  if (*G % 32) return 4;
+  for (int t = 3; t < nparam - 1; t++)
+    if (ndims[t] != 2 || shapes[t][0] != *N || shapes[t][1] != shapes[2][1]) return 5;
+  return 0;
+}
+
+// y = x @ W^T, W int8 (see above). Inputs: x, q, scale. Output: y.
+extern "C" int QLinearInt8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                           void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 4) return 1;
+  int64_t M, N, K, G;
+  if (int err = quantized_shapes(nparam, ndims, shapes, 1, &M, &N, &K, &G)) return err;
+  const float *x = static_cast<const float *>(params[0]);
+  const int8_t *q = static_cast<const int8_t *>(params[1]);
+  const float *scale = static_cast<const float *>(params[2]);
+  float *y = static_cast<float *>(params[3]);
+  const int64_t groups = K / G;
+  int64_t n = 0;
+#ifdef QUANT_TWO_ROWS
+  for (; n + 2 <= N; n += 2)
+    for (int64_t m = 0; m < M; m++)
+      q8_rows2(q + n * K, q + (n + 1) * K, scale + n * groups, scale + (n + 1) * groups, x + m * K, K, G,
+               y + m * N + n, y + m * N + n + 1);
+#endif
+  for (; n < N; n++)
+    for (int64_t m = 0; m < M; m++) y[m * N + n] = q8_row_dot(q + n * K, scale + n * groups, x + m * K, K, G);
+  return 0;
+}
+
+// y = x @ W^T, W int4 (see above). Inputs: x, q, scale, min. Output: y.
+extern "C" int QLinearInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                           void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 5) return 1;
+  int64_t M, N, K, G;
+  if (int err = quantized_shapes(nparam, ndims, shapes, 2, &M, &N, &K, &G)) return err;
+  const float *x = static_cast<const float *>(params[0]);
+  const uint8_t *q = static_cast<const uint8_t *>(params[1]);
+  const float *scale = static_cast<const float *>(params[2]);
+  const float *mn = static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  const int64_t groups = K / G;
+  int64_t n = 0;
+#ifdef QUANT_TWO_ROWS
+  const float *xsum = nullptr;  // the lookup tables include the mins
+  for (; n + 2 <= N; n += 2)
+    for (int64_t m = 0; m < M; m++)
+      q4_rows2(q + n * K / 2, q + (n + 1) * K / 2, scale + n * groups, scale + (n + 1) * groups, mn + n * groups,
+               mn + (n + 1) * groups, x + m * K, K, G, y + m * N + n, y + m * N + n + 1);
+#else
+  float *xsum = group_sums_buffer(M * groups);
+  group_sums(x, M, K, G, xsum);
+#endif
+  for (; n < N; n++)
+    for (int64_t m = 0; m < M; m++)
+      y[m * N + n] = q4_row_dot(q + n * K / 2, scale + n * groups, mn + n * groups, x + m * K, xsum + m * groups, K, G);
+  return 0;
+}
+
+// W (N, K) float32 from its int8 form. Inputs: q, scale. Output: W.
+extern "C" int DequantInt8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                           void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 3 || ndims[0] != 2 || ndims[1] != 2) return 1;
+  const int64_t N = shapes[0][0], K = shapes[0][1], groups = shapes[1][1];
+  if (shapes[1][0] != N || groups <= 0 || K % groups) return 2;
+  const int64_t G = K / groups;
+  const int8_t *q = static_cast<const int8_t *>(params[0]);
+  const float *scale = static_cast<const float *>(params[1]);
+  float *w = static_cast<float *>(params[2]);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < K; k++) w[n * K + k] = scale[n * groups + k / G] * static_cast<float>(q[n * K + k]);
+  return 0;
+}
+
+// W (N, K) float32 from its int4 form, rounded as scale * q + min in two steps (as the NumPy / MindSpore
+// dequantisation). Inputs: q, scale, min. Output: W.
+extern "C" int DequantInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                           void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 4 || ndims[0] != 2 || ndims[1] != 2) return 1;
+  const int64_t N = shapes[0][0], K = shapes[0][1] * 2, groups = shapes[1][1];
+  if (shapes[1][0] != N || groups <= 0 || K % groups || (K / groups) % 32) return 2;
+  const int64_t G = K / groups;
+  const uint8_t *q = static_cast<const uint8_t *>(params[0]);
+  const float *scale = static_cast<const float *>(params[1]);
+  const float *mn = static_cast<const float *>(params[2]);
+  float *w = static_cast<float *>(params[3]);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < K; c += 32) {
+      const float s = scale[n * groups + c / G], o = mn[n * groups + c / G];
+      const uint8_t *b = q + (n * K + c) / 2;
+      float *out = w + n * K + c;
+      for (int j = 0; j < 16; j++) {
+        const float lo = s * static_cast<float>(b[j] & 15), hi = s * static_cast<float>(b[j] >> 4);
+        out[j] = lo + o;
+        out[j + 16] = hi + o;
+      }
+    }
+  return 0;
+}
+
+// --- decode-step attention products (backend/functional.py: attention, for a few query rows) ------------------------
+// With the weights streamed in 4 bits, the attention's two small batched products per layer become a visible part of
+// a decode step: MindSpore's CPU BatchMatMul costs ~50-200 us on (3 x 64) @ (64 x 256) whatever the work (it repacks
+// the whole key/value block). These loops read each key / value row once per batch.
+
+// c (B, M, N) = a (B, M, K) @ b (B, N, K)^T, float32, contiguous. Inputs: a, b. Output: c.
+extern "C" int BatchMatMulNT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                             void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 3 || ndims[0] < 2 || ndims[1] != ndims[0]) return 1;
+  const int nd = ndims[0];
+  const int64_t M = shapes[0][nd - 2], K = shapes[0][nd - 1], N = shapes[1][nd - 2];
+  const int64_t B = num_elements(nd - 2, shapes[0]);
+  if (shapes[1][nd - 1] != K || num_elements(nd - 2, shapes[1]) != B) return 2;
+  const float *a = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  float *c = static_cast<float *>(params[2]);
+  for (int64_t i = 0; i < B; i++) linear_nt_columns(a + i * M * K, b + i * N * K, c + i * M * N, M, N, K);
+  return 0;
+}
+
+// c (B, M, D) = a (B, M, N) @ b (B, N, D), float32, contiguous. Inputs: a, b. Output: c.
+extern "C" int BatchMatMulNN(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                             void *stream, void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 3 || ndims[0] < 2 || ndims[1] != ndims[0]) return 1;
+  const int nd = ndims[0];
+  const int64_t M = shapes[0][nd - 2], N = shapes[0][nd - 1], D = shapes[1][nd - 1];
+  const int64_t B = num_elements(nd - 2, shapes[0]);
+  if (shapes[1][nd - 2] != N || num_elements(nd - 2, shapes[1]) != B) return 2;
+  const float *a = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  float *c = static_cast<float *>(params[2]);
+  for (int64_t i = 0; i < B; i++) {
+    const float *ai = a + i * M * N, *bi = b + i * N * D;
+    float *ci = c + i * M * D;
+    for (int64_t m = 0; m < M; m++) {
+      float *row = ci + m * D;
+      for (int64_t d = 0; d < D; d++) row[d] = 0.0f;
+      for (int64_t n = 0; n < N; n++) {
+        const float w = ai[m * N + n];
+        const float *v = bi + n * D;
+        for (int64_t d = 0; d < D; d++) row[d] = fmadd(w, v[d], row[d]);
+      }
+    }
+  }
+  return 0;
+}
+// ===================================================================== end of weight-only quantized linear layers ====

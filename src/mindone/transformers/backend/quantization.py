@@ -1,0 +1,182 @@
+"""Weight-only quantized linear layers: int8 / int4 weights packed in groups, float activations.
+
+Formats (one row of W (out_features N, in_features K) is cut into groups of `group_size` G consecutive elements, G
+a multiple of 32 dividing K; every group has a float32 scale, and for int4 a float32 offset "min"):
+
+    int8: weight_packed int8 (N, K),       W = weight_scale * q                 symmetric, q in [-127, 127]
+    int4: weight_packed uint8 (N, K / 2),  W = weight_scale * q + weight_min     asymmetric, q in [0, 15]
+
+The int4 nibbles are in GGUF's Q4 block order: per 32-element chunk of a row, byte j (0..15) holds element j in its
+low nibble and element j + 16 in its high nibble. With G = 32 these are exactly llama.cpp's Q8_0 (int8), Q4_0 and
+Q4_1 (int4: Q4_0's d * (q - 8) is scale d, min -8 d) blocks with their float16 scales widened to float32, so a GGUF
+file's blocks are used as stored (`keep_quantized=True`); Q4_K's 32-element sub-blocks map the same way.
+
+`QuantizedLinear.construct` multiplies with the native kernels of `backend.native` (`quantized_linear_op`: the
+packed weights are read directly, 4x / 8x less memory traffic than float32) for up to `DIRECT_ROWS` rows of x (the
+decode step), and otherwise dequantises W (native kernel, else MindSpore ops) and uses MatMul. All routes compute
+x @ dequantize(W)^T in float32 and agree up to float32 summation order.
+"""
+
+import logging
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+from . import native
+
+logger = logging.getLogger(__name__)
+
+BITS = {"int8": 8, "int4": 4}
+DEFAULT_GROUP_SIZE = 32
+# rows of x up to which the kernels read the packed weights directly (each row re-decodes the weights); above,
+# dequantising once and a MatMul are faster (prefill)
+DIRECT_ROWS = 4
+# quant_method written into config.json by save_pretrained (this library's format, not optimum-quanto's)
+QUANT_METHOD = "mindone_weight_only"
+
+_matmul_nt = ops.MatMul(transpose_b=True)
+# the native primitives (None without native kernels), made once: jit graphs call them as constants
+_DIRECT = {bits: native.quantized_linear_op(bits) for bits in (8, 4)}
+_DEQUANTIZE = {bits: native.dequantize_op(bits) for bits in (8, 4)}
+
+
+# --- NumPy: packing, quantisation, dequantisation ---------------------------------------------------------------------
+
+
+def pack_int4(values: np.ndarray) -> np.ndarray:
+    """(N, K) integers in [0, 15] -> (N, K / 2) uint8 in GGUF's Q4 nibble order (K a multiple of 32)."""
+    n, k = values.shape
+    chunks = values.astype(np.uint8).reshape(n, k // 32, 2, 16)
+    return (chunks[:, :, 0] | (chunks[:, :, 1] << 4)).reshape(n, k // 2)
+
+
+def unpack_int4(packed: np.ndarray) -> np.ndarray:
+    """Inverse of `pack_int4`: (N, K / 2) uint8 -> (N, K) uint8 in [0, 15]."""
+    n, half = packed.shape
+    chunks = packed.reshape(n, half // 16, 1, 16)
+    return np.concatenate([chunks & 15, chunks >> 4], axis=2).reshape(n, half * 2)
+
+
+def quantize_numpy(weight: np.ndarray, bits: int, group_size: int) -> dict:
+    """{"weight_packed", "weight_scale"[, "weight_min"]} of a float (N, K) weight, groups of `group_size` along K.
+
+    int8: scale = max|w| / 127, q = round(w / scale) (Q8_0's rule); int4: min = group minimum,
+    scale = (max - min) / 15, q = round((w - min) / scale) clipped to [0, 15] (Q4_1's rule). A group of zeros gets
+    scale 0 (and q 0)."""
+    n, k = weight.shape
+    w = np.asarray(weight, dtype=np.float32).reshape(n, k // group_size, group_size)
+    if bits == 8:
+        scale = np.abs(w).max(axis=-1) / np.float32(127)
+        inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+        q = np.clip(np.rint(w * inv[..., None]), -127, 127).astype(np.int8).reshape(n, k)
+        return {"weight_packed": q, "weight_scale": scale.astype(np.float32)}
+    low, high = w.min(axis=-1), w.max(axis=-1)
+    scale = (high - low) / np.float32(15)
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    q = np.clip(np.rint((w - low[..., None]) * inv[..., None]), 0, 15).reshape(n, k)
+    return {"weight_packed": pack_int4(q), "weight_scale": scale.astype(np.float32),
+            "weight_min": low.astype(np.float32)}
+
+
+def dequantize_numpy(bits: int, packed: np.ndarray, scale: np.ndarray, mins=None) -> np.ndarray:
+    """The float32 (N, K) weight a packed one stands for, rounded as the kernels round (scale * q, then + min)."""
+    q = packed.astype(np.float32) if bits == 8 else unpack_int4(packed).astype(np.float32)
+    n, k = q.shape
+    groups = scale.shape[1]
+    w = q.reshape(n, groups, k // groups) * scale[..., None].astype(np.float32)
+    if bits == 4:
+        w = w + mins[..., None].astype(np.float32)
+    return w.reshape(n, k)
+
+
+# --- MindSpore: the op and the layer ----------------------------------------------------------------------------------
+
+
+def _dequantize_ms(bits, packed, scale, mins):
+    """dequantize_numpy with MindSpore ops (the route without native kernels)."""
+    n, groups = scale.shape
+    if bits == 8:
+        q = packed.astype(ms.float32)
+    else:
+        b = packed.astype(ms.float32).reshape(n, -1, 16)
+        high = ops.floor(b / 16.0)
+        q = ops.concat((b - high * 16.0, high), -1)
+    w = q.reshape(n, groups, -1) * scale.reshape(n, groups, 1)
+    if bits == 4:
+        w = w + mins.reshape(n, groups, 1)
+    return w.reshape(n, -1)
+
+
+def quantized_linear(x, packed, scale, mins, bias, bits):
+    """y = x @ W^T + bias with W given packed (see the module docstring); float32 arithmetic, output in x's dtype."""
+    shape = x.shape
+    dtype = x.dtype
+    x = x.reshape(-1, shape[-1])
+    if dtype != ms.float32:
+        x = x.astype(ms.float32)
+    args = (packed, scale) if bits == 8 else (packed, scale, mins)
+    direct = _DIRECT[bits]
+    if direct is not None and x.shape[0] <= DIRECT_ROWS:
+        out = direct(x, *args)
+    else:
+        dequantize = _DEQUANTIZE[bits]
+        weight = dequantize(*args) if dequantize is not None else _dequantize_ms(bits, packed, scale, mins)
+        out = _matmul_nt(x, weight)
+    if bias is not None:
+        out = out + bias.astype(ms.float32)
+    if dtype != ms.float32:
+        out = out.astype(dtype)
+    return out.reshape(shape[:-1] + (packed.shape[0],))
+
+
+class QuantizedLinear(nn.Cell):
+    """A `layers.Linear` whose weight is stored packed (int8 or int4, see the module docstring); inference only.
+
+    Parameters (checkpoint keys): `weight_packed`, `weight_scale`, `weight_min` (int4 only), `bias` (float, as the
+    Linear's). Created empty (filled by `load_packed` or by from_pretrained's checkpoint loading)."""
+
+    def __init__(self, in_features, out_features, bias=True, bits=4, group_size=DEFAULT_GROUP_SIZE,
+                 bias_dtype=ms.float32):
+        super().__init__()
+        if bits not in (4, 8):
+            raise ValueError(f"QuantizedLinear: bits must be 4 or 8, got {bits}")
+        if group_size <= 0 or group_size % 32 or in_features % group_size:
+            raise ValueError(f"QuantizedLinear: group_size {group_size} must be a positive multiple of 32 dividing "
+                             f"in_features {in_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.bits, self.group_size = bits, group_size
+        groups = in_features // group_size
+        packed_shape = (out_features, in_features if bits == 8 else in_features // 2)
+        self.weight_packed = Parameter(Tensor(np.zeros(packed_shape, np.int8 if bits == 8 else np.uint8)),
+                                       name="weight_packed", requires_grad=False)
+        self.weight_scale = Parameter(Tensor(np.zeros((out_features, groups), np.float32)), name="weight_scale",
+                                      requires_grad=False)
+        self.weight_min = (Parameter(Tensor(np.zeros((out_features, groups), np.float32)), name="weight_min",
+                                     requires_grad=False) if bits == 4 else None)
+        self.bias = (Parameter(Tensor(np.zeros((out_features,), ms.dtype_to_nptype(bias_dtype))), name="bias",
+                               requires_grad=False) if bias else None)
+
+    def construct(self, x):
+        return quantized_linear(x, self.weight_packed, self.weight_scale, self.weight_min, self.bias, self.bits)
+
+    def load_packed(self, arrays: dict, bias=None):
+        """Fills the parameters from {"weight_packed", "weight_scale"[, "weight_min"]} NumPy arrays."""
+        for name in ("weight_packed", "weight_scale", "weight_min"):
+            param = getattr(self, name)
+            if param is None:
+                continue
+            value = np.ascontiguousarray(arrays[name])
+            if value.shape != tuple(param.shape):
+                raise ValueError(f"QuantizedLinear.{name}: got shape {value.shape}, expected {tuple(param.shape)}")
+            param.set_data(Tensor.from_numpy(value.astype(ms.dtype_to_nptype(param.dtype), copy=False)))
+        if bias is not None and self.bias is not None:
+            self.bias.set_data(Tensor.from_numpy(np.ascontiguousarray(bias, ms.dtype_to_nptype(self.bias.dtype))))
+
+    def dequantized_weight(self) -> np.ndarray:
+        mins = self.weight_min.asnumpy() if self.weight_min is not None else None
+        return dequantize_numpy(self.bits, self.weight_packed.asnumpy(), self.weight_scale.asnumpy(), mins)
+
+    def extend_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"weights=int{self.bits}, group_size={self.group_size}")

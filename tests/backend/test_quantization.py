@@ -1,0 +1,298 @@
+"""Weight-only quantization (backend/quantization.py, quantizers.py): the packed matmul kernels against a NumPy
+reference of the same packed weights, quantized models against our model with the dequantized weights, GGUF blocks
+kept as stored, save/reload, and the error messages.
+
+Bars: the kernels compute x @ dequantize(W)^T in float32, so against a float64 product of the same dequantized
+weights the error is float32 summation error, |err| <= 1e-6 * K * sum_k |x_k w_k| per output (measured ~1e-7
+relative); `dequantize` (native kernel and MindSpore-ops route) equals the NumPy dequantisation bit for bit.
+"""
+
+import json
+import os
+
+import mindspore as ms
+import numpy as np
+import pytest
+import transformers
+from transformers import QuantoConfig
+
+from mindone.transformers import LlamaForCausalLM
+from mindone.transformers.backend import native, quantization as Q
+from mindone.transformers.weights.gguf_io import GGUFFile
+from tests.weights.test_gguf_io import write_tiny_gguf
+
+
+def random_packed(rng, bits, n, k, group_size):
+    groups = k // group_size
+    scale = (rng.random((n, groups), dtype=np.float32) + 0.1) / 16
+    if bits == 8:
+        return {"weight_packed": rng.integers(-127, 128, (n, k), dtype=np.int8), "weight_scale": scale}
+    return {"weight_packed": rng.integers(0, 256, (n, k // 2), dtype=np.uint8), "weight_scale": scale,
+            "weight_min": -rng.random((n, groups), dtype=np.float32)}
+
+
+def reference_dequantize(bits, arrays):
+    """Independent of the code under test: element k of a row, nibble order per 32-element chunk as GGUF's Q4."""
+    q = arrays["weight_packed"]
+    n = q.shape[0]
+    if bits == 8:
+        values = q.astype(np.float32)
+    else:
+        k = q.shape[1] * 2
+        values = np.empty((n, k), np.float32)
+        for c in range(0, k, 32):
+            chunk = q[:, c // 2 : c // 2 + 16]
+            values[:, c : c + 16] = chunk & 15
+            values[:, c + 16 : c + 32] = chunk >> 4
+    group = values.shape[1] // arrays["weight_scale"].shape[1]
+    scale = np.repeat(arrays["weight_scale"], group, axis=1)
+    out = values * scale
+    if bits == 4:
+        out = out + np.repeat(arrays["weight_min"], group, axis=1)
+    return out
+
+
+def _args(bits, arrays):
+    names = ["weight_packed", "weight_scale"] + (["weight_min"] if bits == 4 else [])
+    return [ms.Tensor(arrays[name]) for name in names]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("rows, n, k, group_size", [(1, 96, 64, 32), (1, 257, 576, 64), (3, 40, 128, 128),
+                                                    (1, 1, 32, 32)])
+@pytest.mark.parametrize("mode", ["pynative", "jit"])
+def test_packed_kernel_matches_numpy_reference(bits, rows, n, k, group_size, mode):
+    assert native.available()
+    rng = np.random.default_rng(rows * 7 + n + k + bits)
+    arrays = random_packed(rng, bits, n, k, group_size)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    op = native.quantized_linear_op(bits)
+
+    def run(*a):
+        return op(*a)
+
+    fn = ms.jit(run) if mode == "jit" else run
+    out = fn(ms.Tensor(x), *_args(bits, arrays)).asnumpy()
+    w = reference_dequantize(bits, arrays).astype(np.float64)
+    ref = x.astype(np.float64) @ w.T
+    assert out.shape == (rows, n) and out.dtype == np.float32
+    bound = 1e-6 * k * (np.abs(x.astype(np.float64)) @ np.abs(w).T) + 1e-30
+    assert (np.abs(out - ref) <= bound).all(), np.abs(out - ref).max()
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_dequantize_routes_equal_the_reference_bit_for_bit(bits):
+    rng = np.random.default_rng(bits)
+    arrays = random_packed(rng, bits, 48, 128, 64)
+    expected = reference_dequantize(bits, arrays)
+    np.testing.assert_array_equal(native.dequantize_op(bits)(*_args(bits, arrays)).asnumpy(), expected)
+    np.testing.assert_array_equal(Q._dequantize_ms(bits, *_args(bits, arrays), *([None] if bits == 8 else [])),
+                                  expected)
+    np.testing.assert_array_equal(Q.dequantize_numpy(bits, *[a.asnumpy() for a in _args(bits, arrays)]), expected)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantize_numpy_packs_within_half_a_step(bits):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 96)).astype(np.float32)
+    w[3, :32] = 0.0  # an all-zero group
+    arrays = Q.quantize_numpy(w, bits, 32)
+    np.testing.assert_array_equal(Q.unpack_int4(Q.pack_int4(np.arange(64).reshape(1, 64) % 16)),
+                                  np.arange(64).reshape(1, 64) % 16)
+    back = reference_dequantize(bits, arrays)
+    step = np.repeat(arrays["weight_scale"], 32, axis=1)
+    assert (np.abs(back - w) <= 0.5 * step * (1 + 1e-5) + 1e-7).all()
+    assert (back[3, :32] == 0).all()
+
+
+def test_fallback_route_without_native_kernels_gives_the_same_numbers(monkeypatch):
+    rng = np.random.default_rng(3)
+    arrays = random_packed(rng, 4, 24, 64, 32)
+    x = ms.Tensor(rng.standard_normal((1, 2, 64)).astype(np.float32))
+    fast = Q.quantized_linear(x, *_args(4, arrays), None, 4).asnumpy()
+    monkeypatch.setitem(Q._DIRECT, 4, None)
+    monkeypatch.setitem(Q._DEQUANTIZE, 4, None)
+    slow = Q.quantized_linear(x, *_args(4, arrays), None, 4).asnumpy()
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+# --- models ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    config = transformers.LlamaConfig(vocab_size=99, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=True, attention_bias=True)
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    return str(path)
+
+
+def dequantized_twin(path, quantized, **kwargs):
+    """Our float model with every quantized layer's weight replaced by its dequantization (untied output layer)."""
+    dense = LlamaForCausalLM.from_pretrained(path, **kwargs)
+    dense.config.tie_word_embeddings = False
+    for name, cell in quantized.cells_and_names():
+        if isinstance(cell, Q.QuantizedLinear):
+            target = dense.get_submodule(name)
+            target.weight = ms.Parameter(ms.Tensor(cell.dequantized_weight()), name=f"{name}.weight")
+    return dense
+
+
+IDS = np.array([[5, 17, 42, 8, 77, 3, 61]], np.int64)
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, tmp_path, weights):
+    config = QuantoConfig(weights=weights, modules_to_not_convert=[])
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
+    # the output layer: int8 under int4 weights unless output_layer_weights says otherwise
+    assert isinstance(model.lm_head, Q.QuantizedLinear) and model.lm_head.bits == 8
+    assert isinstance(model.model.layers[1].self_attn.q_proj, Q.QuantizedLinear)
+    dense = dequantized_twin(tiny_llama, model)
+    ids = ms.Tensor(IDS)
+    # one token (the direct packed kernel) and a prefill (dequantize + MatMul)
+    for sl in (slice(0, 1), slice(0, 7)):
+        ours, ref = model(ids[:, sl]).logits.asnumpy(), dense(ids[:, sl]).logits.asnumpy()
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    # greedy decoding through the compiled step gives the dequantized model's tokens
+    tokens = model.generate(ids, max_new_tokens=6, do_sample=False).asnumpy()
+    np.testing.assert_array_equal(tokens, dense.generate(ids, max_new_tokens=6, do_sample=False).asnumpy())
+
+    model.save_pretrained(tmp_path)
+    saved = json.load(open(os.path.join(tmp_path, "config.json")))["quantization_config"]
+    assert saved["quant_method"] == Q.QUANT_METHOD and saved["group_size"] == 32
+    assert saved["weights"] == ("int8" if weights == "int8" else "mixed")
+    assert saved["modules"]["lm_head"] == "int8" and saved["modules"]["model.layers.1.mlp.up_proj"] == weights
+    assert len(saved["modules"]) == 2 * 7 + 1
+    again = LlamaForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(again.lm_head, Q.QuantizedLinear)
+    np.testing.assert_array_equal(again(ids).logits.asnumpy(), model(ids).logits.asnumpy())
+    np.testing.assert_array_equal(again.generate(ids, max_new_tokens=6, do_sample=False).asnumpy(), tokens)
+
+
+def test_output_layer_weights_int4(tiny_llama):
+    config = QuantoConfig(weights="int4", modules_to_not_convert=[])
+    config.output_layer_weights = "int4"
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
+    assert model.lm_head.bits == 4 and model.config.quantization_config["weights"] == "int4"
+
+
+def test_default_keeps_lm_head_float_and_group_size_is_configurable(tiny_llama):
+    config = QuantoConfig(weights="int4")
+    config.group_size = 64
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
+    assert not isinstance(model.lm_head, Q.QuantizedLinear)
+    # tied output layer still shares the embedding
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    q = model.model.layers[0].mlp.down_proj  # in_features 96: not a multiple of 64, stays float
+    assert not isinstance(q, Q.QuantizedLinear)
+    assert model.model.layers[0].mlp.up_proj.group_size == 64
+    assert model.config.quantization_config["modules_to_not_convert"] == ["lm_head"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"weights": "int3"}, "weights='int3'"),
+    ({"weights": "float8"}, "weights='float8'"),
+    ({"weights": "int8", "activations": "int8"}, "activations='int8'"),
+    ({"weights": "int4", "group_size": 48}, "group_size=48"),
+    ({"quant_method": "gptq", "bits": 4}, "quant_method='gptq'"),
+    ({"weights": "int4", "output_layer_weights": "fp8"}, "output_layer_weights='fp8'"),
+])
+def test_bad_quantization_configs_are_refused_naming_the_field(tiny_llama, bad, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=bad)
+
+
+def test_quanto_config_itself_refuses_int3_and_keep_quantized_needs_gguf(tiny_llama):
+    with pytest.raises(ValueError, match="int3"):
+        QuantoConfig(weights="int3")
+    with pytest.raises(ValueError, match="keep_quantized=True needs gguf_file"):
+        LlamaForCausalLM.from_pretrained(tiny_llama, keep_quantized=True)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_gguf_blocks_kept_as_stored_equal_the_dense_gguf_load(tmp_path, tied):
+    write_tiny_gguf(tmp_path / "tiny.gguf", tied=tied)
+    kept = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", keep_quantized=True)
+    dense = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf")
+    modules = kept.config.quantization_config["modules"]
+    # the tiny file: q Q8_0, k Q4_1, gate Q4_0, down Q8_0; v F16, o F32, up BF16 stay float; output Q4_0 or the
+    # tied Q8_0 embedding
+    assert modules["model.layers.0.self_attn.q_proj"] == "int8" and modules["model.layers.1.mlp.gate_proj"] == "int4"
+    assert modules["model.layers.0.self_attn.k_proj"] == "int4" and modules["model.layers.0.mlp.down_proj"] == "int8"
+    assert "model.layers.0.self_attn.v_proj" not in modules and "model.layers.0.mlp.up_proj" not in modules
+    assert modules["lm_head"] == ("int8" if tied else "int4")
+    for name, cell in kept.cells_and_names():
+        if isinstance(cell, Q.QuantizedLinear):  # same weights as the dense load, bit for bit
+            np.testing.assert_array_equal(cell.dequantized_weight(), dense.get_submodule(name).weight.asnumpy(), name)
+    ids = ms.Tensor(IDS % 128)
+    np.testing.assert_array_equal(kept(ids).logits.asnumpy(), dense(ids).logits.asnumpy())  # prefill: same MatMul
+    one, ref = kept(ids[:, :1]).logits.asnumpy(), dense(ids[:, :1]).logits.asnumpy()
+    np.testing.assert_allclose(one, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_q4_k_blocks_unpack_to_the_gguf_packages_dequantization(tmp_path):
+    import gguf
+    from gguf.quants import dequantize
+
+    rng = np.random.default_rng(0)
+    rows, cols = 8, 512
+    blocks = rng.integers(0, 256, (rows * cols // 256, 144), dtype=np.uint8)
+    blocks[:, :4] = np.frombuffer(np.abs(rng.standard_normal((rows * cols // 256, 2))).astype(np.float16) / 50,
+                                  np.uint8).reshape(-1, 4)
+    writer = gguf.GGUFWriter(str(tmp_path / "k.gguf"), "llama")
+    writer.add_block_count(1)
+    data = blocks.reshape(rows, cols // 256 * 144)
+    writer.add_tensor("blk.0.ffn_up.weight", data, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    bits, arrays = GGUFFile(str(tmp_path / "k.gguf")).packed("model.layers.0.mlp.up_proj.weight")
+    assert bits == 4 and arrays["weight_scale"].shape == (rows, cols // 32)
+    expected = dequantize(data, gguf.GGMLQuantizationType.Q4_K)
+    np.testing.assert_array_equal(reference_dequantize(4, arrays), expected)
+
+
+# --- decode-step attention products (native.batch_matmul_*_op, used by F.attention for few query rows) -----------
+
+
+@pytest.mark.parametrize("shape_a, shape_b, nt", [((1, 3, 3, 64), (1, 3, 128, 64), True),
+                                                  ((2, 2, 1, 8), (2, 2, 5, 8), True),
+                                                  ((1, 3, 3, 128), (1, 3, 128, 64), False),
+                                                  ((2, 4, 1, 5), (2, 4, 5, 8), False)])
+def test_native_attention_products_match_float64_and_have_gradients(shape_a, shape_b, nt):
+    rng = np.random.default_rng(len(shape_a) + shape_b[-2])
+    a, b = rng.standard_normal(shape_a).astype(np.float32), rng.standard_normal(shape_b).astype(np.float32)
+    op = native.batch_matmul_nt_op() if nt else native.batch_matmul_op()
+    bt = np.swapaxes(b, -1, -2) if nt else b
+    ref = a.astype(np.float64) @ bt.astype(np.float64)
+    out = op(ms.Tensor(a), ms.Tensor(b)).asnumpy()
+    bound = 1e-6 * a.shape[-1] * (np.abs(a.astype(np.float64)) @ np.abs(bt.astype(np.float64))) + 1e-30
+    assert out.shape == ref.shape and (np.abs(out - ref) <= bound).all()
+    da, db = ms.grad(lambda x, y: op(x, y).sum(), grad_position=(0, 1))(ms.Tensor(a), ms.Tensor(b))
+    ones = np.ones(ref.shape)
+    np.testing.assert_allclose(da.asnumpy(), ones @ np.swapaxes(bt, -1, -2), rtol=1e-5, atol=1e-4)
+    expected_db = np.swapaxes(a, -1, -2) @ ones
+    np.testing.assert_allclose(db.asnumpy(), np.swapaxes(expected_db, -1, -2) if nt else expected_db,
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_cli_quantize_option():
+    from mindone.transformers.cli import UsageError, build_parser, quantize_kwargs
+
+    parser = build_parser()
+    args = parser.parse_args(["generate", "--quantize", "int4", "--prompt", "x"])
+    config = quantize_kwargs(args, None)["quantization_config"]
+    assert config.weights == "int4" and config.modules_to_not_convert == []
+    assert quantize_kwargs(parser.parse_args(["chat", "--quantize", "gguf"]), "m.gguf") == {"keep_quantized": True}
+    with pytest.raises(UsageError, match="--quantize gguf"):
+        quantize_kwargs(parser.parse_args(["serve", "--quantize", "gguf"]), None)
+    assert quantize_kwargs(parser.parse_args(["generate", "--prompt", "x"]), None) == {}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "--quantize", "int3"])
