@@ -126,8 +126,7 @@ extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, co
     adamw_loop<false>(p, m, v, grad, n, h);
   return 0;
 }
-
-// ==== exact GELU (erf form): forward GeluErf and its gradient GeluErfGrad =====================================
+// ==== exact GELU (erf form): forward GeluErf and its gradient GeluErfGrad ============================================
 // gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))),  gelu'(x) = Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi).
 // float32 in and out, computed in double and rounded once: within 1 ulp of the float64 value where erf is used and
 // ~2 ulp in the far negative tail (torch's float kernel: ~1e-6 absolute from float64 for |x| ~ 10, its erf being
@@ -275,7 +274,8 @@ extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shap
   return 0;
 }
 // ==== end of exact GELU ==============================================================================================
-=======
+
+
 // =====================================================================================================================
 // Weight-only quantized linear layers (backend/quantization.py: QuantizedLinear; native.py: "quantized matmul" block)
 // =====================================================================================================================
