@@ -57,6 +57,16 @@ def test_second_process_loads_the_stored_graphs_and_generates_the_same_tokens(pr
     assert second["tokens"] == first["tokens"]
 
 
+def _real_check():
+    from mindone.transformers.backend import compile_cache
+
+    return compile_cache._mindspore_check_works
+
+
+# MindSpore's entry-script check as the module defines it (fresh_state replaces it in this process)
+_REAL_CHECK = _real_check()
+
+
 @pytest.fixture
 def fresh_state(monkeypatch, tmp_path):
     """compile_cache's process state reset (and restored afterwards), its root in tmp_path."""
@@ -67,6 +77,9 @@ def fresh_state(monkeypatch, tmp_path):
     monkeypatch.setattr(compile_cache, "_stats", {"hits": 0, "misses": 0, "skipped": 0})
     monkeypatch.setenv("MINDONE_TRANSFORMERS_CACHE", str(tmp_path))
     monkeypatch.delenv("MS_COMPILER_CACHE_ENABLE", raising=False)
+    # these tests check our bookkeeping in this process: under pytest-xdist the worker has no entry script file
+    # (`python -c`), on which MindSpore's own check (and so the cache) is off; the subprocess tests cover that check
+    monkeypatch.setattr(compile_cache, "_mindspore_check_works", lambda: True)
     yield compile_cache
     if compile_cache._state["lock"] is not None:
         compile_cache._state["lock"].close()
@@ -136,6 +149,9 @@ def test_no_entry_script_file_means_no_cache(fresh_state, monkeypatch):
     from mindspore.graph import api
 
     monkeypatch.setattr(api, "entry_script_path", os.path.join(os.getcwd(), "-c"))
+    from mindone.transformers.backend import compile_cache
+
+    monkeypatch.setattr(compile_cache, "_mindspore_check_works", _REAL_CHECK)  # the real check, undone by the fixture
     with fresh_state.compiling(fresh_state.graph_key("a graph")):
         assert "MS_COMPILER_CACHE_ENABLE" not in os.environ
     assert fresh_state.stats() == {"hits": 0, "misses": 0, "skipped": 1}
