@@ -118,3 +118,25 @@ def test_build_failure_names_the_source_and_leaves_no_partial_file(tmp_path, mon
     with pytest.raises(RuntimeError, match="broken.cc"):
         native._build(native._compiler())
     assert not any(p.suffix == ".so" for p in (tmp_path / "cache" / "kernels").iterdir())  # temp files removed
+
+
+def test_native_ops_enter_graphs_only_inside_native_ops_in_graph():
+    """A jit function returning a dict fails on a native custom op ("The prim is not a PrimitivePy"): outside
+    `runtime.native_ops_in_graph` F.attention must trace MindSpore's matmuls there (and match PyNative's native
+    result); inside, the native loops are traced (generate()'s compiled decode steps return a tensor)."""
+    if not native.available():
+        pytest.skip("native kernels unavailable")
+    rng = np.random.RandomState(0)
+    q, k, v = (ms.Tensor(rng.randn(1, 2, 1, 8).astype(np.float32)) for _ in range(3))
+
+    def as_dict(q, k, v):
+        return {"out": F.attention(q, k, v)[0]}
+
+    eager = F.attention(q, k, v)[0].asnumpy()
+    np.testing.assert_allclose(ms.jit(as_dict)(q, k, v)["out"].asnumpy(), eager, rtol=1e-6, atol=1e-7)
+    def as_dict_again(q, k, v):  # a new function: a new graph, traced inside the block
+        return {"out": F.attention(q, k, v)[0]}
+
+    with runtime.native_ops_in_graph():
+        with pytest.raises(RuntimeError, match="PrimitivePy"):
+            ms.jit(as_dict_again)(q, k, v)

@@ -64,7 +64,7 @@ def linear(x, weight, bias=None):
     x = x.reshape(-1, shape[-1])
     # an exported graph holds MindSpore's operators only; the export check comes first so that it decides while the
     # graph is traced even when the row count is a dynamic axis (else both branches would be traced)
-    if (runtime.export_format() is None and _native_linear_nt is not None and x.shape[0] == 1
+    if (runtime.native_ops_allowed() and _native_linear_nt is not None and x.shape[0] == 1
             and x.dtype == ms.float32 and weight.dtype == ms.float32):
         out = _native_linear_nt(x, weight)
     elif bias is not None and x.dtype == ms.float16:
@@ -441,7 +441,9 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         # instead of materialising repeated keys/values (a whole-cache copy per layer and decode step)
         query = query.reshape(b, h_kv, (h // h_kv) * sq, d)
     # a decode step's few query rows: the native loops (MindSpore's BatchMatMul costs ~10x the work here)
-    native_rows = (_native_bmm_nt is not None and query.shape[-2] <= _NATIVE_ATTENTION_ROWS
+    # the (constant) permission first: with a dynamic row count the comparison would not decide while tracing
+    native_rows = (runtime.native_ops_allowed() and _native_bmm_nt is not None
+                   and query.shape[-2] <= _NATIVE_ATTENTION_ROWS
                    and query.dtype == ms.float32 and key.dtype == ms.float32 and value.dtype == ms.float32)
     if native_rows and query.shape[:-2] == key.shape[:-2]:
         scores = _native_bmm_nt(query, key)
@@ -563,7 +565,8 @@ def apply_rotary_matrix(x, rotation):
     """
     b, s, h, d = x.shape
     if rotation.shape[0] == b:
-        if _native_bmm is not None and h <= 16 and x.dtype == ms.float32 and rotation.dtype == ms.float32:
+        if (runtime.native_ops_allowed() and _native_bmm is not None and h <= 16 and x.dtype == ms.float32
+                and rotation.dtype == ms.float32):
             # a decode step's (H, D) @ (D, D) per position: the native loop (MindSpore's BatchMatMul: ~10x the work)
             return _native_bmm(x, rotation).swapaxes(1, 2)
         return matmul(x, rotation).swapaxes(1, 2)

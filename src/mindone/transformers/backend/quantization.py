@@ -23,7 +23,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from . import native
+from . import native, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +116,12 @@ def quantized_linear(x, packed, scale, mins, bias, bits):
     if dtype != ms.float32:
         x = x.astype(ms.float32)
     args = (packed, scale) if bits == 8 else (packed, scale, mins)
-    direct = _DIRECT[bits]
+    native_ok = runtime.native_ops_allowed()  # in graphs only generate()'s compiled steps (runtime.native_ops_in_graph)
+    direct = _DIRECT[bits] if native_ok else None
     if direct is not None and x.shape[0] <= DIRECT_ROWS:
         out = direct(x, *args)
     else:
-        dequantize = _DEQUANTIZE[bits]
+        dequantize = _DEQUANTIZE[bits] if native_ok else None
         weight = dequantize(*args) if dequantize is not None else _dequantize_ms(bits, packed, scale, mins)
         out = _matmul_nt(x, weight)
     if bias is not None:

@@ -134,3 +134,29 @@ def exporting(file_format: str):
 def export_format():
     """The file format of the export in progress (`exporting`), or None."""
     return _EXPORT["format"]
+
+
+# True while a graph that may hold native custom ops is traced (`native_ops_in_graph`): the compiled decode steps
+_NATIVE_GRAPH = {"on": False}
+
+
+@contextlib.contextmanager
+def native_ops_in_graph():
+    """Marks the graphs traced inside the block as ones that may call the native kernels of `native.py` whose output
+    shapes are inferred in Python. Such a custom op fails in a graph whose outputs fall back to dynamic types (a jit
+    function returning a dict / ModelOutput: "The prim is not a PrimitivePy"), so `backend.functional` uses them in
+    graphs only inside this block: generate()'s compiled decode steps, which return a logits tensor."""
+    previous = _NATIVE_GRAPH["on"]
+    _NATIVE_GRAPH["on"] = True
+    try:
+        yield
+    finally:
+        _NATIVE_GRAPH["on"] = previous
+
+
+def native_ops_allowed() -> bool:
+    """Whether `backend.functional` may call its native kernels here: always in PyNative, in a traced graph only
+    inside `native_ops_in_graph`, never while exporting (an exported file could not carry them)."""
+    if _EXPORT["format"] is not None:
+        return False
+    return _NATIVE_GRAPH["on"] or not in_graph()

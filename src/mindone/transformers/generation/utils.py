@@ -223,7 +223,8 @@ class _CompiledStep(ms.nn.Cell):
         signature = tuple((tuple(a.shape), str(a.dtype)) if isinstance(a, Tensor) else repr(a) for a in args)
         if signature in self._signatures:
             return super().__call__(*args)
-        with compile_cache.compiling(self._key(signature)):
+        # the step returns a logits tensor: native kernels may be traced into it (see runtime.native_ops_in_graph)
+        with compile_cache.compiling(self._key(signature)), runtime.native_ops_in_graph():
             out = super().__call__(*args)
         self._signatures.add(signature)
         return out
