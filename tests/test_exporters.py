@@ -4,6 +4,7 @@ seeded random checkpoints; the exported decode step driven by a NumPy loop repro
 
 import json
 import os
+import shutil
 
 import mindspore as ms
 import numpy as np
@@ -249,6 +250,20 @@ def test_cli_export_writes_the_directory(checkpoint, tmp_path, capsys):
     meta = json.load(open(tmp_path / exporters.METADATA_FILE))
     assert meta["graphs"]["model"]["inputs"][0]["shape"] == [2, 6] and meta["format"] == "onnx"
     assert "model.onnx" in capsys.readouterr().err
+    # the checkpoint has no tokenizer: none is invented for the export (AutoTokenizer would build an empty one)
+    assert not (tmp_path / "tokenizer_config.json").exists() and not (tmp_path / "tokenizer.json").exists()
+
+
+def test_the_tokenizer_of_the_checkpoint_is_copied(checkpoint, tmp_path):
+    from tests.generation.helpers import tiny_tokenizer
+
+    _, path = checkpoint(transformers.BertForSequenceClassification, transformers.BertConfig(**BERT))
+    source = tmp_path / "src"
+    shutil.copytree(path, source)
+    tiny_tokenizer().save_pretrained(str(source))
+    exporters.export(str(source), str(tmp_path / "out"), "text-classification", file_format="mindir", seq_len=6)
+    copied = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    assert copied("the capital")["input_ids"] == tiny_tokenizer()("the capital")["input_ids"]
 
 
 @pytest.mark.parametrize("argv,message", [

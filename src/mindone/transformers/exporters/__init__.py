@@ -103,9 +103,21 @@ def _load(model, task, dtype):
     return loaded, _load_preprocessor(model, task)
 
 
+# files whose presence says a local directory has a tokenizer / image processor of its own (transformers 5's
+# AutoTokenizer otherwise builds an empty default one from the config, which would be copied as if it were real)
+_PREPROCESSOR_FILES = {"image": ("preprocessor_config.json", "processor_config.json"),
+                       "text": ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                                "sentencepiece.bpe.model", "tokenizer.model")}
+
+
 def _load_preprocessor(path, task):
     import transformers
 
+    kind = "image" if task == "image-classification" else "text"
+    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in _PREPROCESSOR_FILES[kind]):
+        logger.info("no %s files in %s: none copied to the export", kind == "image" and "image processor" or
+                    "tokenizer", path)
+        return None
     loaders = ((transformers.AutoImageProcessor,) if task == "image-classification"
                else (transformers.AutoTokenizer,))
     for loader in loaders:
