@@ -29,6 +29,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from bench_generate import TokenTimer  # noqa: E402
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
 PROMPT_LEN = {"llava": 8, "qwen2_vl": 8, "mixtral": 32, "qwen3_moe": 32}
 VLMS = ("llava", "qwen2_vl")
@@ -102,19 +105,6 @@ def inputs(name):
                "image_grid_thw": np.array([[1, 16, 16]], np.int64)}
     out["attention_mask"] = np.ones_like(out["input_ids"])
     return out
-
-
-class TokenTimer:
-    """A streamer that records when each step's tokens arrive (the first put is the prompt)."""
-
-    def __init__(self):
-        self.times = []
-
-    def put(self, value):
-        self.times.append(time.perf_counter())
-
-    def end(self):
-        pass
 
 
 def run_worker(args):
