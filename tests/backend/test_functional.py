@@ -711,6 +711,8 @@ SPECIAL_TESTS = {
     "set_fully_masked_rows": "test_fully_masked_rows_follow_torch_eager_or_sdpa",
     # (log-probabilities, loss) pair with a hand-written gradient, judged against float64
     "log_softmax_kl_div": "test_log_softmax_kl_div_matches_torch_and_float64_gradient",
+    # two dispatch paths chosen by shape (few tokens: gather the picked experts; else dense)
+    "routed_swiglu_experts": "test_routed_swiglu_experts_matches_a_per_token_loop_on_both_paths",
 }
 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
@@ -1252,3 +1254,45 @@ def test_onnx_export_forms_match_torch():
     with pytest.raises(ValueError, match="'MINDIR' or 'ONNX'"):
         with runtime.exporting("tflite"):
             pass
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 9])  # 1 * 2 < 6 and 2 * 2 < 6: gathered experts; 9 * 2 >= 6: dense
+@pytest.mark.parametrize("mode", ["pynative", "jit"])
+def test_routed_swiglu_experts_matches_a_per_token_loop_on_both_paths(tokens, mode):
+    """HF's MoE math as a torch loop over tokens and their top-k experts, in float64: output and gradients."""
+    rng = np.random.RandomState(tokens)
+    experts, k, hidden, inter = 6, 2, 8, 5
+    x = rng.randn(tokens, hidden).astype(np.float32)
+    gate_up = rng.randn(experts, 2 * inter, hidden).astype(np.float32) * 0.3
+    down = rng.randn(experts, hidden, inter).astype(np.float32) * 0.3
+    index = np.stack([rng.choice(experts, k, replace=False) for _ in range(tokens)]).astype(np.int64)
+    weights = rng.rand(tokens, k).astype(np.float32)
+
+    tx, tg, td = (torch.from_numpy(a.astype(np.float64)).requires_grad_() for a in (x, gate_up, down))
+    rows = []
+    for t in range(tokens):
+        acc = 0
+        for j in range(k):
+            e = int(index[t, j])
+            g, u = (tg[e] @ tx[t]).split(inter)
+            acc = acc + float(weights[t, j]) * (td[e] @ (TF.silu(g) * u))
+        rows.append(acc)
+    ref = torch.stack(rows)
+    ref.sum().backward()
+
+    def fn(x, gate_up, down):
+        return F.routed_swiglu_experts(x, gate_up, down, ms.Tensor(index), ms.Tensor(weights), F.silu,
+                                       ms.Tensor(np.arange(experts, dtype=np.int64)))
+
+    def total(x, gate_up, down):
+        return fn(x, gate_up, down).sum()
+
+    grad_fn = ms.value_and_grad(total, (0, 1, 2))
+    if mode == "jit":
+        fn, grad_fn = ms.jit(fn), ms.jit(grad_fn)
+    out = fn(ms.Tensor(x), ms.Tensor(gate_up), ms.Tensor(down))
+    np.testing.assert_allclose(out.asnumpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-5)
+    _, grads = grad_fn(ms.Tensor(x), ms.Tensor(gate_up), ms.Tensor(down))
+    for ours, theirs in zip(grads, (tx.grad, tg.grad, td.grad)):
+        np.testing.assert_allclose(ours.asnumpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+

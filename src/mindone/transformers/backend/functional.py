@@ -591,6 +591,41 @@ def _precise_log_softmax(x):
 _FLOAT64_LOSS_MAX_CLASSES = 64
 
 
+def routed_swiglu_experts(hidden_states, gate_up_proj, down_proj, top_k_index, top_k_weights, act_fn, expert_ids):
+    """Mixture-of-experts SwiGLU (HF 5's stacked expert layout): sum over each token's top-k experts e of
+    weight * down_e(act(gate_e x) * up_e x).
+
+    hidden_states (T, H); gate_up_proj (E, 2I, H) (gate rows first); down_proj (E, H, I); top_k_index / top_k_weights
+    (T, k); expert_ids (E,) = 0..E-1. Returns (T, H) in hidden_states' dtype; each expert output is weighted in the
+    routing weights' dtype and the k (or E) terms summed in float32, as HF adds them.
+
+    Static shapes either way (one graph per input shape). Few tokens (T * k < E: a decode step) gather the picked
+    experts' weights and run only those; otherwise every expert runs on every token as one batched matmul and a
+    combine matrix that is zero off each token's top-k keeps the routed outputs (E / k times the expert FLOPs, but
+    no data-dependent shapes; the gradients equal HF's sparse loop's).
+    """
+    tokens, k = top_k_index.shape
+    experts, hidden = gate_up_proj.shape[0], hidden_states.shape[-1]
+    inter = down_proj.shape[-1]
+    if tokens * k < experts:
+        picked = top_k_index.reshape(-1)
+        x = ops.broadcast_to(hidden_states.reshape(tokens, 1, 1, hidden), (tokens, k, 1, hidden))
+        gate_up = _batch_matmul_nt(x.reshape(tokens * k, 1, hidden), ops.gather(gate_up_proj, picked, 0))
+        gate, up = gate_up[..., :inter], gate_up[..., inter:]
+        out = _batch_matmul_nt(act_fn(gate) * up, ops.gather(down_proj, picked, 0)).reshape(tokens, k, hidden)
+        weighted = out.astype(top_k_weights.dtype) * top_k_weights[..., None]
+        return weighted.astype(ms.float32).sum(1).astype(hidden_states.dtype)
+    # combine[t, e] = weight of expert e for token t (0 when not routed), in the routing weights' dtype
+    combine = ((top_k_index[..., None] == expert_ids).astype(top_k_weights.dtype) * top_k_weights[..., None]).sum(1)
+    states = ops.broadcast_to(hidden_states[None], (experts,) + hidden_states.shape)
+    # transpose_b inside the kernel: swapaxes would copy every expert's weights at every call
+    gate_up = _batch_matmul_nt(states, gate_up_proj)  # (E, T, 2I)
+    gate, up = gate_up[..., :inter], gate_up[..., inter:]
+    expert_out = _batch_matmul_nt(act_fn(gate) * up, down_proj)  # (E, T, H)
+    weighted = expert_out.astype(combine.dtype) * combine.swapaxes(0, 1)[..., None]
+    return weighted.astype(ms.float32).sum(0).astype(hidden_states.dtype)
+
+
 def cross_entropy(logits, labels, ignore_index=-100, reduction="mean", weight=None):
     """torch.nn.functional.cross_entropy over the last axis of `logits` (float32 math; float64 on CPU for up to
     `_FLOAT64_LOSS_MAX_CLASSES` classes, see below).

@@ -86,12 +86,10 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
 class MixtralExperts(nn.Cell):
     """All experts' SwiGLU weights as two stacked parameters (HF 5's layout and checkpoint keys).
 
-    Dispatch is dense: every expert runs on every token as one batched matmul, and a (tokens, experts) combine
-    matrix that is zero off each token's top-k keeps only the routed outputs. This has static shapes (one compiled
-    graph per input shape, no data-dependent gather or Python loop) and the exact gradients of HF's sparse loop
-    (unrouted experts get zero gradient through the zero combine weight), but costs num_experts / top_k times the
-    expert FLOPs of a sparse dispatch (4x for Mixtral's 8 experts / top-2): right for small models and short
-    inputs, wasteful for a full-size Mixtral, where a grouped-GEMM kernel would be the fix.
+    Dispatch (`F.routed_swiglu_experts`): static shapes, one graph per input shape. A decode step's few tokens
+    run only their picked experts (their weights gathered); longer inputs run every expert on every token as one
+    batched matmul with a combine matrix that is zero off each token's top-k (num_experts / top_k times the
+    expert FLOPs, the exact gradients of HF's sparse loop).
     """
 
     def __init__(self, config: MixtralConfig):
@@ -106,16 +104,8 @@ class MixtralExperts(nn.Cell):
 
     def construct(self, hidden_states, top_k_index, top_k_weights):
         """hidden_states (T, H), top_k_index (T, k), top_k_weights (T, k) -> (T, H)."""
-        # combine[t, e] = weight of expert e for token t (0 when not routed); its dtype is the routing weights'
-        combine = ((top_k_index[..., None] == self.expert_ids).astype(top_k_weights.dtype)
-                   * top_k_weights[..., None]).sum(1)
-        states = ops.broadcast_to(hidden_states[None], (self.num_experts,) + hidden_states.shape)
-        gate_up = ops.matmul(states, self.gate_up_proj.swapaxes(1, 2))  # (E, T, 2I)
-        gate, up = gate_up[..., :self.intermediate_dim], gate_up[..., self.intermediate_dim:]
-        expert_out = ops.matmul(self.act_fn(gate) * up, self.down_proj.swapaxes(1, 2))  # (E, T, H)
-        # HF weights each expert output in the routing weights' dtype, then adds it into the model dtype
-        weighted = expert_out.astype(combine.dtype) * combine.swapaxes(0, 1)[..., None]
-        return weighted.astype(ms.float32).sum(0).astype(hidden_states.dtype)
+        return F.routed_swiglu_experts(hidden_states, self.gate_up_proj, self.down_proj, top_k_index, top_k_weights,
+                                       self.act_fn, self.expert_ids)
 
 
 class MixtralTopKRouter(nn.Cell):
