@@ -588,13 +588,13 @@ class ShardedInference:
             numel = int(np.prod(shape)) if shape else 1
             param.set_data(table[:, offset:offset + shard].reshape(-1)[:numel].reshape(shape), slice_shape=True)
             offset += shard
-            self._live += numel * _nbytes_per(param)
+            self._live += numel * param.itemsize
         self.gathered_bytes_peak = max(self.gathered_bytes_peak, self._live)
 
     def _release(self, params):
         for param in params:
             if param.shape and int(np.prod(param.shape)) > 0:
-                self._live -= int(np.prod(param.shape)) * _nbytes_per(param)
+                self._live -= int(np.prod(param.shape)) * param.itemsize
             param.set_data(Tensor(np.zeros((0,), _np_dtype(param.dtype))), slice_shape=True)
 
     def _pre_hook(self, params):
@@ -624,10 +624,6 @@ def _world():
         return get_group_size(), get_rank()
     except (RuntimeError, ValueError):
         return 1, 0
-
-
-def _nbytes_per(param):
-    return np.dtype(_np_dtype(param.dtype)).itemsize
 
 
 def merge_zero_checkpoint(checkpoint_dir, output_dir):

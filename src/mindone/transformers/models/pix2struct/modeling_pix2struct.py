@@ -27,6 +27,7 @@ from ...modeling_layers import GradientCheckpointingLayer
 from ...modeling_outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, Seq2SeqLMOutput, model_output
 from ...modeling_utils import PreTrainedModel, init_parameter
 from ..t5.modeling_t5 import T5LayerNorm, clamp_fp16, relative_position_bucket_table
+from ..vision_encoder_decoder.modeling_vision_encoder_decoder import shift_tokens_right
 
 # T5's scale-only RMS norm (statistics in float32) under Pix2Struct's name
 Pix2StructLayerNorm = T5LayerNorm
@@ -348,9 +349,7 @@ class Pix2StructPreTrainedModel(PreTrainedModel):
                              "set to the pad_token_id. See Pix2Struct docs for more information.")
         if pad_id is None:
             raise ValueError("self.model.config.pad_token_id has to be defined.")
-        start = F.full((input_ids.shape[0], 1), start_id, input_ids.dtype)
-        shifted = F.cat([start, input_ids[:, :-1]], -1)
-        return shifted.masked_fill(shifted == -100, pad_id)
+        return shift_tokens_right(input_ids, pad_id, start_id)
 
 
 def _patch_mask(flattened_patches, attention_mask):
