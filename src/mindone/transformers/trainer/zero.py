@@ -427,7 +427,7 @@ class ZeroTrainStep(TrainStep):
 
     def _release(self):
         for param in self.model_params:
-            param.set_data(Tensor(np.zeros((0,), _np_dtype(param.dtype))), slice_shape=True)
+            _release_parameter(param)
         self._released = True
 
     def gather_parameters(self):
@@ -467,6 +467,11 @@ def _flat_reduce_scatter(start, end, pad, shard_size, comm):
         return reduce_scatter_op(flat)
 
     return fn
+
+
+def _release_parameter(param):
+    """Replaces a parameter's data by an empty tensor of its dtype (stage 3: the rank keeps only its slice)."""
+    param.set_data(Tensor(np.zeros((0,), _np_dtype(param.dtype))), slice_shape=True)
 
 
 def _nbytes(tensor):
@@ -577,7 +582,7 @@ class ShardedInference:
         self.shards[id(param)] = (param, Tensor(padded[self.rank * shard:(self.rank + 1) * shard]), shard,
                                   tuple(param.shape))
         param._full_shape = tuple(param.shape)  # read by generate()'s token-id check
-        param.set_data(Tensor(np.zeros((0,), value.dtype)), slice_shape=True)
+        _release_parameter(param)
 
     def _gather(self, params):
         entries = [self.shards[id(p)] for p in params]
@@ -595,7 +600,7 @@ class ShardedInference:
         for param in params:
             if param.shape and int(np.prod(param.shape)) > 0:
                 self._live -= int(np.prod(param.shape)) * param.itemsize
-            param.set_data(Tensor(np.zeros((0,), _np_dtype(param.dtype))), slice_shape=True)
+            _release_parameter(param)
 
     def _pre_hook(self, params):
         def hook(cell, args):
