@@ -154,6 +154,8 @@ def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, t
     assert isinstance(model.lm_head, Q.QuantizedLinear) and model.lm_head.bits == 8
     assert isinstance(model.model.layers[1].self_attn.q_proj, Q.QuantizedLinear)
     dense = dequantized_twin(tiny_llama, model)
+    # counted as HF counts a quantized model: the weights' logical elements, not packed bytes or scales
+    assert model.num_parameters() == dense.num_parameters()
     ids = ms.Tensor(IDS)
     # one token (the direct packed kernel) and a prefill (dequantize + MatMul)
     for sl in (slice(0, 1), slice(0, 7)):

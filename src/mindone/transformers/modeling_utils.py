@@ -277,13 +277,23 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
             for _, cell in self.cells_and_names():
                 if isinstance(cell, layers.Embedding):
                     embedding_ids.add(id(cell.weight))
+        # a weight-only quantized Linear counts its weight's logical elements (out x in, as HF counts a 4-bit
+        # weight), not its packed bytes, and not its scales / minimums
+        logical = {}
+        for _, cell in self.cells_and_names():
+            packed = getattr(cell, "weight_packed", None)
+            if packed is not None and hasattr(cell, "in_features"):
+                logical[id(packed)] = cell.out_features * cell.in_features
+                for name in ("weight_scale", "weight_min"):
+                    if getattr(cell, name, None) is not None:
+                        logical[id(getattr(cell, name))] = 0
         total = 0
         for p in self.get_parameters(expand=True):
             if only_trainable and not p.requires_grad:
                 continue
             if id(p) in embedding_ids:
                 continue
-            total += int(np.prod(p.shape))
+            total += logical.get(id(p), int(np.prod(p.shape)))
         return total
 
     def resize_token_embeddings(self, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None):
