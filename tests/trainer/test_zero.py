@@ -108,7 +108,7 @@ def test_sharded_adamw_slices_update_like_torch_adamw_on_the_whole_parameters():
     assert ranks[0].state_bytes() == 3 * layout.shard_size * 4  # params, exp_avg, exp_avg_sq slices
 
 
-@pytest.mark.parametrize("stage,accumulation", [(1, 1), (2, 1), (3, 1), (2, 2)])
+@pytest.mark.parametrize("stage,accumulation", [(1, 1), (2, 1), (3, 1), (2, 2), (3, 2)])
 def test_each_stage_in_one_process_follows_the_plain_trainer(checkpoint, tmp_path, stage, accumulation):
     # with accumulation, stage 2 adds each micro-batch's reduce-scattered slice into its buffer
     plain = make_trainer(checkpoint, tmp_path / "plain", gradient_accumulation_steps=accumulation)
@@ -119,6 +119,53 @@ def test_each_stage_in_one_process_follows_the_plain_trainer(checkpoint, tmp_pat
     expected, got = step_logs(plain), step_logs(sharded)
     assert len(got) == 4
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+    want = plain.model.state_dict()
+    for name, value in sharded.model.state_dict().items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_stage3_gathers_each_unit_alone_for_its_forward_and_again_for_its_backward(tmp_path, tied):
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      pad_token_id=0, tie_word_embeddings=tied)
+    checkpoint = parity.save_torch(parity.torch_reference(transformers.LlamaForCausalLM, config, seed=2),
+                                   str(tmp_path / "ckpt"))
+    plain = make_trainer(checkpoint, tmp_path / "plain", max_steps=2)
+    plain.train()
+    sharded = make_trainer(checkpoint, tmp_path / "zero", zero_stage=3, max_steps=2)
+    sharded.create_optimizer()
+    units = zero.parameter_units(sharded.model, trainable_only=True)
+    sizes = {name: sum(int(np.prod(p.shape)) * 4 for p in params) for name, _, params in units}
+    total = sum(int(np.prod(p.shape)) * 4 for p in {id(p): p for _, _, ps in units for p in ps}.values())
+    seen = []
+
+    def check(name, own, phase):
+        def hook(*_):
+            # registered after the ZeRO hooks: this unit is materialised, every parameter of the others is released
+            assert all(p.shape != (0,) for p in own), (name, phase)
+            mine = {id(p) for p in own}
+            for other, _, params in units:
+                if other != name:
+                    assert all(p.shape == (0,) for p in params if id(p) not in mine), (name, phase, other)
+            seen.append((phase, name))
+        return hook
+
+    sharded._setup_training(2)  # builds the ZeroTrainStep, which installs its hooks first
+    for name, cell, params in units:
+        cell.register_forward_pre_hook(check(name, params, "forward"))
+        cell.register_backward_pre_hook(check(name, params, "backward"))
+    sharded.train()
+
+    order = [name for name, _, _ in sorted(units, key=lambda u: ["model.embed_tokens", "model.layers.0",
+                                                                    "model.layers.1", "model.norm",
+                                                                    "lm_head"].index(u[0]))]
+    assert order[-1] == "lm_head" and len(order) == 5
+    assert seen == ([("forward", n) for n in order] + [("backward", n) for n in reversed(order)]) * 2
+    memory = sharded._train_step.memory_bytes()
+    assert memory["parameters_peak"] == max(sizes.values()) < total / 2
+    assert memory["parameters"] == total  # train() gathers the model again when it returns
+    np.testing.assert_allclose(step_logs(sharded), step_logs(plain), rtol=1e-5)
     want = plain.model.state_dict()
     for name, value in sharded.model.state_dict().items():
         np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)

@@ -420,7 +420,7 @@ class Trainer:
         if self._train_step is None and args.zero_stage:
             self._train_step = zero.ZeroTrainStep(self._step_loss, self._optimizer_model_params(), self.optimizer,
                                                   args.max_grad_norm, args.zero_stage, world_size=args.world_size,
-                                                  use_jit=args.jit_mode)
+                                                  use_jit=args.jit_mode, model=self.model)
         if self._train_step is None:
             params = self._optimizer_model_params()
             self._train_step = TrainStep(self._step_loss, params, self.optimizer, args.max_grad_norm,

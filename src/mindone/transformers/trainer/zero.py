@@ -8,17 +8,17 @@ of the world size) and cut into `world_size` equal contiguous slices; rank r own
               slice, then the updated slices are all-gathered into every rank's model.
     stage 2   + gradients: each micro-batch's gradients are reduce-scattered, so a rank accumulates only its slice
               (the full gradient of one micro-batch exists only transiently, inside the backward).
-    stage 3   + parameters at rest: between optimizer steps a rank holds only its float32 slice of the parameters;
-              the model's parameters are all-gathered before the next forward and released after the update
-              (`jit_mode=False` only, see `ZeroTrainStep`). What is NOT done: gathering per layer during the
-              forward/backward (DeepSpeed's stage 3 fetches each layer's parameters just before it runs): here the
-              whole model is gathered for the step, so peak memory during a step equals stage 2's. For inference
-              (`shard_for_inference`) parameters ARE gathered module by module around each forward.
+    stage 3   + parameters: a rank holds only its float32 slice of the parameters; during the forward and the
+              backward each unit (a decoder block, the embeddings, the final norm, the LM head) is all-gathered
+              just before it runs and released right after, its backward recomputing its forward on re-gathered
+              parameters (`jit_mode=False` only, see `ZeroTrainStep`): a rank holds its slices plus one unit.
+              For inference (`shard_for_inference`) the same units are gathered around each forward.
 
 Collectives on MindSpore 2.10's CPU backend (probed under msrun, 2 ranks, PyNative and inside `mindspore.jit`):
 AllReduce, AllGather and Broadcast work; ReduceScatter has no CPU kernel (`ops.ReduceScatter`,
 `mint.distributed.reduce_scatter[_tensor]`, `communication.comm_func.reduce_scatter_tensor` all fail), and so
-AllGather cannot be differentiated on CPU (its backward is a ReduceScatter). On CPU, reduce-scatter is therefore
+AllGather cannot be differentiated on CPU (its backward is a ReduceScatter): stage 3 gathers outside autograd (hooks)
+and differentiates the recomputed unit with respect to the gathered parameters. On CPU, reduce-scatter is therefore
 emulated as AllReduce + this rank's slice (same result, world_size times the traffic), with a logged note; on
 Ascend/GPU the real `ops.ReduceScatter` runs.
 
@@ -186,6 +186,23 @@ class FlatLayout:
         return {"shapes": [list(s) for s in self.shapes], "world_size": self.world_size}
 
 
+def _split_groups_by_unit(groups, units):
+    """Each weight-decay group cut into one group per stage-3 unit (in unit order), so that gathering a unit
+    all-gathers only the flat groups holding its parameters. A tied parameter goes with the first unit owning it."""
+    unit_of = {}
+    for index, (_, _, params) in enumerate(units):
+        for param in params:
+            unit_of.setdefault(id(param), index)
+    out = []
+    for index in range(len(units) + 1):  # + parameters outside every unit (none for a PreTrainedModel)
+        for group in groups:
+            picked = [i for i, p in enumerate(group["params"]) if unit_of.get(id(p), len(units)) == index]
+            if picked:
+                out.append({**group, "names": [group["names"][i] for i in picked],
+                            "params": [group["params"][i] for i in picked]})
+    return out
+
+
 class Collectives:
     """all_gather / reduce_scatter over the world group, flat along axis 0. On CPU, reduce-scatter is AllReduce +
     this rank's slice (MindSpore has no CPU ReduceScatter kernel); the real ReduceScatter elsewhere."""
@@ -262,6 +279,8 @@ class ShardedAdamW:
         names = {id(p): n for n, p in named_trainable_parameters(model)}
         groups = [{"names": [names[id(p)] for p in g["params"]], **g}
                   for g in grouped_parameters(model, args.weight_decay)]
+        if args.zero_stage == 3 and not args.jit_mode:
+            groups = _split_groups_by_unit(groups, parameter_units(model, trainable_only=True))
         return cls(groups, args.learning_rate, (args.adam_beta1, args.adam_beta2), args.adam_epsilon,
                    args.world_size, args.process_index)
 
@@ -338,13 +357,23 @@ class ZeroTrainStep(TrainStep):
     """`TrainStep` with ZeRO sharding (stage 1, 2 or 3) over a `ShardedAdamW`; same calls (grad_step, prepare,
     update), so the Trainer's loop, clipping and logging are unchanged.
 
-    Stage 3 releases the model's parameters after each update (each becomes an empty (0,) tensor) and gathers them
-    again before the next forward (`gather_parameters`, also called by the Trainer before evaluating or saving). Replacing a Parameter's data is invisible to an already compiled
-    `mindspore.jit` graph (it keeps the old buffer), so with `use_jit` stage 3 keeps the parameters materialised
-    (memory as stage 2) and says so in a warning.
+    Stage 3 (`jit_mode=False`) gathers parameters per unit (`parameter_units`: each decoder block, the embeddings,
+    the final norm, the LM head): a unit's parameters are all-gathered from the ranks' slices just before its forward
+    and released right after it; its forward keeps no activations (MindSpore's recompute), and its backward gathers
+    the parameters again, recomputes the forward and takes the gradients, then releases them. A rank so holds its
+    slices plus one unit's full parameters at a time (`memory_bytes()["parameters_peak"]`). Gradients are full-size
+    while the backward runs and reduce-scattered right after it, as in stage 2. Outside the training step the
+    parameters stay released until `gather_parameters` (called by the Trainer before evaluating or saving).
+
+    Replacing a Parameter's data is invisible to an already compiled `mindspore.jit` graph (it keeps the old
+    buffer), so with `use_jit` stage 3 keeps the parameters materialised (memory as stage 2) and says so in a warning.
+
+    Args:
+        model: the model whose units stage 3 gathers (required for stage 3 without jit).
     """
 
-    def __init__(self, loss_fn, model_params, optimizer, max_grad_norm, stage, world_size=1, use_jit=True):
+    def __init__(self, loss_fn, model_params, optimizer, max_grad_norm, stage, world_size=1, use_jit=True,
+                 model=None):
         if not isinstance(optimizer, ShardedAdamW):
             raise ValueError(f"ZeRO stage {stage} needs the Trainer's ShardedAdamW optimizer, got "
                              f"{type(optimizer).__name__} (custom optimizers cannot be sharded)")
@@ -355,9 +384,80 @@ class ZeroTrainStep(TrainStep):
             logger.warning("ZeRO stage 3 with jit_mode=True keeps the model's parameters materialised between steps "
                            "(a compiled graph cannot see re-allocated parameters): memory as stage 2. Use "
                            "jit_mode=False to release them.")
+        if self.release_parameters and model is None:
+            raise ValueError("ZeRO stage 3 without jit gathers the parameters unit by unit: pass the model")
         self._released = False
         super().__init__(loss_fn, model_params, optimizer, max_grad_norm, master_params=None,
                          world_size=world_size, use_jit=use_jit)
+        self.gathered_bytes_peak = 0  # most trainable-parameter bytes materialised at once during a step
+        if self.release_parameters:
+            self._setup_units(model)
+
+    # -- stage 3: per-unit gather / release ----------------------------------------------------------------------
+
+    def _setup_units(self, model):
+        opt = self.optimizer
+        layout_of = {}
+        for index, (start, end) in enumerate(opt.group_ranges()):
+            for param in opt.parameters[start:end]:
+                layout_of[id(param)] = index
+        units = parameter_units(model, trainable_only=True)
+        names = [name for name, _, _ in units]
+        self._layout_refs = [0] * len(opt.layouts)
+        self._live = 0
+        self._active = False
+        self._resident = set()  # layouts of units that contain other units: gathered for the whole step
+        self.units = []
+        for name, cell, params in units:
+            layouts = sorted({layout_of[id(p)] for p in params})
+            if any(other.startswith(name + ".") for other in names if name):
+                self._resident.update(layouts)  # recomputing it would nest the inner units' recompute
+                continue
+            if getattr(cell, "_recompute_cell", None) is None:
+                cell.recompute()  # its forward saves nothing; the backward re-runs it on re-gathered parameters
+            cell.register_forward_pre_hook(self._hook(self._gather_layouts, layouts))
+            cell.register_forward_hook(self._hook(self._release_layouts, layouts))
+            cell.register_backward_pre_hook(self._hook(self._gather_layouts, layouts))
+            cell.register_backward_hook(self._hook(self._release_layouts, layouts))
+            self.units.append((name, layouts))
+        self._released = True
+        self._release()
+        logger.info("ZeRO-3: %d units gathered one at a time (%d flat groups)", len(self.units), len(opt.layouts))
+
+    def _hook(self, fn, layouts):
+        def hook(*_):
+            if self._active:
+                fn(layouts)
+        return hook
+
+    def _gather_layouts(self, layouts):
+        opt = self.optimizer
+        ranges = opt.group_ranges()
+        for index in layouts:
+            self._layout_refs[index] += 1
+            if self._layout_refs[index] > 1:
+                continue
+            layout, (start, end) = opt.layouts[index], ranges[index]
+            flat = self.comm.all_gather(opt.param_shards[index])
+            for param, offset, n, shape in zip(self.model_params[start:end], layout.offsets, layout.numels,
+                                               layout.shapes):
+                param.set_data(flat[offset:offset + n].reshape(shape).astype(param.dtype), slice_shape=True)
+                self._live += n * param.itemsize
+        self.gathered_bytes_peak = max(self.gathered_bytes_peak, self._live)
+
+    def _release_layouts(self, layouts, force=False):
+        opt = self.optimizer
+        ranges = opt.group_ranges()
+        for index in layouts:
+            if self._layout_refs[index] == 0:
+                continue
+            self._layout_refs[index] = 0 if force else self._layout_refs[index] - 1
+            if self._layout_refs[index]:
+                continue
+            layout, (start, end) = opt.layouts[index], ranges[index]
+            for param, n in zip(self.model_params[start:end], layout.numels):
+                self._live -= n * param.itemsize
+                _release_parameter(param)
 
     def _make_buffers(self):
         if self.stage == 1:
@@ -399,9 +499,18 @@ class ZeroTrainStep(TrainStep):
         return fns
 
     def grad_step(self, inputs, loss_factor, loss_scale=1.0, num_items_in_batch=None, first=True):
-        if first:
-            self.gather_parameters()
-        return super().grad_step(inputs, loss_factor, loss_scale, num_items_in_batch, first)
+        if not self.release_parameters:
+            return super().grad_step(inputs, loss_factor, loss_scale, num_items_in_batch, first)
+        if not self._released:  # gathered whole for an evaluation or a save since the last step
+            self._release()
+        self._gather_layouts(sorted(self._resident))
+        self._active = True
+        try:
+            return super().grad_step(inputs, loss_factor, loss_scale, num_items_in_batch, first)
+        finally:
+            self._active = False
+            # whatever is still gathered (an error mid-step, a unit whose backward hook did not run) is released
+            self._release_layouts(range(len(self._layout_refs)), force=True)
 
     def update(self):
         grad_scale = float(np.float32(self.grad_scale))
@@ -428,6 +537,8 @@ class ZeroTrainStep(TrainStep):
     def _release(self):
         for param in self.model_params:
             _release_parameter(param)
+        self._live = 0
+        self._layout_refs = [0] * len(self.optimizer.layouts)
         self._released = True
 
     def gather_parameters(self):
@@ -442,11 +553,13 @@ class ZeroTrainStep(TrainStep):
         self._released = False
 
     def memory_bytes(self):
-        """Bytes this rank holds, by kind: optimizer state (ShardedAdamW's slices), gradient buffers, and the
-        model's trainable parameters (0 for a released stage-3 parameter)."""
+        """Bytes this rank holds, by kind: optimizer state (ShardedAdamW's slices), gradient buffers, the model's
+        trainable parameters now (0 for a released stage-3 parameter) and the most of them materialised at once
+        during a step (`parameters_peak`: stage 3 without jit, one unit at a time)."""
         params = 0 if self._released else sum(_nbytes(p) for p in self.model_params)
+        peak = self.gathered_bytes_peak if self.release_parameters else params
         return {"optimizer_state": self.optimizer.state_bytes(), "gradients": sum(_nbytes(b) for b in self.buffers),
-                "parameters": params}
+                "parameters": params, "parameters_peak": peak}
 
 
 def _flat_reduce_scatter(start, end, pad, shard_size, comm):
@@ -470,7 +583,10 @@ def _flat_reduce_scatter(start, end, pad, shard_size, comm):
 
 
 def _release_parameter(param):
-    """Replaces a parameter's data by an empty tensor of its dtype (stage 3: the rank keeps only its slice)."""
+    """Replaces a parameter's data by an empty tensor of its dtype (stage 3: the rank keeps only its slice); its
+    shape stays readable as `_full_shape` (the token-id check reads the embedding's rows)."""
+    if param.shape != (0,):
+        param._full_shape = tuple(param.shape)
     param.set_data(Tensor(np.zeros((0,), _np_dtype(param.dtype))), slice_shape=True)
 
 
@@ -513,6 +629,27 @@ def load_shard(optimizer, directory):
     optimizer.load_shard_state(load_file(path), meta, path)
 
 
+def parameter_units(model, trainable_only=False):
+    """[(name, cell, params)]: the units stage 3 gathers at once. Each decoder block (the model's
+    `_no_split_modules` classes) is one unit; every other cell owning parameters outside them (embeddings, final norm,
+    LM head) is one with its own parameters. A tied parameter (the LM head's weight is the embedding table) belongs
+    to every cell that owns it, so each of its users gathers it."""
+    block_types = set(getattr(model, "_no_split_modules", None) or ())
+    keep = (lambda p: p.requires_grad) if trainable_only else (lambda p: True)
+    units, covered = [], set()
+    for name, cell in model.cells_and_names():
+        if type(cell).__name__ in block_types:
+            params = [p for p in cell.get_parameters() if id(p) not in covered and keep(p)]
+            covered.update(id(p) for p in cell.get_parameters())
+            if params:
+                units.append((name, cell, params))
+    for name, cell in model.cells_and_names():
+        own = [p for p in cell._params.values() if p is not None and id(p) not in covered and keep(p)]
+        if own:
+            units.append((name, cell, own))
+    return units
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # stage-3 inference: parameters sharded at rest, gathered module by module during the forward
 # ----------------------------------------------------------------------------------------------------------------
@@ -544,7 +681,7 @@ class ShardedInference:
         self.shards = {}  # id(param) -> (param, shard Tensor, shard numel, full shape)
         self.gathered_bytes_peak = 0
         self._live = 0
-        units = self._units(model)
+        units = [(cell, params) for _, cell, params in parameter_units(model)]
         for _, params in units:
             for param in params:
                 if id(param) not in self.shards:
@@ -557,23 +694,6 @@ class ShardedInference:
         logger.info("ZeRO-3 inference: %d parameters in %d units sharded over %d ranks", len(self.shards), len(units),
                     world_size)
 
-    @staticmethod
-    def _units(model):
-        block_types = set(getattr(model, "_no_split_modules", None) or ())
-        units, covered = [], set()
-        for _, cell in model.cells_and_names():
-            if type(cell).__name__ in block_types:
-                params = [p for p in cell.get_parameters() if id(p) not in covered]
-                covered.update(id(p) for p in cell.get_parameters())
-                if params:
-                    units.append((cell, params))
-        for _, cell in model.cells_and_names():
-            own = [p for p in cell._params.values() if p is not None and id(p) not in covered]
-            if own:
-                units.append((cell, own))
-        # a tied parameter (the LM head's weight is the embedding table) is owned by both cells: both gather it
-        return units
-
     def _shard(self, param):
         value = param.asnumpy().reshape(-1)
         shard = -(-value.size // self.world_size)
@@ -581,7 +701,6 @@ class ShardedInference:
         padded[:value.size] = value
         self.shards[id(param)] = (param, Tensor(padded[self.rank * shard:(self.rank + 1) * shard]), shard,
                                   tuple(param.shape))
-        param._full_shape = tuple(param.shape)  # read by generate()'s token-id check
         _release_parameter(param)
 
     def _gather(self, params):
