@@ -39,12 +39,12 @@ def checkpoint(tmp_path_factory):
     return parity.save_torch(model, str(tmp_path_factory.mktemp("zero")))
 
 
-def make_trainer(checkpoint, tmp_path, **kwargs):
+def make_trainer(checkpoint, tmp_path, model=None, **kwargs):
     defaults = dict(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=5e-3,
                     weight_decay=0.01, warmup_steps=1, logging_steps=1, save_strategy="no", disable_tqdm=True,
                     seed=11, jit_mode=False)  # compiling costs ~15 s per Trainer; msrun tests cover jit_mode
     defaults.update(kwargs)
-    model = LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
+    model = model or LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
     return Trainer(model=model, args=TrainingArguments(**defaults), train_dataset=rows())
 
 
@@ -169,6 +169,54 @@ def test_stage3_gathers_each_unit_alone_for_its_forward_and_again_for_its_backwa
     want = plain.model.state_dict()
     for name, value in sharded.model.state_dict().items():
         np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_load_sharded_reads_each_rank_slices_equal_to_slicing_the_loaded_model(checkpoint, world_size, monkeypatch):
+    full = LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
+    values = {id(p): p.asnumpy() for p in full.get_parameters()}
+    names = {n: values[id(p)] for n, p in full.named_parameters_dict().items()}
+    read = []
+    real_read = zero._read_flat
+    monkeypatch.setattr(zero, "_read_flat", lambda source, a, b, readers: read.append(b - a) or
+                        real_read(source, a, b, readers))
+    for rank in range(world_size):
+        model = zero.load_sharded(LlamaForCausalLM, checkpoint)
+        assert all(p.shape == (0,) for p in model.get_parameters())  # nothing materialised
+        params = {n: p for n, p in model.named_parameters_dict().items()}
+        groups = [{"names": ["model.layers.0.mlp.up_proj.weight", "model.norm.weight", "lm_head.weight"],
+                   "weight_decay": 0.0}]
+        groups[0]["params"] = [params[n] for n in groups[0]["names"]]
+        read.clear()
+        sharded = zero.ShardedAdamW(groups, 1e-3, world_size=world_size, rank=rank)
+        layout = sharded.layouts[0]
+        expected = layout.shard(layout.flatten([names[n] for n in groups[0]["names"]]), rank)
+        np.testing.assert_array_equal(sharded.param_shards[0].asnumpy(), expected)
+        assert sum(read) <= layout.shard_size  # only this rank's slice was read
+        read.clear()
+        inference = zero.ShardedInference(model, world_size=world_size, rank=rank)
+        for name, param in params.items():
+            _, piece, size, shape = inference.shards[id(param)]
+            flat = np.zeros(size * world_size, np.float32)
+            flat[:names[name].size] = names[name].reshape(-1)
+            np.testing.assert_array_equal(piece.asnumpy(), flat[rank * size:(rank + 1) * size], err_msg=name)
+        assert sum(read) <= sum(int(np.prod(p.shape)) for p in full.get_parameters()) / world_size + len(params)
+
+
+def test_stage3_trainer_on_a_load_sharded_model_follows_the_plain_trainer(checkpoint, tmp_path):
+    plain = make_trainer(checkpoint, tmp_path / "plain", max_steps=2)
+    plain.train()
+    model = zero.load_sharded(LlamaForCausalLM, checkpoint)
+    sharded = make_trainer(checkpoint, tmp_path / "zero", model=model, zero_stage=3, max_steps=2)
+    sharded.train()
+    np.testing.assert_allclose(step_logs(sharded), step_logs(plain), rtol=1e-5)
+    want = plain.model.state_dict()
+    for name, value in sharded.model.state_dict().items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    stage2 = make_trainer(checkpoint, tmp_path / "z2", model=zero.load_sharded(LlamaForCausalLM, checkpoint),
+                          zero_stage=2, max_steps=1)
+    with pytest.raises(ValueError, match="load_sharded are read only by ZeRO stage 3 with jit_mode=False"):
+        stage2.train()
 
 
 def test_deepspeed_config_sets_the_stage_checks_batch_keys_and_warns_on_the_rest(tmp_path, caplog):

@@ -1,6 +1,7 @@
 """ZeRO Trainer runs for test_zero_msrun.py: `msrun --worker_num=2 ... zero_train.py CKPT OUT_DIR` trains the tiny
 Llama with zero_stage 1, 2, 3 (stage 3 in PyNative, where it releases parameters) and writes per rank and stage
-the log history, final weights checksum and the bytes this rank holds after an optimizer step; stage 2 also saves a
+the log history, final weights (checksum, and `weights.{rank}.npz` in the run's directory) and the bytes this rank
+holds after an optimizer step (stage 3: also the most parameter bytes it materialised at once); stage 2 also saves a
 checkpoint at step 4 and resumes from it in a second Trainer; stage 3 saves one at step 8 (parameters released). `--single` runs the single-process reference (plain
 Trainer, the same global batch)."""
 
@@ -36,6 +37,8 @@ def train(checkpoint, out_dir, stage, per_device, resume=None, max_steps=8, save
     trainer.add_callback(probe)
     trainer.train(resume_from_checkpoint=resume)
     weights = {k: np.asarray(v) for k, v in trainer.model.state_dict().items()}
+    os.makedirs(out_dir, exist_ok=True)
+    np.savez(os.path.join(out_dir, f"weights.{args.process_index}.npz"), **weights)
     return {"world_size": args.world_size, "rank": args.process_index,
             "log_history": [h for h in trainer.state.log_history if "grad_norm" in h],
             "weight_checksum": float(sum(np.abs(v).sum() for v in weights.values())), "memory": probe.bytes}

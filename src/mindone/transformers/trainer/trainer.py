@@ -969,6 +969,8 @@ def _broadcast_parameters_from_rank0(model, rank):
     for param in model.get_parameters():
         if param.dtype not in (ms.float16, ms.float32, ms.float64, ms.bfloat16):
             continue  # counters (e.g. BatchNorm's num_batches_tracked)
+        if hasattr(param, "_zero_source") and param.shape == (0,):
+            continue  # `zero.load_sharded`: every rank reads its slices from the same checkpoint
         value = param if rank == 0 else ops.zeros_like(param)
         param.set_data(allreduce(value))
 

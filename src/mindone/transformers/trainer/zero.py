@@ -256,6 +256,7 @@ class ShardedAdamW:
         self.param_shards, self.exp_avg, self.exp_avg_sq = [], [], []
         self.parameters = []
         self.step = 0
+        readers = {}
         for i, group in enumerate(named_groups):
             params = list(group["params"])
             self.param_groups.append({"params": params, "lr": float(lr), "betas": tuple(betas), "eps": float(eps),
@@ -263,10 +264,13 @@ class ShardedAdamW:
                                       "maximize": False})
             self.names.append(list(group["names"]))
             self.parameters += params
-            layout = FlatLayout([p.shape for p in params], self.world_size)
+            layout = FlatLayout([_full_shape(p) for p in params], self.world_size)
             self.layouts.append(layout)
             self.lrs.append(Parameter(Tensor(lr, ms.float32), name=f"zero.lr.{i}", requires_grad=False))
-            shard = layout.shard(layout.flatten([p.asnumpy() for p in params]), self.rank)
+            if all(_is_sharded_load(p) for p in params):  # `load_sharded`: this rank's slice from the files
+                shard = _read_shard(layout, [p._zero_source for p in params], self.rank, readers)
+            else:
+                shard = layout.shard(layout.flatten([p.asnumpy() for p in params]), self.rank)
             self.param_shards.append(Parameter(Tensor(shard.copy()), name=f"zero.param.{i}", requires_grad=False))
             zeros = np.zeros(layout.shard_size, np.float32)
             self.exp_avg.append(Parameter(Tensor(zeros), name=f"zero.exp_avg.{i}", requires_grad=False))
@@ -386,6 +390,12 @@ class ZeroTrainStep(TrainStep):
                            "jit_mode=False to release them.")
         if self.release_parameters and model is None:
             raise ValueError("ZeRO stage 3 without jit gathers the parameters unit by unit: pass the model")
+        unloaded = [p.name for p in (model.get_parameters() if model is not None else model_params)
+                    if _is_sharded_load(p) and not (self.release_parameters and p.requires_grad)]
+        if unloaded:
+            raise ValueError(f"parameters of a model built by load_sharded are read only by ZeRO stage 3 with "
+                             f"jit_mode=False, as trainable parameters; not loaded here: {unloaded[:5]}"
+                             f"{' ...' if len(unloaded) > 5 else ''} (load the model with from_pretrained instead)")
         self._released = False
         super().__init__(loss_fn, model_params, optimizer, max_grad_norm, master_params=None,
                          world_size=world_size, use_jit=use_jit)
@@ -651,6 +661,121 @@ def parameter_units(model, trainable_only=False):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# stage-3 loading: each rank reads only its slices of the checkpoint
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_sharded(model_class, pretrained_model_name_or_path, dtype="float32", **hub_kwargs):
+    """Builds `model_class` for ZeRO stage 3 without materialising its parameters: every parameter is created empty
+    (`backend.layers.empty_parameters`) and remembers where its tensor is in the safetensors checkpoint, so that
+    `ShardedAdamW` (stage-3 training, `jit_mode=False`) and `shard_for_inference` read only this rank's slices from the
+    files (memory-mapped, row by row) instead of every rank loading the whole model.
+
+    Limits: safetensors checkpoints stored in float32 or float16 whose keys are the model's parameter names (a head
+    model's checkpoint, or the base model's with the base-model prefix added or removed); every parameter must be in
+    the checkpoint (nothing to initialise randomly); no `_convert_checkpoint` hook (MoE expert stacking); models
+    built with `backend.layers` parameters only. Anything else raises ValueError naming it.
+
+    Args:
+        model_class: a PreTrainedModel class, e.g. `LlamaForCausalLM`.
+        pretrained_model_name_or_path: a checkpoint directory or Hub repo id.
+        dtype: "float32" (default) or "float16": the dtype of the parameters when gathered.
+    Returns: the model, every parameter an empty (0,) tensor with `_full_shape` and `_zero_source` (file, key).
+    """
+    from safetensors import safe_open
+
+    from .. import weights
+    from ..backend import layers
+    from ..modeling_utils import PreTrainedModel, _load_generation_config, _loading_scope
+
+    path = os.fspath(pretrained_model_name_or_path)
+    config, _ = model_class._load_config(path, "", None, {}, **hub_kwargs)
+    files, fmt = weights.resolve_checkpoint_files(path, **hub_kwargs)
+    if fmt != "safetensors":
+        raise ValueError(f"load_sharded({path!r}): reads slices of safetensors files only, found {fmt} "
+                         f"({', '.join(os.path.basename(f) for f in files)})")
+    if model_class._convert_checkpoint is not PreTrainedModel._convert_checkpoint:
+        raise ValueError(f"load_sharded: {model_class.__name__} converts its checkpoint's tensors while loading "
+                         "(_convert_checkpoint); load it with from_pretrained")
+    ms_dtype = {"float32": ms.float32, "float16": ms.float16}.get(str(dtype))
+    if ms_dtype is None:
+        raise ValueError(f"load_sharded: dtype must be 'float32' or 'float16', got {dtype!r}")
+    config.dtype = str(dtype)
+    with layers.empty_parameters(), layers.dtype_scope(ms_dtype), _loading_scope():
+        model = model_class(config)
+    model.tie_weights()
+    where = {}
+    for file in files:
+        with safe_open(file, "np") as f:
+            for key in f.keys():
+                where[key] = file
+    prefix = model.base_model_prefix
+    missing = []
+    for name, param in model.named_parameters_dict().items():
+        if hasattr(param, "_zero_source"):
+            continue  # a tied parameter, found under its other name
+        candidates = [name, name[len(prefix) + 1:] if prefix and name.startswith(prefix + ".") else f"{prefix}.{name}"]
+        key = next((k for k in candidates if k in where), None)
+        if key is None or not hasattr(param, "_full_shape"):
+            missing.append(name)
+            continue
+        with safe_open(where[key], "np") as f:
+            shape = tuple(f.get_slice(key).get_shape())
+        if shape != param._full_shape:
+            raise ValueError(f"{key}: checkpoint shape {shape} != model shape {param._full_shape} ({where[key]})")
+        param._zero_source = (where[key], key)
+    missing = [n for n in missing if not hasattr(model.named_parameters_dict()[n], "_zero_source")]
+    if missing:
+        raise ValueError(f"load_sharded({path!r}): parameters not in the checkpoint (or not created by "
+                         f"backend.layers), which a sharded load cannot initialise: {missing}")
+    model.name_or_path = path
+    if model.can_generate():
+        model.generation_config = _load_generation_config(path, "", config, **hub_kwargs)
+    model.set_train(False)
+    return model
+
+
+def _is_sharded_load(param):
+    return param.shape == (0,) and hasattr(param, "_zero_source")
+
+
+def _full_shape(param):
+    return tuple(param._full_shape) if param.shape == (0,) and hasattr(param, "_full_shape") else tuple(param.shape)
+
+
+def _read_flat(source, start, stop, readers):
+    """Elements [start, stop) of the flattened checkpoint tensor `source` = (file, key), as float32, reading only the
+    rows (along axis 0) that hold them."""
+    from safetensors import safe_open
+
+    file, key = source
+    if file not in readers:
+        readers[file] = safe_open(file, "np")
+    view = readers[file].get_slice(key)
+    if view.get_dtype() not in ("F32", "F16", "F64"):
+        raise ValueError(f"{key} in {file}: dtype {view.get_dtype()} cannot be read slice by slice (float32/16 only)")
+    shape = view.get_shape()
+    if not shape:
+        return np.asarray(readers[file].get_tensor(key), np.float32).reshape(-1)[start:stop]
+    row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    first, last = start // row, -(-stop // row)
+    rows = np.asarray(view[first:last], np.float32).reshape(-1)
+    return rows[start - first * row:stop - first * row]
+
+
+def _read_shard(layout, sources, rank, readers):
+    """`layout.shard(layout.flatten(tensors), rank)` read from the checkpoint: only the pieces of the tensors that
+    overlap this rank's slice."""
+    low, high = rank * layout.shard_size, (rank + 1) * layout.shard_size
+    out = np.zeros(layout.shard_size, np.float32)
+    for source, start, n in zip(sources, layout.offsets, layout.numels):
+        a, b = max(low, start), min(high, start + n)
+        if a < b:
+            out[a - low:b - low] = _read_flat(source, a - start, b - start, readers)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # stage-3 inference: parameters sharded at rest, gathered module by module during the forward
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -665,8 +790,8 @@ class ShardedInference:
     its users in turn. Decoding runs in PyNative (`generation_config.disable_compile` is set): a compiled step would
     capture the parameters as they were at compile time.
 
-    Limits: `from_pretrained` still materialises the whole model once per rank before `shard_for_inference` slices
-    it; training is not covered (its backward would need the parameters again, see the module docstring).
+    A model from `from_pretrained` is materialised once per rank and then sliced; one from `load_sharded` never is
+    (each rank reads its slices from the checkpoint).
 
     Args:
         model: a loaded PreTrainedModel (its parameters are replaced by empty tensors).
@@ -682,10 +807,11 @@ class ShardedInference:
         self.gathered_bytes_peak = 0
         self._live = 0
         units = [(cell, params) for _, cell, params in parameter_units(model)]
+        readers = {}
         for _, params in units:
             for param in params:
                 if id(param) not in self.shards:
-                    self._shard(param)
+                    self._shard(param, readers)
         self.units = units
         for cell, params in units:
             cell.register_forward_pre_hook(self._pre_hook(params))
@@ -694,13 +820,18 @@ class ShardedInference:
         logger.info("ZeRO-3 inference: %d parameters in %d units sharded over %d ranks", len(self.shards), len(units),
                     world_size)
 
-    def _shard(self, param):
-        value = param.asnumpy().reshape(-1)
-        shard = -(-value.size // self.world_size)
-        padded = np.zeros(shard * self.world_size, value.dtype)
-        padded[:value.size] = value
-        self.shards[id(param)] = (param, Tensor(padded[self.rank * shard:(self.rank + 1) * shard]), shard,
-                                  tuple(param.shape))
+    def _shard(self, param, readers):
+        shape = _full_shape(param)
+        numel = int(np.prod(shape)) if shape else 1
+        shard = -(-numel // self.world_size)
+        if _is_sharded_load(param):  # `load_sharded`: only this rank's slice is read from the files
+            layout = FlatLayout([shape], self.world_size)
+            piece = _read_shard(layout, [param._zero_source], self.rank, readers).astype(_np_dtype(param.dtype))
+        else:
+            padded = np.zeros(shard * self.world_size, _np_dtype(param.dtype))
+            padded[:numel] = param.asnumpy().reshape(-1)
+            piece = padded[self.rank * shard:(self.rank + 1) * shard]
+        self.shards[id(param)] = (param, Tensor(piece), shard, shape)
         _release_parameter(param)
 
     def _gather(self, params):
