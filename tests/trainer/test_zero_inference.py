@@ -66,5 +66,6 @@ def test_two_msrun_ranks_generate_the_single_process_tokens_holding_half(checkpo
     for rank in ranks:
         assert rank["world_size"] == 2
         assert rank["tokens"] == expected
+        assert rank["tokens_sharded_load"] == expected
         # each rank holds half of every parameter (rounded up per parameter)
         assert total / 2 <= rank["resident_bytes"] <= total / 2 + 4 * len(list(plain.get_parameters()))

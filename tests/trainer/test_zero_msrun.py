@@ -70,6 +70,17 @@ def test_stage3_per_layer_gather_ends_with_the_single_process_weights(results):
 
 
 @pytest.mark.slow
+def test_stage3_from_load_sharded_trains_exactly_as_from_a_loaded_model(results):
+    ranks, _, out = results
+    for r, rank in enumerate(ranks):
+        assert rank["stage3_sharded_load"]["log_history"] == rank["stage3"]["log_history"]
+        got = np.load(out / "zero3_loaded" / f"weights.{r}.npz")
+        want = np.load(out / "zero3" / f"weights.{r}.npz")
+        for name in want.files:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.slow
 def test_per_rank_memory_drops_by_stage(results):
     ranks, single, _ = results
     for rank in ranks:

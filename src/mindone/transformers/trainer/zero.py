@@ -267,7 +267,11 @@ class ShardedAdamW:
             layout = FlatLayout([_full_shape(p) for p in params], self.world_size)
             self.layouts.append(layout)
             self.lrs.append(Parameter(Tensor(lr, ms.float32), name=f"zero.lr.{i}", requires_grad=False))
-            if all(_is_sharded_load(p) for p in params):  # `load_sharded`: this rank's slice from the files
+            unloaded = [n for n, p in zip(group["names"], params) if _is_sharded_load(p)]
+            if unloaded and len(unloaded) < len(params):
+                raise ValueError(f"parameter group {i} mixes parameters of a load_sharded model ({unloaded[:3]}) "
+                                 "with materialised ones (added after loading?): not supported")
+            if unloaded:  # `load_sharded`: this rank's slice read from the files
                 shard = _read_shard(layout, [p._zero_source for p in params], self.rank, readers)
             else:
                 shard = layout.shard(layout.flatten([p.asnumpy() for p in params]), self.rank)
@@ -430,7 +434,6 @@ class ZeroTrainStep(TrainStep):
             cell.register_backward_pre_hook(self._hook(self._gather_layouts, layouts))
             cell.register_backward_hook(self._hook(self._release_layouts, layouts))
             self.units.append((name, layouts))
-        self._released = True
         self._release()
         logger.info("ZeRO-3: %d units gathered one at a time (%d flat groups)", len(self.units), len(opt.layouts))
 
