@@ -171,6 +171,22 @@ def test_stage3_gathers_each_unit_alone_for_its_forward_and_again_for_its_backwa
         np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+def test_stage3_evaluates_and_saves_between_per_unit_steps_like_the_plain_trainer(checkpoint, tmp_path):
+    # evaluation and saving gather the whole model; the next step releases it and gathers per unit again
+    runs = {}
+    for stage in (None, 3):
+        trainer = make_trainer(checkpoint, tmp_path / str(stage), max_steps=3, eval_strategy="steps", eval_steps=1,
+                               zero_stage=stage, save_strategy="steps", save_steps=2)
+        trainer.eval_dataset = rows(4, seed=1)
+        trainer.train()
+        runs[stage] = trainer
+    evals = {k: [h["eval_loss"] for h in t.state.log_history if "eval_loss" in h] for k, t in runs.items()}
+    assert len(evals[3]) == 3
+    np.testing.assert_allclose(evals[3], evals[None], rtol=1e-6)
+    np.testing.assert_allclose(step_logs(runs[3]), step_logs(runs[None]), rtol=1e-5)
+    assert (tmp_path / "3" / "checkpoint-2" / "zero_shard_rank0.safetensors").is_file()
+
+
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_load_sharded_reads_each_rank_slices_equal_to_slicing_the_loaded_model(checkpoint, world_size, monkeypatch):
     full = LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
