@@ -11,7 +11,10 @@ import pytest
 import torch
 import transformers
 
+from mindspore import Parameter, Tensor, nn, ops
+
 from mindone.transformers import LlamaForCausalLM
+from mindone.transformers.backend import layers
 from mindone.transformers.trainer import Trainer, TrainingArguments
 from mindone.transformers.trainer import zero
 from tests import parity
@@ -169,6 +172,59 @@ def test_stage3_gathers_each_unit_alone_for_its_forward_and_again_for_its_backwa
     want = plain.model.state_dict()
     for name, value in sharded.model.state_dict().items():
         np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+class _Block(nn.Cell):
+    def __init__(self, seed):
+        super().__init__()
+        self.proj = layers.Linear(6, 6, bias=False)
+        self.proj.weight.set_data(Tensor(np.random.RandomState(seed).randn(6, 6).astype(np.float32) * 0.3))
+
+    def construct(self, x):
+        return ops.tanh(self.proj(x))
+
+
+class _Toy(nn.Cell):
+    """A parameter owned by the cell that also holds the blocks: it cannot be a unit of its own (its recompute would
+    nest the blocks'), so stage 3 keeps it gathered for the whole step."""
+
+    _no_split_modules = ["_Block"]
+
+    def __init__(self):
+        super().__init__()
+        self.scale = Parameter(Tensor(np.linspace(0.5, 1.5, 6).astype(np.float32)), name="scale")
+        self.blocks = nn.CellList([_Block(1), _Block(2)])
+
+    def construct(self, x):
+        for block in self.blocks:
+            x = block(x * self.scale)
+        return (x ** 2).mean()
+
+
+def test_stage3_keeps_a_parameter_owned_around_the_blocks_gathered_for_the_step_and_trains_as_stage2():
+    x = Tensor(np.random.RandomState(0).randn(4, 6).astype(np.float32))
+    results = {}
+    for stage in (2, 3):
+        model = _Toy()
+        named = [(n, p) for n, p in model.parameters_and_names()]
+        optimizer = zero.ShardedAdamW([{"names": [n for n, _ in named], "params": [p for _, p in named],
+                                        "weight_decay": 0.0}], 1e-2)
+        step = zero.ZeroTrainStep(lambda inputs, _: model(inputs["x"]), [p for _, p in named], optimizer, 1.0,
+                                  stage, use_jit=False, model=model)
+        if stage == 3:
+            assert [name for name, _ in step.units] == ["blocks.0", "blocks.1"] and len(step._resident) == 1
+        losses = []
+        for _ in range(3):
+            losses.append(float(step.grad_step({"x": x}, 1.0).asnumpy()))
+            step.prepare()
+            step.update()
+        if stage == 3:
+            assert all(p.shape == (0,) for p in model.get_parameters())
+            step.gather_parameters()
+        results[stage] = losses, {n: p.asnumpy() for n, p in model.parameters_and_names()}
+    np.testing.assert_allclose(results[3][0], results[2][0], rtol=1e-6)
+    for name, value in results[2][1].items():
+        np.testing.assert_allclose(results[3][1][name], value, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 def test_stage3_evaluates_and_saves_between_per_unit_steps_like_the_plain_trainer(checkpoint, tmp_path):

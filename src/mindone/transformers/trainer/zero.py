@@ -1,7 +1,8 @@
 """ZeRO-style sharding for the Trainer's data parallelism (msrun), on MindSpore's own collectives.
 
 Each AdamW parameter group is flattened (parameters in the optimizer's order, float32, zero-padded to a multiple
-of the world size) and cut into `world_size` equal contiguous slices; rank r owns slice r (`FlatLayout`).
+of the world size) and cut into `world_size` equal contiguous slices; rank r owns slice r (`FlatLayout`). For stage 3
+without jit each group is first cut per unit (below), so that a unit is gathered from its own flat groups.
 
     stage 1   every rank keeps AdamW's state (exp_avg, exp_avg_sq) and a float32 copy of the parameters for its
               slice only; gradients are all-reduced in full as in plain data parallelism, each rank updates its
@@ -21,6 +22,9 @@ AllGather cannot be differentiated on CPU (its backward is a ReduceScatter): sta
 and differentiates the recomputed unit with respect to the gathered parameters. On CPU, reduce-scatter is therefore
 emulated as AllReduce + this rank's slice (same result, world_size times the traffic), with a logged note; on
 Ascend/GPU the real `ops.ReduceScatter` runs.
+
+Loading: `load_sharded(model_class, path)` builds the model with empty parameters, and `ShardedAdamW` /
+`shard_for_inference` read only this rank's slices from the safetensors files (no rank materialises the model).
 
 Checkpoints: every rank writes `zero_shard_rank{R}.safetensors` (its slices of the parameters and of AdamW's state,
 the step, and the layout in the metadata); rank 0 also writes the full model as usual. Resuming needs the same world
@@ -424,7 +428,7 @@ class ZeroTrainStep(TrainStep):
         self.units = []
         for name, cell, params in units:
             layouts = sorted({layout_of[id(p)] for p in params})
-            if any(other.startswith(name + ".") for other in names if name):
+            if any(other != name and (not name or other.startswith(name + ".")) for other in names):
                 self._resident.update(layouts)  # recomputing it would nest the inner units' recompute
                 continue
             if getattr(cell, "_recompute_cell", None) is None:
