@@ -7,7 +7,7 @@ import pytest
 import transformers
 
 from mindone.transformers import LlamaForCausalLM
-from mindone.transformers.trainer import shard_for_inference
+from mindone.transformers.trainer import load_sharded, shard_for_inference
 from tests import parity
 
 
@@ -37,6 +37,12 @@ def test_generate_with_gathered_blocks_equals_the_plain_model(checkpoint):
     block = sum(int(np.prod(p.shape)) * 4 for p in plain.model.layers[0].get_parameters())
     embed = int(np.prod(plain.model.embed_tokens.weight.shape)) * 4
     assert 0 < sharded.gathered_bytes_peak <= max(block, embed)
+
+    # the same from a model that was never materialised (its slices read from the checkpoint)
+    loaded = load_sharded(LlamaForCausalLM, checkpoint)
+    assert all(p.shape == (0,) for p in loaded.get_parameters())
+    assert shard_for_inference(loaded).resident_bytes() == total
+    np.testing.assert_array_equal(parity.to_numpy(loaded.generate(ids, max_new_tokens=6, do_sample=False)), expected)
 
 
 @pytest.mark.slow
