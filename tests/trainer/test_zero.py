@@ -11,7 +11,10 @@ import pytest
 import torch
 import transformers
 
+from mindspore import Parameter, Tensor, nn, ops
+
 from mindone.transformers import LlamaForCausalLM
+from mindone.transformers.backend import layers
 from mindone.transformers.trainer import Trainer, TrainingArguments
 from mindone.transformers.trainer import zero
 from tests import parity
@@ -39,12 +42,12 @@ def checkpoint(tmp_path_factory):
     return parity.save_torch(model, str(tmp_path_factory.mktemp("zero")))
 
 
-def make_trainer(checkpoint, tmp_path, **kwargs):
+def make_trainer(checkpoint, tmp_path, model=None, **kwargs):
     defaults = dict(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=5e-3,
                     weight_decay=0.01, warmup_steps=1, logging_steps=1, save_strategy="no", disable_tqdm=True,
                     seed=11, jit_mode=False)  # compiling costs ~15 s per Trainer; msrun tests cover jit_mode
     defaults.update(kwargs)
-    model = LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
+    model = model or LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
     return Trainer(model=model, args=TrainingArguments(**defaults), train_dataset=rows())
 
 
@@ -108,7 +111,7 @@ def test_sharded_adamw_slices_update_like_torch_adamw_on_the_whole_parameters():
     assert ranks[0].state_bytes() == 3 * layout.shard_size * 4  # params, exp_avg, exp_avg_sq slices
 
 
-@pytest.mark.parametrize("stage,accumulation", [(1, 1), (2, 1), (3, 1), (2, 2)])
+@pytest.mark.parametrize("stage,accumulation", [(1, 1), (2, 1), (3, 1), (2, 2), (3, 2)])
 def test_each_stage_in_one_process_follows_the_plain_trainer(checkpoint, tmp_path, stage, accumulation):
     # with accumulation, stage 2 adds each micro-batch's reduce-scattered slice into its buffer
     plain = make_trainer(checkpoint, tmp_path / "plain", gradient_accumulation_steps=accumulation)
@@ -122,6 +125,170 @@ def test_each_stage_in_one_process_follows_the_plain_trainer(checkpoint, tmp_pat
     want = plain.model.state_dict()
     for name, value in sharded.model.state_dict().items():
         np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_stage3_gathers_each_unit_alone_for_its_forward_and_again_for_its_backward(tmp_path, tied):
+    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      pad_token_id=0, tie_word_embeddings=tied)
+    checkpoint = parity.save_torch(parity.torch_reference(transformers.LlamaForCausalLM, config, seed=2),
+                                   str(tmp_path / "ckpt"))
+    plain = make_trainer(checkpoint, tmp_path / "plain", max_steps=2)
+    plain.train()
+    sharded = make_trainer(checkpoint, tmp_path / "zero", zero_stage=3, max_steps=2)
+    sharded.create_optimizer()
+    units = zero.parameter_units(sharded.model, trainable_only=True)
+    sizes = {name: sum(int(np.prod(p.shape)) * 4 for p in params) for name, _, params in units}
+    total = sum(int(np.prod(p.shape)) * 4 for p in {id(p): p for _, _, ps in units for p in ps}.values())
+    seen = []
+
+    def check(name, own, phase):
+        def hook(*_):
+            # registered after the ZeRO hooks: this unit is materialised, every parameter of the others is released
+            assert all(p.shape != (0,) for p in own), (name, phase)
+            mine = {id(p) for p in own}
+            for other, _, params in units:
+                if other != name:
+                    assert all(p.shape == (0,) for p in params if id(p) not in mine), (name, phase, other)
+            seen.append((phase, name))
+        return hook
+
+    sharded._setup_training(2)  # builds the ZeroTrainStep, which installs its hooks first
+    for name, cell, params in units:
+        cell.register_forward_pre_hook(check(name, params, "forward"))
+        cell.register_backward_pre_hook(check(name, params, "backward"))
+    sharded.train()
+
+    order = [name for name, _, _ in sorted(units, key=lambda u: ["model.embed_tokens", "model.layers.0",
+                                                                    "model.layers.1", "model.norm",
+                                                                    "lm_head"].index(u[0]))]
+    assert order[-1] == "lm_head" and len(order) == 5
+    assert seen == ([("forward", n) for n in order] + [("backward", n) for n in reversed(order)]) * 2
+    memory = sharded._train_step.memory_bytes()
+    assert memory["parameters_peak"] == max(sizes.values()) < total / 2
+    assert memory["parameters"] == total  # train() gathers the model again when it returns
+    np.testing.assert_allclose(step_logs(sharded), step_logs(plain), rtol=1e-5)
+    want = plain.model.state_dict()
+    for name, value in sharded.model.state_dict().items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+class _Block(nn.Cell):
+    def __init__(self, seed):
+        super().__init__()
+        self.proj = layers.Linear(6, 6, bias=False)
+        self.proj.weight.set_data(Tensor(np.random.RandomState(seed).randn(6, 6).astype(np.float32) * 0.3))
+
+    def construct(self, x):
+        return ops.tanh(self.proj(x))
+
+
+class _Toy(nn.Cell):
+    """A parameter owned by the cell that also holds the blocks: it cannot be a unit of its own (its recompute would
+    nest the blocks'), so stage 3 keeps it gathered for the whole step."""
+
+    _no_split_modules = ["_Block"]
+
+    def __init__(self):
+        super().__init__()
+        self.scale = Parameter(Tensor(np.linspace(0.5, 1.5, 6).astype(np.float32)), name="scale")
+        self.blocks = nn.CellList([_Block(1), _Block(2)])
+
+    def construct(self, x):
+        for block in self.blocks:
+            x = block(x * self.scale)
+        return (x ** 2).mean()
+
+
+def test_stage3_keeps_a_parameter_owned_around_the_blocks_gathered_for_the_step_and_trains_as_stage2():
+    x = Tensor(np.random.RandomState(0).randn(4, 6).astype(np.float32))
+    results = {}
+    for stage in (2, 3):
+        model = _Toy()
+        named = [(n, p) for n, p in model.parameters_and_names()]
+        optimizer = zero.ShardedAdamW([{"names": [n for n, _ in named], "params": [p for _, p in named],
+                                        "weight_decay": 0.0}], 1e-2)
+        step = zero.ZeroTrainStep(lambda inputs, _: model(inputs["x"]), [p for _, p in named], optimizer, 1.0,
+                                  stage, use_jit=False, model=model)
+        if stage == 3:
+            assert [name for name, _ in step.units] == ["blocks.0", "blocks.1"] and len(step._resident) == 1
+        losses = []
+        for _ in range(3):
+            losses.append(float(step.grad_step({"x": x}, 1.0).asnumpy()))
+            step.prepare()
+            step.update()
+        if stage == 3:
+            assert all(p.shape == (0,) for p in model.get_parameters())
+            step.gather_parameters()
+        results[stage] = losses, {n: p.asnumpy() for n, p in model.parameters_and_names()}
+    np.testing.assert_allclose(results[3][0], results[2][0], rtol=1e-6)
+    for name, value in results[2][1].items():
+        np.testing.assert_allclose(results[3][1][name], value, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_stage3_evaluates_and_saves_between_per_unit_steps_like_the_plain_trainer(checkpoint, tmp_path):
+    # evaluation and saving gather the whole model; the next step releases it and gathers per unit again
+    runs = {}
+    for stage in (None, 3):
+        trainer = make_trainer(checkpoint, tmp_path / str(stage), max_steps=3, eval_strategy="steps", eval_steps=1,
+                               zero_stage=stage, save_strategy="steps", save_steps=2)
+        trainer.eval_dataset = rows(4, seed=1)
+        trainer.train()
+        runs[stage] = trainer
+    evals = {k: [h["eval_loss"] for h in t.state.log_history if "eval_loss" in h] for k, t in runs.items()}
+    assert len(evals[3]) == 3
+    np.testing.assert_allclose(evals[3], evals[None], rtol=1e-6)
+    np.testing.assert_allclose(step_logs(runs[3]), step_logs(runs[None]), rtol=1e-5)
+    assert (tmp_path / "3" / "checkpoint-2" / "zero_shard_rank0.safetensors").is_file()
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_load_sharded_reads_each_rank_slices_equal_to_slicing_the_loaded_model(checkpoint, world_size, monkeypatch):
+    full = LlamaForCausalLM.from_pretrained(checkpoint, dtype="float32")
+    values = {id(p): p.asnumpy() for p in full.get_parameters()}
+    names = {n: values[id(p)] for n, p in full.named_parameters_dict().items()}
+    read = []
+    real_read = zero._read_flat
+    monkeypatch.setattr(zero, "_read_flat", lambda source, a, b, readers: read.append(b - a) or
+                        real_read(source, a, b, readers))
+    for rank in range(world_size):
+        model = zero.load_sharded(LlamaForCausalLM, checkpoint)
+        assert all(p.shape == (0,) for p in model.get_parameters())  # nothing materialised
+        params = {n: p for n, p in model.named_parameters_dict().items()}
+        groups = [{"names": ["model.layers.0.mlp.up_proj.weight", "model.norm.weight", "lm_head.weight"],
+                   "weight_decay": 0.0}]
+        groups[0]["params"] = [params[n] for n in groups[0]["names"]]
+        read.clear()
+        sharded = zero.ShardedAdamW(groups, 1e-3, world_size=world_size, rank=rank)
+        layout = sharded.layouts[0]
+        expected = layout.shard(layout.flatten([names[n] for n in groups[0]["names"]]), rank)
+        np.testing.assert_array_equal(sharded.param_shards[0].asnumpy(), expected)
+        assert sum(read) <= layout.shard_size  # only this rank's slice was read
+        read.clear()
+        inference = zero.ShardedInference(model, world_size=world_size, rank=rank)
+        for name, param in params.items():
+            _, piece, size, shape = inference.shards[id(param)]
+            flat = np.zeros(size * world_size, np.float32)
+            flat[:names[name].size] = names[name].reshape(-1)
+            np.testing.assert_array_equal(piece.asnumpy(), flat[rank * size:(rank + 1) * size], err_msg=name)
+        assert sum(read) <= sum(int(np.prod(p.shape)) for p in full.get_parameters()) / world_size + len(params)
+
+
+def test_stage3_trainer_on_a_load_sharded_model_follows_the_plain_trainer(checkpoint, tmp_path):
+    plain = make_trainer(checkpoint, tmp_path / "plain", max_steps=2)
+    plain.train()
+    model = zero.load_sharded(LlamaForCausalLM, checkpoint)
+    sharded = make_trainer(checkpoint, tmp_path / "zero", model=model, zero_stage=3, max_steps=2)
+    sharded.train()
+    np.testing.assert_allclose(step_logs(sharded), step_logs(plain), rtol=1e-5)
+    want = plain.model.state_dict()
+    for name, value in sharded.model.state_dict().items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    stage2 = make_trainer(checkpoint, tmp_path / "z2", model=zero.load_sharded(LlamaForCausalLM, checkpoint),
+                          zero_stage=2, max_steps=1)
+    with pytest.raises(ValueError, match="load_sharded are read only by ZeRO stage 3 with jit_mode=False"):
+        stage2.train()
 
 
 def test_deepspeed_config_sets_the_stage_checks_batch_keys_and_warns_on_the_rest(tmp_path, caplog):

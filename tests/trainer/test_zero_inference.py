@@ -7,7 +7,7 @@ import pytest
 import transformers
 
 from mindone.transformers import LlamaForCausalLM
-from mindone.transformers.trainer import shard_for_inference
+from mindone.transformers.trainer import load_sharded, shard_for_inference
 from tests import parity
 
 
@@ -38,6 +38,12 @@ def test_generate_with_gathered_blocks_equals_the_plain_model(checkpoint):
     embed = int(np.prod(plain.model.embed_tokens.weight.shape)) * 4
     assert 0 < sharded.gathered_bytes_peak <= max(block, embed)
 
+    # the same from a model that was never materialised (its slices read from the checkpoint)
+    loaded = load_sharded(LlamaForCausalLM, checkpoint)
+    assert all(p.shape == (0,) for p in loaded.get_parameters())
+    assert shard_for_inference(loaded).resident_bytes() == total
+    np.testing.assert_array_equal(parity.to_numpy(loaded.generate(ids, max_new_tokens=6, do_sample=False)), expected)
+
 
 @pytest.mark.slow
 def test_two_msrun_ranks_generate_the_single_process_tokens_holding_half(checkpoint, tmp_path):
@@ -66,5 +72,6 @@ def test_two_msrun_ranks_generate_the_single_process_tokens_holding_half(checkpo
     for rank in ranks:
         assert rank["world_size"] == 2
         assert rank["tokens"] == expected
+        assert rank["tokens_sharded_load"] == expected
         # each rank holds half of every parameter (rounded up per parameter)
         assert total / 2 <= rank["resident_bytes"] <= total / 2 + 4 * len(list(plain.get_parameters()))

@@ -34,9 +34,27 @@ def dtype_scope(dtype):
         _DEFAULT_DTYPE.pop()
 
 
+_EMPTY = [False]
+
+
+@contextlib.contextmanager
+def empty_parameters():
+    """Parameters created inside hold no data: an empty (0,) tensor of their dtype, with their shape kept as
+    `_full_shape` (ZeRO stage 3 builds a model this way and fills each rank's slices from the checkpoint)."""
+    _EMPTY.append(True)
+    try:
+        yield
+    finally:
+        _EMPTY.pop()
+
+
 def new_parameter(shape, init="zeros", dtype=None, name=None, requires_grad=True):
     """A Parameter of `shape` in `dtype` (default: the scope's dtype), initialised by `init` (name or Initializer)."""
     dtype = dtype if dtype is not None else default_dtype()
+    if _EMPTY[-1]:
+        param = Parameter(ops.zeros((0,), dtype), name=name, requires_grad=requires_grad)
+        param._full_shape = tuple(int(d) for d in shape)
+        return param
     return Parameter(initializer(init, tuple(shape), dtype), name=name, requires_grad=requires_grad)
 
 

@@ -14,7 +14,7 @@ from .trainer_callback import (
 )
 from .trainer_utils import EvalPrediction, PredictionOutput, TrainOutput, get_last_checkpoint, set_seed
 from .training_args import TrainingArguments
-from .zero import merge_zero_checkpoint, shard_for_inference, ShardedInference
+from .zero import load_sharded, merge_zero_checkpoint, shard_for_inference, ShardedInference
 
 __all__ = [
     "Adafactor",
@@ -36,6 +36,7 @@ __all__ = [
     "get_scheduler",
     "merge_zero_checkpoint",
     "shard_for_inference",
+    "load_sharded",
     "ShardedInference",
     "set_seed",
 ]

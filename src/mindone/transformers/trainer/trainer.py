@@ -420,7 +420,7 @@ class Trainer:
         if self._train_step is None and args.zero_stage:
             self._train_step = zero.ZeroTrainStep(self._step_loss, self._optimizer_model_params(), self.optimizer,
                                                   args.max_grad_norm, args.zero_stage, world_size=args.world_size,
-                                                  use_jit=args.jit_mode)
+                                                  use_jit=args.jit_mode, model=self.model)
         if self._train_step is None:
             params = self._optimizer_model_params()
             self._train_step = TrainStep(self._step_loss, params, self.optimizer, args.max_grad_norm,
@@ -969,6 +969,8 @@ def _broadcast_parameters_from_rank0(model, rank):
     for param in model.get_parameters():
         if param.dtype not in (ms.float16, ms.float32, ms.float64, ms.bfloat16):
             continue  # counters (e.g. BatchNorm's num_batches_tracked)
+        if hasattr(param, "_zero_source") and param.shape == (0,):
+            continue  # `zero.load_sharded`: every rank reads its slices from the same checkpoint
         value = param if rank == 0 else ops.zeros_like(param)
         param.set_data(allreduce(value))
 

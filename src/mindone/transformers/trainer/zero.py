@@ -1,26 +1,30 @@
 """ZeRO-style sharding for the Trainer's data parallelism (msrun), on MindSpore's own collectives.
 
 Each AdamW parameter group is flattened (parameters in the optimizer's order, float32, zero-padded to a multiple
-of the world size) and cut into `world_size` equal contiguous slices; rank r owns slice r (`FlatLayout`).
+of the world size) and cut into `world_size` equal contiguous slices; rank r owns slice r (`FlatLayout`). For stage 3
+without jit each group is first cut per unit (below), so that a unit is gathered from its own flat groups.
 
     stage 1   every rank keeps AdamW's state (exp_avg, exp_avg_sq) and a float32 copy of the parameters for its
               slice only; gradients are all-reduced in full as in plain data parallelism, each rank updates its
               slice, then the updated slices are all-gathered into every rank's model.
     stage 2   + gradients: each micro-batch's gradients are reduce-scattered, so a rank accumulates only its slice
               (the full gradient of one micro-batch exists only transiently, inside the backward).
-    stage 3   + parameters at rest: between optimizer steps a rank holds only its float32 slice of the parameters;
-              the model's parameters are all-gathered before the next forward and released after the update
-              (`jit_mode=False` only, see `ZeroTrainStep`). What is NOT done: gathering per layer during the
-              forward/backward (DeepSpeed's stage 3 fetches each layer's parameters just before it runs): here the
-              whole model is gathered for the step, so peak memory during a step equals stage 2's. For inference
-              (`shard_for_inference`) parameters ARE gathered module by module around each forward.
+    stage 3   + parameters: a rank holds only its float32 slice of the parameters; during the forward and the
+              backward each unit (a decoder block, the embeddings, the final norm, the LM head) is all-gathered
+              just before it runs and released right after, its backward recomputing its forward on re-gathered
+              parameters (`jit_mode=False` only, see `ZeroTrainStep`): a rank holds its slices plus one unit.
+              For inference (`shard_for_inference`) the same units are gathered around each forward.
 
 Collectives on MindSpore 2.10's CPU backend (probed under msrun, 2 ranks, PyNative and inside `mindspore.jit`):
 AllReduce, AllGather and Broadcast work; ReduceScatter has no CPU kernel (`ops.ReduceScatter`,
 `mint.distributed.reduce_scatter[_tensor]`, `communication.comm_func.reduce_scatter_tensor` all fail), and so
-AllGather cannot be differentiated on CPU (its backward is a ReduceScatter). On CPU, reduce-scatter is therefore
+AllGather cannot be differentiated on CPU (its backward is a ReduceScatter): stage 3 gathers outside autograd (hooks)
+and differentiates the recomputed unit with respect to the gathered parameters. On CPU, reduce-scatter is therefore
 emulated as AllReduce + this rank's slice (same result, world_size times the traffic), with a logged note; on
 Ascend/GPU the real `ops.ReduceScatter` runs.
+
+Loading: `load_sharded(model_class, path)` builds the model with empty parameters, and `ShardedAdamW` /
+`shard_for_inference` read only this rank's slices from the safetensors files (no rank materialises the model).
 
 Checkpoints: every rank writes `zero_shard_rank{R}.safetensors` (its slices of the parameters and of AdamW's state,
 the step, and the layout in the metadata); rank 0 also writes the full model as usual. Resuming needs the same world
@@ -186,6 +190,23 @@ class FlatLayout:
         return {"shapes": [list(s) for s in self.shapes], "world_size": self.world_size}
 
 
+def _split_groups_by_unit(groups, units):
+    """Each weight-decay group cut into one group per stage-3 unit (in unit order), so that gathering a unit
+    all-gathers only the flat groups holding its parameters. A tied parameter goes with the first unit owning it."""
+    unit_of = {}
+    for index, (_, _, params) in enumerate(units):
+        for param in params:
+            unit_of.setdefault(id(param), index)
+    out = []
+    for index in range(len(units) + 1):  # + parameters outside every unit (none for a PreTrainedModel)
+        for group in groups:
+            picked = [i for i, p in enumerate(group["params"]) if unit_of.get(id(p), len(units)) == index]
+            if picked:
+                out.append({**group, "names": [group["names"][i] for i in picked],
+                            "params": [group["params"][i] for i in picked]})
+    return out
+
+
 class Collectives:
     """all_gather / reduce_scatter over the world group, flat along axis 0. On CPU, reduce-scatter is AllReduce +
     this rank's slice (MindSpore has no CPU ReduceScatter kernel); the real ReduceScatter elsewhere."""
@@ -239,6 +260,7 @@ class ShardedAdamW:
         self.param_shards, self.exp_avg, self.exp_avg_sq = [], [], []
         self.parameters = []
         self.step = 0
+        readers = {}
         for i, group in enumerate(named_groups):
             params = list(group["params"])
             self.param_groups.append({"params": params, "lr": float(lr), "betas": tuple(betas), "eps": float(eps),
@@ -246,10 +268,17 @@ class ShardedAdamW:
                                       "maximize": False})
             self.names.append(list(group["names"]))
             self.parameters += params
-            layout = FlatLayout([p.shape for p in params], self.world_size)
+            layout = FlatLayout([_full_shape(p) for p in params], self.world_size)
             self.layouts.append(layout)
             self.lrs.append(Parameter(Tensor(lr, ms.float32), name=f"zero.lr.{i}", requires_grad=False))
-            shard = layout.shard(layout.flatten([p.asnumpy() for p in params]), self.rank)
+            unloaded = [n for n, p in zip(group["names"], params) if _is_sharded_load(p)]
+            if unloaded and len(unloaded) < len(params):
+                raise ValueError(f"parameter group {i} mixes parameters of a load_sharded model ({unloaded[:3]}) "
+                                 "with materialised ones (added after loading?): not supported")
+            if unloaded:  # `load_sharded`: this rank's slice read from the files
+                shard = _read_shard(layout, [p._zero_source for p in params], self.rank, readers)
+            else:
+                shard = layout.shard(layout.flatten([p.asnumpy() for p in params]), self.rank)
             self.param_shards.append(Parameter(Tensor(shard.copy()), name=f"zero.param.{i}", requires_grad=False))
             zeros = np.zeros(layout.shard_size, np.float32)
             self.exp_avg.append(Parameter(Tensor(zeros), name=f"zero.exp_avg.{i}", requires_grad=False))
@@ -262,6 +291,8 @@ class ShardedAdamW:
         names = {id(p): n for n, p in named_trainable_parameters(model)}
         groups = [{"names": [names[id(p)] for p in g["params"]], **g}
                   for g in grouped_parameters(model, args.weight_decay)]
+        if args.zero_stage == 3 and not args.jit_mode:
+            groups = _split_groups_by_unit(groups, parameter_units(model, trainable_only=True))
         return cls(groups, args.learning_rate, (args.adam_beta1, args.adam_beta2), args.adam_epsilon,
                    args.world_size, args.process_index)
 
@@ -338,13 +369,23 @@ class ZeroTrainStep(TrainStep):
     """`TrainStep` with ZeRO sharding (stage 1, 2 or 3) over a `ShardedAdamW`; same calls (grad_step, prepare,
     update), so the Trainer's loop, clipping and logging are unchanged.
 
-    Stage 3 releases the model's parameters after each update (each becomes an empty (0,) tensor) and gathers them
-    again before the next forward (`gather_parameters`, also called by the Trainer before evaluating or saving). Replacing a Parameter's data is invisible to an already compiled
-    `mindspore.jit` graph (it keeps the old buffer), so with `use_jit` stage 3 keeps the parameters materialised
-    (memory as stage 2) and says so in a warning.
+    Stage 3 (`jit_mode=False`) gathers parameters per unit (`parameter_units`: each decoder block, the embeddings,
+    the final norm, the LM head): a unit's parameters are all-gathered from the ranks' slices just before its forward
+    and released right after it; its forward keeps no activations (MindSpore's recompute), and its backward gathers
+    the parameters again, recomputes the forward and takes the gradients, then releases them. A rank so holds its
+    slices plus one unit's full parameters at a time (`memory_bytes()["parameters_peak"]`). Gradients are full-size
+    while the backward runs and reduce-scattered right after it, as in stage 2. Outside the training step the
+    parameters stay released until `gather_parameters` (called by the Trainer before evaluating or saving).
+
+    Replacing a Parameter's data is invisible to an already compiled `mindspore.jit` graph (it keeps the old
+    buffer), so with `use_jit` stage 3 keeps the parameters materialised (memory as stage 2) and says so in a warning.
+
+    Args:
+        model: the model whose units stage 3 gathers (required for stage 3 without jit).
     """
 
-    def __init__(self, loss_fn, model_params, optimizer, max_grad_norm, stage, world_size=1, use_jit=True):
+    def __init__(self, loss_fn, model_params, optimizer, max_grad_norm, stage, world_size=1, use_jit=True,
+                 model=None):
         if not isinstance(optimizer, ShardedAdamW):
             raise ValueError(f"ZeRO stage {stage} needs the Trainer's ShardedAdamW optimizer, got "
                              f"{type(optimizer).__name__} (custom optimizers cannot be sharded)")
@@ -355,9 +396,85 @@ class ZeroTrainStep(TrainStep):
             logger.warning("ZeRO stage 3 with jit_mode=True keeps the model's parameters materialised between steps "
                            "(a compiled graph cannot see re-allocated parameters): memory as stage 2. Use "
                            "jit_mode=False to release them.")
+        if self.release_parameters and model is None:
+            raise ValueError("ZeRO stage 3 without jit gathers the parameters unit by unit: pass the model")
+        unloaded = [p.name for p in (model.get_parameters() if model is not None else model_params)
+                    if _is_sharded_load(p) and not (self.release_parameters and p.requires_grad)]
+        if unloaded:
+            raise ValueError(f"parameters of a model built by load_sharded are read only by ZeRO stage 3 with "
+                             f"jit_mode=False, as trainable parameters; not loaded here: {unloaded[:5]}"
+                             f"{' ...' if len(unloaded) > 5 else ''} (load the model with from_pretrained instead)")
         self._released = False
         super().__init__(loss_fn, model_params, optimizer, max_grad_norm, master_params=None,
                          world_size=world_size, use_jit=use_jit)
+        self.gathered_bytes_peak = 0  # most trainable-parameter bytes materialised at once during a step
+        if self.release_parameters:
+            self._setup_units(model)
+
+    # -- stage 3: per-unit gather / release ----------------------------------------------------------------------
+
+    def _setup_units(self, model):
+        opt = self.optimizer
+        layout_of = {}
+        for index, (start, end) in enumerate(opt.group_ranges()):
+            for param in opt.parameters[start:end]:
+                layout_of[id(param)] = index
+        units = parameter_units(model, trainable_only=True)
+        names = [name for name, _, _ in units]
+        self._layout_refs = [0] * len(opt.layouts)
+        self._live = 0
+        self._active = False
+        self._resident = set()  # layouts of units that contain other units: gathered for the whole step
+        self.units = []
+        for name, cell, params in units:
+            layouts = sorted({layout_of[id(p)] for p in params})
+            if any(other != name and (not name or other.startswith(name + ".")) for other in names):
+                self._resident.update(layouts)  # recomputing it would nest the inner units' recompute
+                continue
+            if getattr(cell, "_recompute_cell", None) is None:
+                cell.recompute()  # its forward saves nothing; the backward re-runs it on re-gathered parameters
+            cell.register_forward_pre_hook(self._hook(self._gather_layouts, layouts))
+            cell.register_forward_hook(self._hook(self._release_layouts, layouts))
+            cell.register_backward_pre_hook(self._hook(self._gather_layouts, layouts))
+            cell.register_backward_hook(self._hook(self._release_layouts, layouts))
+            self.units.append((name, layouts))
+        self._release()
+        logger.info("ZeRO-3: %d units gathered one at a time (%d flat groups)", len(self.units), len(opt.layouts))
+
+    def _hook(self, fn, layouts):
+        def hook(*_):
+            if self._active:
+                fn(layouts)
+        return hook
+
+    def _gather_layouts(self, layouts):
+        opt = self.optimizer
+        ranges = opt.group_ranges()
+        for index in layouts:
+            self._layout_refs[index] += 1
+            if self._layout_refs[index] > 1:
+                continue
+            layout, (start, end) = opt.layouts[index], ranges[index]
+            flat = self.comm.all_gather(opt.param_shards[index])
+            for param, offset, n, shape in zip(self.model_params[start:end], layout.offsets, layout.numels,
+                                               layout.shapes):
+                param.set_data(flat[offset:offset + n].reshape(shape).astype(param.dtype), slice_shape=True)
+                self._live += n * param.itemsize
+        self.gathered_bytes_peak = max(self.gathered_bytes_peak, self._live)
+
+    def _release_layouts(self, layouts, force=False):
+        opt = self.optimizer
+        ranges = opt.group_ranges()
+        for index in layouts:
+            if self._layout_refs[index] == 0:
+                continue
+            self._layout_refs[index] = 0 if force else self._layout_refs[index] - 1
+            if self._layout_refs[index]:
+                continue
+            layout, (start, end) = opt.layouts[index], ranges[index]
+            for param, n in zip(self.model_params[start:end], layout.numels):
+                self._live -= n * param.itemsize
+                _release_parameter(param)
 
     def _make_buffers(self):
         if self.stage == 1:
@@ -399,9 +516,18 @@ class ZeroTrainStep(TrainStep):
         return fns
 
     def grad_step(self, inputs, loss_factor, loss_scale=1.0, num_items_in_batch=None, first=True):
-        if first:
-            self.gather_parameters()
-        return super().grad_step(inputs, loss_factor, loss_scale, num_items_in_batch, first)
+        if not self.release_parameters:
+            return super().grad_step(inputs, loss_factor, loss_scale, num_items_in_batch, first)
+        if not self._released:  # gathered whole for an evaluation or a save since the last step
+            self._release()
+        self._gather_layouts(sorted(self._resident))
+        self._active = True
+        try:
+            return super().grad_step(inputs, loss_factor, loss_scale, num_items_in_batch, first)
+        finally:
+            self._active = False
+            # whatever is still gathered (an error mid-step, a unit whose backward hook did not run) is released
+            self._release_layouts(range(len(self._layout_refs)), force=True)
 
     def update(self):
         grad_scale = float(np.float32(self.grad_scale))
@@ -428,6 +554,8 @@ class ZeroTrainStep(TrainStep):
     def _release(self):
         for param in self.model_params:
             _release_parameter(param)
+        self._live = 0
+        self._layout_refs = [0] * len(self.optimizer.layouts)
         self._released = True
 
     def gather_parameters(self):
@@ -442,11 +570,13 @@ class ZeroTrainStep(TrainStep):
         self._released = False
 
     def memory_bytes(self):
-        """Bytes this rank holds, by kind: optimizer state (ShardedAdamW's slices), gradient buffers, and the
-        model's trainable parameters (0 for a released stage-3 parameter)."""
+        """Bytes this rank holds, by kind: optimizer state (ShardedAdamW's slices), gradient buffers, the model's
+        trainable parameters now (0 for a released stage-3 parameter) and the most of them materialised at once
+        during a step (`parameters_peak`: stage 3 without jit, one unit at a time)."""
         params = 0 if self._released else sum(_nbytes(p) for p in self.model_params)
+        peak = self.gathered_bytes_peak if self.release_parameters else params
         return {"optimizer_state": self.optimizer.state_bytes(), "gradients": sum(_nbytes(b) for b in self.buffers),
-                "parameters": params}
+                "parameters": params, "parameters_peak": peak}
 
 
 def _flat_reduce_scatter(start, end, pad, shard_size, comm):
@@ -470,7 +600,10 @@ def _flat_reduce_scatter(start, end, pad, shard_size, comm):
 
 
 def _release_parameter(param):
-    """Replaces a parameter's data by an empty tensor of its dtype (stage 3: the rank keeps only its slice)."""
+    """Replaces a parameter's data by an empty tensor of its dtype (stage 3: the rank keeps only its slice); its
+    shape stays readable as `_full_shape` (the token-id check reads the embedding's rows)."""
+    if param.shape != (0,):
+        param._full_shape = tuple(param.shape)
     param.set_data(Tensor(np.zeros((0,), _np_dtype(param.dtype))), slice_shape=True)
 
 
@@ -513,6 +646,142 @@ def load_shard(optimizer, directory):
     optimizer.load_shard_state(load_file(path), meta, path)
 
 
+def parameter_units(model, trainable_only=False):
+    """[(name, cell, params)]: the units stage 3 gathers at once. Each decoder block (the model's
+    `_no_split_modules` classes) is one unit; every other cell owning parameters outside them (embeddings, final norm,
+    LM head) is one with its own parameters. A tied parameter (the LM head's weight is the embedding table) belongs
+    to every cell that owns it, so each of its users gathers it."""
+    block_types = set(getattr(model, "_no_split_modules", None) or ())
+    keep = (lambda p: p.requires_grad) if trainable_only else (lambda p: True)
+    units, covered = [], set()
+    for name, cell in model.cells_and_names():
+        if type(cell).__name__ in block_types:
+            params = [p for p in cell.get_parameters() if id(p) not in covered and keep(p)]
+            covered.update(id(p) for p in cell.get_parameters())
+            if params:
+                units.append((name, cell, params))
+    for name, cell in model.cells_and_names():
+        own = [p for p in cell._params.values() if p is not None and id(p) not in covered and keep(p)]
+        if own:
+            units.append((name, cell, own))
+    return units
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stage-3 loading: each rank reads only its slices of the checkpoint
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_sharded(model_class, pretrained_model_name_or_path, dtype="float32", **hub_kwargs):
+    """Builds `model_class` for ZeRO stage 3 without materialising its parameters: every parameter is created empty
+    (`backend.layers.empty_parameters`) and remembers where its tensor is in the safetensors checkpoint, so that
+    `ShardedAdamW` (stage-3 training, `jit_mode=False`) and `shard_for_inference` read only this rank's slices from the
+    files (memory-mapped, row by row) instead of every rank loading the whole model.
+
+    Limits: safetensors checkpoints stored in float32 or float16 whose keys are the model's parameter names (a head
+    model's checkpoint, or the base model's with the base-model prefix added or removed); every parameter must be in
+    the checkpoint (nothing to initialise randomly); no `_convert_checkpoint` hook (MoE expert stacking); models
+    built with `backend.layers` parameters only. Anything else raises ValueError naming it.
+
+    Args:
+        model_class: a PreTrainedModel class, e.g. `LlamaForCausalLM`.
+        pretrained_model_name_or_path: a checkpoint directory or Hub repo id.
+        dtype: "float32" (default) or "float16": the dtype of the parameters when gathered.
+    Returns: the model, every parameter an empty (0,) tensor with `_full_shape` and `_zero_source` (file, key).
+    """
+    from safetensors import safe_open
+
+    from .. import weights
+    from ..backend import layers
+    from ..modeling_utils import PreTrainedModel, _load_generation_config, _loading_scope
+
+    path = os.fspath(pretrained_model_name_or_path)
+    config, _ = model_class._load_config(path, "", None, {}, **hub_kwargs)
+    files, fmt = weights.resolve_checkpoint_files(path, **hub_kwargs)
+    if fmt != "safetensors":
+        raise ValueError(f"load_sharded({path!r}): reads slices of safetensors files only, found {fmt} "
+                         f"({', '.join(os.path.basename(f) for f in files)})")
+    if model_class._convert_checkpoint is not PreTrainedModel._convert_checkpoint:
+        raise ValueError(f"load_sharded: {model_class.__name__} converts its checkpoint's tensors while loading "
+                         "(_convert_checkpoint); load it with from_pretrained")
+    ms_dtype = {"float32": ms.float32, "float16": ms.float16}.get(str(dtype))
+    if ms_dtype is None:
+        raise ValueError(f"load_sharded: dtype must be 'float32' or 'float16', got {dtype!r}")
+    config.dtype = str(dtype)
+    with layers.empty_parameters(), layers.dtype_scope(ms_dtype), _loading_scope():
+        model = model_class(config)
+    model.tie_weights()
+    where = {}
+    for file in files:
+        with safe_open(file, "np") as f:
+            for key in f.keys():
+                where[key] = file
+    prefix = model.base_model_prefix
+    missing = []
+    for name, param in model.named_parameters_dict().items():
+        if hasattr(param, "_zero_source"):
+            continue  # a tied parameter, found under its other name
+        candidates = [name, name[len(prefix) + 1:] if prefix and name.startswith(prefix + ".") else f"{prefix}.{name}"]
+        key = next((k for k in candidates if k in where), None)
+        if key is None or not hasattr(param, "_full_shape"):
+            missing.append(name)
+            continue
+        with safe_open(where[key], "np") as f:
+            shape = tuple(f.get_slice(key).get_shape())
+        if shape != param._full_shape:
+            raise ValueError(f"{key}: checkpoint shape {shape} != model shape {param._full_shape} ({where[key]})")
+        param._zero_source = (where[key], key)
+    missing = [n for n in missing if not hasattr(model.named_parameters_dict()[n], "_zero_source")]
+    if missing:
+        raise ValueError(f"load_sharded({path!r}): parameters not in the checkpoint (or not created by "
+                         f"backend.layers), which a sharded load cannot initialise: {missing}")
+    model.name_or_path = path
+    if model.can_generate():
+        model.generation_config = _load_generation_config(path, "", config, **hub_kwargs)
+    model.set_train(False)
+    return model
+
+
+def _is_sharded_load(param):
+    return param.shape == (0,) and hasattr(param, "_zero_source")
+
+
+def _full_shape(param):
+    return tuple(param._full_shape) if param.shape == (0,) and hasattr(param, "_full_shape") else tuple(param.shape)
+
+
+def _read_flat(source, start, stop, readers):
+    """Elements [start, stop) of the flattened checkpoint tensor `source` = (file, key), as float32, reading only the
+    rows (along axis 0) that hold them."""
+    from safetensors import safe_open
+
+    file, key = source
+    if file not in readers:
+        readers[file] = safe_open(file, "np")
+    view = readers[file].get_slice(key)
+    if view.get_dtype() not in ("F32", "F16", "F64"):
+        raise ValueError(f"{key} in {file}: dtype {view.get_dtype()} cannot be read slice by slice (float32/16 only)")
+    shape = view.get_shape()
+    if not shape:
+        return np.asarray(readers[file].get_tensor(key), np.float32).reshape(-1)[start:stop]
+    row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    first, last = start // row, -(-stop // row)
+    rows = np.asarray(view[first:last], np.float32).reshape(-1)
+    return rows[start - first * row:stop - first * row]
+
+
+def _read_shard(layout, sources, rank, readers):
+    """`layout.shard(layout.flatten(tensors), rank)` read from the checkpoint: only the pieces of the tensors that
+    overlap this rank's slice."""
+    low, high = rank * layout.shard_size, (rank + 1) * layout.shard_size
+    out = np.zeros(layout.shard_size, np.float32)
+    for source, start, n in zip(sources, layout.offsets, layout.numels):
+        a, b = max(low, start), min(high, start + n)
+        if a < b:
+            out[a - low:b - low] = _read_flat(source, a - start, b - start, readers)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # stage-3 inference: parameters sharded at rest, gathered module by module during the forward
 # ----------------------------------------------------------------------------------------------------------------
@@ -528,8 +797,8 @@ class ShardedInference:
     its users in turn. Decoding runs in PyNative (`generation_config.disable_compile` is set): a compiled step would
     capture the parameters as they were at compile time.
 
-    Limits: `from_pretrained` still materialises the whole model once per rank before `shard_for_inference` slices
-    it; training is not covered (its backward would need the parameters again, see the module docstring).
+    A model from `from_pretrained` is materialised once per rank and then sliced; one from `load_sharded` never is
+    (each rank reads its slices from the checkpoint).
 
     Args:
         model: a loaded PreTrainedModel (its parameters are replaced by empty tensors).
@@ -544,11 +813,12 @@ class ShardedInference:
         self.shards = {}  # id(param) -> (param, shard Tensor, shard numel, full shape)
         self.gathered_bytes_peak = 0
         self._live = 0
-        units = self._units(model)
+        units = [(cell, params) for _, cell, params in parameter_units(model)]
+        readers = {}
         for _, params in units:
             for param in params:
                 if id(param) not in self.shards:
-                    self._shard(param)
+                    self._shard(param, readers)
         self.units = units
         for cell, params in units:
             cell.register_forward_pre_hook(self._pre_hook(params))
@@ -557,31 +827,18 @@ class ShardedInference:
         logger.info("ZeRO-3 inference: %d parameters in %d units sharded over %d ranks", len(self.shards), len(units),
                     world_size)
 
-    @staticmethod
-    def _units(model):
-        block_types = set(getattr(model, "_no_split_modules", None) or ())
-        units, covered = [], set()
-        for _, cell in model.cells_and_names():
-            if type(cell).__name__ in block_types:
-                params = [p for p in cell.get_parameters() if id(p) not in covered]
-                covered.update(id(p) for p in cell.get_parameters())
-                if params:
-                    units.append((cell, params))
-        for _, cell in model.cells_and_names():
-            own = [p for p in cell._params.values() if p is not None and id(p) not in covered]
-            if own:
-                units.append((cell, own))
-        # a tied parameter (the LM head's weight is the embedding table) is owned by both cells: both gather it
-        return units
-
-    def _shard(self, param):
-        value = param.asnumpy().reshape(-1)
-        shard = -(-value.size // self.world_size)
-        padded = np.zeros(shard * self.world_size, value.dtype)
-        padded[:value.size] = value
-        self.shards[id(param)] = (param, Tensor(padded[self.rank * shard:(self.rank + 1) * shard]), shard,
-                                  tuple(param.shape))
-        param._full_shape = tuple(param.shape)  # read by generate()'s token-id check
+    def _shard(self, param, readers):
+        shape = _full_shape(param)
+        numel = int(np.prod(shape)) if shape else 1
+        shard = -(-numel // self.world_size)
+        if _is_sharded_load(param):  # `load_sharded`: only this rank's slice is read from the files
+            layout = FlatLayout([shape], self.world_size)
+            piece = _read_shard(layout, [param._zero_source], self.rank, readers).astype(_np_dtype(param.dtype))
+        else:
+            padded = np.zeros(shard * self.world_size, _np_dtype(param.dtype))
+            padded[:numel] = param.asnumpy().reshape(-1)
+            piece = padded[self.rank * shard:(self.rank + 1) * shard]
+        self.shards[id(param)] = (param, Tensor(piece), shard, shape)
         _release_parameter(param)
 
     def _gather(self, params):
