@@ -315,6 +315,13 @@ class BridgeTowerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bridgetower"
     _no_split_modules = ["BridgeTowerSelfAttention", "BridgeTowerResidualAttention"]
 
+    @classmethod
+    def _fix_checkpoint_key(cls, key):
+        # an `interpolate` link tower's mixing weight is a parameter named `beta`, not a legacy LayerNorm bias
+        if key.endswith(".beta") and "link_tower" in key:
+            return key
+        return super()._fix_checkpoint_key(key)
+
     def init_weights(self):
         # a parent after all its descendants, as torch's Module.apply: the vision transformer's own scheme
         # overrides the generic one of its Linears
