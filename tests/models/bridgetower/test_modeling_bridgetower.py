@@ -4,6 +4,9 @@ transforms, the vision tower with separate LayerNorms, every head with its loss,
 retrieval through HF's `BridgeTowerProcessor` (its PIL image processor on numpy images and a RoBERTa tokenizer)."""
 
 
+import copy
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -65,9 +68,11 @@ def checkpoints(tmp_path_factory):
     def get(torch_cls, variant="add"):
         key = (torch_cls.__name__, variant)
         if key not in made:
-            model = parity.torch_reference(torch_cls, make_config(variant), seed=len(made))
+            # the seed depends on the checkpoint only, not on which test asked first
+            seed = zlib.crc32(f"{torch_cls.__name__}/{variant}".encode()) % 1000
+            model = parity.torch_reference(torch_cls, make_config(variant), seed=seed)
             with torch.no_grad():  # constants in HF's init: randomised so that they are tested
-                g = torch.Generator().manual_seed(len(made) + 10)
+                g = torch.Generator().manual_seed(seed + 10)
                 for name, p in model.named_parameters():
                     if name.endswith(("scaled_factor", "beta", "logit_scale")):
                         p.copy_(torch.rand(p.shape, generator=g) + 0.3)
@@ -125,7 +130,7 @@ def test_model_matches_torch_fp32(checkpoints, variant, mode):
 
 
 @pytest.mark.parametrize("head,mode", [("contrastive", "pynative"), ("mlm", "pynative"), ("itm", "pynative"),
-                                       ("itm", "graph"),
+                                       pytest.param("itm", "graph", marks=pytest.mark.slow),
                                        pytest.param("contrastive", "graph", marks=pytest.mark.slow),
                                        pytest.param("mlm", "graph", marks=pytest.mark.slow)])
 def test_heads_and_losses_match_torch(checkpoints, head, mode):
@@ -146,23 +151,39 @@ def test_heads_and_losses_match_torch(checkpoints, head, mode):
 
 @pytest.mark.parametrize("head", ["base", "contrastive"])
 def test_fp16_close_to_torch(checkpoints, head):
+    """Ours in fp16 vs torch fp32: within FP16_BAR, or 1.25x torch fp16's own error if that is larger."""
     if head == "base":
         torch_model, path = checkpoints(transformers.BridgeTowerModel)
         ours_cls, fields = BridgeTowerModel, ["pooler_output", "text_features", "image_features"]
     else:
         torch_model, path = checkpoints(transformers.BridgeTowerForContrastiveLearning)
         ours_cls, fields = BridgeTowerForContrastiveLearning, ["logits"]
+    inputs = batch(seed=2)
+    ref = parity.run_torch(torch_model, inputs)
+    half = dict(inputs, pixel_values=inputs["pixel_values"].astype(np.float16))
+    torch_half = parity.run_torch(copy.deepcopy(torch_model).half(), half)
+    out = parity.run_ours(parity.load_ours(ours_cls, path, dtype="float16"), inputs)
     for field in fields:
-        vision_parity.assert_fp16_close(ours_cls, torch_model, path, batch(seed=2), field, "pynative")
+        error, torch_error = parity.rel_error(out[field], ref[field]), parity.rel_error(torch_half[field], ref[field])
+        assert error <= max(parity.FP16_BAR, 1.25 * torch_error), (field, error, torch_error)
 
 
-def assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode):
+def assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode, exact=False):
     """Every parameter's gradient within 1e-4 of torch's, except where the true gradient is 0 (checked absolutely):
     softmax is shift-invariant per query, so a bias added to every key (a key projection's bias, the key third of
     the vision attention's packed `in_proj_bias`) has a gradient of rounding noise only. Embedding tables are judged
     on the rows the batch uses (the others, the padding row included, must be exactly 0): over the whole mostly-zero
-    table the metric's mean is tiny and torch fp32 is itself 4.6e-4 off float64 there (ours 2e-5 on the used rows)."""
+    table the metric's mean is tiny and torch fp32 is itself 4.6e-4 off float64 there (ours 2e-5 on the used rows).
+
+    `exact`: the reference is torch in float64 and a gradient also passes within 2x torch fp32's own error there."""
     ref_loss, ref_grads = parity.torch_gradients(torch_model, inputs)
+    bars = {}
+    if exact:
+        fp32_grads = ref_grads
+        inputs64 = {k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v
+                    for k, v in inputs.items()}
+        ref_loss, ref_grads = parity.torch_gradients(copy.deepcopy(torch_model).double(), inputs64)
+        bars = {n: max(parity.GRAD_BAR, 2.0 * parity.rel_error(fp32_grads[n], g)) for n, g in ref_grads.items()}
     loss, grads = parity.our_gradients(parity.load_ours(ours_cls, path), inputs, mode)
     errors = {"loss": parity.rel_error(loss, ref_loss)}
     for name, ref in ref_grads.items():
@@ -180,7 +201,8 @@ def assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode):
             errors[name] = parity.rel_error(ours[used], ref[used])
         else:
             errors[name] = parity.rel_error(ours, ref)
-    parity.assert_close(errors, parity.GRAD_BAR, f"grads/{ours_cls.__name__}/{mode}")
+    bad = {n: (e, bars.get(n, parity.GRAD_BAR)) for n, e in errors.items() if not e <= bars.get(n, parity.GRAD_BAR)}
+    assert not bad, f"grads/{ours_cls.__name__}/{mode}: (error, bar) above the bar: {bad}"
 
 
 @pytest.mark.parametrize("head", sorted(HEADS))
@@ -195,7 +217,9 @@ def test_gradients_match_torch(checkpoints, head, mode):
         inputs["labels"] = np.where(inputs["attention_mask"] == 1, inputs["input_ids"], -100)
     else:
         inputs["labels"] = np.array([0, 1], np.int64)
-    assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode)
+    # the contrastive loss compares normalised embeddings: its gradients carry more rounding (torch fp32 is itself up
+    # to 1e-4 off float64 on some weights), so it is judged against torch in float64
+    assert_gradients_match_torch(ours_cls, torch_model, path, inputs, mode, exact=head == "contrastive")
 
 
 def test_image_embeds_input_and_interpolate_pos_encoding(checkpoints):
@@ -263,13 +287,12 @@ def test_image_text_retrieval_through_processor_matches_torch(checkpoints):
     texts = ["a cat", "two dogs on a mat", "a dog"]
     torch_model, path = checkpoints(transformers.BridgeTowerForImageAndTextRetrieval)
     ours = parity.load_ours(BridgeTowerForImageAndTextRetrieval, path)
-    scores, ref_scores = np.zeros((2, 3)), np.zeros((2, 3))
-    for i, image in enumerate(images):
-        for j, text in enumerate(texts):
-            encoding = dict(processor(image, text, return_tensors="np"))
-            assert encoding["input_ids"].max() < VOCAB
-            scores[i, j] = parity.to_numpy(ours(**encoding).logits)[0, 1]
-            ref_scores[i, j] = parity.run_torch(torch_model, encoding).logits[0, 1].item()
+    # every (image, text) pair in one padded batch
+    pairs = [(image, text) for image in images for text in texts]
+    encoding = dict(processor([p[0] for p in pairs], [p[1] for p in pairs], padding=True, return_tensors="np"))
+    assert encoding["input_ids"].max() < VOCAB and encoding["attention_mask"].min() == 0
+    scores = parity.to_numpy(ours(**encoding).logits)[:, 1].reshape(len(images), len(texts))
+    ref_scores = parity.run_torch(torch_model, encoding).logits[:, 1].numpy().reshape(len(images), len(texts))
     assert parity.rel_error(scores, ref_scores) <= parity.FP32_BAR
     assert np.array_equal(scores.argmax(1), ref_scores.argmax(1))
 
