@@ -251,6 +251,21 @@ def test_vision_tower_with_separate_layernorms_and_key_padding(checkpoints):
         assert parity.rel_error(out, ref) <= parity.FP32_BAR
 
 
+def test_text_tower_matches_torch(checkpoints):
+    """The RoBERTa text model on its own (its pooler is in the checkpoint though BridgeTowerModel never uses it)."""
+    torch_model, path = checkpoints(transformers.BridgeTowerModel)
+    ours = parity.load_ours(BridgeTowerModel, path).text_model
+    inputs = batch(seed=6)
+    kwargs = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True,
+                  output_attentions=True)
+    ref = parity.run_torch(torch_model.text_model, kwargs)
+    out = parity.run_ours(ours, kwargs)
+    rows = inputs["attention_mask"].astype(bool)
+    errors = parity.compare_outputs(out, ref, ["last_hidden_state", "hidden_states"], rows=rows)
+    errors.update(parity.compare_outputs(out, ref, ["pooler_output", "attentions"]))
+    parity.assert_close(errors, parity.FP32_BAR, "text tower")
+
+
 def test_auto_model_and_tuple_output(checkpoints):
     torch_model, path = checkpoints(transformers.BridgeTowerModel)
     model = AutoModel.from_pretrained(path)
