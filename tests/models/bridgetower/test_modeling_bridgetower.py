@@ -35,6 +35,7 @@ VARIANTS = {
                                  vision_config=dict(VISION, share_layernorm=False)),
     "interpolate": dict(link_tower_type="interpolate"),
     "shared_link_tower": dict(share_link_tower_layers=True, link_tower_type="scaled_add"),
+    "tied": dict(tie_word_embeddings=True),
 }
 HEADS = {
     "contrastive": (BridgeTowerForContrastiveLearning, transformers.BridgeTowerForContrastiveLearning),
@@ -147,6 +148,16 @@ def test_heads_and_losses_match_torch(checkpoints, head, mode):
     ref = parity.run_torch(torch_model, inputs)
     assert list(out.keys()) == list(ref.keys()) and "loss" in out
     assert_all_fields_close(out, ref, context=f"{head}/{mode}")
+
+
+def test_masked_lm_with_tied_word_embeddings(checkpoints):
+    """`tie_word_embeddings=True` (on the composite config): the MLM decoder is the word embedding table."""
+    torch_model, path = checkpoints(transformers.BridgeTowerForMaskedLM, "tied")
+    ours = parity.load_ours(BridgeTowerForMaskedLM, path)
+    assert ours.mlm_score.decoder.weight is ours.bridgetower.text_model.embeddings.word_embeddings.weight
+    inputs = batch(seed=9)
+    inputs["labels"] = np.where(inputs["attention_mask"] == 1, inputs["input_ids"], -100)
+    assert_all_fields_close(parity.run_ours(ours, inputs), parity.run_torch(torch_model, inputs), context="tied")
 
 
 @pytest.mark.parametrize("head", ["base", "contrastive"])

@@ -315,6 +315,10 @@ class BridgeTowerPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bridgetower"
     _no_split_modules = ["BridgeTowerSelfAttention", "BridgeTowerResidualAttention"]
 
+    def _tie_word_embeddings_enabled(self):
+        # the flag is the composite config's own (the text config has none)
+        return bool(getattr(self.config, "tie_word_embeddings", False))
+
     @classmethod
     def _fix_checkpoint_key(cls, key):
         # an `interpolate` link tower's mixing weight is a parameter named `beta`, not a legacy LayerNorm bias
