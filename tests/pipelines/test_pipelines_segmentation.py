@@ -1,4 +1,4 @@
-"""image-segmentation (semantic, UperNet) and image-classification (Swin) pipelines against torch `transformers`'
+"""image-segmentation (semantic: UperNet, Data2Vec-Vision) and image-classification (Swin) pipelines against torch `transformers`'
 pipelines on the same tiny checkpoints and image processors (the PIL ones: torchvision is not installed here)."""
 
 import numpy as np
@@ -74,6 +74,33 @@ def test_semantic_segmentation_matches_torch(dirs, images):
     assert [m["mask"].size for m in out[0]] == [pil[0].size] * len(out[0]) and len(out[0]) >= 2
     assert sum(np.asarray(m["mask"]) // 255 for m in out[0]).max() == 1
     assert_same_result(ours(path, subtask="semantic"), ref(path, subtask="semantic"))
+
+
+@pytest.fixture(scope="module")
+def data2vec_dir(tmp_path_factory):
+    """A tiny Data2VecVisionForSemanticSegmentation (BEiT head) with HF's BEiT image processor."""
+    torch.manual_seed(1)
+    config = transformers.Data2VecVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=4, num_attention_heads=4, image_size=16, patch_size=4,
+        use_relative_position_bias=True, out_indices=[2, 3, 4, 5], pool_scales=[1, 2, 3, 6], auxiliary_channels=8,
+        **_labels())
+    model = transformers.Data2VecVisionForSemanticSegmentation(config).eval()
+    with torch.no_grad():  # sharpened so that no pixel's arg-max is a near-tie
+        model.decode_head.classifier.weight.mul_(30.0)
+        model.decode_head.classifier.bias.zero_()
+    path = str(tmp_path_factory.mktemp("data2vec_vision"))
+    model.save_pretrained(path)
+    _processor("BeitImageProcessor", size={"height": 16, "width": 16}, do_center_crop=False).save_pretrained(path)
+    return path
+
+
+def test_data2vec_vision_semantic_segmentation_matches_torch(data2vec_dir, images):
+    pil, path = images
+    ours = pipeline("image-segmentation", model=data2vec_dir)
+    ref = transformers.pipeline("image-segmentation", model=data2vec_dir)
+    out = ours(pil + [path], batch_size=2)
+    assert_same_result(out, ref(pil + [path]))
+    assert [m["mask"].size for m in out[0]] == [pil[0].size] * len(out[0]) and len(out[0]) >= 2
 
 
 def test_segmentation_with_model_instance_and_unsupported_subtask(dirs, images):

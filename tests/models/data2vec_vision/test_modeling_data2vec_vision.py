@@ -1,5 +1,6 @@
 """Data2Vec-Vision parity with torch `transformers` on tiny random checkpoints (tests/parity.py): per-layer and
-shared relative position bias, absolute positions, layer scale, mean or class-token pooling."""
+shared relative position bias, absolute positions, layer scale, mean or class-token pooling; semantic segmentation
+(UPerNet decode head + FCN auxiliary head, their loss with `semantic_loss_ignore_index`)."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ import transformers
 from mindone.transformers import (
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
     Data2VecVisionForImageClassification,
+    Data2VecVisionForSemanticSegmentation,
     Data2VecVisionModel,
 )
 from tests import parity
@@ -42,6 +45,11 @@ def checkpoints(tmp_path_factory):
                     if name.endswith(("relative_position_bias_table", "position_embeddings", "cls_token",
                                       "mask_token", "lambda_1", "lambda_2")):
                         p.copy_(torch.randn(p.shape) * 0.5)
+                for name, buf in model.named_buffers():  # BatchNorm running statistics of the segmentation heads
+                    if name.endswith("running_mean"):
+                        buf.copy_(torch.randn(buf.shape) * 0.2)
+                    elif name.endswith("running_var"):
+                        buf.copy_(torch.rand(buf.shape) + 0.5)
             model._randomised = True
             parity.save_torch(model, path)
         return model, path
@@ -109,3 +117,64 @@ def test_auto_classes_resolve_data2vec_vision(checkpoints):
     _, path = checkpoints(transformers.Data2VecVisionForImageClassification)
     assert type(AutoModelForImageClassification.from_pretrained(path)) is Data2VecVisionForImageClassification
     assert type(AutoModel.from_pretrained(path)) is Data2VecVisionModel
+
+
+# 4 layers; out_indices pick the embeddings' successors 1..4 (hidden_states[1:5]); 16x16 pixels, patch 4: maps of
+# 16, 8, 4 and 2 pixels a side after the FPN resampling
+SEGMENTATION = dict(num_hidden_layers=4, out_indices=[2, 3, 4, 5], pool_scales=[1, 2, 3, 6], auxiliary_channels=8)
+
+
+def segmentation_inputs(seed=0, labels=False, concat=False):
+    inputs = dict(pixel_values=pixels(seed=seed))
+    if labels:
+        target = np.random.RandomState(seed + 1).randint(0, 3, (2, 20, 20)).astype(np.int64)
+        target[:, :3] = 255  # config.semantic_loss_ignore_index
+        inputs["labels"] = target
+    return inputs
+
+
+@pytest.mark.parametrize("variant,mode", [("relative", "pynative"), ("shared", "pynative"), ("relative", "graph"),
+                                          pytest.param("shared", "graph", marks=pytest.mark.slow)])
+def test_semantic_segmentation_matches_torch(checkpoints, variant, mode):
+    """Logits, the decode + auxiliary loss (labels larger than the logits, some pixels ignored), hidden states."""
+    torch_model, path = checkpoints(transformers.Data2VecVisionForSemanticSegmentation, variant=variant,
+                                    **SEGMENTATION)
+    inputs = dict(segmentation_inputs(labels=True), output_hidden_states=True, output_attentions=True)
+    head_parity.assert_matches_torch(Data2VecVisionForSemanticSegmentation, torch_model, path, inputs,
+                                     ["logits", "loss", "hidden_states", "attentions"], mode)
+
+
+def test_semantic_segmentation_concat_input_without_auxiliary_head(checkpoints):
+    torch_model, path = checkpoints(transformers.Data2VecVisionForSemanticSegmentation, auxiliary_num_convs=2,
+                                    auxiliary_concat_input=True, **SEGMENTATION)
+    head_parity.assert_matches_torch(Data2VecVisionForSemanticSegmentation, torch_model, path,
+                                     segmentation_inputs(seed=1, labels=True), ["logits", "loss"])
+    torch_model, path = checkpoints(transformers.Data2VecVisionForSemanticSegmentation, use_auxiliary_head=False,
+                                    **SEGMENTATION)
+    out, _ = head_parity.assert_matches_torch(Data2VecVisionForSemanticSegmentation, torch_model, path,
+                                              segmentation_inputs(seed=2, labels=True), ["logits", "loss"])
+    assert list(out.keys()) == ["loss", "logits"]
+
+
+def test_semantic_segmentation_fp16(checkpoints):
+    torch_model, path = checkpoints(transformers.Data2VecVisionForSemanticSegmentation, **SEGMENTATION)
+    vision_parity.assert_fp16_close(Data2VecVisionForSemanticSegmentation, torch_model, path,
+                                    segmentation_inputs(seed=3), "logits", "pynative")
+
+
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
+def test_semantic_segmentation_gradients_match_torch(checkpoints, mode):
+    """Judged against torch in float64 as the classifier's (the class token's bias-table rows)."""
+    torch_model, path = checkpoints(transformers.Data2VecVisionForSemanticSegmentation, **SEGMENTATION)
+    vision_parity.assert_gradients_match_torch(Data2VecVisionForSemanticSegmentation, torch_model, path,
+                                               segmentation_inputs(seed=4, labels=True), mode, exact=True,
+                                               torch_error_factor=2.0)
+
+
+def test_semantic_segmentation_auto_class_and_tuple_output(checkpoints):
+    torch_model, path = checkpoints(transformers.Data2VecVisionForSemanticSegmentation, **SEGMENTATION)
+    model = AutoModelForSemanticSegmentation.from_pretrained(path)
+    assert type(model) is Data2VecVisionForSemanticSegmentation
+    inputs = segmentation_inputs(seed=5)
+    out = model(**parity.to_ms_inputs(inputs), return_dict=False)
+    assert len(out) == 1 and parity.rel_error(out[0], parity.run_torch(torch_model, inputs).logits) <= 1e-5

@@ -14,13 +14,13 @@ from typing import Any, Optional, Tuple
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
-from mindspore.common.initializer import Constant, Zero
+from mindspore.common.initializer import Constant, Normal, Zero
 from transformers import Data2VecVisionConfig
 
 from ...backend import functional as F
-from ...backend.layers import Conv2d, Dropout, LayerNorm, Linear, new_parameter
+from ...backend.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, LayerNorm, Linear, new_parameter
 from ...loss_utils import sequence_classification_loss
-from ...modeling_outputs import ImageClassifierOutput, ModelOutput, model_output
+from ...modeling_outputs import ImageClassifierOutput, ModelOutput, SemanticSegmenterOutput, model_output
 from ...modeling_utils import PreTrainedModel, init_parameter
 
 
@@ -332,6 +332,10 @@ class Data2VecVisionPreTrainedModel(PreTrainedModel):
         elif isinstance(cell, Data2VecVisionLayer) and cell.lambda_1 is not None:
             init_parameter(cell.lambda_1, Constant(self.config.layer_scale_init_value))
             init_parameter(cell.lambda_2, Constant(self.config.layer_scale_init_value))
+        elif isinstance(cell, (Conv2d, ConvTranspose2d)):
+            init_parameter(cell.weight, Normal(self.config.initializer_range))
+            if cell.bias is not None:
+                init_parameter(cell.bias, Zero())
 
     def _flag(self, value, name):
         return value if value is not None else getattr(self.config, name)
@@ -400,4 +404,199 @@ class Data2VecVisionForImageClassification(Data2VecVisionPreTrainedModel):
         return model_output(ImageClassifierOutput, fields, return_dict is not False)
 
 
-__all__ = ["Data2VecVisionModel", "Data2VecVisionForImageClassification", "Data2VecVisionPreTrainedModel"]
+class Data2VecVisionConvLayer(nn.Cell):
+    """conv (no bias by default) -> BatchNorm -> ReLU (or no activation)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0, bias=False, dilation=1,
+                 groups=1, activation="relu"):
+        super().__init__()
+        self.convolution = Conv2d(in_channels, out_channels, kernel_size=kernel_size, stride=stride, padding=padding,
+                                  dilation=dilation, groups=groups, bias=bias)
+        self.normalization = BatchNorm2d(out_channels)
+        self.activation = F.get_activation(activation) if activation is not None else None
+
+    def construct(self, hidden_states):
+        hidden_states = self.normalization(self.convolution(hidden_states))
+        return self.activation(hidden_states) if self.activation is not None else hidden_states
+
+
+class Data2VecVisionPyramidPoolingBlock(nn.Cell):
+    """Average-pool to `pool_scale` bins, 1x1 conv layer, upsample (bilinear) back to `size`."""
+
+    def __init__(self, pool_scale, in_channels, channels):
+        super().__init__()
+        self.pool_scale = pool_scale
+        self.conv = Data2VecVisionConvLayer(in_channels, channels, kernel_size=1)
+
+    def construct(self, hidden_state, size):
+        hidden_state = self.conv(F.adaptive_avg_pool2d(hidden_state, self.pool_scale))
+        return F.interpolate(hidden_state, size, mode="bilinear", align_corners=False)
+
+
+class Data2VecVisionPyramidPoolingModule(nn.Cell):
+    """Pyramid Pooling Module (PSPNet): one pooled, convolved and upsampled map per scale."""
+
+    def __init__(self, pool_scales, in_channels, channels):
+        super().__init__()
+        self.pool_scales = pool_scales
+        self.in_channels = in_channels
+        self.channels = channels
+        self.blocks = nn.CellList([Data2VecVisionPyramidPoolingBlock(s, in_channels, channels) for s in pool_scales])
+
+    def construct(self, hidden_states):
+        size = hidden_states.shape[2:]
+        return [block(hidden_states, size) for block in self.blocks]
+
+
+class Data2VecVisionUperHead(nn.Cell):
+    """UPerNet's decode head: lateral 1x1 convs, top-down upsampled sums with PSP on the coarsest level, 3x3 convs,
+    everything upsampled to the finest level, concatenated, fused and classified per pixel."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.pool_scales = config.pool_scales
+        self.in_channels = [config.hidden_size] * 4
+        self.channels = config.hidden_size
+        self.classifier = Conv2d(self.channels, config.num_labels, kernel_size=1)
+        self.psp_modules = Data2VecVisionPyramidPoolingModule(self.pool_scales, self.in_channels[-1], self.channels)
+        self.psp_bottleneck = Data2VecVisionConvLayer(self.in_channels[-1] + len(self.pool_scales) * self.channels,
+                                                      self.channels, kernel_size=3, padding=1)
+        self.lateral_convs = nn.CellList([Data2VecVisionConvLayer(c, self.channels, kernel_size=1)
+                                          for c in self.in_channels[:-1]])
+        self.fpn_convs = nn.CellList([Data2VecVisionConvLayer(self.channels, self.channels, kernel_size=3, padding=1)
+                                      for _ in self.in_channels[:-1]])
+        self.fpn_bottleneck = Data2VecVisionConvLayer(len(self.in_channels) * self.channels, self.channels,
+                                                      kernel_size=3, padding=1)
+
+    def psp_forward(self, hidden_states):
+        hidden_state = hidden_states[-1]
+        return self.psp_bottleneck(ops.cat([hidden_state] + self.psp_modules(hidden_state), 1))
+
+    def construct(self, encoder_hidden_states):
+        laterals = [conv(encoder_hidden_states[i]) for i, conv in enumerate(self.lateral_convs)]
+        laterals.append(self.psp_forward(encoder_hidden_states))
+        levels = len(laterals)
+        for i in range(levels - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], laterals[i - 1].shape[2:],
+                                                              mode="bilinear", align_corners=False)
+        fpn_outs = [self.fpn_convs[i](laterals[i]) for i in range(levels - 1)]
+        fpn_outs.append(laterals[-1])
+        size = fpn_outs[0].shape[2:]
+        fpn_outs = [fpn_outs[0]] + [F.interpolate(out, size, mode="bilinear", align_corners=False)
+                                    for out in fpn_outs[1:]]
+        return self.classifier(self.fpn_bottleneck(ops.cat(fpn_outs, 1)))
+
+
+class Data2VecVisionFCNHead(nn.Cell):
+    """Fully convolutional auxiliary head on map `in_index`: conv layers, optional concat with the input, 1x1
+    classifier."""
+
+    def __init__(self, config, in_index=2, kernel_size=3, dilation=1):
+        super().__init__()
+        self.in_channels = config.hidden_size
+        self.channels = config.auxiliary_channels
+        self.num_convs = config.auxiliary_num_convs
+        self.concat_input = config.auxiliary_concat_input
+        self.in_index = in_index
+        padding = (kernel_size // 2) * dilation
+        self.convs = nn.CellList([
+            Data2VecVisionConvLayer(self.in_channels if i == 0 else self.channels, self.channels,
+                                    kernel_size=kernel_size, padding=padding, dilation=dilation)
+            for i in range(self.num_convs)
+        ])
+        if self.concat_input:
+            self.conv_cat = Data2VecVisionConvLayer(self.in_channels + self.channels, self.channels,
+                                                    kernel_size=kernel_size, padding=kernel_size // 2)
+        self.classifier = Conv2d(self.channels, config.num_labels, kernel_size=1)
+
+    def construct(self, encoder_hidden_states):
+        residual = encoder_hidden_states[self.in_index]
+        hidden_states = residual
+        for conv in self.convs:
+            hidden_states = conv(hidden_states)
+        if self.concat_input:
+            hidden_states = self.conv_cat(ops.cat([residual, hidden_states], 1))
+        return self.classifier(hidden_states)
+
+
+class _GELU(nn.Cell):
+    def construct(self, x):
+        return F.gelu(x)
+
+
+class _MaxPool2x2(nn.Cell):
+    def construct(self, x):
+        return F.max_pool2d(x, 2, 2)
+
+
+class _Identity(nn.Cell):
+    def construct(self, x):
+        return x
+
+
+class Data2VecVisionForSemanticSegmentation(Data2VecVisionPreTrainedModel):
+    def __init__(self, config: Data2VecVisionConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.data2vec_vision = Data2VecVisionModel(config, add_pooling_layer=False)
+        if len(self.config.out_indices) != 4:
+            raise ValueError("Data2VecVisionForSemanticSegmentation requires config.out_indices to be a list of 4 "
+                             "integers, specifying which features to use from the backbone. One can use [3, 5, 7, 11] "
+                             "in case of a base-sized architecture.")
+        hidden = config.hidden_size
+        # SequentialCell names its children 0, 1, 2 like torch's nn.Sequential: keys fpn1.0.*, fpn1.1.*, fpn1.3.*
+        self.fpn1 = nn.SequentialCell([ConvTranspose2d(hidden, hidden, kernel_size=2, stride=2), BatchNorm2d(hidden),
+                                       _GELU(), ConvTranspose2d(hidden, hidden, kernel_size=2, stride=2)])
+        self.fpn2 = nn.SequentialCell([ConvTranspose2d(hidden, hidden, kernel_size=2, stride=2)])
+        self.fpn3 = _Identity()
+        self.fpn4 = _MaxPool2x2()
+        self.decode_head = Data2VecVisionUperHead(config)
+        self.auxiliary_head = Data2VecVisionFCNHead(config) if config.use_auxiliary_head else None
+        self.post_init()
+
+    def compute_loss(self, logits, auxiliary_logits, labels):
+        """Cross-entropy of the logits upsampled (bilinear) to the labels' size, `semantic_loss_ignore_index`
+        ignored, plus `auxiliary_loss_weight` x that of the auxiliary logits."""
+        size = labels.shape[-2:]
+        loss = self._pixel_loss(F.interpolate(logits, size, mode="bilinear", align_corners=False), labels)
+        if auxiliary_logits is not None:
+            auxiliary = F.interpolate(auxiliary_logits, size, mode="bilinear", align_corners=False)
+            loss = loss + self.config.auxiliary_loss_weight * self._pixel_loss(auxiliary, labels)
+        return loss
+
+    def _pixel_loss(self, logits, labels):
+        flat = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+        return F.cross_entropy(flat, labels.reshape(-1), ignore_index=self.config.semantic_loss_ignore_index)
+
+    def construct(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
+                  interpolate_pos_encoding=False, return_dict=None, **kwargs):
+        r"""
+        Args:
+            pixel_values: (B, C, H, W) at `config.image_size`, e.g. from `BeitImageProcessor(...,
+                return_tensors="np")`.
+            labels: (B, H, W) class per pixel (`config.semantic_loss_ignore_index` is ignored).
+        Returns `logits` (B, num_labels, 4 x patch grid) — not upsampled to the image, as HF —, with labels the
+        decode + auxiliary loss, the encoder's `hidden_states` / `attentions` when asked.
+        """
+        output_hidden_states = self._flag(output_hidden_states, "output_hidden_states")
+        if labels is not None and self.config.num_labels == 1:
+            raise ValueError("The number of labels should be greater than one")
+        out = self.data2vec_vision._forward(pixel_values, None, self._flag(output_attentions, "output_attentions"),
+                                            True, interpolate_pos_encoding)
+        encoder_hidden_states = out["hidden_states"]
+        batch_size = pixel_values.shape[0]
+        grid = self.config.image_size // self.config.patch_size
+        features = [x[:, 1:, :].permute(0, 2, 1).reshape(batch_size, -1, grid, grid)
+                    for idx, x in enumerate(encoder_hidden_states) if idx + 1 in self.config.out_indices]
+        features = [self.fpn1(features[0]), self.fpn2(features[1]), self.fpn3(features[2]), self.fpn4(features[3])]
+        logits = self.decode_head(features)
+        auxiliary_logits = self.auxiliary_head(features) if self.auxiliary_head is not None else None
+        loss = self.compute_loss(logits, auxiliary_logits, labels) if labels is not None else None
+        fields = {"loss": loss, "logits": logits,
+                  "hidden_states": encoder_hidden_states if output_hidden_states else None,
+                  "attentions": out["attentions"]}
+        return model_output(SemanticSegmenterOutput, fields, return_dict is not False)
+
+
+__all__ = ["Data2VecVisionModel", "Data2VecVisionForImageClassification", "Data2VecVisionForSemanticSegmentation",
+           "Data2VecVisionPreTrainedModel"]
