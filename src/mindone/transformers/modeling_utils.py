@@ -612,8 +612,13 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
         model_has_prefix = bool(prefix) and any(k.startswith(prefix + ".") for k in params)
         loaded, unexpected, mismatched, head_only = set(), [], [], []
 
+        def names_a_parameter(key):
+            return key in params or (bool(prefix) and (f"{prefix}.{key}" in params or (
+                key.startswith(prefix + ".") and key[len(prefix) + 1:] in params)))
+
         for raw_key, array in self._convert_checkpoint(weights.iter_state_dict(files, fmt)):
-            key = self._fix_checkpoint_key(raw_key)
+            # a key that already names a parameter is never renamed (a parameter may be called `beta` or `gamma`)
+            key = raw_key if names_a_parameter(raw_key) else self._fix_checkpoint_key(raw_key)
             if key not in params and prefix:
                 if model_has_prefix and f"{prefix}.{key}" in params:
                     key = f"{prefix}.{key}"

@@ -319,13 +319,6 @@ class BridgeTowerPreTrainedModel(PreTrainedModel):
         # the flag is the composite config's own (the text config has none)
         return bool(getattr(self.config, "tie_word_embeddings", False))
 
-    @classmethod
-    def _fix_checkpoint_key(cls, key):
-        # an `interpolate` link tower's mixing weight is a parameter named `beta`, not a legacy LayerNorm bias
-        if key.endswith(".beta") and "link_tower" in key:
-            return key
-        return super()._fix_checkpoint_key(key)
-
     def init_weights(self):
         # a parent after all its descendants, as torch's Module.apply: the vision transformer's own scheme
         # overrides the generic one of its Linears
