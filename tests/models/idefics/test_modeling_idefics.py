@@ -314,6 +314,18 @@ def test_base_model_and_auto_classes_match_torch(checkpoints):
     assert isinstance(AutoModelForImageTextToText.from_pretrained(lm_path), IdeficsForVisionText2Text)
 
 
+def test_save_pretrained_reloads_in_torch_and_a_missing_image_mask_is_named(checkpoints, tmp_path):
+    torch_model, path = checkpoints("resampler")
+    ours = parity.load_ours(IdeficsForVisionText2Text, path)
+    ours.save_pretrained(tmp_path)
+    back = transformers.IdeficsForVisionText2Text.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    inputs = batch([1, 2], seed=12, labels=False)
+    assert parity.rel_error(parity.run_torch(back, inputs).logits, parity.run_torch(torch_model, inputs).logits) == 0.0
+    del inputs["image_attention_mask"]
+    with pytest.raises(ValueError, match="image_attention_mask"):
+        parity.run_ours(ours, inputs)
+
+
 def test_image_hidden_states_alias_and_tuple_output(checkpoints):
     torch_model, path = checkpoints("plain")
     ours = parity.load_ours(IdeficsForVisionText2Text, path)
@@ -362,11 +374,12 @@ def test_generate_with_dynamic_cache_gives_torch_tokens(checkpoints, beams):
 
 
 def test_generate_without_cache_gives_torch_tokens(checkpoints):
-    """Without a cache every step feeds the whole sequence: the image mask grows by the last row each step."""
+    """Without a cache every step feeds the whole sequence: the image mask grows by the last row each step. The
+    inputs go in as numpy arrays (as `return_tensors="np"` gives them)."""
     torch_model, path = checkpoints("resampler")
     ours = parity.load_ours(IdeficsForVisionText2Text, path)
     kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=PAD, eos_token_id=None, use_cache=False)
     inputs = batch([0, 1], seed=10, labels=False)
     with torch.no_grad():
         ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
-    np.testing.assert_array_equal(ours.generate(**parity.to_ms_inputs(inputs), **kwargs).asnumpy(), ref)
+    np.testing.assert_array_equal(ours.generate(**inputs, **kwargs).asnumpy(), ref)

@@ -21,6 +21,7 @@ from transformers import IdeficsConfig
 
 from ...backend import functional as F
 from ...backend import runtime
+from ... import tensor_interop
 from ...backend.layers import Embedding, LayerNorm, Linear, new_parameter
 from ...cache_utils import DynamicCache
 from ...generation import GenerationMixin
@@ -478,6 +479,9 @@ class IdeficsModel(IdeficsPreTrainedModel):
         elif perceiver_embeddings is not None:
             raise ValueError("If `perceiver_embeddings` are passed, use_resampler should be True")
 
+        if image_attention_mask is None:
+            raise ValueError("IDEFICS needs `image_attention_mask` (batch, sequence, num_images): 1 where a token may "
+                             "attend to an image (IdeficsProcessor returns it)")
         # (B, S, num_images) -> one (B, 1, S, num_images * image_seq_len) additive mask over every image position
         image_seq_len = image_hidden_states.shape[1]
         num_images = image_attention_mask.shape[-1]
@@ -620,6 +624,7 @@ class IdeficsForVisionText2Text(IdeficsPreTrainedModel, GenerationMixin):
         else:
             inputs["pixel_values"] = pixel_values
         inputs["interpolate_pos_encoding"] = kwargs.get("interpolate_pos_encoding", False)
+        image_attention_mask = tensor_interop.to_model_input("image_attention_mask", image_attention_mask)
         if image_attention_mask is not None and inputs_embeds is None:
             seq_length = inputs["input_ids"].shape[1]
             padding_length = seq_length - image_attention_mask.shape[1]
@@ -635,7 +640,8 @@ class IdeficsForVisionText2Text(IdeficsPreTrainedModel, GenerationMixin):
         again, without a cache), and the images' states (HF: `outputs.image_outputs.last_hidden_state`) replace the
         pixels."""
         model_kwargs = dict(model_kwargs)
-        image_attention_mask = model_kwargs.get("image_attention_mask")
+        image_attention_mask = tensor_interop.to_model_input("image_attention_mask",
+                                                             model_kwargs.get("image_attention_mask"))
         if image_attention_mask is not None:
             last_mask = image_attention_mask[:, -1:, :]
             model_kwargs["image_attention_mask"] = last_mask if use_cache else \
