@@ -346,16 +346,22 @@ def _compiled_steps_used(model):
 def test_generate_compiled_decoding_greedy_and_beam_give_torch_tokens(checkpoints):
     """Prefill with the images in PyNative, then the compiled static-cache step, which takes the images' states and
     the last image-mask row as graph inputs (HF passes image_hidden_states / the mask row through the steps). Greedy
-    on two rows and 2-beam search on one row run the same (batch 2) compiled step."""
+    on two rows, 2-beam search on one row and greedy from `image_encoder_embeddings` run the same (batch 2)
+    compiled step."""
     torch_model, path = checkpoints("resampler")
     ours = parity.load_ours(IdeficsForVisionText2Text, path)
-    for beams, rows in ((1, [2, 1]), (2, [2])):
+    for beams, rows, embeddings in ((1, [2, 1], False), (2, [2], False), (1, [1, 2], True)):
         kwargs = dict(max_new_tokens=6, do_sample=False, num_beams=beams, pad_token_id=PAD, eos_token_id=None)
         inputs = batch(rows, seed=7, labels=False)
+        if embeddings:
+            pixels = torch.from_numpy(inputs.pop("pixel_values"))
+            with torch.no_grad():
+                inputs["image_encoder_embeddings"] = torch_model.model.vision_model(
+                    pixel_values=pixels.flatten(0, 1)).last_hidden_state.numpy()
         with torch.no_grad():
             ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
         out = ours.generate(**parity.to_ms_inputs(inputs), **kwargs).asnumpy()
-        np.testing.assert_array_equal(out, ref, err_msg=f"num_beams={beams}")
+        np.testing.assert_array_equal(out, ref, err_msg=f"num_beams={beams}, image_encoder_embeddings={embeddings}")
     used = _compiled_steps_used(ours)
     assert used and all(key[-1] == ("image_encoder_embeddings", "image_attention_mask") for key in used), used
 
@@ -383,3 +389,40 @@ def test_generate_without_cache_gives_torch_tokens(checkpoints):
     with torch.no_grad():
         ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
     np.testing.assert_array_equal(ours.generate(**inputs, **kwargs).asnumpy(), ref)
+
+
+def test_generate_from_image_encoder_embeddings_with_dynamic_cache_gives_torch_tokens(checkpoints):
+    torch_model, path = checkpoints("resampler")
+    ours = parity.load_ours(IdeficsForVisionText2Text, path)
+    inputs = batch([2, 1], seed=13, labels=False)
+    pixels = torch.from_numpy(inputs.pop("pixel_values"))
+    with torch.no_grad():
+        inputs["image_encoder_embeddings"] = torch_model.model.vision_model(
+            pixel_values=pixels.flatten(0, 1)).last_hidden_state.numpy()
+    kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=PAD, eos_token_id=None)
+    with torch.no_grad():
+        ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
+    out = ours.generate(**parity.to_ms_inputs(inputs), **kwargs, cache_implementation="dynamic").asnumpy()
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_generate_from_perceiver_embeddings_fails_after_the_prompt_as_in_torch(checkpoints, cache):
+    """HF keeps `perceiver_embeddings` in the kwargs and adds the image states for the next step, whose forward then
+    refuses two image inputs: one new token works, a second raises the same error."""
+    torch_model, path = checkpoints("resampler")
+    ours = parity.load_ours(IdeficsForVisionText2Text, path)
+    inputs = batch([1, 1], seed=14, labels=False)
+    pixels = torch.from_numpy(inputs.pop("pixel_values"))
+    with torch.no_grad():
+        inputs["perceiver_embeddings"] = torch_model.model.perceiver_resampler(
+            torch_model.model.vision_model(pixel_values=pixels.flatten(0, 1)).last_hidden_state).numpy()
+    kwargs = dict(do_sample=False, pad_token_id=PAD, eos_token_id=None, cache_implementation=cache)
+    with torch.no_grad():
+        ref = torch_model.generate(**parity.to_torch_inputs(inputs), max_new_tokens=1, **kwargs).numpy()
+    out = ours.generate(**parity.to_ms_inputs(inputs), max_new_tokens=1, **kwargs).asnumpy()
+    np.testing.assert_array_equal(out, ref)
+    for generate in (lambda: torch_model.generate(**parity.to_torch_inputs(inputs), max_new_tokens=2, **kwargs),
+                     lambda: ours.generate(**parity.to_ms_inputs(inputs), max_new_tokens=2, **kwargs)):
+        with pytest.raises(ValueError, match="Exactly 1 of pixel_values"):
+            generate()

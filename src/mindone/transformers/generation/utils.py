@@ -284,7 +284,8 @@ class _ModelRunner:
             use_compiled = not first and length - start == 1
         else:
             use_compiled = first or length - start == 1
-        if self.compiled_step is not None and use_compiled and logits_to_keep == 1 and self._step_inputs_ready():
+        if self.compiled_step is not None and use_compiled and logits_to_keep == 1 \
+                and self.model._decode_step_ready(self.model_kwargs):
             outputs = self._compiled(input_ids, start)
         else:
             outputs = self._eager(input_ids, start, length, first, logits_to_keep)
@@ -297,9 +298,6 @@ class _ModelRunner:
             elif isinstance(self.cache, EncoderDecoderStaticCache):
                 self.cache.self_attention_cache.seen_tokens = length
         return outputs
-
-    def _step_inputs_ready(self):
-        return all(self.model_kwargs.get(key) is not None for _, key in self.model._decode_step_inputs)
 
     def _compiled(self, input_ids, start):
         """Prefill (in chunks) or one decode step through the compiled step, in cache-slot coordinates."""
@@ -464,6 +462,11 @@ class GenerationMixin:
         running ids, attention mask, positions and cache; models whose own inputs change from step to step (IDEFICS's
         image mask and image states) override this."""
         return model_kwargs
+
+    def _decode_step_ready(self, model_kwargs):
+        """Whether the compiled decode step can run the next one-token step: every `_decode_step_inputs` kwarg is
+        there (else the step runs in PyNative)."""
+        return all(model_kwargs.get(key) is not None for _, key in self._decode_step_inputs)
 
     def _generation_position_ids(self, input_ids, attention_mask, position_ids, model_kwargs):
         """generate()'s (B, L) position ids of the prompt (numpy), from which decoding continues one per token;

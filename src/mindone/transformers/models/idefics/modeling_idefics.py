@@ -620,7 +620,6 @@ class IdeficsForVisionText2Text(IdeficsPreTrainedModel, GenerationMixin):
             is_first_iteration=is_first_iteration, **kwargs)
         if image_hidden_states is not None:
             inputs["image_encoder_embeddings"] = image_hidden_states
-            inputs.pop("perceiver_embeddings", None)
         else:
             inputs["pixel_values"] = pixel_values
         inputs["interpolate_pos_encoding"] = kwargs.get("interpolate_pos_encoding", False)
@@ -634,6 +633,11 @@ class IdeficsForVisionText2Text(IdeficsPreTrainedModel, GenerationMixin):
             image_attention_mask = image_attention_mask[:, -seq_length:]
         inputs["image_attention_mask"] = image_attention_mask
         return inputs
+
+    def _decode_step_ready(self, model_kwargs):
+        # as in HF, `perceiver_embeddings` stay among the kwargs next to the image states, and the step after the
+        # prompt refuses the pair: it runs in PyNative to raise that error
+        return model_kwargs.get("perceiver_embeddings") is None and super()._decode_step_ready(model_kwargs)
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, use_cache=True):
         """After a step: the next token's image mask row is the last one (appended when the whole sequence is fed
