@@ -3,6 +3,9 @@ resampler, gated cross-attention, decoupled embedding / LM head; text-only, one 
 padding; image_encoder_embeddings / perceiver_embeddings inputs; freezing; generate() (greedy and beam, compiled and
 PyNative decoding)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ import mindspore as ms
 from mindone.transformers import AutoModel, AutoModelForImageTextToText, IdeficsForVisionText2Text, IdeficsModel
 from mindone.transformers.generation import utils as generation_utils
 from tests import parity
+from tests.no_torch import BLOCK_TORCH
 
 VOCAB = 40
 IMAGE_TOKEN = 39  # stands for "<image>": the processor's mask starts a new image column at each one
@@ -426,3 +430,26 @@ def test_generate_from_perceiver_embeddings_fails_after_the_prompt_as_in_torch(c
                      lambda: ours.generate(**parity.to_ms_inputs(inputs), max_new_tokens=2, **kwargs)):
         with pytest.raises(ValueError, match="Exactly 1 of pixel_values"):
             generate()
+
+
+@pytest.mark.slow  # a fresh interpreter imports MindSpore (~15 s under load)
+def test_loads_runs_and_generates_without_torch(checkpoints):
+    """Only HF's IdeficsProcessor needs torch (it builds its tensors with torch only); the model does not."""
+    torch_model, path = checkpoints("resampler")
+    inputs = batch([2, 1], seed=15, labels=False)
+    kwargs = dict(max_new_tokens=3, do_sample=False, pad_token_id=PAD, eos_token_id=None)
+    with torch.no_grad():
+        ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
+    code = BLOCK_TORCH + f"""
+import numpy as np
+from mindone.transformers import AutoModelForImageTextToText
+m = AutoModelForImageTextToText.from_pretrained({path!r})
+inputs = {{k: np.array(v) for k, v in {({k: v.tolist() for k, v in inputs.items()})!r}.items()}}
+inputs["pixel_values"] = inputs["pixel_values"].astype(np.float32)
+out = m.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id={PAD}, eos_token_id=None,
+                 cache_implementation="dynamic")
+print(out.asnumpy().tolist(), "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{ref.tolist()} False" in out.stdout, (out.stdout[-2000:], ref.tolist())
