@@ -17,6 +17,7 @@ from typing import Any, Optional, Tuple
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import Normal
 from transformers import IdeficsConfig
 
 from ...backend import functional as F
@@ -309,7 +310,7 @@ class IdeficsGatedCrossAttentionLayer(GradientCheckpointingLayer):
             raise ValueError(f"Unknown value for `alpha_type` ({config.alpha_type})")
         init = _ALPHA_INITIALIZERS[config.alpha_initializer]
         if init == "normal":
-            init = ms.common.initializer.Normal(config.alphas_initializer_range)
+            init = Normal(config.alphas_initializer_range)
         self.alpha_cross_attn = new_parameter(shape, init)
         self.alpha_dense = new_parameter(shape, init)
 
@@ -355,15 +356,15 @@ class IdeficsPreTrainedModel(PreTrainedModel):
         if isinstance(cell, IdeficsRMSNorm):
             init_parameter(cell.weight, "ones")
         elif isinstance(cell, IdeficsVisionEmbeddings):
-            init_parameter(cell.class_embedding, ms.common.initializer.Normal(1.0))
+            init_parameter(cell.class_embedding, Normal(1.0))
         elif isinstance(cell, IdeficsGatedCrossAttentionLayer):
             init = _ALPHA_INITIALIZERS[self.config.alpha_initializer]
             if init == "normal":
-                init = ms.common.initializer.Normal(self.config.alphas_initializer_range)
+                init = Normal(self.config.alphas_initializer_range)
             init_parameter(cell.alpha_cross_attn, init)
             init_parameter(cell.alpha_dense, init)
         elif isinstance(cell, IdeficsPerceiverResampler):
-            init_parameter(cell.latents, ms.common.initializer.Normal(1.0))
+            init_parameter(cell.latents, Normal(1.0))
 
 
 def _image_inputs_check(pixel_values, image_encoder_embeddings, perceiver_embeddings):
