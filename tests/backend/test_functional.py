@@ -428,6 +428,11 @@ def interpolate_corners_fn(x):
     return F.interpolate(x, (9, 10), "bicubic", True)
 
 
+def interpolate_scale_factor_fn(x):
+    # IDEFICS's position-table resize: the factor, not the output size, places the taps
+    return F.interpolate(x, mode="bicubic", scale_factor=(5.1 / 3, 4.1 / 3))
+
+
 def interpolate_bilinear_fn(x):
     return F.interpolate(x, (9, 7), "bilinear")
 
@@ -646,6 +651,9 @@ CASES = [
     Case("interpolate", "bicubic_align_corners", interpolate_corners_fn,
          lambda x: TF.interpolate(x, (9, 10), mode="bicubic", align_corners=True), lambda r, d: [randn(r, 1, 2, 4, 4)],
          (0,)),
+    Case("interpolate", "bicubic_scale_factor", interpolate_scale_factor_fn,
+         lambda x: TF.interpolate(x, scale_factor=(5.1 / 3, 4.1 / 3), mode="bicubic", align_corners=False),
+         lambda r, d: [randn(r, 1, 4, 3, 3)], (0,)),
     Case("interpolate", "bilinear", interpolate_bilinear_fn,
          lambda x: TF.interpolate(x, (9, 7), mode="bilinear", align_corners=False),
          lambda r, d: [randn(r, 2, 3, 5, 6)], (0,)),

@@ -209,6 +209,7 @@ _MODEL_FAMILIES = {
     "siglip": ["SiglipModel", "SiglipTextModel", "SiglipVisionModel", "SiglipForImageClassification",
                "SiglipPreTrainedModel"],
     "llava": ["LlavaModel", "LlavaForConditionalGeneration", "LlavaPreTrainedModel"],
+    "idefics": ["IdeficsModel", "IdeficsForVisionText2Text", "IdeficsPreTrainedModel"],
     "llava_next": ["LlavaNextModel", "LlavaNextForConditionalGeneration", "LlavaNextPreTrainedModel"],
     # as HF 5.25, Qwen2-VL's vision transformer is not exported (Qwen2.5-VL's is)
     "qwen2_vl": ["Qwen2VLModel", "Qwen2VLForConditionalGeneration", "Qwen2VLTextModel", "Qwen2VLPreTrainedModel"],

@@ -88,7 +88,8 @@ def embedding_rows(model):
         return None
     # a parameter sharded at rest (ZeRO-3 inference) records its full shape
     shape = getattr(weight, "_full_shape", None) or weight.shape
-    return int(shape[0])
+    # a decoupled embedding (IDEFICS) holds the ids past its weight's rows in a second table
+    return int(shape[0]) + int(getattr(embedding, "num_additional_embeddings", 0) or 0)
 
 
 def check_token_ids(name, ids, vocab_size):

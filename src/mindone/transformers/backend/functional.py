@@ -991,11 +991,14 @@ def _cubic_weights(t, a=-0.75):
 
 
 @ops.constexpr
-def _bicubic_matrix(in_size, out_size, align_corners, dtype):
-    """(out_size, in_size) matrix of torch's bicubic resampling along one axis (taps clamped at the edges)."""
+def _bicubic_matrix(in_size, out_size, align_corners, dtype, scale_factor=None):
+    """(out_size, in_size) matrix of torch's bicubic resampling along one axis (taps clamped at the edges); with a
+    `scale_factor` (and not align_corners) the source positions step by 1 / scale_factor, as in torch."""
     matrix = np.zeros((out_size, in_size), np.float64)
     if align_corners:
         scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    elif scale_factor is not None:
+        scale = 1.0 / scale_factor
     else:
         scale = in_size / out_size
     for i in range(out_size):
@@ -1038,8 +1041,10 @@ def _separable(x, rows, cols):
     return ops.matmul(ops.matmul(rows, x), cols.swapaxes(0, 1))
 
 
-def interpolate(x, size, mode="bicubic", align_corners=False):
+def interpolate(x, size=None, mode="bicubic", align_corners=False, scale_factor=None):
     """torch.nn.functional.interpolate(x, size=(H', W'), mode="bicubic" or "bilinear") for (N, C, H, W) inputs.
+    Bicubic also takes torch's `scale_factor=(sh, sw)` instead of `size`: output floor(H * sh) x floor(W * sw), the
+    taps placed by the factor itself (torch's default `recompute_scale_factor=None`), not by the size ratio.
 
     MindSpore's CPU bicubic kernel (`ops.interpolate(mode="bicubic")`) was measured 0.27 (max abs, unit-scale input)
     away from torch's, and `mint`'s bilinear has no CPU kernel; both resizings are separable and linear, so here
@@ -1048,8 +1053,17 @@ def interpolate(x, size, mode="bicubic", align_corners=False):
     """
     if mode not in ("bicubic", "bilinear"):
         raise NotImplementedError(f"interpolate mode {mode!r} is not implemented; only 'bicubic' and 'bilinear'")
-    out_h, out_w = size
     compute_dtype = ms.float32 if x.dtype in (ms.float16, ms.bfloat16) else x.dtype
+    if scale_factor is not None:
+        if mode != "bicubic" or size is not None:
+            raise NotImplementedError("interpolate: scale_factor is implemented for mode='bicubic' without size only")
+        scale_h, scale_w = float(scale_factor[0]), float(scale_factor[1])
+        rows = _bicubic_matrix(x.shape[-2], int(math.floor(x.shape[-2] * scale_h)), align_corners, compute_dtype,
+                               scale_h)
+        cols = _bicubic_matrix(x.shape[-1], int(math.floor(x.shape[-1] * scale_w)), align_corners, compute_dtype,
+                               scale_w)
+        return _separable(x.astype(compute_dtype), rows, cols).astype(x.dtype)
+    out_h, out_w = size
     matrix = _bicubic_matrix if mode == "bicubic" else _bilinear_matrix
     rows = matrix(x.shape[-2], int(out_h), align_corners, compute_dtype)
     cols = matrix(x.shape[-1], int(out_w), align_corners, compute_dtype)

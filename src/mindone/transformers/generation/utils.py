@@ -150,9 +150,12 @@ def forget_compiled_steps(model):
     _COMPILED_STEPS.pop(model, None)
 
 
-def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None, encoder_mask=False):
+def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None, encoder_mask=False,
+                         step_inputs=()):
     """(StaticCache, step) for the model: `step(input_ids (B,1), attention_mask (B,T), position_ids (B,1),
-    cache_position (1,)) -> logits (B,1,V)`, compiled by `mindspore.jit` at its first call and reused afterwards.
+    cache_position (1,), *extra) -> logits (B,1,V)`, compiled by `mindspore.jit` at its first call and reused
+    afterwards. `extra` are the tensors of the forward arguments named in `step_inputs` (a decoder-only model's
+    `_decode_step_inputs`: inputs every step reads besides the cache, such as IDEFICS's image states).
 
     Encoder-decoder models (`encoder_length` = encoder positions) get an `EncoderDecoderStaticCache` and
     `step(decoder_input_ids (B,1), cache_position (1,), encoder_hidden_states (B,S,H)) -> logits (B,1,V)`; it runs
@@ -164,7 +167,8 @@ def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=Non
     both are kept together and reused across `generate` calls.
     """
     steps = _COMPILED_STEPS.setdefault(model, OrderedDict())
-    key = (batch_size, cache_len, str(dtype), encoder_length, encoder_mask)
+    step_names = tuple(step_inputs)
+    key = (batch_size, cache_len, str(dtype), encoder_length, encoder_mask, step_names)
     if key in steps:
         steps.move_to_end(key)
         return steps[key]
@@ -184,10 +188,13 @@ def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=Non
     else:
         cache = StaticCache(model.config, max_cache_len=cache_len, max_batch_size=batch_size, dtype=dtype)
 
-        def decode_step(input_ids, attention_mask, position_ids, cache_position):
+        def decode_step(input_ids, attention_mask, position_ids, cache_position, *extra):
+            step_kwargs = {}
+            for i, name in enumerate(step_names):
+                step_kwargs[name] = extra[i]
             return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=cache, cache_position=cache_position, use_cache=True, logits_to_keep=1,
-                         return_dict=True)["logits"]
+                         return_dict=True, **step_kwargs)["logits"]
 
     steps[key] = (cache, _CompiledStep(decode_step, model, cache))
     while len(steps) > _MAX_COMPILED_STEPS:
@@ -277,10 +284,13 @@ class _ModelRunner:
             use_compiled = not first and length - start == 1
         else:
             use_compiled = first or length - start == 1
-        if self.compiled_step is not None and use_compiled and logits_to_keep == 1:
+        if self.compiled_step is not None and use_compiled and logits_to_keep == 1 \
+                and self.model._decode_step_ready(self.model_kwargs):
             outputs = self._compiled(input_ids, start)
         else:
             outputs = self._eager(input_ids, start, length, first, logits_to_keep)
+        self.model_kwargs = self.model._update_model_kwargs_for_generation(outputs, self.model_kwargs,
+                                                                           use_cache=self.use_cache)
         if self.use_cache:
             self.past = length
             if isinstance(self.cache, StaticCache):
@@ -320,9 +330,10 @@ class _ModelRunner:
             pos = np.concatenate([np.zeros((batch, offset), np.int64), positions], 1)
             chunks = [(c, ids[:, c:c + PREFILL_CHUNK], pos[:, c:c + PREFILL_CHUNK])
                       for c in range(0, offset + length, PREFILL_CHUNK)]
+        extra = [self.model_kwargs[key] for _, key in self.model._decode_step_inputs]
         for slot, ids, pos in chunks:
             logits = self.compiled_step(Tensor(np.ascontiguousarray(ids)), mask, Tensor(np.ascontiguousarray(pos)),
-                                        Tensor(np.arange(slot, slot + ids.shape[1], dtype=np.int64)))
+                                        Tensor(np.arange(slot, slot + ids.shape[1], dtype=np.int64)), *extra)
         return ModelOutput_logits(logits=logits, past_key_values=self.cache)
 
     def _eager(self, input_ids, start, length, first, logits_to_keep):
@@ -399,6 +410,10 @@ class GenerationMixin:
     # encoder-decoder models whose cross-attention reads the encoder's padding mask (`attention_mask`): the compiled
     # decode step then takes it too
     _decode_step_encoder_mask = False
+    # (forward argument, generate() model kwarg) pairs every compiled decode step of a decoder-only model takes as
+    # graph inputs besides the ids, mask and positions (IDEFICS: the images' states and mask row, which the
+    # cross-attention reads at each step); the step runs in PyNative while any of them is missing
+    _decode_step_inputs = ()
 
     # ----------------------------------------------------------------------------------------------------------------
     # model-facing hooks
@@ -441,6 +456,17 @@ class GenerationMixin:
             if key not in model_inputs:
                 model_inputs[key] = value
         return model_inputs
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, use_cache=True):
+        """The model kwargs the next step gets, after a step gave `outputs` (HF's hook). generate() itself keeps the
+        running ids, attention mask, positions and cache; models whose own inputs change from step to step (IDEFICS's
+        image mask and image states) override this."""
+        return model_kwargs
+
+    def _decode_step_ready(self, model_kwargs):
+        """Whether the compiled decode step can run the next one-token step: every `_decode_step_inputs` kwarg is
+        there (else the step runs in PyNative)."""
+        return all(model_kwargs.get(key) is not None for _, key in self._decode_step_inputs)
 
     def _generation_position_ids(self, input_ids, attention_mask, position_ids, model_kwargs):
         """generate()'s (B, L) position ids of the prompt (numpy), from which decoding continues one per token;
@@ -919,7 +945,8 @@ class GenerationMixin:
                     slot_offset = -prompt_length % PREFILL_CHUNK
                 cache_len = static_cache_length(slot_offset + gc.max_length + embeds)
                 if compile_now:
-                    cache, compiled = compiled_decode_step(self, batch, cache_len, self.dtype)
+                    cache, compiled = compiled_decode_step(self, batch, cache_len, self.dtype,
+                                                           step_inputs=[name for name, _ in self._decode_step_inputs])
                 else:
                     cache = StaticCache(self.config, max_cache_len=cache_len, max_batch_size=batch,
                                         dtype=self.dtype)

@@ -167,6 +167,8 @@ MODEL_FAMILIES = {
                   "sequence-classification": "PerceiverForSequenceClassification"},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "llava": {"base": "LlavaModel", "image-text-to-text": "LlavaForConditionalGeneration"},
+    # HF also lists it under AutoModelForPreTraining, which mindone.transformers does not have
+    "idefics": {"base": "IdeficsModel", "image-text-to-text": "IdeficsForVisionText2Text"},
     "llava_next": {"base": "LlavaNextModel", "image-text-to-text": "LlavaNextForConditionalGeneration"},
     "qwen2_vl": {"base": "Qwen2VLModel", "image-text-to-text": "Qwen2VLForConditionalGeneration"},
     "qwen2_vl_text": {"base": "Qwen2VLTextModel"},

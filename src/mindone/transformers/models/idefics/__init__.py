@@ -1,0 +1,1 @@
+from .modeling_idefics import *  # noqa: F401,F403
