@@ -5,7 +5,8 @@ MindSpore's own `nn.Embedding` names its table `embedding_table` and `nn.LayerNo
 
 Parameters are created in the dtype given by `default_dtype()` (see `dtype_scope`), so `from_pretrained` builds a
 model directly in its target dtype. Under `mindspore.nn.utils.no_init_parameters()` no memory is allocated until
-weights are loaded.
+weights are loaded (a model's `post_init` still initialises every parameter, except inside from_pretrained's
+loading scope).
 """
 
 import contextlib
