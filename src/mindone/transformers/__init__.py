@@ -221,7 +221,8 @@ _MODEL_FAMILIES = {
                     "VisualBertForRegionToPhraseAlignment", "VisualBertLayer", "VisualBertPreTrainedModel"],
     "perceiver": ["PerceiverModel", "PerceiverForMaskedLM", "PerceiverForSequenceClassification",
                   "PerceiverForImageClassificationLearned", "PerceiverForImageClassificationFourier",
-                  "PerceiverPreTrainedModel"],
+                  "PerceiverForImageClassificationConvProcessing", "PerceiverForOpticalFlow",
+                  "PerceiverForMultimodalAutoencoding", "PerceiverPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],
 }
