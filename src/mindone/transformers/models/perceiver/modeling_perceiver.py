@@ -567,6 +567,8 @@ class PerceiverMultimodalPreprocessor(nn.Cell):
     def __init__(self, modalities, mask_probs=None, min_padding_size=2):
         super().__init__()
         self.modalities = nn.CellDict(modalities)
+        # names as constant tuples: a graph cannot iterate or sort a CellDict's / dict's keys
+        self._names, self._sorted_names = tuple(modalities), tuple(sorted(modalities))
         self.min_padding_size = min_padding_size
         self.mask_probs = mask_probs if mask_probs is not None else {}
         self.padding = _ParameterDict({m: (1, self.num_channels - p.num_channels) for m, p in modalities.items()})
@@ -578,29 +580,31 @@ class PerceiverMultimodalPreprocessor(nn.Cell):
 
     def construct(self, inputs, pos=None, network_input_is_1d=True, interpolate_pos_encoding=False):
         padded, modality_sizes, inputs_without_pos = {}, {}, {}
-        for modality in self.modalities.keys():
+        for modality in self._names:
             output, _, inputs_without_pos[modality] = self.modalities[modality](
                 inputs[modality], pos=pos, network_input_is_1d=network_input_is_1d)
             batch_size, num_samples, num_channels = output.shape
-            padding = ops.broadcast_to(self.padding[modality][None].astype(output.dtype),
+            padding = ops.broadcast_to(getattr(self.padding, modality)[None].astype(output.dtype),
                                        (batch_size, num_samples, self.num_channels - num_channels))
             output = ops.cat((output, padding), 2)
             if modality in self.mask_probs:
-                mask_token = self.mask[modality][None].astype(output.dtype)
-                mask = _bernoulli_mask(self.mask_probs[modality], (batch_size, num_samples, 1), output.dtype)
-                output = (1 - mask) * output + mask * mask_token
+                output = _mask_tokens(output, getattr(self.mask, modality)[None].astype(output.dtype),
+                                      self.mask_probs[modality])
             padded[modality] = output
             modality_sizes[modality] = output.shape[1]
-        return ops.cat([padded[k] for k in sorted(padded)], 1), modality_sizes, inputs_without_pos
+        return ops.cat([padded[k] for k in self._sorted_names], 1), modality_sizes, inputs_without_pos
 
 
-def _bernoulli_mask(prob, shape, dtype):
-    """1 with probability `prob` (exactly 0 or 1 for those probabilities, as torch.bernoulli)."""
+def _mask_tokens(output, mask_token, prob):
+    """HF's (1 - m) * output + m * mask_token with m ~ Bernoulli(prob) per position. For prob 0 or 1 (the
+    multimodal autoencoder's) m is constant and the blend is exactly `output` or the token (written so: a graph
+    otherwise folds the mask token parameter into a constant it cannot feed)."""
     if prob <= 0.0:
-        return ops.zeros(shape, dtype)
+        return output
     if prob >= 1.0:
-        return ops.ones(shape, dtype)
-    return (ops.rand(shape) < prob).astype(dtype)
+        return ops.broadcast_to(mask_token, output.shape)
+    mask = (ops.rand(output.shape[:2] + (1,)) < prob).astype(output.dtype)
+    return (1 - mask) * output + mask * mask_token
 
 
 def _unravel_positions(points, dims):
@@ -759,10 +763,11 @@ class PerceiverBasicVideoAutoencodingDecoder(nn.Cell):
         return logits.reshape(self.output_shape + (logits.shape[-1],)), cross
 
 
-def restructure(modality_sizes, inputs):
-    """(B, N, C) -> {modality: its slice of the index axis}, the modalities in sorted order."""
+def restructure(modality_sizes, inputs, names=None):
+    """(B, N, C) -> {modality: its slice of the index axis}, the modalities in sorted order (`names`, already
+    sorted, when known: a graph cannot sort a dict's keys)."""
     outputs, index = {}, 0
-    for modality in sorted(modality_sizes):
+    for modality in names if names is not None else sorted(modality_sizes):
         size = modality_sizes[modality]
         outputs[modality] = inputs[:, index:index + size]
         index += size
@@ -777,6 +782,7 @@ class PerceiverMultimodalDecoder(nn.Cell):
                  subsampled_index_dims=None, **decoder_kwargs):
         super().__init__()
         self.modalities = nn.CellDict(modalities)
+        self._names, self._sorted_names = tuple(modalities), tuple(sorted(modalities))
         self.subsampled_index_dims = subsampled_index_dims
         self.min_padding_size = min_padding_size
         self.output_num_channels = output_num_channels
@@ -792,18 +798,18 @@ class PerceiverMultimodalDecoder(nn.Cell):
         return max(d.num_query_channels for d in self.modalities.values()) + self.min_padding_size
 
     def decoder_query(self, inputs, modality_sizes, inputs_without_pos=None, subsampled_points=None):
-        inputs = restructure(modality_sizes, inputs)
-        subsampled_points = subsampled_points or {}
+        inputs = restructure(modality_sizes, inputs, self._sorted_names)
+        subsampled_points = subsampled_points if subsampled_points is not None else {}
         queries = {}
-        for modality in self.modalities.keys():
+        for modality in self._names:
             without_pos = inputs_without_pos.get(modality, None) if inputs_without_pos is not None else None
             queries[modality] = self.modalities[modality].decoder_query(
                 inputs[modality], None, without_pos, subsampled_points.get(modality, None))
         embedded = []
-        for modality in sorted(self.modalities.keys()):
+        for modality in self._sorted_names:
             x = queries[modality]
             x = x.reshape(x.shape[0], -1, x.shape[-1])
-            pad = ops.broadcast_to(self.padding[modality][None].astype(x.dtype),
+            pad = ops.broadcast_to(getattr(self.padding, modality)[None].astype(x.dtype),
                                    (x.shape[0], x.shape[1], self.num_query_channels - x.shape[2]))
             embedded.append(ops.cat((x, pad), 2))
         return ops.cat(embedded, 1)
@@ -818,14 +824,18 @@ class PerceiverMultimodalPostprocessor(nn.Cell):
     def __init__(self, modalities, input_is_dict=False):
         super().__init__()
         self.modalities = nn.CellDict(modalities)
+        self._names, self._sorted_names = tuple(modalities), tuple(sorted(modalities))
         self.input_is_dict = input_is_dict
 
     def construct(self, inputs, pos=None, modality_sizes=None):
         if not self.input_is_dict:
             if modality_sizes is None:
                 raise ValueError("Modality sizes should be specified if input is not a dictionary.")
-            inputs = restructure(modality_sizes, inputs)
-        return {m: self.modalities[m](inputs[m], pos=pos, modality_sizes=None) for m in self.modalities.keys()}
+            inputs = restructure(modality_sizes, inputs, self._sorted_names)
+        outputs = {}
+        for modality in self._names:
+            outputs[modality] = self.modalities[modality](inputs[modality], pos=pos, modality_sizes=None)
+        return outputs
 
 
 class PerceiverClassificationPostprocessor(nn.Cell):
