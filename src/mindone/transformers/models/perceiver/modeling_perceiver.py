@@ -926,6 +926,8 @@ class PerceiverModel(PerceiverPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         inputs_without_pos = modality_sizes = None
+        # float inputs (features, pixels, audio; per modality for a dict) in the model's dtype, as the weights
+        inputs = _to_dtype(inputs, self.embeddings.latents.dtype)
         if self.input_preprocessor is not None:
             inputs, modality_sizes, inputs_without_pos = self.input_preprocessor(inputs)
         elif inputs.shape[-1] != self.config.d_model:
@@ -973,6 +975,12 @@ class PerceiverModel(PerceiverPreTrainedModel):
         fields = self._forward(inputs, attention_mask, output_attentions, output_hidden_states,
                                subsampled_output_points)
         return model_output(PerceiverModelOutput, fields, return_dict is not False)
+
+
+def _to_dtype(inputs, dtype):
+    if isinstance(inputs, dict):
+        return {k: _to_dtype(v, dtype) for k, v in inputs.items()}
+    return inputs.astype(dtype) if ops.is_floating_point(inputs) else inputs
 
 
 def _text_inputs(inputs, input_ids):
