@@ -235,7 +235,7 @@ def test_new_heads_have_torchs_checkpoint_keys(checkpoints):
         assert set(ours.parameters_dict()) == set(torch_model.state_dict()), head.__name__
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
 def test_conv_processing_classifier_matches_torch(conv_processing, mode):
     """16x16 images: 7x7 stride-2 conv ("same" padding), batch norm (running statistics), ReLU, 3x3 max pool ->
     3x3 positions with 64 channels + Fourier features."""
@@ -249,7 +249,7 @@ def test_conv_processing_classifier_matches_torch(conv_processing, mode):
     parity.assert_close({"cross_attentions": error}, parity.FP32_BAR, mode)
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
 def test_optical_flow_matches_torch(checkpoints, mode):
 
     torch_model, path = checkpoints(transformers.PerceiverForOpticalFlow, **FLOW)
@@ -262,7 +262,7 @@ def test_optical_flow_matches_torch(checkpoints, mode):
     assert out["logits"].shape == (2, 4, 6, 2) and out.get("loss") is None
 
 
-@pytest.mark.parametrize("mode", parity.MODES)
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
 def test_multimodal_autoencoding_matches_torch(checkpoints, mode):
     """Subsampled decoding: 2 audio patches, 6 video pixels and the label; logits per modality."""
 
