@@ -597,8 +597,7 @@ class PerceiverMultimodalPreprocessor(nn.Cell):
 
 def _mask_tokens(output, mask_token, prob):
     """HF's (1 - m) * output + m * mask_token with m ~ Bernoulli(prob) per position. For prob 0 or 1 (the
-    multimodal autoencoder's) m is constant and the blend is exactly `output` or the token (written so: a graph
-    otherwise folds the mask token parameter into a constant it cannot feed)."""
+    multimodal autoencoder's) m is constant and the blend is exactly `output` or the token: no mask is drawn."""
     if prob <= 0.0:
         return output
     if prob >= 1.0:
