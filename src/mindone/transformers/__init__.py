@@ -224,7 +224,8 @@ _MODEL_FAMILIES = {
                     "BridgeTowerForImageAndTextRetrieval", "BridgeTowerPreTrainedModel"],
     "perceiver": ["PerceiverModel", "PerceiverForMaskedLM", "PerceiverForSequenceClassification",
                   "PerceiverForImageClassificationLearned", "PerceiverForImageClassificationFourier",
-                  "PerceiverPreTrainedModel"],
+                  "PerceiverForImageClassificationConvProcessing", "PerceiverForOpticalFlow",
+                  "PerceiverForMultimodalAutoencoding", "PerceiverPreTrainedModel"],
     "siglip2": ["Siglip2Model", "Siglip2TextModel", "Siglip2VisionModel", "Siglip2ForImageClassification",
                 "Siglip2PreTrainedModel"],
 }

@@ -1,6 +1,7 @@
-"""DPT (ViT backbone) parity with torch `transformers` on tiny random checkpoints (tests/parity.py): encoder outputs,
-predicted depth, segmentation logits and loss, the readout variants, position tables resized to another image size,
-fp16, gradients, Auto classes; pixels come from transformers' DPT image processor."""
+"""DPT (ViT backbone) and DPT-Hybrid (BiT backbone) parity with torch `transformers` on tiny random checkpoints
+(tests/parity.py): encoder outputs, predicted depth, segmentation logits and loss, the readout variants, position
+tables resized to another image size, fp16, gradients, Auto classes; pixels come from transformers' DPT image
+processor."""
 
 import numpy as np
 import pytest
@@ -142,8 +143,6 @@ def test_auto_classes_and_unsupported_configs(checkpoints):
     assert type(AutoModelForSemanticSegmentation.from_pretrained(path)) is DPTForSemanticSegmentation
     _, path = checkpoints(transformers.DPTModel)
     assert type(AutoModel.from_pretrained(path)) is DPTModel
-    with pytest.raises(NotImplementedError, match="DPT-Hybrid"):
-        DPTForDepthEstimation(make_config(is_hybrid=True))
     dinov2 = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=8,
                                        out_indices=[1, 2])
     with pytest.raises(NotImplementedError, match="'dinov2'"):
@@ -151,3 +150,73 @@ def test_auto_classes_and_unsupported_configs(checkpoints):
     with pytest.raises(NotImplementedError, match="Training is not implemented"):
         parity.run_ours(parity.load_ours(DPTForDepthEstimation, checkpoints(transformers.DPTForDepthEstimation)[1]),
                         dict(pixel_values=pixels(), labels=np.zeros((2, 64, 64), np.float32)))
+
+
+# DPT-Hybrid: 64x64 images; a bottleneck BiT ("SAME" padding) gives 8, 16 and 32 channels at strides 4, 8 and 16;
+# its last map (4x4) is the token grid of 16-pixel patches, its first two go to the neck as the first two maps
+HYBRID = dict(is_hybrid=True, image_size=64, patch_size=16, backbone_featmap_shape=[1, 32, 4, 4],
+              backbone_config=dict(embedding_size=8, hidden_sizes=[8, 16, 32], depths=[1, 1, 1], num_groups=2,
+                                   layer_type="bottleneck", global_padding="same", embedding_dynamic_padding=True,
+                                   out_features=["stage1", "stage2", "stage3"]))
+
+
+def hybrid_pixels(seed=0):
+    return vision_parity.processed_pixels(processor(64), seed=seed)
+
+
+def assert_hybrid_matches_torch(ours_cls, torch_model, path, inputs, fields, mode):
+    """fp32 parity as BiT's (tests/models/bit): against torch in float64 within max(1e-5, 1.5x torch fp32's own
+    error), since the BiT backbone's stacked weight-standardised convs leave torch fp32 itself ~1e-5 off float64."""
+    from tests.models.bit.test_modeling_bit import assert_matches_torch
+
+    return assert_matches_torch(ours_cls, torch_model, path, inputs, fields, mode,
+                                context=f"dpt-hybrid/{ours_cls.__name__}/{mode}")
+
+
+@pytest.mark.parametrize("mode", vision_parity.PYNATIVE_AND_SLOW_GRAPH)
+def test_hybrid_model_matches_torch(checkpoints, mode):
+    torch_model, path = checkpoints(transformers.DPTModel, **HYBRID)
+    inputs = dict(pixel_values=hybrid_pixels(), output_hidden_states=True, output_attentions=True)
+    out = assert_hybrid_matches_torch(DPTModel, torch_model, path, inputs,
+                                      ["last_hidden_state", "pooler_output", "hidden_states", "attentions",
+                                       "intermediate_activations"], mode)
+    assert [tuple(m.shape) for m in out["intermediate_activations"]] == [(2, 8, 16, 16), (2, 16, 8, 8)]
+
+
+@pytest.mark.parametrize("mode", parity.MODES)
+def test_hybrid_depth_estimation_matches_torch(checkpoints, mode):
+    torch_model, path = checkpoints(transformers.DPTForDepthEstimation, **HYBRID)
+    inputs = dict(pixel_values=hybrid_pixels(seed=1), output_hidden_states=True)
+    out = assert_hybrid_matches_torch(DPTForDepthEstimation, torch_model, path, inputs,
+                                      ["predicted_depth", "hidden_states"], mode)
+    assert out["predicted_depth"].shape == (2, 64, 64)
+
+
+def test_hybrid_semantic_segmentation_matches_torch(checkpoints):
+    torch_model, path = checkpoints(transformers.DPTForSemanticSegmentation, **HYBRID)
+    labels = np.random.RandomState(2).randint(0, 3, (2, 64, 64)).astype(np.int64)
+    assert_hybrid_matches_torch(DPTForSemanticSegmentation, torch_model, path,
+                                dict(pixel_values=hybrid_pixels(seed=2), labels=labels), ["logits", "loss"],
+                                "pynative")
+
+
+def test_hybrid_fp16_close_to_torch(checkpoints):
+    torch_model, path = checkpoints(transformers.DPTForDepthEstimation, **HYBRID)
+    vision_parity.assert_fp16_close(DPTForDepthEstimation, torch_model, path, dict(pixel_values=hybrid_pixels(3)),
+                                    "predicted_depth", "pynative")
+
+
+def test_hybrid_gradients_match_torch(checkpoints):
+    torch_model, path = checkpoints(transformers.DPTForSemanticSegmentation, **HYBRID)
+    labels = np.random.RandomState(4).randint(0, 3, (2, 64, 64)).astype(np.int64)
+    vision_parity.assert_gradients_match_torch(DPTForSemanticSegmentation, torch_model, path,
+                                               dict(pixel_values=hybrid_pixels(seed=4), labels=labels), "pynative")
+
+
+def test_hybrid_checkpoint_keys_and_auto_class(checkpoints):
+    torch_model, path = checkpoints(transformers.DPTForDepthEstimation, **HYBRID)
+    ours = AutoModelForDepthEstimation.from_pretrained(path)
+    assert type(ours) is DPTForDepthEstimation
+    assert set(ours.parameters_dict()) == set(torch_model.state_dict())
+    with pytest.raises(ValueError, match="doesn't match model"):
+        ours(pixel_values=hybrid_pixels()[:, :, :48, :48])

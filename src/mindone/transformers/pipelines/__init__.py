@@ -128,7 +128,7 @@ def pipeline(task, model=None, tokenizer=None, feature_extractor=None, image_pro
         model_cls = _architecture_fallback(config, task, model_task)
         if model_cls is None:
             _check_model_type(config.model_type, task, model_task)
-            model_cls = model_class(config.model_type, model_task)
+            model_cls = model_class(config.model_type, model_task, getattr(config, "architectures", None))
         load_kwargs = dict(model_kwargs or {})
         if dtype is not None:
             load_kwargs["dtype"] = dtype
@@ -250,6 +250,8 @@ def _check_model_instance(model, task, model_task):
     if type(model).__name__ in _ARCHITECTURE_FALLBACKS.get(task, ()):
         return
     expected = MODEL_FAMILIES.get(model_type, {}).get(model_task)
+    if isinstance(expected, tuple):  # several HF classes serve this task for the family
+        expected = type(model).__name__ if type(model).__name__ in expected else expected[0]
     if expected is not None and type(model).__name__ != expected:
         raise ValueError(f"Task {task!r} needs a {expected} ({TASKS[model_task]}) model, got "
                          f"{type(model).__name__}")

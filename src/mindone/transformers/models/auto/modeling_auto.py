@@ -163,8 +163,12 @@ MODEL_FAMILIES = {
     "clap": {"base": "ClapModel"},
     "visual_bert": {"base": "VisualBertModel"},
     "bridgetower": {"base": "BridgeTowerModel"},
+    # a tuple: HF picks the class named in config.architectures, else the first
     "perceiver": {"base": "PerceiverModel", "masked-lm": "PerceiverForMaskedLM",
-                  "sequence-classification": "PerceiverForSequenceClassification"},
+                  "sequence-classification": "PerceiverForSequenceClassification",
+                  "image-classification": ("PerceiverForImageClassificationLearned",
+                                           "PerceiverForImageClassificationFourier",
+                                           "PerceiverForImageClassificationConvProcessing")},
     "m2m_100": {"base": "M2M100Model", "seq2seq-lm": "M2M100ForConditionalGeneration"},
     "llava": {"base": "LlavaModel", "image-text-to-text": "LlavaForConditionalGeneration"},
     # HF also lists it under AutoModelForPreTraining, which mindone.transformers does not have
@@ -190,7 +194,9 @@ def supported_model_types(task: str) -> list:
     return sorted(types)
 
 
-def model_class_name(model_type: str, task: str) -> str:
+def model_class_name(model_type: str, task: str, architectures=None) -> str:
+    """Our class name for (model_type, task); where a family has several classes for a task (HF's tuples), the one
+    named in `architectures` (a config's), else the first."""
     auto_name = TASKS[task]
     names = MODEL_FAMILIES.get(model_type)
     if names is None or task not in names:
@@ -198,14 +204,17 @@ def model_class_name(model_type: str, task: str) -> str:
             f"Unrecognized configuration (model_type={model_type!r}) for {auto_name}. "
             f"Model types supported by {auto_name}: {', '.join(supported_model_types(task))}"
         )
-    return names[task]
+    name = names[task]
+    if isinstance(name, tuple):
+        name = next((arch for arch in (architectures or ()) if arch in name), name[0])
+    return name
 
 
-def model_class(model_type: str, task: str):
+def model_class(model_type: str, task: str, architectures=None):
     """Our class for (model_type, task), importing its family module now."""
     if (model_type, task) in _REGISTERED:
         return _REGISTERED[(model_type, task)]
-    name = model_class_name(model_type, task)
+    name = model_class_name(model_type, task, architectures)
     package = importlib.import_module("mindone.transformers")
     if name not in package._LAZY:
         raise ValueError(f"{TASKS[task]}: model_type {model_type!r} maps to {name}, which this installation of "
@@ -231,7 +240,7 @@ class _BaseAutoModelClass:
 
     @classmethod
     def _class_for(cls, config):
-        return model_class(config.model_type, cls._task)
+        return model_class(config.model_type, cls._task, getattr(config, "architectures", None))
 
     @classmethod
     def from_config(cls, config, dtype=None, **kwargs):

@@ -6,9 +6,10 @@ transposed conv, identity or strided conv per `reassemble_factors`), brought to 
 fused coarse-to-fine by residual conv units with x2 bilinear upsampling. Heads: depth (3 convs, x2 upsampling,
 ReLU) and semantic segmentation (conv-BN-ReLU-conv, x2 upsampling, optional auxiliary head).
 
-Supported configurations: the plain ViT backbone (`is_hybrid=False`, no `backbone_config`). DPT-Hybrid (BiT
-backbone) and DPT with an external backbone (DINOv2, Swinv2: Depth Anything-style configs) raise
-`NotImplementedError` when built.
+Supported configurations: the plain ViT backbone (`is_hybrid=False`, no `backbone_config`) and DPT-Hybrid
+(`is_hybrid=True`: a BiT backbone's last feature map, 1x1-projected, is the ViT's token grid; its first two feature
+maps go to the neck directly, in place of the first two reassembled maps). DPT with an external backbone (DINOv2,
+Swinv2: Depth Anything-style configs) raises `NotImplementedError` when built.
 """
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Optional, Tuple
 from mindspore import nn, ops
 from transformers import DPTConfig
 
+from ...backbone_utils import load_backbone
 from ...backend import functional as F
 from ...backend.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, LayerNorm, Linear, new_parameter
 from ...modeling_outputs import DepthEstimatorOutput, ModelOutput, SemanticSegmenterOutput, model_output
@@ -34,13 +36,25 @@ class BaseModelOutputWithPoolingAndIntermediateActivations(ModelOutput):
 
 
 def _check_supported(config):
-    if config.is_hybrid:
-        raise NotImplementedError("DPT-Hybrid (`is_hybrid=True`, a BiT backbone) is not implemented yet; only the "
-                                  "ViT-backbone DPT (is_hybrid=False, backbone_config=None) is")
-    if config.backbone_config is not None:
+    if not config.is_hybrid and config.backbone_config is not None:
         raise NotImplementedError(f"DPT with an external backbone (backbone_config.model_type="
-                                  f"{config.backbone_config.model_type!r}) is not implemented yet; only the "
-                                  "ViT-backbone DPT (is_hybrid=False, backbone_config=None) is")
+                                  f"{config.backbone_config.model_type!r}) is not implemented yet; the ViT-backbone "
+                                  "DPT (is_hybrid=False, backbone_config=None) and DPT-Hybrid (is_hybrid=True) are")
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _resize_position_table(table, height, width):
+    """(1, 1 + n*n, dim) position table, its grid resized (bilinear, as HF) to height x width."""
+    old = int((table.shape[1] - 1) ** 0.5)
+    if old == height and old == width:  # bilinear resizing to the same size is the identity
+        return table
+    dim = table.shape[-1]
+    grid = table[:, 1:].reshape(1, old, old, dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, (height, width), mode="bilinear", align_corners=False)
+    return F.cat([table[:, :1], grid.permute(0, 2, 3, 1).reshape(1, height * width, dim)], 1)
 
 
 class DPTViTEmbeddings(nn.Cell):
@@ -54,23 +68,56 @@ class DPTViTEmbeddings(nn.Cell):
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.patch_size = config.patch_size
 
-    def _resize_pos_embed(self, height, width):
-        table = self.position_embeddings
-        old = int((table.shape[1] - 1) ** 0.5)
-        if old == height and old == width:  # bilinear resizing to the same size is the identity
-            return table
-        dim = table.shape[-1]
-        grid = table[:, 1:].reshape(1, old, old, dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, (height, width), mode="bilinear", align_corners=False)
-        return F.cat([table[:, :1], grid.permute(0, 2, 3, 1).reshape(1, height * width, dim)], 1)
-
     def construct(self, pixel_values):
+        """Returns (embeddings, intermediate activations: None)."""
         batch_size, _, height, width = pixel_values.shape
         embeddings = self.patch_embeddings(pixel_values)
         cls_tokens = ops.broadcast_to(self.cls_token, (batch_size, 1, embeddings.shape[-1])).astype(embeddings.dtype)
         embeddings = F.cat([cls_tokens, embeddings], 1)
-        embeddings = embeddings + self._resize_pos_embed(height // self.patch_size, width // self.patch_size)
-        return self.dropout(embeddings)
+        embeddings = embeddings + _resize_position_table(self.position_embeddings, height // self.patch_size,
+                                                         width // self.patch_size)
+        return self.dropout(embeddings), None
+
+
+class DPTViTHybridEmbeddings(nn.Cell):
+    """DPT-Hybrid's embeddings: the BiT backbone (`config.backbone_config`, three feature maps), its last map
+    1x1-projected to `hidden_size` as the token grid, the class token prepended and the position table (resized to
+    the patch grid) added; the backbone's first two maps are kept for the neck."""
+
+    def __init__(self, config: DPTConfig, feature_size=None):
+        super().__init__()
+        image_size, patch_size = _pair(config.image_size), _pair(config.patch_size)
+        num_patches = (image_size[1] // patch_size[1]) * (image_size[0] // patch_size[0])
+        self.backbone = load_backbone(config)
+        if len(self.backbone.channels) != 3:
+            raise ValueError(f"Expected backbone to have 3 output features, got {len(self.backbone.channels)}")
+        self.residual_feature_map_index = [0, 1]  # the first and second backbone stages, as HF
+        # HF sizes the projection from config.backbone_featmap_shape unless a feature size is given
+        feature_dim = config.backbone_featmap_shape[1] if feature_size is None else self.backbone.channels[-1]
+        self.image_size, self.patch_size = image_size, patch_size[0]
+        self.num_channels = config.num_channels
+        self.projection = Conv2d(feature_dim, config.hidden_size, kernel_size=1)
+        self.cls_token = new_parameter((1, 1, config.hidden_size))
+        self.position_embeddings = new_parameter((1, num_patches + 1, config.hidden_size))
+
+    def construct(self, pixel_values):
+        """Returns (embeddings, [the backbone's first two feature maps])."""
+        batch_size, num_channels, height, width = pixel_values.shape
+        if num_channels != self.num_channels:
+            raise ValueError("Make sure that the channel dimension of the pixel values match with the one set in the "
+                             "configuration.")
+        if height != self.image_size[0] or width != self.image_size[1]:
+            raise ValueError(f"Input image size ({height}*{width}) doesn't match model ({self.image_size[0]}*"
+                             f"{self.image_size[1]}).")
+        feature_maps = self.backbone(pixel_values)["feature_maps"]
+        intermediate = [feature_maps[i] for i in self.residual_feature_map_index]
+        features = self.projection(feature_maps[-1])
+        embeddings = features.reshape(batch_size, features.shape[1], -1).swapaxes(1, 2)
+        cls_tokens = ops.broadcast_to(self.cls_token, (batch_size, 1, embeddings.shape[-1])).astype(embeddings.dtype)
+        embeddings = F.cat([cls_tokens, embeddings], 1)
+        positions = _resize_position_table(self.position_embeddings, height // self.patch_size,
+                                           width // self.patch_size)
+        return embeddings + positions.astype(embeddings.dtype), intermediate
 
 
 class DPTViTEncoder(nn.Cell):
@@ -99,7 +146,8 @@ class DPTReassembleLayer(nn.Cell):
 
     def __init__(self, config: DPTConfig, channels, factor):
         super().__init__()
-        self.projection = Conv2d(config.hidden_size, channels, kernel_size=1)
+        hidden_size = _backbone_hidden_size(config)
+        self.projection = Conv2d(hidden_size, channels, kernel_size=1)
         if factor > 1:
             self.resize = ConvTranspose2d(channels, channels, kernel_size=factor, stride=factor, padding=0)
         elif factor < 1:
@@ -112,23 +160,42 @@ class DPTReassembleLayer(nn.Cell):
         return self.resize(hidden_state) if self.resize is not None else hidden_state
 
 
+def _backbone_hidden_size(config):
+    if config.backbone_config is not None and hasattr(config.backbone_config, "hidden_size"):
+        return config.backbone_config.hidden_size
+    return config.hidden_size
+
+
 class DPTReassembleStage(nn.Cell):
-    """Token sequences (B, 1 + h*w, hidden) -> maps (B, neck_hidden_sizes[i], h', w') at several resolutions."""
+    """Token sequences (B, 1 + h*w, hidden) -> maps (B, neck_hidden_sizes[i], h', w') at several resolutions.
+
+    DPT-Hybrid: the first two entries are the BiT backbone's feature maps, passed on unchanged (stages in
+    `config.neck_ignore_stages`; HF's identity layers there have no weights, so the keys start at index 2)."""
 
     def __init__(self, config: DPTConfig):
         super().__init__()
         self.readout_type = config.readout_type
-        self.layers = nn.CellList([DPTReassembleLayer(config, channels, factor)
-                                   for channels, factor in zip(config.neck_hidden_sizes, config.reassemble_factors)])
+        self.neck_ignore_stages = tuple(config.neck_ignore_stages)
+        hybrid = config.is_hybrid
+        if hybrid and config.readout_type != "project":
+            raise ValueError(f"Readout type {config.readout_type} is not supported for DPT-Hybrid.")
+        self.layers = nn.CellList([nn.Identity() if hybrid and i <= 1 else DPTReassembleLayer(config, channels, factor)
+                                   for i, (channels, factor) in enumerate(zip(config.neck_hidden_sizes,
+                                                                              config.reassemble_factors))])
         # HF's keys `readout_projects.<i>.0`: [Linear(2 * hidden, hidden), activation] per map
-        self.readout_projects = (nn.CellList([nn.CellList([Linear(2 * config.hidden_size, config.hidden_size)])
-                                              for _ in config.neck_hidden_sizes])
+        hidden_size = _backbone_hidden_size(config)
+        self.readout_projects = (nn.CellList([nn.CellList([nn.Identity() if hybrid and i <= 1
+                                                           else Linear(2 * hidden_size, hidden_size)])
+                                              for i in range(len(config.neck_hidden_sizes))])
                                  if config.readout_type == "project" else None)
         self.readout_act = F.get_activation(config.hidden_act)
 
     def construct(self, hidden_states, patch_height=None, patch_width=None):
         out = []
         for i, hidden_state in enumerate(hidden_states):
+            if i in self.neck_ignore_stages:
+                out.append(hidden_state)
+                continue
             cls_token, tokens = hidden_state[:, 0], hidden_state[:, 1:]
             batch_size, sequence_length, channels = tokens.shape
             if patch_height is None or patch_width is None:
@@ -234,7 +301,7 @@ class DPTPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, cell):
         super()._init_weights(cell)
-        if isinstance(cell, DPTViTEmbeddings):
+        if isinstance(cell, (DPTViTEmbeddings, DPTViTHybridEmbeddings)):
             init_parameter(cell.cls_token, "zeros")
             init_parameter(cell.position_embeddings, "zeros")
 
@@ -243,23 +310,27 @@ class DPTPreTrainedModel(PreTrainedModel):
         return (output_attentions if output_attentions is not None else config.output_attentions,
                 output_hidden_states if output_hidden_states is not None else config.output_hidden_states)
 
-    def _neck_inputs(self, hidden_states):
-        """The encoder outputs (hidden_states without the embeddings) at `backbone_out_indices`."""
-        return [h for i, h in enumerate(hidden_states[1:]) if i in self.config.backbone_out_indices]
+    def _neck_inputs(self, hidden_states, intermediate_activations=None):
+        """The encoder outputs (hidden_states without the embeddings) at `backbone_out_indices`; for DPT-Hybrid the
+        backbone's two intermediate maps, then the encoder outputs at `backbone_out_indices[2:]`."""
+        if not self.config.is_hybrid:
+            return [h for i, h in enumerate(hidden_states[1:]) if i in self.config.backbone_out_indices]
+        return list(intermediate_activations) + [h for i, h in enumerate(hidden_states[1:])
+                                                 if i in self.config.backbone_out_indices[2:]]
 
 
 class DPTModel(DPTPreTrainedModel):
     def __init__(self, config: DPTConfig, add_pooling_layer=True):
         super().__init__(config)
         _check_supported(config)
-        self.embeddings = DPTViTEmbeddings(config)
+        self.embeddings = DPTViTHybridEmbeddings(config) if config.is_hybrid else DPTViTEmbeddings(config)
         self.encoder = DPTViTEncoder(config)
         self.layernorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self.post_init()
 
     def get_input_embeddings(self):
-        return self.embeddings.patch_embeddings
+        return self.embeddings if self.config.is_hybrid else self.embeddings.patch_embeddings
 
     def construct(self, pixel_values=None, output_attentions=None, output_hidden_states=None, return_dict=None,
                   **kwargs):
@@ -267,25 +338,29 @@ class DPTModel(DPTPreTrainedModel):
         Args:
             pixel_values: (B, C, H, W), e.g. from `DPTImageProcessor(..., return_tensors="np")`; H and W multiples
                 of the patch size (the position table is resized to the patch grid).
-        Returns `last_hidden_state` (B, 1 + patches, hidden), `pooler_output` and, when asked, `hidden_states`
+        Returns `last_hidden_state` (B, 1 + patches, hidden), `pooler_output`, for DPT-Hybrid
+        `intermediate_activations` (the BiT backbone's first two feature maps) and, when asked, `hidden_states`
         (embeddings + every layer) and `attentions`.
         """
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        sequence_output, pooled, hidden_states, attentions = self._forward(pixel_values, output_attentions,
-                                                                           output_hidden_states)
+        sequence_output, pooled, hidden_states, attentions, intermediate = self._forward(
+            pixel_values, output_attentions, output_hidden_states)
         fields = {"last_hidden_state": sequence_output, "pooler_output": pooled, "hidden_states": hidden_states,
-                  "attentions": attentions}
+                  "attentions": attentions, "intermediate_activations": intermediate}
         return model_output(BaseModelOutputWithPoolingAndIntermediateActivations, fields, return_dict is not False)
 
     def _forward(self, pixel_values, output_attentions=False, output_hidden_states=False):
-        pixel_values = pixel_values.astype(self.embeddings.patch_embeddings.projection.weight.dtype)
-        last, hidden_states, attentions = self.encoder(self.embeddings(pixel_values), output_attentions,
-                                                       output_hidden_states)
+        """Returns (sequence output, pooled, hidden_states, attentions, intermediate activations)."""
+        projection = self.embeddings.projection if self.config.is_hybrid else \
+            self.embeddings.patch_embeddings.projection
+        pixel_values = pixel_values.astype(projection.weight.dtype)
+        embeddings, intermediate = self.embeddings(pixel_values)
+        last, hidden_states, attentions = self.encoder(embeddings, output_attentions, output_hidden_states)
         sequence_output = self.layernorm(last)
         pooled = self.pooler(sequence_output) if self.pooler is not None else None
-        return sequence_output, pooled, hidden_states, attentions
+        return sequence_output, pooled, hidden_states, attentions, intermediate
 
 
 class DPTDepthEstimationHead(nn.Cell):
@@ -330,8 +405,8 @@ class DPTForDepthEstimation(DPTPreTrainedModel):
         if labels is not None:
             raise NotImplementedError("Training is not implemented yet")
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        _, _, hidden_states, attentions = self.dpt._forward(pixel_values, output_attentions, True)
-        predicted_depth = self.head(self.neck(self._neck_inputs(hidden_states)))
+        _, _, hidden_states, attentions, intermediate = self.dpt._forward(pixel_values, output_attentions, True)
+        predicted_depth = self.head(self.neck(self._neck_inputs(hidden_states, intermediate)))
         fields = {"loss": None, "predicted_depth": predicted_depth,
                   "hidden_states": hidden_states if output_hidden_states else None, "attentions": attentions}
         return model_output(DepthEstimatorOutput, fields, return_dict is not False)
@@ -379,8 +454,8 @@ class DPTForSemanticSegmentation(DPTPreTrainedModel):
         if labels is not None and self.config.num_labels == 1:
             raise ValueError("The number of labels should be greater than one")
         output_attentions, output_hidden_states = self._output_flags(output_attentions, output_hidden_states)
-        _, _, hidden_states, attentions = self.dpt._forward(pixel_values, output_attentions, True)
-        fused = self.neck(self._neck_inputs(hidden_states))
+        _, _, hidden_states, attentions, intermediate = self.dpt._forward(pixel_values, output_attentions, True)
+        fused = self.neck(self._neck_inputs(hidden_states, intermediate))
         logits = self.head(fused[self.config.head_in_index])
         loss = None
         if labels is not None:

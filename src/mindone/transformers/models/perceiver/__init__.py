@@ -1,7 +1,10 @@
 from .modeling_perceiver import (
+    PerceiverForImageClassificationConvProcessing,
     PerceiverForImageClassificationFourier,
     PerceiverForImageClassificationLearned,
     PerceiverForMaskedLM,
+    PerceiverForMultimodalAutoencoding,
+    PerceiverForOpticalFlow,
     PerceiverForSequenceClassification,
     PerceiverModel,
     PerceiverPreTrainedModel,
