@@ -169,11 +169,20 @@ def _rsqrt(x):
     return ops.rsqrt(x)
 
 
+# RMSNorm of float32 rows in one kernel (six MindSpore kernels otherwise); None when native kernels are unavailable
+_native_rms_norm = native.rms_norm_op()
+
+
 def rms_norm(x, weight, eps=1e-6):
     """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does.
 
-    `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul.
+    `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul. Inside
+    generate()'s compiled steps (float32, no gradient) one native kernel does it: a decode step launches ~60 norms,
+    six MindSpore kernels each, and every launch costs more than the norm's work.
     """
+    if (_native_rms_norm is not None and runtime.native_ops_allowed() and runtime.in_graph() and weight is not None
+            and x.dtype == ms.float32 and weight.dtype == ms.float32):
+        return _native_rms_norm(x, weight, ms.Tensor([eps], ms.float32))
     dtype = x.dtype
     h = cast(x, ms.float32)
     variance = (h * h).mean(-1, keep_dims=True)
