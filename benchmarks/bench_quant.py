@@ -223,7 +223,7 @@ def run_parent(args):
         for round_idx in range(args.rounds):
             for impl, threads in configs:
                 # perplexity does not depend on threads or rounds: once per implementation
-                ppl = round_idx == 0 and threads == args.threads_list[0]
+                ppl = round_idx == 0 and threads == args.threads_list[0] and not args.no_ppl
                 env = None
                 if impl.endswith("@base"):
                     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -302,6 +302,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all processes (median)")
     parser.add_argument("--ppl-window", type=int, default=256)
     parser.add_argument("--ppl-stride", type=int, default=128)
+    parser.add_argument("--no-ppl", action="store_true", help="skip the perplexity (speed and tokens only)")
     parser.add_argument("--out", help="write all raw results as JSON")
     parser.add_argument("--baseline-src", help="another checkout's src directory: adds <impl>@base rows run with it")
     args = parser.parse_args()

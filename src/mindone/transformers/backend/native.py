@@ -293,3 +293,19 @@ def rms_norm_op():
     native kernels are unavailable: op(x (..., K), weight (K,), eps (1,) float32). Rounded as
     `functional.rms_norm`'s ops up to the order of the mean's sum. No gradient (compiled decode steps only)."""
     return _custom("RMSNorm", _rms_norm_shape, _first_dtype)
+
+
+def _decode_attention_shape(q_shape, k_shape, v_shape, mask_shape, scale_shape):
+    return (list(q_shape[:-1]) + [v_shape[-1]], list(q_shape[:-1]) + [k_shape[-2]])
+
+
+def _float32_x2(*dtypes):
+    return (ms.float32, ms.float32)
+
+
+def decode_attention_op():
+    """Primitive computing a decode step's attention for few query rows in one call, or None when native kernels are
+    unavailable: op(q (B, Hk, R, D), k (B, Hk, S, D), v (B, Hk, S, Dv), mask (Bm, Hm, Qm, S), scale (1,)) ->
+    (softmax(q k^T * scale + mask) v (B, Hk, R, Dv), the weights (B, Hk, R, S)); float32; R = n_rep * Sq query
+    rows per kv head (see the kernel's comment for the mask's broadcasting). No gradient."""
+    return _custom("DecodeAttention", _decode_attention_shape, _float32_x2)

@@ -776,4 +776,71 @@ extern "C" int BatchMatMulNN(int nparam, void **params, int *ndims, int64_t **sh
   }
   return 0;
 }
+// A decode step's whole attention for few query rows in one call (functional.attention): the products above plus
+// the scale, the additive mask and the softmax, which are three more MindSpore kernels per layer otherwise.
+//   q (B, Hk, R, D): the R = n_rep * Sq query rows of each kv head (row r: head hk * n_rep + r / Sq, position
+//   r % Sq); k (B, Hk, S, D), v (B, Hk, S, Dv); mask (Bm, Hm, Qm, S) float32 additive, each of Bm / Hm / Qm either 1
+//   (broadcast) or B / Hk * n_rep / Sq; scale (1) float32 (1.0: not applied).
+// Outputs: out (B, Hk, R, Dv) = softmax(q k^T * scale + mask) v and the weights (B, Hk, R, S).
+// Rounded as the separate route: the scores by `dot` (as BatchMatMulNT), scale then mask, softmax as
+// exp(s - max) / sum, the weighted sum of v in key order (as BatchMatMulNN).
+extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  if (nparam != 7) return 1;
+  for (int t = 0; t < 4; t++)
+    if (ndims[t] != 4) return 2;
+  const int64_t B = shapes[0][0], Hk = shapes[0][1], R = shapes[0][2], D = shapes[0][3];
+  const int64_t S = shapes[1][2], Dv = shapes[2][3];
+  if (shapes[1][0] != B || shapes[1][1] != Hk || shapes[1][3] != D) return 3;
+  if (shapes[2][0] != B || shapes[2][1] != Hk || shapes[2][2] != S) return 3;
+  const int64_t Bm = shapes[3][0], Hm = shapes[3][1], Qm = shapes[3][2];
+  if (shapes[3][3] != S || (Bm != 1 && Bm != B)) return 4;
+  // the query positions per head: Qm when the mask has them, else found from the heads (Hm) or 1
+  int64_t Sq = Qm;
+  if (Sq == 1 && Hm > 1) Sq = R * Hk / Hm;
+  if (Sq <= 0 || R % Sq) return 5;
+  const int64_t n_rep = R / Sq, H = Hk * n_rep;
+  if ((Hm != 1 && Hm != H) || (Qm != 1 && Qm != Sq)) return 5;
+  const float *q = static_cast<const float *>(params[0]);
+  const float *k = static_cast<const float *>(params[1]);
+  const float *v = static_cast<const float *>(params[2]);
+  const float *mask = static_cast<const float *>(params[3]);
+  const float scale = *static_cast<const float *>(params[4]);
+  float *out = static_cast<float *>(params[5]);
+  float *weights = static_cast<float *>(params[6]);
+  for (int64_t bi = 0; bi < B; bi++)
+    for (int64_t hk = 0; hk < Hk; hk++) {
+      const int64_t head = bi * Hk + hk;
+      const float *kh = k + head * S * D, *vh = v + head * S * Dv;
+      for (int64_t r = 0; r < R; r++) {
+        const int64_t h = hk * n_rep + r / Sq, pos = r % Sq;
+        const float *mrow = mask + (((Bm == 1 ? 0 : bi) * Hm + (Hm == 1 ? 0 : h)) * Qm + (Qm == 1 ? 0 : pos)) * S;
+        const float *qr = q + (head * R + r) * D;
+        float *w = weights + (head * R + r) * S;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < S; j++) {
+          float sc = dot(kh + j * D, qr, D);
+          if (scale != 1.0f) sc = sc * scale;
+          sc = sc + mrow[j];
+          w[j] = sc;
+          mx = sc > mx ? sc : mx;
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < S; j++) {
+          w[j] = std::exp(w[j] - mx);
+          sum += w[j];
+        }
+        for (int64_t j = 0; j < S; j++) w[j] = w[j] / sum;
+        float *o = out + (head * R + r) * Dv;
+        for (int64_t d = 0; d < Dv; d++) o[d] = 0.0f;
+        for (int64_t j = 0; j < S; j++) {
+          const float wj = w[j];
+          const float *vj = vh + j * Dv;
+          for (int64_t d = 0; d < Dv; d++) o[d] = fmadd(wj, vj[d], o[d]);
+        }
+      }
+    }
+  return 0;
+}
 // ===================================================================== end of weight-only quantized linear layers ====
