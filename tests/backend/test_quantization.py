@@ -376,3 +376,32 @@ def test_fusable_projections_are_marked_only_when_packed_alike(tiny_llama):
     for got, proj in zip(Q.fused_projections(x, attn.q_proj, attn.k_proj, attn.v_proj),
                          (attn.q_proj, attn.k_proj, attn.v_proj)):
         np.testing.assert_array_equal(got.asnumpy(), proj(x).asnumpy())
+
+
+@pytest.mark.parametrize("b, h, h_kv, sq, sk, mask_shape, scale", [
+    (1, 9, 3, 1, 128, (1, 1, 1, 128), 1.0),   # SmolLM2's decode step
+    (2, 4, 2, 2, 16, (2, 1, 2, 16), 0.3),
+    (1, 4, 4, 3, 16, (1, 4, 3, 16), 0.5),
+    (2, 6, 2, 1, 7, (1, 6, 1, 7), 1.0),
+])
+def test_native_decode_attention_matches_float64(b, h, h_kv, sq, sk, mask_shape, scale):
+    from mindone.transformers.backend import functional as F, runtime
+
+    rng = np.random.default_rng(h * sk + sq)
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for shape in ((b, h, sq, 8), (b, h_kv, sk, 8),
+                                                                            (b, h_kv, sk, 8)))
+    mask = np.where(rng.random(mask_shape) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
+    mask[..., 0] = 0  # every row keeps a key
+
+    def run(*a):
+        return F.attention(*a, scale=scale)
+
+    with runtime.native_ops_in_graph():
+        out, weights = ms.jit(run)(*(ms.Tensor(a) for a in (q, k, v, mask)))
+    rep = h // h_kv
+    k64, v64 = np.repeat(k, rep, axis=1).astype(np.float64), np.repeat(v, rep, axis=1).astype(np.float64)
+    scores = q.astype(np.float64) @ np.swapaxes(k64, -1, -2) * scale + mask
+    ref_w = np.exp(scores - scores.max(-1, keepdims=True))
+    ref_w /= ref_w.sum(-1, keepdims=True)
+    np.testing.assert_allclose(weights.asnumpy(), ref_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.asnumpy(), ref_w @ v64, rtol=1e-5, atol=1e-5)
