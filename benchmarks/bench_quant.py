@@ -20,8 +20,8 @@ multiplies dequantised weights, so these perplexities are those of the packed we
 
 --baseline-src adds, for every ours-* implementation, a row run with another checkout's library (e.g. main before a
 change) in the same interleaved rounds, so before/after speeds and tokens are compared under the same load. The
-"same tokens" column compares each row's greedy tokens with ours-fp32's (else the first row's): "yes" or the first
-differing position.
+"same tokens" column compares each row's greedy tokens with ours-fp32's (else the first row's; an @base row with its
+own implementation's): "yes" or the first differing position.
 """
 
 import argparse
@@ -228,8 +228,9 @@ def run_parent(args):
                 if impl.endswith("@base"):
                     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                         [os.path.abspath(args.baseline_src)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-                cmd = [sys.executable, __file__, "--worker", impl.split("@")[0], "--threads", str(threads), "--prompt-len",
-                       str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
+                cmd = [sys.executable, __file__, "--worker", impl.split("@")[0], "--threads", str(threads),
+                       "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats",
+                       str(args.repeats),
                        "--text-ids", path, "--ppl-window", str(args.ppl_window), "--ppl-stride",
                        str(args.ppl_stride)] + (["--ppl"] if ppl else [])
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -262,7 +263,10 @@ def run_parent(args):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def same_tokens(impl, threads):
+        # a baseline row against its own implementation's, the others against ours-fp32's (else the first row's)
         ref_impl = "ours-fp32" if (("ours-fp32", threads) in results) else configs[0][0]
+        if impl.endswith("@base"):
+            ref_impl = impl.split("@")[0]
         ref = results[(ref_impl, threads)][0]["tokens"]
         got = results[(impl, threads)][0]["tokens"]
         if impl == ref_impl:

@@ -185,8 +185,8 @@ class QuantizedLinear(nn.Cell):
                 f"weights=int{self.bits}, group_size={self.group_size}")
 
 
-# --- fused products of a decode step ------------------------------------------------------------------------------------
-# A model whose projections are all QuantizedLinear (same bits and group size, no bias) is marked by
+# --- fused products of a decode step --------------------------------------------------------------------------------
+# A model whose projections are all QuantizedLinear (same bits and group size) is marked by
 # `mark_fusable_projections` after quantization; its construct then calls these, which run one native kernel for
 # the whole group when `quantized_linear` would read the packed weights directly (few rows, native kernels allowed),
 # else the layers one by one. Same values as the separate layers (the same per-row kernels).
@@ -251,7 +251,8 @@ def mark_fusable_projections(model):
             marked += cell.fuse_quantized_qkv
         gate, up = getattr(cell, "gate_proj", None), getattr(cell, "up_proj", None)
         if hasattr(type(cell), "fuse_quantized_gate_up"):
-            cell.fuse_quantized_gate_up = (_same_packing([gate, up], bias_ok=False) and gate.out_features == up.out_features
+            cell.fuse_quantized_gate_up = (_same_packing([gate, up], bias_ok=False)
+                                           and gate.out_features == up.out_features
                                            and getattr(cell, "hidden_act", None) in ("silu", "swish"))
             marked += cell.fuse_quantized_gate_up
     return marked
