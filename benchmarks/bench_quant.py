@@ -16,6 +16,12 @@ multiplies dequantised weights, so these perplexities are those of the packed we
 
     python benchmarks/bench_quant.py                         # full table
     python benchmarks/bench_quant.py --impls ours-fp32 ours-gguf --threads-list 1 --rounds 1
+    python benchmarks/bench_quant.py --baseline-src /path/to/other/checkout/src   # + "<impl>@base" rows
+
+--baseline-src adds, for every ours-* implementation, a row run with another checkout's library (e.g. main before a
+change) in the same interleaved rounds, so before/after speeds and tokens are compared under the same load. The
+"same tokens" column compares each row's greedy tokens with ours-fp32's (else the first row's; an @base row with its
+own implementation's): "yes" or the first differing position.
 """
 
 import argparse
@@ -29,7 +35,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_generate import GGUF, TokenTimer, model_dir, prompt_ids  # noqa: E402
+from bench_generate import GGUF, TokenTimer, model_dir  # noqa: E402
 
 IMPLS = ["ours-fp32", "ours-int8", "ours-int4", "ours-gguf", "torch-fp32", "llama.cpp"]
 
@@ -109,7 +115,8 @@ def run_worker(args):
     if args.threads == 1:
         os.sched_setaffinity(0, {0})
     text_ids = json.load(open(args.text_ids))
-    ids = prompt_ids(1, args.prompt_len)
+    # the prompt: the text's first tokens (real text, so the greedy tokens compared across rows are meaningful)
+    ids = np.asarray([text_ids[: args.prompt_len]], np.int64)
     new = args.new_tokens
     start_load = time.perf_counter()
     if args.worker == "torch-fp32":
@@ -122,8 +129,9 @@ def run_worker(args):
         def generate(timer):
             with torch.no_grad():
                 inputs = torch.tensor(ids)
-                model.generate(inputs, attention_mask=torch.ones_like(inputs), streamer=timer, max_new_tokens=new,
-                               min_new_tokens=new, do_sample=False)
+                out = model.generate(inputs, attention_mask=torch.ones_like(inputs), streamer=timer,
+                                     max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            return out[0, ids.shape[1]:].tolist()
 
         def logits_fn(chunk):
             with torch.no_grad():
@@ -138,10 +146,13 @@ def run_worker(args):
             model.reset()
             model.eval(ids[0].tolist())
             timer.put(None)
+            tokens = []
             for _ in range(new):
                 token = int(np.argmax(model.scores[model.n_tokens - 1]))
+                tokens.append(token)
                 model.eval([token])
                 timer.put(None)
+            return tokens
 
         def logits_fn(chunk):
             model.reset()
@@ -157,7 +168,9 @@ def run_worker(args):
         model = _ours(args.worker)
 
         def generate(timer):
-            model.generate(ms.Tensor(ids), streamer=timer, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            out = model.generate(ms.Tensor(ids), streamer=timer, max_new_tokens=new, min_new_tokens=new,
+                                 do_sample=False)
+            return out.asnumpy()[0, ids.shape[1]:].tolist()
 
         def logits_fn(chunk):
             return model(ms.Tensor(chunk)).logits.asnumpy()
@@ -167,11 +180,11 @@ def run_worker(args):
     rates = []
     for _ in range(args.repeats):
         timer = TokenTimer()
-        generate(timer)
+        tokens = generate(timer)
         steps = timer.times[1:]
         rates.append((len(steps) - 1) / (steps[-1] - steps[0]))
     result = {"impl": args.worker, "threads": args.threads, "load_s": load_s,
-              "decode_tok_s": statistics.median(rates),
+              "decode_tok_s": statistics.median(rates), "tokens": tokens,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if args.ppl:
         t0 = time.perf_counter()
@@ -202,18 +215,25 @@ def run_parent(args):
     path, n_text = text_ids_file()
     print(f"perplexity text: {n_text} tokens, window {args.ppl_window}, stride {args.ppl_stride}; "
           f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    if args.baseline_src:
+        impls += [f"{impl}@base" for impl in impls if impl.startswith("ours-")]
     configs = [(impl, t) for t in args.threads_list for impl in impls]
     results = {c: [] for c in configs}
     try:
         for round_idx in range(args.rounds):
             for impl, threads in configs:
                 # perplexity does not depend on threads or rounds: once per implementation
-                ppl = round_idx == 0 and threads == args.threads_list[0]
-                cmd = [sys.executable, __file__, "--worker", impl, "--threads", str(threads), "--prompt-len",
-                       str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
+                ppl = round_idx == 0 and threads == args.threads_list[0] and not args.no_ppl
+                env = None
+                if impl.endswith("@base"):
+                    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                        [os.path.abspath(args.baseline_src)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+                cmd = [sys.executable, __file__, "--worker", impl.split("@")[0], "--threads", str(threads),
+                       "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats",
+                       str(args.repeats),
                        "--text-ids", path, "--ppl-window", str(args.ppl_window), "--ppl-stride",
                        str(args.ppl_stride)] + (["--ppl"] if ppl else [])
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
                 if line is None:
                     sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
@@ -239,8 +259,20 @@ def run_parent(args):
 
     lines = [f"load average at the end: {os.getloadavg()[0]:.2f}",
              "| cores | impl | decode tok/s | vs ours-fp32 | vs torch-fp32 | vs llama.cpp | perplexity | "
-             "vs ours-fp32 ppl | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "vs ours-fp32 ppl | same tokens | vs @base | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def same_tokens(impl, threads):
+        # a baseline row against its own implementation's, the others against ours-fp32's (else the first row's)
+        ref_impl = "ours-fp32" if (("ours-fp32", threads) in results) else configs[0][0]
+        if impl.endswith("@base"):
+            ref_impl = impl.split("@")[0]
+        ref = results[(ref_impl, threads)][0]["tokens"]
+        got = results[(impl, threads)][0]["tokens"]
+        if impl == ref_impl:
+            return "-"
+        diff = next((i for i, (a, b) in enumerate(zip(got, ref)) if a != b), None)
+        return "yes" if diff is None and len(got) == len(ref) else f"from {diff}"
     for impl, threads in configs:
         rows = results[(impl, threads)]
         p = ppl[impl]
@@ -251,7 +283,8 @@ def run_parent(args):
             delta = f"{100 * change:+.2f}% ({'ok' if abs(change) <= 0.01 else 'OVER 1%'})"
         lines.append(f"| {threads} | {impl} | {statistics.median(r['decode_tok_s'] for r in rows):.1f} | "
                      f"{ratio(impl, threads, 'ours-fp32')} | {ratio(impl, threads, 'torch-fp32')} | "
-                     f"{ratio(impl, threads, 'llama.cpp')} | {ppl_cell} | {delta} | "
+                     f"{ratio(impl, threads, 'llama.cpp')} | {ppl_cell} | {delta} | {same_tokens(impl, threads)} | "
+                     f"{ratio(impl, threads, impl + '@base') if (impl + '@base', threads) in results else '-'} | "
                      f"{statistics.median(r['peak_rss_mb'] for r in rows):.0f} |")
     print("\n".join(lines))
     if args.out:
@@ -273,7 +306,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all processes (median)")
     parser.add_argument("--ppl-window", type=int, default=256)
     parser.add_argument("--ppl-stride", type=int, default=128)
+    parser.add_argument("--no-ppl", action="store_true", help="skip the perplexity (speed and tokens only)")
     parser.add_argument("--out", help="write all raw results as JSON")
+    parser.add_argument("--baseline-src", help="another checkout's src directory: adds <impl>@base rows run with it")
     args = parser.parse_args()
     if args.worker:
         run_worker(args)

@@ -298,3 +298,113 @@ def test_cli_quantize_option():
     assert quantize_kwargs(parser.parse_args(["generate", "--prompt", "x"]), None) == {}
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--quantize", "int3"])
+
+
+# --- fused products of a decode step (native.quantized_linear3_op / silu_gate_up_op / rms_norm_op) -------------------
+
+
+def _float64_product(bits, x, arrays):
+    w = reference_dequantize(bits, arrays).astype(np.float64)
+    ref = x.astype(np.float64) @ w.T
+    return ref, 1e-6 * x.shape[-1] * (np.abs(x.astype(np.float64)) @ np.abs(w).T) + 1e-30
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("rows, k, group_size, sizes", [(1, 576, 32, (96, 33, 32)), (3, 128, 64, (40, 8, 8))])
+@pytest.mark.parametrize("mode", ["pynative", "jit"])
+def test_fused_qkv_kernel_matches_three_float64_products(bits, rows, k, group_size, sizes, mode):
+    rng = np.random.default_rng(bits + rows + k)
+    weights = [random_packed(rng, bits, n, k, group_size) for n in sizes]
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    op = native.quantized_linear3_op(bits)
+
+    def run(*a):
+        return op(*a)
+
+    fn = ms.jit(run) if mode == "jit" else run
+    outs = fn(ms.Tensor(x), *[t for arrays in weights for t in _args(bits, arrays)])
+    assert len(outs) == 3
+    for out, arrays, n in zip(outs, weights, sizes):
+        ref, bound = _float64_product(bits, x, arrays)
+        out = out.asnumpy()
+        assert out.shape == (rows, n) and out.dtype == np.float32
+        assert (np.abs(out - ref) <= bound).all(), np.abs(out - ref).max()
+        # the same per-row kernel as the single product: equal bit for bit
+        single = native.quantized_linear_op(bits)(ms.Tensor(x), *_args(bits, arrays))
+        np.testing.assert_array_equal(out, single.asnumpy())
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("rows, n, k, group_size", [(1, 96, 64, 32), (2, 33, 128, 128)])
+def test_fused_silu_gate_up_kernel_matches_float64(bits, rows, n, k, group_size):
+    rng = np.random.default_rng(bits * 3 + n)
+    gate, up = random_packed(rng, bits, n, k, group_size), random_packed(rng, bits, n, k, group_size)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    out = native.silu_gate_up_op(bits)(ms.Tensor(x), *_args(bits, gate), *_args(bits, up)).asnumpy()
+    g, g_bound = _float64_product(bits, x, gate)
+    u, u_bound = _float64_product(bits, x, up)
+    ref = g / (1 + np.exp(-g)) * u
+    # silu'(g) <= 1.1: the products' bounds carried through, plus a few float32 roundings of the result
+    bound = 1.1 * g_bound * np.abs(u) + np.abs(g) * u_bound + 4e-7 * np.abs(ref) + 1e-30
+    assert out.shape == (rows, n) and (np.abs(out - ref) <= bound).all(), np.abs(out - ref).max()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 576), (2, 3, 40)])
+def test_native_rms_norm_matches_float64(shape):
+    rng = np.random.default_rng(shape[-1])
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    w = rng.standard_normal(shape[-1]).astype(np.float32)
+    out = native.rms_norm_op()(ms.Tensor(x), ms.Tensor(w), ms.Tensor([1e-5], ms.float32)).asnumpy()
+    x64 = x.astype(np.float64)
+    ref = w * x64 / np.sqrt((x64 * x64).mean(-1, keepdims=True) + 1e-5)
+    assert out.shape == shape
+    np.testing.assert_allclose(out, ref, rtol=2e-6, atol=1e-7 * np.abs(ref).max())
+
+
+def test_fusable_projections_are_marked_only_when_packed_alike(tiny_llama):
+    fused = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=QuantoConfig(weights="int4"))
+    layer = fused.model.layers[0]
+    assert layer.self_attn.fuse_quantized_qkv and layer.mlp.fuse_quantized_gate_up
+    config = QuantoConfig(weights="int8", modules_to_not_convert=["lm_head", "k_proj"])
+    partial = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
+    layer = partial.model.layers[0]
+    assert not layer.self_attn.fuse_quantized_qkv and layer.mlp.fuse_quantized_gate_up
+    assert not LlamaForCausalLM.from_pretrained(tiny_llama).model.layers[0].mlp.fuse_quantized_gate_up
+    # the fused route (decode step's rows) and the layer-by-layer route give the same numbers
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((1, 1, fused.config.hidden_size)).astype(np.float32))
+    mlp, attn = fused.model.layers[1].mlp, fused.model.layers[1].self_attn
+    separate = (mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)).asnumpy()
+    np.testing.assert_allclose(Q.fused_silu_gate_up(x, mlp.gate_proj, mlp.up_proj, mlp.act_fn).asnumpy(), separate,
+                               rtol=1e-5, atol=1e-6 * np.abs(separate).max())
+    for got, proj in zip(Q.fused_projections(x, attn.q_proj, attn.k_proj, attn.v_proj),
+                         (attn.q_proj, attn.k_proj, attn.v_proj)):
+        np.testing.assert_array_equal(got.asnumpy(), proj(x).asnumpy())
+
+
+@pytest.mark.parametrize("b, h, h_kv, sq, sk, mask_shape, scale", [
+    (1, 9, 3, 1, 128, (1, 1, 1, 128), 1.0),   # SmolLM2's decode step
+    (2, 4, 2, 2, 16, (2, 1, 2, 16), 0.3),
+    (1, 4, 4, 3, 16, (1, 4, 3, 16), 0.5),
+    (2, 6, 2, 1, 7, (1, 6, 1, 7), 1.0),
+])
+def test_native_decode_attention_matches_float64(b, h, h_kv, sq, sk, mask_shape, scale):
+    from mindone.transformers.backend import functional as F, runtime
+
+    rng = np.random.default_rng(h * sk + sq)
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for shape in ((b, h, sq, 8), (b, h_kv, sk, 8),
+                                                                            (b, h_kv, sk, 8)))
+    mask = np.where(rng.random(mask_shape) < 0.3, np.finfo(np.float32).min, 0).astype(np.float32)
+    mask[..., 0] = 0  # every row keeps a key
+
+    def run(*a):
+        return F.attention(*a, scale=scale)
+
+    with runtime.native_ops_in_graph():
+        out, weights = ms.jit(run)(*(ms.Tensor(a) for a in (q, k, v, mask)))
+    rep = h // h_kv
+    k64, v64 = np.repeat(k, rep, axis=1).astype(np.float64), np.repeat(v, rep, axis=1).astype(np.float64)
+    scores = q.astype(np.float64) @ np.swapaxes(k64, -1, -2) * scale + mask
+    ref_w = np.exp(scores - scores.max(-1, keepdims=True))
+    ref_w /= ref_w.sum(-1, keepdims=True)
+    np.testing.assert_allclose(weights.asnumpy(), ref_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.asnumpy(), ref_w @ v64, rtol=1e-5, atol=1e-5)

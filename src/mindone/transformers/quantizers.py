@@ -23,7 +23,8 @@ import mindspore as ms
 from mindspore import nn
 
 from .backend import layers
-from .backend.quantization import BITS, DEFAULT_GROUP_SIZE, QUANT_METHOD, QuantizedLinear, quantize_numpy
+from .backend.quantization import (BITS, DEFAULT_GROUP_SIZE, QUANT_METHOD, QuantizedLinear, mark_fusable_projections,
+                                   quantize_numpy)
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def _quantized_cell(linear, bits, group_size, arrays):
 
 
 def _record(model, modules: dict, group_size, skip, weights=None):
+    mark_fusable_projections(model)
     kinds = sorted(set(modules.values()))
     model.config.quantization_config = {
         "quant_method": QUANT_METHOD,
@@ -200,4 +202,5 @@ def prepare_quantized_checkpoint(model, config):
                                bits=BITS[weights], group_size=group_size,
                                bias_dtype=linear.bias.dtype if linear.bias is not None else ms.float32)
         _replace(model, name, cell)
+    mark_fusable_projections(model)
     return model

@@ -169,11 +169,20 @@ def _rsqrt(x):
     return ops.rsqrt(x)
 
 
+# RMSNorm of float32 rows in one kernel (six MindSpore kernels otherwise); None when native kernels are unavailable
+_native_rms_norm = native.rms_norm_op()
+
+
 def rms_norm(x, weight, eps=1e-6):
     """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does.
 
-    `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul.
+    `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul. Inside
+    generate()'s compiled steps (float32, no gradient) one native kernel does it: a decode step launches ~60 norms,
+    six MindSpore kernels each, and every launch costs more than the norm's work.
     """
+    if (_native_rms_norm is not None and runtime.native_ops_allowed() and runtime.in_graph() and weight is not None
+            and x.dtype == ms.float32 and weight.dtype == ms.float32):
+        return _native_rms_norm(x, weight, ms.Tensor([eps], ms.float32))
     dtype = x.dtype
     h = cast(x, ms.float32)
     variance = (h * h).mean(-1, keep_dims=True)
@@ -411,9 +420,19 @@ def repeat_kv(x, n_rep: int):
     return x.reshape(b, h * n_rep, s, d)
 
 
-# decode-step attention products (native.batch_matmul_*_op); None when native kernels are unavailable
+# decode-step attention products (native.batch_matmul_*_op) and the whole decode attention
+# (native.decode_attention_op); None when native kernels are unavailable
 _native_bmm_nt = native.batch_matmul_nt_op()
 _native_bmm = native.batch_matmul_op()
+_native_attention = native.decode_attention_op()
+
+
+def _decode_mask_ok(attn_mask, b, h, sq, sk):
+    """Whether the native decode attention takes this additive mask: 4-D (B or 1, H or 1, Sq or 1, Sk)."""
+    if attn_mask is None or attn_mask.ndim != 4 or attn_mask.shape[-1] != sk:
+        return False
+    bm, hm, qm = attn_mask.shape[0], attn_mask.shape[1], attn_mask.shape[2]
+    return bm in (1, b) and hm in (1, h) and qm in (1, sq)
 # query rows (per kv head) up to which they are used: a decode step has (query heads / kv heads) rows
 _NATIVE_ATTENTION_ROWS = 8
 
@@ -445,6 +464,16 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     native_rows = (runtime.native_ops_allowed() and _native_bmm_nt is not None
                    and query.shape[-2] <= _NATIVE_ATTENTION_ROWS
                    and query.dtype == ms.float32 and key.dtype == ms.float32 and value.dtype == ms.float32)
+    # (no gradient: only in generate()'s compiled steps)
+    if (native_rows and _native_attention is not None and runtime.in_graph() and query.shape[:-2] == key.shape[:-2]
+            and _decode_mask_ok(attn_mask, b, h, sq, key.shape[-2]) and not (training and dropout_p > 0.0)):
+        # scores, scale, mask, softmax and the weighted values in one kernel (five MindSpore kernels otherwise)
+        out, weights = _native_attention(query, key, value, cast(attn_mask, ms.float32),
+                                         ms.Tensor([scale], ms.float32))
+        out = out.reshape(b, h, sq, value.shape[-1])
+        if _FULLY_MASKED_ROWS == "sdpa":
+            out = out * _unmasked_rows(attn_mask, out.dtype)
+        return out, weights.reshape(b, h, sq, weights.shape[-1])
     if native_rows and query.shape[:-2] == key.shape[:-2]:
         scores = _native_bmm_nt(query, key)
     elif _MINT_ONLY_DEVICE or query.shape[:-2] != key.shape[:-2]:

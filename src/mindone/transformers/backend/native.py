@@ -254,3 +254,58 @@ def batch_matmul_op():
     """Primitive computing a (..., M, N) @ b (..., N, D) in float32 (same batch dims), or None when native kernels are
     unavailable (attention weights @ values of a decode step); gradient through MindSpore's BatchMatMul."""
     return _custom("BatchMatMulNN", _batch_nn_shape, _same_dtype, _batch_nn_bprop)
+
+
+# --- fused products of a decode step: one kernel launch for several packed products (quantization.py) -----------------
+
+
+def _quantized_linear3_shape(x_shape, *weight_shapes):
+    per = len(weight_shapes) // 3  # q, scale[, min] per weight
+    rows = list(x_shape[:-1])
+    return tuple(rows + [weight_shapes[i * per][0]] for i in range(3))
+
+
+def _float32_x3(*dtypes):
+    return (ms.float32, ms.float32, ms.float32)
+
+
+def quantized_linear3_op(bits: int):
+    """Primitive computing the three products x @ W1^T, x @ W2^T, x @ W3^T of packed weights of the same bits and
+    group size (attention's q / k / v projections) in one kernel call, or None when native kernels are unavailable:
+    op(x, q1, scale1[, min1], q2, ..., q3, ...) -> (y1, y2, y3); inputs as `quantized_linear_op`. No gradient."""
+    return _custom({8: "QLinear3Int8", 4: "QLinear3Int4"}[bits], _quantized_linear3_shape, _float32_x3)
+
+
+def silu_gate_up_op(bits: int):
+    """Primitive computing silu(x @ Wg^T) * (x @ Wu^T) on packed weights (a SwiGLU MLP's gate and up projections)
+    in one kernel call, or None when native kernels are unavailable: op(x, qg, scale_g[, min_g], qu, scale_u[,
+    min_u]) -> (M, N); inputs as `quantized_linear_op`, both weights of the same shape and group size. No
+    gradient."""
+    return _custom({8: "QSiluGateUpInt8", 4: "QSiluGateUpInt4"}[bits], _quantized_linear_shape, _float32)
+
+
+def _rms_norm_shape(x_shape, w_shape, eps_shape):
+    return x_shape
+
+
+def rms_norm_op():
+    """Primitive computing weight * x * rsqrt(mean(x^2, -1) + eps) on float32 rows in one kernel call, or None when
+    native kernels are unavailable: op(x (..., K), weight (K,), eps (1,) float32). Rounded as
+    `functional.rms_norm`'s ops up to the order of the mean's sum. No gradient (compiled decode steps only)."""
+    return _custom("RMSNorm", _rms_norm_shape, _first_dtype)
+
+
+def _decode_attention_shape(q_shape, k_shape, v_shape, mask_shape, scale_shape):
+    return (list(q_shape[:-1]) + [v_shape[-1]], list(q_shape[:-1]) + [k_shape[-2]])
+
+
+def _float32_x2(*dtypes):
+    return (ms.float32, ms.float32)
+
+
+def decode_attention_op():
+    """Primitive computing a decode step's attention for few query rows in one call, or None when native kernels are
+    unavailable: op(q (B, Hk, R, D), k (B, Hk, S, D), v (B, Hk, S, Dv), mask (Bm, Hm, Qm, S), scale (1,)) ->
+    (softmax(q k^T * scale + mask) v (B, Hk, R, Dv), the weights (B, Hk, R, S)); float32; R = n_rep * Sq query
+    rows per kv head (see the kernel's comment for the mask's broadcasting). No gradient."""
+    return _custom("DecodeAttention", _decode_attention_shape, _float32_x2)

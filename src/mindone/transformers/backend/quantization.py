@@ -39,6 +39,8 @@ _matmul_nt = ops.MatMul(transpose_b=True)
 # the native primitives (None without native kernels), made once: jit graphs call them as constants
 _DIRECT = {bits: native.quantized_linear_op(bits) for bits in (8, 4)}
 _DEQUANTIZE = {bits: native.dequantize_op(bits) for bits in (8, 4)}
+_DIRECT3 = {bits: native.quantized_linear3_op(bits) for bits in (8, 4)}
+_SILU_GATE_UP = {bits: native.silu_gate_up_op(bits) for bits in (8, 4)}
 
 
 # --- NumPy: packing, quantisation, dequantisation ---------------------------------------------------------------------
@@ -181,3 +183,76 @@ class QuantizedLinear(nn.Cell):
     def extend_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"weights=int{self.bits}, group_size={self.group_size}")
+
+
+# --- fused products of a decode step --------------------------------------------------------------------------------
+# A model whose projections are all QuantizedLinear (same bits and group size) is marked by
+# `mark_fusable_projections` after quantization; its construct then calls these, which run one native kernel for
+# the whole group when `quantized_linear` would read the packed weights directly (few rows, native kernels allowed),
+# else the layers one by one. Same values as the separate layers (the same per-row kernels).
+
+
+def _packed_args(cell):
+    return (cell.weight_packed, cell.weight_scale) if cell.bits == 8 else (cell.weight_packed, cell.weight_scale,
+                                                                           cell.weight_min)
+
+
+def _direct_rows(x, bits, table):
+    # the (constant) permission first, as quantized_linear: a dynamic row count would not decide while tracing
+    if not (runtime.native_ops_allowed() and table[bits] is not None and x.dtype == ms.float32):
+        return False
+    rows = 1
+    for size in x.shape[:-1]:
+        rows *= size
+    return rows <= DIRECT_ROWS
+
+
+def fused_projections(x, first, second, third):
+    """(first(x), second(x), third(x)) for three QuantizedLinear cells of the same bits and group size (attention's
+    q / k / v projections; biases added after): one kernel call for a decode step's rows. float32 x."""
+    if _direct_rows(x, first.bits, _DIRECT3):
+        shape = x.shape
+        outs = _DIRECT3[first.bits](x.reshape(-1, shape[-1]), *_packed_args(first), *_packed_args(second),
+                                    *_packed_args(third))
+        return tuple(_add_bias(out, cell.bias).reshape(shape[:-1] + (cell.out_features,))
+                     for out, cell in zip(outs, (first, second, third)))
+    return first(x), second(x), third(x)
+
+
+def _add_bias(out, bias):
+    return out if bias is None else out + bias.astype(ms.float32)
+
+
+def fused_silu_gate_up(x, gate, up, act_fn):
+    """act_fn(gate(x)) * up(x) for two QuantizedLinear cells of the same shape, bits and group size without bias,
+    act_fn SiLU (a SwiGLU MLP): one kernel call for a decode step's rows. float32 x."""
+    if _direct_rows(x, gate.bits, _SILU_GATE_UP):
+        shape = x.shape
+        out = _SILU_GATE_UP[gate.bits](x.reshape(-1, shape[-1]), *_packed_args(gate), *_packed_args(up))
+        return out.reshape(shape[:-1] + (gate.out_features,))
+    return act_fn(gate(x)) * up(x)
+
+
+def _same_packing(cells, bias_ok):
+    return (all(isinstance(c, QuantizedLinear) and (bias_ok or c.bias is None) for c in cells)
+            and len({(c.bits, c.group_size, c.in_features) for c in cells}) == 1)
+
+
+def mark_fusable_projections(model):
+    """Sets `fuse_quantized_qkv` on attention cells whose q_proj / k_proj / v_proj, and `fuse_quantized_gate_up` on
+    SiLU MLP cells whose gate_proj / up_proj (without bias), are QuantizedLinear cells that `fused_projections` /
+    `fused_silu_gate_up` can multiply in one call (models that read these flags: llama). Returns the number of
+    cells marked."""
+    marked = 0
+    for _, cell in model.cells_and_names():
+        projections = [getattr(cell, name, None) for name in ("q_proj", "k_proj", "v_proj")]
+        if hasattr(type(cell), "fuse_quantized_qkv"):
+            cell.fuse_quantized_qkv = _same_packing(projections, bias_ok=True)
+            marked += cell.fuse_quantized_qkv
+        gate, up = getattr(cell, "gate_proj", None), getattr(cell, "up_proj", None)
+        if hasattr(type(cell), "fuse_quantized_gate_up"):
+            cell.fuse_quantized_gate_up = (_same_packing([gate, up], bias_ok=False)
+                                           and gate.out_features == up.out_features
+                                           and getattr(cell, "hidden_act", None) in ("silu", "swish"))
+            marked += cell.fuse_quantized_gate_up
+    return marked

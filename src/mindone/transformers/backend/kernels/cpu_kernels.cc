@@ -468,76 +468,212 @@ static inline float q8_row_dot(const int8_t *q, const float *scale, const float 
 }
 #endif
 
-// shapes: x (..., K) float32; q (N, K) int8 or (N, K / 2) uint8; scale [, min] (N, K / G) float32; y (..., N)
-static int quantized_shapes(int nparam, int *ndims, int64_t **shapes, int64_t packed_per_row, int64_t *M,
-                            int64_t *N, int64_t *K, int64_t *G) {
-  *K = shapes[0][ndims[0] - 1];
-  *M = num_elements(ndims[0] - 1, shapes[0]);
-  *N = shapes[1][0];
-  if (ndims[1] != 2 || ndims[2] != 2 || shapes[1][1] * packed_per_row != *K) return 2;
-  if (shapes[2][0] != *N || shapes[2][1] <= 0 || *K % shapes[2][1]) return 3;
-  *G = *K / shapes[2][1];
-  if (*G % 32) return 4;
-  for (int t = 3; t < nparam - 1; t++)
-    if (ndims[t] != 2 || shapes[t][0] != *N || shapes[t][1] != shapes[2][1]) return 5;
+// One packed weight W (N, K) among a kernel's inputs: q at params[first], scale at first + 1, min at first + 2 (int4)
+struct PackedWeight {
+  const void *q;
+  const float *scale, *mn;
+  int64_t N, G;
+};
+
+// checks the shapes of the weight at params[first..] against x's K: q (N, K) int8 or (N, K / 2) uint8, scale [, min]
+// (N, K / G) float32, G a multiple of 32; 0 or an error code
+static int packed_weight(void **params, int *ndims, int64_t **shapes, int first, int bits, int64_t K,
+                         PackedWeight *w) {
+  const int64_t packed_per_row = bits == 8 ? 1 : 2;
+  if (ndims[first] != 2 || ndims[first + 1] != 2 || shapes[first][1] * packed_per_row != K) return 2;
+  const int64_t N = shapes[first][0], groups = shapes[first + 1][1];
+  if (shapes[first + 1][0] != N || groups <= 0 || K % groups) return 3;
+  if ((K / groups) % 32) return 4;
+  if (bits == 4 && (ndims[first + 2] != 2 || shapes[first + 2][0] != N || shapes[first + 2][1] != groups)) return 5;
+  w->q = params[first];
+  w->scale = static_cast<const float *>(params[first + 1]);
+  w->mn = bits == 4 ? static_cast<const float *>(params[first + 2]) : nullptr;
+  w->N = N;
+  w->G = K / groups;
   return 0;
 }
 
-// y = x @ W^T, W int8 (see above). Inputs: x, q, scale. Output: y.
+// y (M, ldy) columns [0, N) = x (M, K) @ W^T for an int8 W
+static void qlinear8(const float *x, const PackedWeight &w, float *y, int64_t M, int64_t K, int64_t ldy) {
+  const int8_t *q = static_cast<const int8_t *>(w.q);
+  const int64_t N = w.N, G = w.G, groups = K / G;
+  int64_t n = 0;
+#ifdef QUANT_TWO_ROWS
+  for (; n + 2 <= N; n += 2)
+    for (int64_t m = 0; m < M; m++)
+      q8_rows2(q + n * K, q + (n + 1) * K, w.scale + n * groups, w.scale + (n + 1) * groups, x + m * K, K, G,
+               y + m * ldy + n, y + m * ldy + n + 1);
+#endif
+  for (; n < N; n++)
+    for (int64_t m = 0; m < M; m++) y[m * ldy + n] = q8_row_dot(q + n * K, w.scale + n * groups, x + m * K, K, G);
+}
+
+// y (M, ldy) columns [0, N) = x (M, K) @ W^T for an int4 W; xsum: x's per-group sums (unused with AVX-512)
+static void qlinear4(const float *x, const float *xsum, const PackedWeight &w, float *y, int64_t M, int64_t K,
+                     int64_t ldy) {
+  const uint8_t *q = static_cast<const uint8_t *>(w.q);
+  const int64_t N = w.N, G = w.G, groups = K / G;
+  int64_t n = 0;
+#ifdef QUANT_TWO_ROWS
+  for (; n + 2 <= N; n += 2)
+    for (int64_t m = 0; m < M; m++)
+      q4_rows2(q + n * K / 2, q + (n + 1) * K / 2, w.scale + n * groups, w.scale + (n + 1) * groups,
+               w.mn + n * groups, w.mn + (n + 1) * groups, x + m * K, K, G, y + m * ldy + n, y + m * ldy + n + 1);
+#endif
+  for (; n < N; n++)
+    for (int64_t m = 0; m < M; m++)
+      y[m * ldy + n] = q4_row_dot(q + n * K / 2, w.scale + n * groups, w.mn + n * groups, x + m * K,
+                                  xsum + m * groups, K, G);
+}
+
+// x's per-group sums for the int4 kernels without AVX-512 (which need them for the mins), else nullptr; G is the
+// group size of every int4 weight of the call (the fused kernels require equal group sizes)
+static const float *int4_group_sums(const float *x, int64_t M, int64_t K, int64_t G) {
+#ifdef QUANT_TWO_ROWS
+  (void)x, (void)M, (void)K, (void)G;
+  return nullptr;
+#else
+  float *xsum = group_sums_buffer(M * (K / G));
+  group_sums(x, M, K, G, xsum);
+  return xsum;
+#endif
+}
+
+// y (M, ldy) columns [0, W.N) = x @ W^T, int8 or int4
+static void qlinear(int bits, const float *x, const float *xsum, const PackedWeight &w, float *y, int64_t M,
+                    int64_t K, int64_t ldy) {
+  if (bits == 8)
+    qlinear8(x, w, y, M, K, ldy);
+  else
+    qlinear4(x, xsum, w, y, M, K, ldy);
+}
+
+// y = x @ W^T. Inputs: x (..., K), q, scale[, min]. Output: y (..., N).
+static int quantized_linear_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != (bits == 8 ? 4 : 5)) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight w;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &w)) return err;
+  const float *x = static_cast<const float *>(params[0]);
+  qlinear(bits, x, bits == 4 ? int4_group_sums(x, M, K, w.G) : nullptr, w, static_cast<float *>(params[nparam - 1]),
+          M, K, w.N);
+  return 0;
+}
+
 extern "C" int QLinearInt8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {
-  (void)stream;
-  (void)extra;
-  (void)dtypes;
-  if (nparam != 4) return 1;
-  int64_t M, N, K, G;
-  if (int err = quantized_shapes(nparam, ndims, shapes, 1, &M, &N, &K, &G)) return err;
+  (void)stream, (void)extra, (void)dtypes;
+  return quantized_linear_kernel(8, nparam, params, ndims, shapes);
+}
+
+extern "C" int QLinearInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                           void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return quantized_linear_kernel(4, nparam, params, ndims, shapes);
+}
+
+// ---- fused products of a decode step (quantization.py: fused_projections, fused_silu_gate_up) -----------------------
+// One kernel launch instead of several: in a compiled decode step each MindSpore kernel costs ~10-20 us of launch
+// overhead besides its work, as much as a small packed product itself.
+
+// x @ Wi^T for three weights of the same bits (attention's q / k / v). Inputs: x (..., K), then per weight q, scale
+// [, min]. Outputs: y1 (..., N1), y2 (..., N2), y3 (..., N3).
+static int quantized_linear3_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 3 * per + 3) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight w[3];
+  for (int i = 0; i < 3; i++) {
+    if (int err = packed_weight(params, ndims, shapes, 1 + i * per, bits, K, &w[i])) return err;
+    if (w[i].G != w[0].G) return 6;
+  }
   const float *x = static_cast<const float *>(params[0]);
-  const int8_t *q = static_cast<const int8_t *>(params[1]);
-  const float *scale = static_cast<const float *>(params[2]);
-  float *y = static_cast<float *>(params[3]);
-  const int64_t groups = K / G;
-  int64_t n = 0;
-#ifdef QUANT_TWO_ROWS
-  for (; n + 2 <= N; n += 2)
-    for (int64_t m = 0; m < M; m++)
-      q8_rows2(q + n * K, q + (n + 1) * K, scale + n * groups, scale + (n + 1) * groups, x + m * K, K, G,
-               y + m * N + n, y + m * N + n + 1);
-#endif
-  for (; n < N; n++)
-    for (int64_t m = 0; m < M; m++) y[m * N + n] = q8_row_dot(q + n * K, scale + n * groups, x + m * K, K, G);
+  const float *xsum = bits == 4 ? int4_group_sums(x, M, K, w[0].G) : nullptr;
+  for (int i = 0; i < 3; i++) qlinear(bits, x, xsum, w[i], static_cast<float *>(params[1 + 3 * per + i]), M, K, w[i].N);
   return 0;
 }
 
-// y = x @ W^T, W int4 (see above). Inputs: x, q, scale, min. Output: y.
-extern "C" int QLinearInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                           void *extra) {
-  (void)stream;
-  (void)extra;
-  (void)dtypes;
-  if (nparam != 5) return 1;
-  int64_t M, N, K, G;
-  if (int err = quantized_shapes(nparam, ndims, shapes, 2, &M, &N, &K, &G)) return err;
+extern "C" int QLinear3Int8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                            void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return quantized_linear3_kernel(8, nparam, params, ndims, shapes);
+}
+
+extern "C" int QLinear3Int4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                            void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return quantized_linear3_kernel(4, nparam, params, ndims, shapes);
+}
+
+static float *gate_buffer(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
+}
+
+// silu(x @ Wg^T) * (x @ Wu^T), silu(g) = g * sigmoid(g) rounded as MindSpore's SiLU (sigmoid, then the two
+// products). Inputs: x (..., K), then q, scale[, min] of the gate weight, then those of the up weight (same N, bits
+// and group size). Output: y (..., N).
+static int silu_gate_up_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 2 * per + 1) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight gate, up;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (gate.N != up.N || gate.G != up.G) return 6;
+  const int64_t N = gate.N;
   const float *x = static_cast<const float *>(params[0]);
-  const uint8_t *q = static_cast<const uint8_t *>(params[1]);
-  const float *scale = static_cast<const float *>(params[2]);
-  const float *mn = static_cast<const float *>(params[3]);
-  float *y = static_cast<float *>(params[4]);
-  const int64_t groups = K / G;
-  int64_t n = 0;
-#ifdef QUANT_TWO_ROWS
-  const float *xsum = nullptr;  // the lookup tables include the mins
-  for (; n + 2 <= N; n += 2)
-    for (int64_t m = 0; m < M; m++)
-      q4_rows2(q + n * K / 2, q + (n + 1) * K / 2, scale + n * groups, scale + (n + 1) * groups, mn + n * groups,
-               mn + (n + 1) * groups, x + m * K, K, G, y + m * N + n, y + m * N + n + 1);
-#else
-  float *xsum = group_sums_buffer(M * groups);
-  group_sums(x, M, K, G, xsum);
-#endif
-  for (; n < N; n++)
-    for (int64_t m = 0; m < M; m++)
-      y[m * N + n] = q4_row_dot(q + n * K / 2, scale + n * groups, mn + n * groups, x + m * K, xsum + m * groups, K, G);
+  const float *xsum = bits == 4 ? int4_group_sums(x, M, K, gate.G) : nullptr;
+  float *y = static_cast<float *>(params[nparam - 1]);
+  float *g = gate_buffer(M * N);
+  qlinear(bits, x, xsum, gate, g, M, K, N);
+  qlinear(bits, x, xsum, up, y, M, K, N);
+  for (int64_t i = 0; i < M * N; i++) {
+    const float sigmoid = 1.0f / (1.0f + std::exp(-g[i]));
+    y[i] = (g[i] * sigmoid) * y[i];
+  }
+  return 0;
+}
+
+extern "C" int QSiluGateUpInt8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return silu_gate_up_kernel(8, nparam, params, ndims, shapes);
+}
+
+extern "C" int QSiluGateUpInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return silu_gate_up_kernel(4, nparam, params, ndims, shapes);
+}
+
+// RMSNorm of float32 rows: y = w * (x * rsqrt(mean(x^2) + eps)), rounded operation by operation as
+// functional.rms_norm's MindSpore ops (the mean's summation order aside). Inputs: x (..., K), w (K), eps (1).
+// Output: y (..., K). Replaces six kernel launches of a decode step by one.
+extern "C" int RMSNorm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                       void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  if (nparam != 4) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != 1) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float eps = *static_cast<const float *>(params[2]);
+  float *y = static_cast<float *>(params[3]);
+  for (int64_t m = 0; m < M; m++) {
+    const float *row = x + m * K;
+    float acc[16] = {0};
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16)
+      for (int j = 0; j < 16; j++) acc[j] += row[k + j] * row[k + j];
+    float s = 0.0f;
+    for (; k < K; k++) s += row[k] * row[k];
+    for (int j = 0; j < 16; j++) s += acc[j];
+    const float r = 1.0f / std::sqrt(s / static_cast<float>(K) + eps);
+    float *out = y + m * K;
+    for (k = 0; k < K; k++) out[k] = w[k] * (row[k] * r);
+  }
   return 0;
 }
 
@@ -638,6 +774,73 @@ extern "C" int BatchMatMulNN(int nparam, void **params, int *ndims, int64_t **sh
       }
     }
   }
+  return 0;
+}
+// A decode step's whole attention for few query rows in one call (functional.attention): the products above plus
+// the scale, the additive mask and the softmax, which are three more MindSpore kernels per layer otherwise.
+//   q (B, Hk, R, D): the R = n_rep * Sq query rows of each kv head (row r: head hk * n_rep + r / Sq, position
+//   r % Sq); k (B, Hk, S, D), v (B, Hk, S, Dv); mask (Bm, Hm, Qm, S) float32 additive, each of Bm / Hm / Qm either 1
+//   (broadcast) or B / Hk * n_rep / Sq; scale (1) float32 (1.0: not applied).
+// Outputs: out (B, Hk, R, Dv) = softmax(q k^T * scale + mask) v and the weights (B, Hk, R, S).
+// Rounded as the separate route: the scores by `dot` (as BatchMatMulNT), scale then mask, softmax as
+// exp(s - max) / sum, the weighted sum of v in key order (as BatchMatMulNN).
+extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  if (nparam != 7) return 1;
+  for (int t = 0; t < 4; t++)
+    if (ndims[t] != 4) return 2;
+  const int64_t B = shapes[0][0], Hk = shapes[0][1], R = shapes[0][2], D = shapes[0][3];
+  const int64_t S = shapes[1][2], Dv = shapes[2][3];
+  if (shapes[1][0] != B || shapes[1][1] != Hk || shapes[1][3] != D) return 3;
+  if (shapes[2][0] != B || shapes[2][1] != Hk || shapes[2][2] != S) return 3;
+  const int64_t Bm = shapes[3][0], Hm = shapes[3][1], Qm = shapes[3][2];
+  if (shapes[3][3] != S || (Bm != 1 && Bm != B)) return 4;
+  // the query positions per head: Qm when the mask has them, else found from the heads (Hm) or 1
+  int64_t Sq = Qm;
+  if (Sq == 1 && Hm > 1) Sq = R * Hk / Hm;
+  if (Sq <= 0 || R % Sq) return 5;
+  const int64_t n_rep = R / Sq, H = Hk * n_rep;
+  if ((Hm != 1 && Hm != H) || (Qm != 1 && Qm != Sq)) return 5;
+  const float *q = static_cast<const float *>(params[0]);
+  const float *k = static_cast<const float *>(params[1]);
+  const float *v = static_cast<const float *>(params[2]);
+  const float *mask = static_cast<const float *>(params[3]);
+  const float scale = *static_cast<const float *>(params[4]);
+  float *out = static_cast<float *>(params[5]);
+  float *weights = static_cast<float *>(params[6]);
+  for (int64_t bi = 0; bi < B; bi++)
+    for (int64_t hk = 0; hk < Hk; hk++) {
+      const int64_t head = bi * Hk + hk;
+      const float *kh = k + head * S * D, *vh = v + head * S * Dv;
+      for (int64_t r = 0; r < R; r++) {
+        const int64_t h = hk * n_rep + r / Sq, pos = r % Sq;
+        const float *mrow = mask + (((Bm == 1 ? 0 : bi) * Hm + (Hm == 1 ? 0 : h)) * Qm + (Qm == 1 ? 0 : pos)) * S;
+        const float *qr = q + (head * R + r) * D;
+        float *w = weights + (head * R + r) * S;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < S; j++) {
+          float sc = dot(kh + j * D, qr, D);
+          if (scale != 1.0f) sc = sc * scale;
+          sc = sc + mrow[j];
+          w[j] = sc;
+          mx = sc > mx ? sc : mx;
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < S; j++) {
+          w[j] = std::exp(w[j] - mx);
+          sum += w[j];
+        }
+        for (int64_t j = 0; j < S; j++) w[j] = w[j] / sum;
+        float *o = out + (head * R + r) * Dv;
+        for (int64_t d = 0; d < Dv; d++) o[d] = 0.0f;
+        for (int64_t j = 0; j < S; j++) {
+          const float wj = w[j];
+          const float *vj = vh + j * Dv;
+          for (int64_t d = 0; d < Dv; d++) o[d] = fmadd(wj, vj[d], o[d]);
+        }
+      }
+    }
   return 0;
 }
 // ===================================================================== end of weight-only quantized linear layers ====

@@ -6,7 +6,7 @@ from mindspore import Tensor, nn, ops
 from transformers import LlamaConfig
 
 from ...backend import functional as F
-from ...backend import runtime
+from ...backend import quantization, runtime
 from ...backend.layers import Embedding, Linear
 from ...backend.layers import new_parameter
 from ...cache_utils import DynamicCache
@@ -76,9 +76,13 @@ def rotary_position_embeddings(cos, sin, scaling):
 
 
 class LlamaMLP(nn.Cell):
+    # set by quantizers (quantization.mark_fusable_projections) when gate_proj / up_proj are packed alike
+    fuse_quantized_gate_up = False
+
     def __init__(self, config):
         super().__init__()
         self.hidden_size = config.hidden_size
+        self.hidden_act = config.hidden_act
         self.intermediate_size = config.intermediate_size
         self.gate_proj = Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
         self.up_proj = Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
@@ -86,10 +90,15 @@ class LlamaMLP(nn.Cell):
         self.act_fn = F.get_activation(config.hidden_act)
 
     def construct(self, x):
+        if self.fuse_quantized_gate_up:
+            return self.down_proj(quantization.fused_silu_gate_up(x, self.gate_proj, self.up_proj, self.act_fn))
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
 class LlamaAttention(nn.Cell):
+    # set by quantizers (quantization.mark_fusable_projections) when q_proj / k_proj / v_proj are packed alike
+    fuse_quantized_qkv = False
+
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
         self.config = config
@@ -112,11 +121,16 @@ class LlamaAttention(nn.Cell):
         # jit on CPU. position_embeddings are per-position rotation matrices (B or 1, S, D, D), the queries' scaled
         # by self.scaling (`rotary_position_embeddings`)
         query_rotation, key_rotation = position_embeddings
-        query_states = F.apply_rotary_matrix(self.q_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim),
-                                             query_rotation)
-        key_states = F.apply_rotary_matrix(self.k_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim),
-                                           key_rotation)
-        value_states = self.v_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+        if self.fuse_quantized_qkv:
+            query_states, key_states, value_states = quantization.fused_projections(hidden_states, self.q_proj,
+                                                                                    self.k_proj, self.v_proj)
+        else:
+            query_states = self.q_proj(hidden_states)
+            key_states = self.k_proj(hidden_states)
+            value_states = self.v_proj(hidden_states)
+        query_states = F.apply_rotary_matrix(query_states.reshape(batch, seq_len, -1, self.head_dim), query_rotation)
+        key_states = F.apply_rotary_matrix(key_states.reshape(batch, seq_len, -1, self.head_dim), key_rotation)
+        value_states = value_states.reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
 
         if past_key_values is not None:
             key_states, value_states = past_key_values.update(
