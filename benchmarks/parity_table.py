@@ -1,4 +1,5 @@
-"""`make parity`: the seed's parity table, rebuilt at the seven checkpoints' real architectures.
+"""`make parity`: the seed's parity table, rebuilt at the seven checkpoints' real architectures, plus rows for the
+vision-language and MoE families (`vlm_moe_checkpoints`: published configs, layers cut).
 
 For each checkpoint of ../shared/SEED_CHECKPOINTS.md: its config (the public dimensions), seeded random weights
 saved by torch `transformers`, realistic inputs (prompt-shaped token ids with the tokenizer's BOS/EOS/pad layout, a
@@ -509,11 +510,12 @@ def write_table(rows, path, seconds, fresh):
         "here includes that tower's `last_hidden_state`).",
         "",
         "Vision-language and MoE rows (no seed numbers): the published configs of each family's smallest checkpoint",
-        "with every width kept and the layers cut as the row says, so that a row (torch float64 included) stays near",
-        "4 GB; the MoE rows also cut the expert widths to 1/8 (a full Mixtral layer is 5.6 GB in float32) and the Qwen",
-        "MoE rows the vocabulary to 32000 rows (2 x 151936 x 2048 untied embeddings are 2.5 GB). Inputs: batch 1, one",
-        "image (sizes in the row) in a chat-shaped prompt; the MoE rows two 32-token prompts with",
-        "`output_router_logits=True`. Their FP16 target is the issue's: within 1.25x torch's own float16 error.",
+        "with every width kept and the layers cut as the row says, so that a row's weights in float64 (torch's floor",
+        "run) stay under ~4 GB; the MoE rows also cut the expert widths to 1/8 (a full Mixtral layer is 5.6 GB in",
+        "float32) and the Qwen MoE rows the vocabulary to 32000 rows (2 x 151936 x 2048 untied embeddings are",
+        "2.5 GB). The row processes peak higher (list below; which phase peaks was not measured).",
+        "Inputs: batch 1, one image (sizes in the row) in a chat-shaped prompt; the MoE rows two 32-token",
+        "prompts with `output_router_logits=True`. Their FP16 target is the issue's: within 1.25x torch's float16.",
         "LLaVA-NeXT stitches its tiles by the image sizes on the host, so image inputs run in PyNative only (`-`).",
         "The MoE FP16 cells are the worst of logits, router logits and `aux_loss`; `aux_loss` counts top-k picks, so",
         "one near-tie routed differently in float16 moves it by ~1e-1 (torch's own float16 alike).",
