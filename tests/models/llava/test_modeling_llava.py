@@ -8,6 +8,7 @@ import transformers
 
 import mindspore as ms
 from mindone.transformers import AutoModel, AutoModelForImageTextToText, LlavaForConditionalGeneration, LlavaModel
+from mindone.transformers.generation import utils as generation_utils
 from tests import parity
 
 VOCAB = 48
@@ -246,14 +247,17 @@ def test_legacy_checkpoint_layout_loads_and_save_round_trips_to_torch(checkpoint
 
 @pytest.mark.parametrize("beams", [1, 2])
 def test_generate_with_images_gives_torch_tokens(checkpoints, beams):
-    """Prefill with the image features in PyNative, then the compiled static-cache decode step."""
+    """The image features merged into the prompt's embeddings in PyNative, the language model prefilled from them by
+    the compiled embeddings step, then the compiled static-cache decode step (the same cache)."""
     torch_model, path = checkpoints("clip_llama")
     ours = parity.load_ours(LlavaForConditionalGeneration, path)
     kwargs = dict(max_new_tokens=6, do_sample=False, num_beams=beams, pad_token_id=PAD, eos_token_id=None)
     inputs = batch(torch_model.config, [1, 1], seed=7, labels=False)
     with torch.no_grad():
         ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
-    np.testing.assert_array_equal(ours.generate(**parity.to_ms_inputs(inputs), **kwargs).asnumpy(), ref)
+    # numpy inputs, as a processor returns them with return_tensors="np"
+    np.testing.assert_array_equal(ours.generate(**inputs, **kwargs).asnumpy(), ref)
+    assert generation_utils._COMPILED_PREFILL_STEPS.get(ours), "the prompt did not go through the compiled prefill"
 
 
 @pytest.mark.slow

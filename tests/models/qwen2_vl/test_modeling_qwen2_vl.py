@@ -9,6 +9,7 @@ import transformers
 
 import mindspore as ms
 from mindone.transformers import AutoModel, AutoModelForImageTextToText, Qwen2VLForConditionalGeneration, Qwen2VLModel
+from mindone.transformers.generation import utils as generation_utils
 from tests import parity
 
 VOCAB = 64
@@ -140,7 +141,8 @@ def _cat(parts):
 
 @pytest.mark.parametrize("beams", [1, 2])
 def test_generate_with_images_and_video_gives_torch_tokens(checkpoints, beams):
-    """Prefill with the vision features in PyNative, then the compiled static-cache decode step, whose M-RoPE
+    """The vision features merged into the prompt's embeddings in PyNative, the language model prefilled from them
+    (3-D M-RoPE positions) by the compiled embeddings step, then the compiled static-cache decode step, whose M-RoPE
     positions continue from rope_deltas."""
     torch_model, path = checkpoints()
     ours = parity.load_ours(Qwen2VLForConditionalGeneration, path)
@@ -149,6 +151,7 @@ def test_generate_with_images_and_video_gives_torch_tokens(checkpoints, beams):
     with torch.no_grad():
         ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
     np.testing.assert_array_equal(ours.generate(**parity.to_ms_inputs(inputs), **kwargs).asnumpy(), ref)
+    assert generation_utils._COMPILED_PREFILL_STEPS.get(ours), "the prompt did not go through the compiled prefill"
 
 
 def test_decode_step_logits_follow_rope_deltas(checkpoints):

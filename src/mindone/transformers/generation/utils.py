@@ -3,7 +3,9 @@
 Where the work happens:
 - The model forward runs on device. With a `StaticCache` (the default for models that support it) the one-token
   decode step is compiled once with `mindspore.jit` and reused for every step and every later call with the same
-  (batch, cache bucket); the prompt (prefill) runs in PyNative, so prompts of any length need no compilation.
+  (batch, cache bucket); the prompt is prefilled by the same step in chunks of PREFILL_CHUNK tokens. Multimodal
+  prompts are embedded in PyNative (vision towers, images merged in) and prefilled from those embeddings by a
+  second compiled step on the same cache.
 - Logits processors and token selection (argmax, beam top-k) run on device on (B, V) scores; sampling draws with
   `backend.functional.sample_categorical` (host numpy on CPU, see there why).
 - Token ids, attention masks, position ids, stopping decisions and beam bookkeeping live on the host as numpy:
@@ -148,6 +150,7 @@ def forget_compiled_steps(model):
     """Drops the model's compiled decode steps: needed after a change the traced graph baked in (adapters added,
     switched, merged or removed)."""
     _COMPILED_STEPS.pop(model, None)
+    _COMPILED_PREFILL_STEPS.pop(model, None)
 
 
 def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None, encoder_mask=False,
@@ -202,6 +205,28 @@ def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=Non
     return steps[key]
 
 
+def compiled_prefill_embeds_step(model, batch_size, cache_len, dtype):
+    """(StaticCache, step) where `step(inputs_embeds (B,C,H), attention_mask (B,T), position_ids (B,C) or (3,B,C),
+    cache_position (C,)) -> logits (B,1,V)` runs the language model on embeddings, compiled like the decode step
+    and writing the same cache: a multimodal prompt is embedded (images merged in) in PyNative, then prefilled by
+    this step in chunks, then decoded by `compiled_decode_step`'s step."""
+    cache, _ = compiled_decode_step(model, batch_size, cache_len, dtype)
+    steps = _COMPILED_PREFILL_STEPS.setdefault(model, {})
+    key = (batch_size, cache_len, str(dtype))
+    if key not in steps or steps[key].cache is not cache:
+        def prefill_step(inputs_embeds, attention_mask, position_ids, cache_position):
+            return model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, cache_position=cache_position, use_cache=True, logits_to_keep=1,
+                         return_dict=True)["logits"]
+
+        steps[key] = _CompiledStep(prefill_step, model, cache)
+    return cache, steps[key]
+
+
+# model -> {(batch, cache_len, dtype): compiled embeddings prefill step}, each sharing its decode step's cache
+_COMPILED_PREFILL_STEPS = weakref.WeakKeyDictionary()
+
+
 class _CompiledStep(ms.nn.Cell):
     """`fn` compiled by `mindspore.jit` as the method of a Cell holding the model and the cache: MindSpore's compile
     cache binds the live Parameters only for a Cell (`backend.compile_cache`). The first call of each input
@@ -243,9 +268,12 @@ class _ModelRunner:
     """
 
     def __init__(self, model, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled_step=None,
-                 inputs_embeds=None, logits_to_keep_supported=True, slot_offset=0, eager_prefill=False):
+                 inputs_embeds=None, logits_to_keep_supported=True, slot_offset=0, eager_prefill=False,
+                 prefill_embeds_step=None):
         self.model = model
         self.eager_prefill = eager_prefill
+        # multimodal prompts: embedded in PyNative (`model._prefill_inputs_embeds`), prefilled by this compiled step
+        self.prefill_embeds_step = prefill_embeds_step
         self.is_encoder_decoder = model.config.is_encoder_decoder
         self.model_kwargs = model_kwargs
         self.cache = cache
@@ -284,7 +312,9 @@ class _ModelRunner:
             use_compiled = not first and length - start == 1
         else:
             use_compiled = first or length - start == 1
-        if self.compiled_step is not None and use_compiled and logits_to_keep == 1 \
+        if first and self.prefill_embeds_step is not None and logits_to_keep == 1:
+            outputs = self._compiled_embeds(input_ids)
+        elif self.compiled_step is not None and use_compiled and logits_to_keep == 1 \
                 and self.model._decode_step_ready(self.model_kwargs):
             outputs = self._compiled(input_ids, start)
         else:
@@ -298,6 +328,40 @@ class _ModelRunner:
             elif isinstance(self.cache, EncoderDecoderStaticCache):
                 self.cache.self_attention_cache.seen_tokens = length
         return outputs
+
+    def _slot_mask_tensor(self, batch, length):
+        """The (B, T) mask of the cache slots: the left-padding slots masked, then the sequence's own mask."""
+        offset = self.slot_offset
+        mask = np.ones((batch, self.cache.get_max_cache_shape()), np.int64)
+        mask[:, :offset] = 0
+        if self.mask is not None:
+            mask[:, offset:offset + length] = self.mask
+        if self._slot_mask is None or not np.array_equal(self._slot_mask[0], mask):
+            self._slot_mask = (mask, Tensor(mask))  # unchanged across decode steps (new slots were already ones)
+        return self._slot_mask[1]
+
+    def _compiled_embeds(self, input_ids):
+        """The multimodal prefill: the prompt's embeddings with the images merged in (PyNative), then the language
+        model through the compiled embeddings step in chunks, left-padded with zero embeddings in masked slots."""
+        batch, length = input_ids.shape
+        offset = self.slot_offset
+        mask = self._slot_mask_tensor(batch, length)
+        # the model's own entry converts numpy / list inputs (pixel_values, grids); the hook calls its parts directly
+        kwargs = {k: tensor_interop.to_model_input(k, v) for k, v in self.model_kwargs.items()}
+        embeds, positions = self.model._prefill_inputs_embeds(Tensor(input_ids), self.mask, kwargs)
+        if positions is None:
+            positions = self.positions if self.positions is not None else \
+                np.broadcast_to(np.arange(length, dtype=np.int64), (batch, length))
+        positions = _as_numpy(positions).astype(np.int64)
+        if offset:
+            pad = np.zeros(positions.shape[:-1] + (offset,), np.int64)
+            positions = np.concatenate([pad, positions], -1)
+            embeds = F.cat([ops.zeros((batch, offset, embeds.shape[-1]), embeds.dtype), embeds], 1)
+        for c in range(0, offset + length, PREFILL_CHUNK):
+            logits = self.prefill_embeds_step(embeds[:, c:c + PREFILL_CHUNK], mask,
+                                              Tensor(np.ascontiguousarray(positions[..., c:c + PREFILL_CHUNK])),
+                                              Tensor(np.arange(c, c + PREFILL_CHUNK, dtype=np.int64)))
+        return ModelOutput_logits(logits=logits, past_key_values=self.cache)
 
     def _compiled(self, input_ids, start):
         """Prefill (in chunks) or one decode step through the compiled step, in cache-slot coordinates."""
@@ -313,14 +377,7 @@ class _ModelRunner:
             return ModelOutput_logits(logits=logits, past_key_values=self.cache)
         batch, length = input_ids.shape
         offset = self.slot_offset
-        slots = self.cache.get_max_cache_shape()
-        mask = np.ones((batch, slots), np.int64)
-        mask[:, :offset] = 0
-        if self.mask is not None:
-            mask[:, offset:offset + length] = self.mask
-        if self._slot_mask is None or not np.array_equal(self._slot_mask[0], mask):
-            self._slot_mask = (mask, Tensor(mask))  # unchanged across decode steps (new slots were already ones)
-        mask = self._slot_mask[1]
+        mask = self._slot_mask_tensor(batch, length)
         positions = self.positions if self.positions is not None else \
             np.broadcast_to(np.arange(length, dtype=np.int64), (batch, length))
         if start > 0:
@@ -407,6 +464,10 @@ class GenerationMixin:
     # generate() kwargs read only by the prefill (e.g. `pixel_values`): with any of them the prompt runs in PyNative
     # and only the one-token decode steps are compiled (they see token ids, the images are in the cache by then)
     _prefill_only_inputs = ()
+    # models whose prefill-only inputs are merged into the prompt's embeddings define
+    # `_prefill_inputs_embeds(input_ids, attention_mask, model_kwargs) -> (inputs_embeds, position_ids or None)`:
+    # the language model then prefills through a compiled step too (`compiled_prefill_embeds_step`)
+    _prefill_inputs_embeds = None
     # encoder-decoder models whose cross-attention reads the encoder's padding mask (`attention_mask`): the compiled
     # decode step then takes it too
     _decode_step_encoder_mask = False
@@ -913,7 +974,7 @@ class GenerationMixin:
     def _make_runner(self, gc, mode, model_kwargs, use_cache, attention_mask, position_ids, inputs_embeds, batch,
                      prompt_length, forward_params):
         cache = model_kwargs.pop("past_key_values", None)
-        compiled = None
+        compiled = prefill_embeds_step = None
         slot_offset = 0
         # inputs only the prompt reads (images): the prefill runs in PyNative with them, then decoding compiles
         eager_prefill = any(model_kwargs.get(name) is not None for name in self._prefill_only_inputs)
@@ -941,9 +1002,13 @@ class GenerationMixin:
             else:
                 embeds = inputs_embeds.shape[1] if inputs_embeds is not None else 0
                 compile_now = _wants_compile(gc) and inputs_embeds is None
-                if compile_now and not eager_prefill:
+                embeds_prefill = compile_now and eager_prefill and self._prefill_inputs_embeds is not None \
+                    and mode != "assisted_generation"
+                if compile_now and (not eager_prefill or embeds_prefill):
                     slot_offset = -prompt_length % PREFILL_CHUNK
                 cache_len = static_cache_length(slot_offset + gc.max_length + embeds)
+                if embeds_prefill:
+                    cache, prefill_embeds_step = compiled_prefill_embeds_step(self, batch, cache_len, self.dtype)
                 if compile_now:
                     cache, compiled = compiled_decode_step(self, batch, cache_len, self.dtype,
                                                            step_inputs=[name for name, _ in self._decode_step_inputs])
@@ -964,7 +1029,8 @@ class GenerationMixin:
                                  f"reach max_length={gc.max_length}")
         return _ModelRunner(self, model_kwargs, cache, use_cache, attention_mask, position_ids, compiled,
                             inputs_embeds=inputs_embeds, logits_to_keep_supported="logits_to_keep" in forward_params,
-                            slot_offset=slot_offset, eager_prefill=eager_prefill)
+                            slot_offset=slot_offset, eager_prefill=eager_prefill,
+                            prefill_embeds_step=prefill_embeds_step)
 
     # ----------------------------------------------------------------------------------------------------------------
     # decoding strategies

@@ -231,6 +231,20 @@ class LlavaModel(LlavaPreTrainedModel):
                                           vision_feature_select_strategy)
         return outputs, self.multi_modal_projector(selected)
 
+    def merge_image_features(self, input_ids, inputs_embeds, pixel_values, vision_feature_layer=None,
+                             vision_feature_select_strategy=None, output_hidden_states=None):
+        """(inputs_embeds with the projected image features at the `<image>` placeholders, image outputs or None)."""
+        if pixel_values is None:
+            return inputs_embeds, None
+        tower_outputs, features = self._image_features(pixel_values, vision_feature_layer,
+                                                       vision_feature_select_strategy)
+        image_outputs = model_output(BaseModelOutputWithPooling, {
+            "last_hidden_state": tower_outputs["last_hidden_state"],
+            "pooler_output": tuple(features[i] for i in range(features.shape[0])),
+            "hidden_states": tower_outputs["hidden_states"] if output_hidden_states else None})
+        mask = image_token_mask(self, input_ids, inputs_embeds, self.config.image_token_id)
+        return scatter_image_features(inputs_embeds, mask, features), image_outputs
+
     def construct(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None,
                   past_key_values=None, inputs_embeds=None, vision_feature_layer=None,
                   vision_feature_select_strategy=None, use_cache=None, output_attentions=None,
@@ -241,17 +255,9 @@ class LlavaModel(LlavaPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        image_outputs = None
-        if pixel_values is not None:
-            tower_outputs, features = self._image_features(pixel_values, vision_feature_layer,
-                                                           vision_feature_select_strategy)
-            image_outputs = model_output(BaseModelOutputWithPooling, {
-                "last_hidden_state": tower_outputs["last_hidden_state"],
-                "pooler_output": tuple(features[i] for i in range(features.shape[0])),
-                "hidden_states": tower_outputs["hidden_states"] if output_hidden_states else None})
-            mask = image_token_mask(self, input_ids, inputs_embeds, self.config.image_token_id)
-            inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
-
+        inputs_embeds, image_outputs = self.merge_image_features(input_ids, inputs_embeds, pixel_values,
+                                                                 vision_feature_layer, vision_feature_select_strategy,
+                                                                 output_hidden_states)
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -338,6 +344,14 @@ class LlavaForConditionalGeneration(LlavaPreTrainedModel, GenerationMixin):
             "attentions": outputs.get("attentions"),
             "image_outputs": outputs.get("image_outputs"),
         }, return_dict)
+
+    def _prefill_inputs_embeds(self, input_ids, attention_mask, model_kwargs):
+        """generate()'s prompt embeddings with the images merged in (PyNative); a compiled step prefills them."""
+        embeds = self.get_input_embeddings()(input_ids)
+        embeds, _ = self.model.merge_image_features(input_ids, embeds, model_kwargs.get("pixel_values"),
+                                                    model_kwargs.get("vision_feature_layer"),
+                                                    model_kwargs.get("vision_feature_select_strategy"))
+        return embeds, None
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
                                       inputs_embeds=None, cache_position=None, position_ids=None, use_cache=True,

@@ -188,6 +188,18 @@ class LlavaNextModel(LlavaNextPreTrainedModel):
                   "hidden_states": outputs["hidden_states"] if kwargs.get("output_hidden_states") else None}
         return model_output(BaseModelOutputWithPooling, fields, return_dict)
 
+    def merge_image_features(self, input_ids, inputs_embeds, pixel_values, image_sizes, vision_feature_layer=None,
+                             vision_feature_select_strategy=None, output_hidden_states=None):
+        """(inputs_embeds with the packed image features at the `<image>` placeholders, image outputs or None)."""
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            return inputs_embeds, None
+        image_outputs = self.get_image_features(pixel_values, image_sizes, vision_feature_layer,
+                                                vision_feature_select_strategy,
+                                                output_hidden_states=output_hidden_states)
+        features = F.cat(list(image_outputs["pooler_output"]), 0)
+        mask = image_token_mask(self, input_ids, inputs_embeds, self.config.image_token_id)
+        return scatter_image_features(inputs_embeds, mask, features), image_outputs
+
     def construct(self, input_ids=None, pixel_values=None, image_sizes=None, attention_mask=None, position_ids=None,
                   past_key_values=None, inputs_embeds=None, vision_feature_layer=None,
                   vision_feature_select_strategy=None, use_cache=None, output_attentions=None,
@@ -198,14 +210,9 @@ class LlavaNextModel(LlavaNextPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        image_outputs = None
-        if pixel_values is not None and pixel_values.shape[0] > 0:
-            image_outputs = self.get_image_features(pixel_values, image_sizes, vision_feature_layer,
-                                                    vision_feature_select_strategy,
-                                                    output_hidden_states=output_hidden_states)
-            features = F.cat(list(image_outputs["pooler_output"]), 0)
-            mask = image_token_mask(self, input_ids, inputs_embeds, self.config.image_token_id)
-            inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
+        inputs_embeds, image_outputs = self.merge_image_features(input_ids, inputs_embeds, pixel_values, image_sizes,
+                                                                 vision_feature_layer, vision_feature_select_strategy,
+                                                                 output_hidden_states)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -295,6 +302,15 @@ class LlavaNextForConditionalGeneration(LlavaNextPreTrainedModel, GenerationMixi
             "attentions": outputs.get("attentions"),
             "image_outputs": outputs.get("image_outputs"),
         }, return_dict)
+
+    def _prefill_inputs_embeds(self, input_ids, attention_mask, model_kwargs):
+        """generate()'s prompt embeddings with the images merged in (PyNative); a compiled step prefills them."""
+        embeds = self.get_input_embeddings()(input_ids)
+        embeds, _ = self.model.merge_image_features(input_ids, embeds, model_kwargs.get("pixel_values"),
+                                                    model_kwargs.get("image_sizes"),
+                                                    model_kwargs.get("vision_feature_layer"),
+                                                    model_kwargs.get("vision_feature_select_strategy"))
+        return embeds, None
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
                                       inputs_embeds=None, cache_position=None, position_ids=None, use_cache=True,

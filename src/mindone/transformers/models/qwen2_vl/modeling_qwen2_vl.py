@@ -577,6 +577,28 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
         embedding = self.get_input_embeddings()(Tensor(np.array([token_id], np.int64)))
         return (inputs_embeds == embedding.reshape(1, 1, -1)).all(-1)
 
+    def merge_visual_features(self, input_ids, inputs_embeds, pixel_values=None, pixel_values_videos=None,
+                              image_grid_thw=None, video_grid_thw=None, mm_encoder_outputs=None,
+                              output_hidden_states=None):
+        """(inputs_embeds with the merged image / video features at their placeholders, {"image": outputs,
+        "video": outputs} of the vision transformer or of `mm_encoder_outputs`)."""
+        if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs is not None:
+            raise ValueError("You cannot specify both pixel_values/pixel_values_videos and mm_encoder_outputs at the "
+                             "same time")
+        encoded = dict(mm_encoder_outputs or {})
+        if pixel_values is not None:
+            encoded["image"] = self._visual_features(pixel_values, image_grid_thw,
+                                                     output_hidden_states=output_hidden_states)
+        if pixel_values_videos is not None:
+            encoded["video"] = self._visual_features(pixel_values_videos, video_grid_thw,
+                                                     output_hidden_states=output_hidden_states)
+        for modality, token_id in (("image", self.config.image_token_id), ("video", self.config.video_token_id)):
+            if encoded.get(modality) is not None:
+                features = F.cat(list(encoded[modality]["pooler_output"]), 0)
+                mask = self._placeholder_mask(input_ids, inputs_embeds, token_id)
+                inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
+        return inputs_embeds, encoded
+
     def compute_3d_position_ids(self, input_ids, inputs_embeds, image_grid_thw=None, video_grid_thw=None,
                                 attention_mask=None, past_key_values=None, mm_token_type_ids=None,
                                 second_per_grid_ts=None):
@@ -625,21 +647,9 @@ class Qwen2VLModel(Qwen2VLPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs is not None:
-            raise ValueError("You cannot specify both pixel_values/pixel_values_videos and mm_encoder_outputs at the "
-                             "same time")
-        encoded = dict(mm_encoder_outputs or {})
-        if pixel_values is not None:
-            encoded["image"] = self._visual_features(pixel_values, image_grid_thw,
-                                                     output_hidden_states=output_hidden_states)
-        if pixel_values_videos is not None:
-            encoded["video"] = self._visual_features(pixel_values_videos, video_grid_thw,
-                                                     output_hidden_states=output_hidden_states)
-        for modality, token_id in (("image", self.config.image_token_id), ("video", self.config.video_token_id)):
-            if encoded.get(modality) is not None:
-                features = F.cat(list(encoded[modality]["pooler_output"]), 0)
-                mask = self._placeholder_mask(input_ids, inputs_embeds, token_id)
-                inputs_embeds = scatter_image_features(inputs_embeds, mask, features)
+        inputs_embeds, encoded = self.merge_visual_features(input_ids, inputs_embeds, pixel_values,
+                                                            pixel_values_videos, image_grid_thw, video_grid_thw,
+                                                            mm_encoder_outputs, output_hidden_states)
 
         if position_ids is None and runtime.in_graph() and (image_grid_thw is not None or video_grid_thw is not None):
             raise ValueError("under mindspore.jit, multimodal position_ids must be given: compute them on the host "
@@ -740,6 +750,19 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
             model_kwargs.get("video_grid_thw"), attention_mask,
             second_per_grid_ts=model_kwargs.get("second_per_grid_ts"))
         return position_ids + deltas.asnumpy()
+
+    def _prefill_inputs_embeds(self, input_ids, attention_mask, model_kwargs):
+        """generate()'s prompt embeddings with the images / videos merged in and their M-RoPE positions (3, B, S)
+        (PyNative, `rope_deltas` stored); a compiled step prefills them."""
+        kw = model_kwargs
+        embeds = self.get_input_embeddings()(input_ids)
+        embeds, _ = self.model.merge_visual_features(input_ids, embeds, kw.get("pixel_values"),
+                                                     kw.get("pixel_values_videos"), kw.get("image_grid_thw"),
+                                                     kw.get("video_grid_thw"), kw.get("mm_encoder_outputs"))
+        positions = self.model.compute_3d_position_ids(
+            input_ids, embeds, kw.get("image_grid_thw"), kw.get("video_grid_thw"), attention_mask,
+            mm_token_type_ids=kw.get("mm_token_type_ids"), second_per_grid_ts=kw.get("second_per_grid_ts"))
+        return embeds, positions
 
     def _expand_generation_kwargs(self, model_kwargs, expand, input_ids):
         """Beams/return sequences repeat each row's own images and videos (patch rows, grids) as a group."""
