@@ -326,11 +326,16 @@ class EncoderDecoderStaticCache(EncoderDecoderCache, nn.Cell):
 
 
 def _decoder_geometry(config):
-    """(layers, heads, head_dim) of an encoder-decoder model's decoder."""
+    """(layers, heads, head_dim) of an encoder-decoder model's decoder: BART / Whisper name them `decoder_layers`,
+    `decoder_attention_heads` (head size d_model / heads); T5 `num_decoder_layers`, `num_heads`, `d_kv`."""
     if getattr(config, "decoder_layers", None) and getattr(config, "decoder_attention_heads", None):
         heads = config.decoder_attention_heads
         return config.decoder_layers, heads, config.d_model // heads
-    return _cache_geometry(config)
+    layers, heads, head_dim = _cache_geometry(config)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(text_config, "num_decoder_layers", None) or layers
+    head_dim = getattr(text_config, "d_kv", None) or head_dim
+    return layers, heads, head_dim
 
 
 __all__ = ["Cache", "DynamicCache", "StaticCache", "EncoderDecoderCache", "EncoderDecoderStaticCache"]
