@@ -48,16 +48,21 @@ def make_config(name):
 
 
 def checkpoint(name):
-    """The seeded random checkpoint, written by torch once (cached)."""
+    """The seeded random checkpoint, written by torch once (cached) in a child process: the workers inherit the
+    parent's peak RSS, which must not include torch."""
     target = os.path.join(CACHE, f"bench-seq2seq-{name}")
     if not os.path.exists(os.path.join(target, "config.json")):
-        import torch
-        import transformers
-
-        cls = {"t5": transformers.T5ForConditionalGeneration, "bart": transformers.BartForConditionalGeneration}[name]
-        torch.manual_seed(0)
-        cls(make_config(name)).eval().save_pretrained(target)
+        subprocess.run([sys.executable, __file__, "--write-checkpoint", name, "--path", target], check=True)
     return target
+
+
+def write_checkpoint(name, target):
+    import torch
+    import transformers
+
+    cls = {"t5": transformers.T5ForConditionalGeneration, "bart": transformers.BartForConditionalGeneration}[name]
+    torch.manual_seed(0)
+    cls(make_config(name)).eval().save_pretrained(target)
 
 
 def source_ids(length):
@@ -155,6 +160,7 @@ def run_parent(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    parser.add_argument("--write-checkpoint", choices=MODELS, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -164,7 +170,9 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if args.worker:
+    if args.write_checkpoint:
+        write_checkpoint(args.write_checkpoint, args.path)
+    elif args.worker:
         run_worker(args)
     else:
         run_parent(args)
