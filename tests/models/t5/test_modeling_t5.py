@@ -269,6 +269,20 @@ def test_generate_token_ids_equal_torch_compiled_and_dynamic(generation_models, 
         assert len({tuple(row) for row in ref}) == 2, "the tokens should depend on the source"
 
 
+def test_sources_of_different_lengths_share_one_compiled_step(generation_models):
+    """The encoder output is padded to a length bucket whose extra positions the encoder mask hides (a mask of ones
+    is made when none is given): a 9- and a 20-token source decode with the same compiled step, torch's tokens."""
+    torch_model, ours = generation_models("v1_1")
+    ids, mask, _ = batch(seed=7, src_len=9)
+    head_parity.assert_seq2seq_generate_matches_torch(ours, torch_model, ids, mask, max_new_tokens=8, do_sample=False)
+    unpadded = np.random.RandomState(8).randint(2, VOCAB, (2, 20)).astype(np.int64)
+    with torch.no_grad():
+        ref = torch_model.generate(torch.from_numpy(unpadded), max_new_tokens=8, do_sample=False).numpy()
+    np.testing.assert_array_equal(parity.to_numpy(ours.generate(unpadded, max_new_tokens=8, do_sample=False)), ref)
+    steps = [key for key in head_parity.compiled_decode_steps(ours) if key[0] == 2]
+    assert len(steps) == 1 and steps[0][3] == 64, steps
+
+
 def test_saved_dir_loads_in_torch_with_same_logits(checkpoints, tmp_path):
     torch_model, path = checkpoints("v1_1")
     ours = parity.load_ours(T5ForConditionalGeneration, path)
