@@ -11,6 +11,7 @@ Models call `update` and never look inside; generation decides which cache to us
   self-attention and one holding the encoder's projected keys/values (written once, at the prefill).
 """
 
+import functools
 import itertools
 
 import mindspore as ms
@@ -18,6 +19,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from .backend import functional as F
+from .backend import runtime
 
 _cache_ids = itertools.count()
 
@@ -212,11 +214,23 @@ def _write_slots(storage, cache_position, states):
     """
     b, h, s, _ = states.shape
     positions = cache_position.astype(ms.int32).reshape(1, 1, s, 1)
-    batch_idx = F.arange(b, dtype=ms.int32).reshape(b, 1, 1, 1)
-    head_idx = F.arange(h, dtype=ms.int32).reshape(1, h, 1, 1)
-    index = F.cat([ops.broadcast_to(batch_idx, (b, h, s, 1)), ops.broadcast_to(head_idx, (b, h, s, 1)),
-                   ops.broadcast_to(positions, (b, h, s, 1))], -1)
+    if runtime.in_graph():
+        batch_idx = F.arange(b, dtype=ms.int32).reshape(b, 1, 1, 1)
+        head_idx = F.arange(h, dtype=ms.int32).reshape(1, h, 1, 1)
+        rows = F.cat([ops.broadcast_to(batch_idx, (b, h, s, 1)), ops.broadcast_to(head_idx, (b, h, s, 1))], -1)
+    else:
+        # PyNative (a prefill writing every layer): the (batch, head) part of the index is made once per shape,
+        # which saves ~10 dispatched ops per write
+        rows = _slot_rows(b, h, s)
+    index = F.cat([rows, ops.broadcast_to(positions, (b, h, s, 1))], -1)
     return ops.scatter_nd_update(storage, index, states.astype(storage.dtype))
+
+
+@functools.lru_cache(maxsize=64)
+def _slot_rows(b, h, s):
+    """(b, h, s, 2) int32 tensor of every slot's (batch, head) index."""
+    rows = np.stack(np.meshgrid(np.arange(b), np.arange(h), np.arange(s), indexing="ij")[:2], -1)
+    return Tensor(rows.astype(np.int32))
 
 
 class EncoderDecoderCache(Cache):
