@@ -223,7 +223,9 @@ def _write_slots(storage, cache_position, states):
         # which saves ~10 dispatched ops per write
         rows = _slot_rows(b, h, s)
     index = F.cat([rows, ops.broadcast_to(positions, (b, h, s, 1))], -1)
-    return ops.scatter_nd_update(storage, index, states.astype(storage.dtype))
+    if states.dtype != storage.dtype:
+        states = states.astype(storage.dtype)
+    return ops.scatter_nd_update(storage, index, states)
 
 
 @functools.lru_cache(maxsize=64)
