@@ -165,8 +165,17 @@ T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decod
           pad_token_id=0, eos_token_id=1)
 
 
-def test_seq2seq_encoder_and_decoder_step_reproduce_generate_and_torch(checkpoint, tmp_path):
-    torch_model, path = checkpoint(transformers.T5ForConditionalGeneration, transformers.T5Config(**T5))
+BART = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=40,
+            pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)
+
+
+@pytest.mark.parametrize("torch_cls, config", [
+    (transformers.T5ForConditionalGeneration, transformers.T5Config(**T5)),
+    (transformers.BartForConditionalGeneration, transformers.BartConfig(**BART)),
+], ids=["t5", "bart"])
+def test_seq2seq_encoder_and_decoder_step_reproduce_generate_and_torch(checkpoint, tmp_path, torch_cls, config):
+    torch_model, path = checkpoint(torch_cls, config)
     meta = exporters.export(path, str(tmp_path), "text2text-generation", seq_len=6, batch_size=2,
                             cache_len=12)
     assert set(meta["graphs"]) == {"encoder", "decoder"}
@@ -181,7 +190,7 @@ def test_seq2seq_encoder_and_decoder_step_reproduce_generate_and_torch(checkpoin
 
     cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in meta["graphs"]["decoder"]["inputs"]
              if s["name"].startswith("past_key_values.")}
-    token = np.zeros((2, 1), np.int64)  # decoder_start_token_id
+    token = np.full((2, 1), config.decoder_start_token_id, np.int64)
     tokens = []
     for step in range(8):
         out = run_exported(str(tmp_path), "decoder", dict(

@@ -113,3 +113,20 @@ def compiled_decode_steps(model):
     from mindone.transformers.generation import utils
 
     return list(utils._COMPILED_STEPS.get(model, {}))
+
+
+def assert_seq2seq_generate_matches_torch(ours, torch_model, ids, mask, **kwargs):
+    """generate() of an encoder-decoder model on a padded batch: our compiled static-cache decoding (the default:
+    encoder output and padding mask fed to one compiled step) and our PyNative decoding with a growing cache
+    (`cache_implementation="dynamic"`) both give torch's token ids. Returns torch's ids."""
+    import torch
+
+    with torch.no_grad():
+        ref = torch_model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **kwargs).numpy()
+    out = parity.to_numpy(ours.generate(ids, attention_mask=mask, **kwargs))
+    assert out.shape == ref.shape and np.array_equal(out, ref), f"compiled, ours:\n{out}\ntorch:\n{ref}"
+    rows = ids.shape[0] * kwargs.get("num_beams", 1)
+    assert any(key[0] == rows for key in compiled_decode_steps(ours)), "generate() did not use a compiled step"
+    dynamic = parity.to_numpy(ours.generate(ids, attention_mask=mask, cache_implementation="dynamic", **kwargs))
+    assert np.array_equal(dynamic, ref), f"dynamic, ours:\n{dynamic}\ntorch:\n{ref}"
+    return ref

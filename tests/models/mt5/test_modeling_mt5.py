@@ -5,9 +5,9 @@ import pytest
 import torch
 import transformers
 
-import mindspore as ms
 from mindone.transformers import AutoModelForSeq2SeqLM, MT5EncoderModel, MT5ForConditionalGeneration
 from tests import parity
+from tests.models import head_parity
 
 VOCAB = 99
 CONFIG = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4,
@@ -52,9 +52,5 @@ def test_encoder_model_and_generate_match_torch(checkpoint):
     out = parity.run_ours(encoder, dict(input_ids=batch["input_ids"], attention_mask=mask))
     assert parity.rel_error(out["last_hidden_state"], ref.last_hidden_state, mask.astype(bool)) <= parity.FP32_BAR
     ours = parity.load_ours(MT5ForConditionalGeneration, path)
-    kwargs = dict(max_new_tokens=6, num_beams=2, do_sample=False)
-    with torch.no_grad():
-        want = torch_model.generate(torch.from_numpy(batch["input_ids"]), attention_mask=torch.from_numpy(mask),
-                                    **kwargs).numpy()
-    got = ours.generate(ms.Tensor(batch["input_ids"]), attention_mask=ms.Tensor(mask), **kwargs)
-    np.testing.assert_array_equal(parity.to_numpy(got), want)
+    head_parity.assert_seq2seq_generate_matches_torch(ours, torch_model, batch["input_ids"], mask, max_new_tokens=6,
+                                                      num_beams=2, do_sample=False)

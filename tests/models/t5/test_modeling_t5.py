@@ -22,6 +22,7 @@ from mindone.transformers import (
 from mindone.transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from mindone.transformers.models.t5.modeling_t5 import relative_position_bucket_table
 from tests import parity
+from tests.models import head_parity
 
 # graph-mode twins of the longer tests run under `make test-slow` (the PyNative ones stay in `make test`)
 SLOW_GRAPH = ("pynative", pytest.param("graph", marks=pytest.mark.slow))
@@ -237,18 +238,49 @@ def test_return_dict_false_gives_hf_tuple_order(checkpoints):
     assert parity.rel_error(out[1], ref[1]) <= parity.FP32_BAR
 
 
+@pytest.fixture(scope="module")
+def generation_models(tmp_path_factory):
+    """variant -> (torch model, ours): one instance of ours per variant, so its compiled decode steps are reused.
+    transformers 5.23's cache sizes itself by num_layers, so its generate needs a symmetric model; a larger
+    initializer_factor makes the tokens depend on the source (at 1.0 every row decodes the same token)."""
+    made = {}
+
+    def get(variant):
+        if variant not in made:
+            config = make_config(variant, num_decoder_layers=BASE["num_layers"], initializer_factor=5.0)
+            torch_model = parity.torch_reference(transformers.T5ForConditionalGeneration, config, seed=1)
+            path = parity.save_torch(torch_model, str(tmp_path_factory.mktemp(f"generate-{variant}")))
+            made[variant] = (torch_model, parity.load_ours(T5ForConditionalGeneration, path))
+        return made[variant]
+
+    return get
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("beams", [1, 3])
-def test_generate_token_ids_equal_torch(checkpoints, variant, beams):
-    # transformers 5.23's cache sizes itself by num_layers, so its generate needs a symmetric model
-    torch_model, path = checkpoints(variant, num_decoder_layers=BASE["num_layers"])
-    ours = parity.load_ours(T5ForConditionalGeneration, path)
+def test_generate_token_ids_equal_torch_compiled_and_dynamic(generation_models, variant, beams):
+    """Compiled decoding: static self-attention cache, cross-attention keys/values projected once, the relative
+    position bias of the step's position, the encoder padding mask as an input."""
+    torch_model, ours = generation_models(variant)
     ids, mask, _ = batch(seed=6)
-    kwargs = dict(max_new_tokens=8, num_beams=beams, do_sample=False)
+    ref = head_parity.assert_seq2seq_generate_matches_torch(ours, torch_model, ids, mask, max_new_tokens=8,
+                                                            num_beams=beams, do_sample=False)
+    if beams == 1:
+        assert len({tuple(row) for row in ref}) == 2, "the tokens should depend on the source"
+
+
+def test_sources_of_different_lengths_share_one_compiled_step(generation_models):
+    """The encoder output is padded to a length bucket whose extra positions the encoder mask hides (a mask of ones
+    is made when none is given): a 9- and a 20-token source decode with the same compiled step, torch's tokens."""
+    torch_model, ours = generation_models("v1_1")
+    ids, mask, _ = batch(seed=7, src_len=9)
+    head_parity.assert_seq2seq_generate_matches_torch(ours, torch_model, ids, mask, max_new_tokens=8, do_sample=False)
+    unpadded = np.random.RandomState(8).randint(2, VOCAB, (2, 20)).astype(np.int64)
     with torch.no_grad():
-        ref = torch_model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **kwargs).numpy()
-    out = ours.generate(ms.Tensor(ids), attention_mask=ms.Tensor(mask), **kwargs)
-    np.testing.assert_array_equal(parity.to_numpy(out), ref)
+        ref = torch_model.generate(torch.from_numpy(unpadded), max_new_tokens=8, do_sample=False).numpy()
+    np.testing.assert_array_equal(parity.to_numpy(ours.generate(unpadded, max_new_tokens=8, do_sample=False)), ref)
+    steps = [key for key in head_parity.compiled_decode_steps(ours) if key[0] == 2]
+    assert len(steps) == 1 and steps[0][3] == 64, steps
 
 
 def test_saved_dir_loads_in_torch_with_same_logits(checkpoints, tmp_path):

@@ -10,7 +10,6 @@ import pytest
 import torch
 import transformers
 
-import mindspore as ms
 from mindone.transformers import (
     AutoModelForSeq2SeqLM,
     UMT5EncoderModel,
@@ -21,6 +20,7 @@ from mindone.transformers import (
     UMT5Model,
 )
 from tests import parity
+from tests.models import head_parity
 
 VOCAB = 99
 EOS = 1
@@ -153,14 +153,25 @@ def test_task_heads_match_torch(checkpoints, ours_cls, torch_cls, fields):
     parity.assert_close(errors, parity.FP32_BAR, ours_cls.__name__)
 
 
+@pytest.fixture(scope="module")
+def generation_models(checkpoints):
+    """variant -> (torch model, ours): one instance of ours per variant, so its compiled decode steps are reused."""
+    made = {}
+
+    def get(variant):
+        if variant not in made:
+            torch_model, path = checkpoints(variant)
+            made[variant] = (torch_model, parity.load_ours(UMT5ForConditionalGeneration, path))
+        return made[variant]
+
+    return get
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("beams", [1, 3])
-def test_generate_token_ids_equal_torch(checkpoints, variant, beams):
-    torch_model, path = checkpoints(variant)
-    ours = parity.load_ours(UMT5ForConditionalGeneration, path)
+def test_generate_token_ids_equal_torch_compiled_and_dynamic(generation_models, variant, beams):
+    """Compiled decoding reads every decoder block's own relative position bias at the step's position."""
+    torch_model, ours = generation_models(variant)
     ids, mask, _ = batch(seed=6)
-    kwargs = dict(max_new_tokens=8, num_beams=beams, do_sample=False)
-    with torch.no_grad():
-        ref = torch_model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **kwargs).numpy()
-    out = ours.generate(ms.Tensor(ids), attention_mask=ms.Tensor(mask), **kwargs)
-    np.testing.assert_array_equal(parity.to_numpy(out), ref)
+    head_parity.assert_seq2seq_generate_matches_torch(ours, torch_model, ids, mask, max_new_tokens=8,
+                                                      num_beams=beams, do_sample=False)

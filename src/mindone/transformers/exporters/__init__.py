@@ -287,7 +287,7 @@ def _export_graphs(model, output, task, file_format, batch_size, seq_len, cache_
         except ValueError as e:
             if "cache_position" not in str(e):
                 raise
-            # e.g. BART's decoder: its self-attention appends to its cache instead of writing given slots
+            # a decoder whose self-attention appends to its cache instead of writing the given slots
             raise ExportError(f"{what}: the model's attention does not write its KV cache at cache_position, which "
                               f"the exported step needs ({e})") from e
         _export_graph(cell, inputs, os.path.join(output, stem), file_format, what)

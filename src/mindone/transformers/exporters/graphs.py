@@ -89,12 +89,20 @@ class RecomputedCrossAttention(Cache, nn.Cell):
         return None
 
 
+class _NothingProjected(dict):
+    """`is_updated` of a `StepCache`: never records a layer, so every call of the step (the PyNative shape probe
+    before the export, then the traced graph) projects the encoder output again."""
+
+    def __setitem__(self, layer_idx, value):
+        pass
+
+
 class StepCache(EncoderDecoderCache, nn.Cell):
     def __init__(self, self_attention_cache):
         nn.Cell.__init__(self)
         self.self_attention_cache = self_attention_cache
         self.cross_attention_cache = RecomputedCrossAttention()
-        self.is_updated = {}
+        self.is_updated = _NothingProjected()
 
 
 class Seq2SeqDecoderStep(nn.Cell):

@@ -469,7 +469,8 @@ class GenerationMixin:
     # the language model then prefills through a compiled step too (`compiled_prefill_embeds_step`)
     _prefill_inputs_embeds = None
     # encoder-decoder models whose cross-attention reads the encoder's padding mask (`attention_mask`): the compiled
-    # decode step then takes it too
+    # decode step then takes it too, and the encoder output is padded to a length bucket (positions the mask hides)
+    # so that sources of different lengths share a compiled step
     _decode_step_encoder_mask = False
     # (forward argument, generate() model kwarg) pairs every compiled decode step of a decoder-only model takes as
     # graph inputs besides the ids, mask and positions (IDEFICS: the images' states and mask row, which the
@@ -985,13 +986,15 @@ class GenerationMixin:
         if use_cache and cache is None:
             if self.config.is_encoder_decoder and self._supports_static_cache and implementation != "dynamic" \
                     and mode != "assisted_generation" and _wants_compile(gc) and attention_mask is None:
-                encoder_outputs = model_kwargs["encoder_outputs"]
-                encoder_states = encoder_outputs[0] if isinstance(encoder_outputs, tuple) else \
-                    encoder_outputs["last_hidden_state"]
+                encoder_length = _encoder_last_state(model_kwargs["encoder_outputs"]).shape[1]
+                if self._decode_step_encoder_mask:
+                    # every source length would compile its own step: the encoder output is padded to a bucket
+                    # whose extra positions the encoder mask hides, so one step serves all lengths of the bucket
+                    encoder_length = static_cache_length(encoder_length)
+                    _pad_encoder_output(model_kwargs, encoder_length)
                 encoder_mask = self._decode_step_encoder_mask and model_kwargs.get("attention_mask") is not None
                 cache, compiled = compiled_decode_step(self, batch, static_cache_length(gc.max_length), self.dtype,
-                                                       encoder_length=encoder_states.shape[1],
-                                                       encoder_mask=encoder_mask)
+                                                       encoder_length=encoder_length, encoder_mask=encoder_mask)
             elif self.config.is_encoder_decoder:
                 cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
             elif implementation == "dynamic" or mode == "assisted_generation" or not self._supports_static_cache:
@@ -1347,6 +1350,20 @@ def _encoder_inputs(inputs, model_kwargs, main_input_name):
 
 def _encoder_last_state(encoder_outputs):
     return encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs["last_hidden_state"]
+
+
+def _pad_encoder_output(model_kwargs, length):
+    """Pads `model_kwargs`' encoder output with zeros to `length` positions and its `attention_mask` (all ones when
+    absent) with zeros, so that cross-attention gives the extra positions no weight."""
+    states = _encoder_last_state(model_kwargs["encoder_outputs"])
+    batch, current = states.shape[:2]
+    if current == length:
+        return
+    mask = model_kwargs.get("attention_mask")
+    mask = _as_numpy(mask).astype(np.int64) if mask is not None else np.ones((batch, current), np.int64)
+    padding = ops.zeros((batch, length - current) + tuple(states.shape[2:]), states.dtype)
+    model_kwargs["encoder_outputs"] = (F.cat([states, padding], 1),)
+    model_kwargs["attention_mask"] = Tensor(np.concatenate([mask, np.zeros((batch, length - current), np.int64)], 1))
 
 
 def _infer_attention_mask(input_ids, pad, eos):

@@ -107,7 +107,8 @@ class BartAttention(nn.Cell):
         value_states = self.v_proj(states).reshape(batch, kv_len, -1, self.head_dim).swapaxes(1, 2)
         return key_states, value_states
 
-    def construct(self, hidden_states, key_value_states=None, past_key_values=None, attention_mask=None):
+    def construct(self, hidden_states, key_value_states=None, past_key_values=None, attention_mask=None,
+                  cache_position=None):
         """Returns (output (B, S, D), attention weights (B, H, S, S_kv))."""
         batch, seq_len = hidden_states.shape[:2]
         is_cross_attention = key_value_states is not None
@@ -118,15 +119,19 @@ class BartAttention(nn.Cell):
             key_states, value_states = self._project_kv(current_states)
         elif is_cross_attention:
             cache = past_key_values.cross_attention_cache
-            if cache.get_seq_length(self.layer_idx) > 0:
-                # the encoder's keys/values were projected at the first decoding step
+            if past_key_values.is_updated.get(self.layer_idx):
+                # the encoder's keys/values were projected at the first decoding step (a host-side flag, so a
+                # compiled decode step reads them from the cache without projecting again)
                 key_states, value_states = cache.key_cache[self.layer_idx], cache.value_cache[self.layer_idx]
             else:
-                key_states, value_states = cache.update(*self._project_kv(current_states), self.layer_idx)
+                slots = F.arange(0, current_states.shape[1], dtype=ms.int64)
+                key_states, value_states = cache.update(*self._project_kv(current_states), self.layer_idx,
+                                                        {"cache_position": slots})
                 past_key_values.is_updated[self.layer_idx] = True
         else:
+            # the slots a static cache writes (as HF's cache_kwargs); a DynamicCache appends and ignores them
             key_states, value_states = past_key_values.self_attention_cache.update(
-                *self._project_kv(current_states), self.layer_idx)
+                *self._project_kv(current_states), self.layer_idx, {"cache_position": cache_position})
 
         attn_output, attn_weights = F.attention(query_states, key_states, value_states, attn_mask=attention_mask,
                                                 scale=self.scaling, dropout_p=self.dropout if self.training else 0.0,
@@ -178,10 +183,10 @@ class BartDecoderLayer(GradientCheckpointingLayer):
         self.final_layer_norm = LayerNorm(self.embed_dim)
 
     def construct(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                  past_key_values=None):
+                  past_key_values=None, cache_position=None):
         """Returns (hidden_states, self-attention weights, cross-attention weights or None)."""
         attn_output, self_weights = self.self_attn(hidden_states, past_key_values=past_key_values,
-                                                   attention_mask=attention_mask)
+                                                   attention_mask=attention_mask, cache_position=cache_position)
         hidden_states = self.self_attn_layer_norm(hidden_states + self.dropout(attn_output))
 
         cross_weights = None
@@ -345,7 +350,10 @@ class BartDecoder(nn.Cell):
         past_seen = self_cache.get_seq_length() if self_cache is not None else 0
         if cache_position is None:
             cache_position = F.arange(past_seen, past_seen + seq_len, dtype=ms.int64)
-        kv_length = past_seen + seq_len
+        if self_cache is not None and self_cache.get_max_cache_shape() is not None:
+            kv_length = self_cache.get_max_cache_shape()  # a static cache: every slot is a key (future ones masked)
+        else:
+            kv_length = past_seen + seq_len
         attention_mask = create_causal_mask(attention_mask, batch_size, cache_position, kv_length, dtype)
         if encoder_hidden_states is not None:
             encoder_attention_mask = create_bidirectional_mask(encoder_attention_mask, seq_len, dtype)
@@ -361,7 +369,8 @@ class BartDecoder(nn.Cell):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states, self_weights, cross_weights = layer(
-                hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask, past_key_values)
+                hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask, past_key_values,
+                cache_position)
             if output_attentions:
                 all_attentions += (self_weights,)
                 if encoder_hidden_states is not None:
@@ -462,6 +471,9 @@ class BartModel(BartPreTrainedModel):
 
 
 class BartForConditionalGeneration(BartPreTrainedModel, GenerationMixin):
+    # compiled decoding: the decoder reads an EncoderDecoderStaticCache, and the step takes the encoder padding mask
+    _supports_static_cache = True
+    _decode_step_encoder_mask = True
     base_model_prefix = "model"
     _tied_weights_keys = {
         "model.decoder.embed_tokens.weight": "model.shared.weight",

@@ -88,9 +88,16 @@ class M2M100SinusoidalPositionalEmbedding(nn.Cell):
         dtype = self.weights.dtype if hasattr(self, "weights") else default_dtype()
         self.weights = Tensor(sinusoidal_table(num_embeddings, embedding_dim, padding_idx)).astype(dtype)
 
+    def cover(self, length):
+        """Grows the table (on the host) to hold the positions of a `length`-token sequence."""
+        max_pos = self.padding_idx + 1 + length
+        if max_pos > self.weights.shape[0]:
+            self.make_weights(max_pos + self.offset, self.embedding_dim, self.padding_idx)
+
     def construct(self, input_ids=None, inputs_embeds=None, past_key_values_length=0):
         """(B, S, D) position embeddings for `input_ids` (padding-aware) or, without ids, for `inputs_embeds`
-        (every token counted as real)."""
+        (every token counted as real). `past_key_values_length` may be a (1,) tensor (a compiled decode step's
+        cache position); the table is then not grown here, the caller has `cover`ed the length beforehand."""
         if input_ids is not None:
             batch_size, seq_len = input_ids.shape
             position_ids = create_position_ids_from_input_ids(input_ids, self.padding_idx, past_key_values_length)
@@ -98,9 +105,8 @@ class M2M100SinusoidalPositionalEmbedding(nn.Cell):
             batch_size, seq_len = inputs_embeds.shape[:2]
             positions = F.arange(self.padding_idx + 1, seq_len + self.padding_idx + 1).reshape(1, seq_len)
             position_ids = ops.broadcast_to(positions + past_key_values_length, (batch_size, seq_len))
-        max_pos = self.padding_idx + 1 + seq_len + past_key_values_length
-        if not runtime.in_graph() and max_pos > self.weights.shape[0]:
-            self.make_weights(max_pos + self.offset, self.embedding_dim, self.padding_idx)
+        if not runtime.in_graph() and isinstance(past_key_values_length, int):
+            self.cover(seq_len + past_key_values_length)
         return F.embedding(position_ids, self.weights)
 
 
@@ -132,7 +138,8 @@ class M2M100Attention(nn.Cell):
         value_states = self.v_proj(states).reshape(batch, kv_len, -1, self.head_dim).swapaxes(1, 2)
         return key_states, value_states
 
-    def construct(self, hidden_states, key_value_states=None, past_key_values=None, attention_mask=None):
+    def construct(self, hidden_states, key_value_states=None, past_key_values=None, attention_mask=None,
+                  cache_position=None):
         """Returns (output (B, S, D), attention weights (B, H, S, S_kv))."""
         batch, seq_len = hidden_states.shape[:2]
         is_cross_attention = key_value_states is not None
@@ -143,15 +150,19 @@ class M2M100Attention(nn.Cell):
             key_states, value_states = self._project_kv(current_states)
         elif is_cross_attention:
             cache = past_key_values.cross_attention_cache
-            if cache.get_seq_length(self.layer_idx) > 0:
-                # the encoder's keys/values were projected at the first decoding step
+            if past_key_values.is_updated.get(self.layer_idx):
+                # the encoder's keys/values were projected at the first decoding step (a host-side flag, so a
+                # compiled decode step reads them from the cache without projecting again)
                 key_states, value_states = cache.key_cache[self.layer_idx], cache.value_cache[self.layer_idx]
             else:
-                key_states, value_states = cache.update(*self._project_kv(current_states), self.layer_idx)
+                slots = F.arange(0, current_states.shape[1], dtype=ms.int64)
+                key_states, value_states = cache.update(*self._project_kv(current_states), self.layer_idx,
+                                                        {"cache_position": slots})
                 past_key_values.is_updated[self.layer_idx] = True
         else:
+            # the slots a static cache writes (as HF's cache_kwargs); a DynamicCache appends and ignores them
             key_states, value_states = past_key_values.self_attention_cache.update(
-                *self._project_kv(current_states), self.layer_idx)
+                *self._project_kv(current_states), self.layer_idx, {"cache_position": cache_position})
 
         attn_output, attn_weights = F.attention(query_states, key_states, value_states, attn_mask=attention_mask,
                                                 scale=self.scaling, dropout_p=self.dropout if self.training else 0.0,
@@ -207,10 +218,11 @@ class M2M100DecoderLayer(GradientCheckpointingLayer):
         self.final_layer_norm = LayerNorm(self.embed_dim)
 
     def construct(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                  past_key_values=None):
+                  past_key_values=None, cache_position=None):
         """Returns (hidden_states, self-attention weights, cross-attention weights or None)."""
         attn_output, self_weights = self.self_attn(self.self_attn_layer_norm(hidden_states),
-                                                   past_key_values=past_key_values, attention_mask=attention_mask)
+                                                   past_key_values=past_key_values, attention_mask=attention_mask,
+                                                   cache_position=cache_position)
         hidden_states = hidden_states + self.dropout(attn_output)
 
         cross_weights = None
@@ -360,12 +372,20 @@ class M2M100Decoder(nn.Cell):
         past_seen = self_cache.get_seq_length() if self_cache is not None else 0
         if cache_position is None:
             cache_position = F.arange(past_seen, past_seen + seq_len, dtype=ms.int64)
-        attention_mask = create_causal_mask(attention_mask, batch_size, cache_position, past_seen + seq_len, dtype)
+        if self_cache is not None and self_cache.get_max_cache_shape() is not None:
+            kv_length = self_cache.get_max_cache_shape()  # a static cache: every slot is a key (future ones masked)
+        else:
+            kv_length = past_seen + seq_len
+        attention_mask = create_causal_mask(attention_mask, batch_size, cache_position, kv_length, dtype)
         if encoder_hidden_states is not None:
             encoder_attention_mask = create_bidirectional_mask(encoder_attention_mask, seq_len, dtype)
 
-        # positions count the decoder's real tokens (padding-aware), continuing after the cached ones
-        positions = self.embed_positions(input_ids, inputs_embeds, past_seen)
+        # positions count the decoder's real tokens (padding-aware), continuing after the cached ones: read from
+        # `cache_position`, so that a compiled step uses its own step's position; the table (a graph constant) is
+        # grown on the host beforehand to every position the cache can hold
+        if not runtime.in_graph():
+            self.embed_positions.cover(kv_length)
+        positions = self.embed_positions(input_ids, inputs_embeds, cache_position[:1])
         hidden_states = self.dropout(inputs_embeds + positions.astype(dtype))
 
         all_hidden_states = () if output_hidden_states else None
@@ -376,7 +396,8 @@ class M2M100Decoder(nn.Cell):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states, self_weights, cross_weights = layer(
-                hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask, past_key_values)
+                hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask, past_key_values,
+                cache_position)
             if output_attentions:
                 all_attentions += (self_weights,)
                 if encoder_hidden_states is not None:
@@ -471,6 +492,9 @@ class M2M100Model(M2M100PreTrainedModel):
 
 
 class M2M100ForConditionalGeneration(M2M100PreTrainedModel, GenerationMixin):
+    # compiled decoding: the decoder reads an EncoderDecoderStaticCache, and the step takes the encoder padding mask
+    _supports_static_cache = True
+    _decode_step_encoder_mask = True
     base_model_prefix = "model"
     _tied_weights_keys = {
         "model.decoder.embed_tokens.weight": "model.shared.weight",

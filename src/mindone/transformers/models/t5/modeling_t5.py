@@ -187,11 +187,15 @@ class T5Attention(nn.Cell):
             key_states, value_states = self._project_kv(current_states)
         elif is_cross_attention:
             cache = past_key_values.cross_attention_cache
-            if cache.get_seq_length(self.layer_idx) > 0:
-                # the encoder's keys/values were projected at the first decoding step
+            if past_key_values.is_updated.get(self.layer_idx):
+                # the encoder's keys/values were projected at the first decoding step (a host-side flag, so a
+                # compiled decode step reads them from the cache without projecting again)
                 key_states, value_states = cache.key_cache[self.layer_idx], cache.value_cache[self.layer_idx]
             else:
-                key_states, value_states = cache.update(*self._project_kv(current_states), self.layer_idx)
+                slots = F.arange(0, current_states.shape[1], dtype=ms.int64)
+                key_states, value_states = cache.update(*self._project_kv(current_states), self.layer_idx,
+                                                        {"cache_position": slots})
+                past_key_values.is_updated[self.layer_idx] = True
         else:
             # the slots a static cache writes (as HF's cache_kwargs); a DynamicCache appends and ignores them
             key_states, value_states = past_key_values.self_attention_cache.update(
@@ -601,6 +605,9 @@ class T5Model(T5PreTrainedModel):
 
 
 class T5ForConditionalGeneration(T5PreTrainedModel, GenerationMixin):
+    # compiled decoding: the decoder reads an EncoderDecoderStaticCache, and the step takes the encoder padding mask
+    _supports_static_cache = True
+    _decode_step_encoder_mask = True
     _tied_weights_keys = {
         "encoder.embed_tokens.weight": "shared.weight",
         "decoder.embed_tokens.weight": "shared.weight",
