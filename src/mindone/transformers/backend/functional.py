@@ -169,15 +169,47 @@ def _rsqrt(x):
     return ops.rsqrt(x)
 
 
-def rms_norm(x, weight, eps=1e-6):
-    """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does.
+def broadcast_operand(t, shape):
+    """`t` expanded to `shape` for an elementwise op with a `shape`-sized tensor: a per-row statistic (..., 1), an
+    attention mask (1, 1, Sq, Sk) against (B, H, Sq, Sk) scores.
 
-    `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul.
-    """
-    dtype = x.dtype
+    Inside a compiled graph on CPU, an elementwise kernel that broadcasts an operand holds ~4 output-sized buffers
+    until the graph ends (measured: a chain of `x * x.mean(-1, keepdims)` grows by 4 x.size float32 per link, of
+    `scores + mask` by 4 scores-sizes, the same chains with an explicit BroadcastTo by none). In a compiled training
+    step that made the norms, the masked softmax and the loss its largest memory items (`docs/performance.md`,
+    "Training memory"). PyNative frees them, so there the operand stays as it is."""
+    if runtime.in_graph() and not _MINT_ONLY_DEVICE and t.shape != shape:
+        return ops.broadcast_to(t, shape)
+    return t
+
+
+def permute(x, axes):
+    """`x.transpose(*axes)`. Inside a compiled graph on CPU through `mint.permute`: the Transpose kernel there holds
+    ~2 output-sized buffers until the graph ends (a chain of 4-D transposes grows by 2 x.size per link, the same
+    chain of `mint.permute` by none)."""
+    if runtime.in_graph() and not _MINT_ONLY_DEVICE:
+        return mint.permute(x, tuple(axes))
+    return x.transpose(*axes)
+
+
+def swapaxes(x, dim0, dim1):
+    """`x.swapaxes(dim0, dim1)`, through `permute` (see there)."""
+    axes = list(range(x.ndim))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return permute(x, axes)
+
+
+def _rms_normalize(x, eps):
+    """x / sqrt(mean(x^2) + eps) in float32; `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured
+    ~10x slower than Mul."""
     h = cast(x, ms.float32)
-    variance = (h * h).mean(-1, keep_dims=True)
-    h = cast(h * _rsqrt(variance + eps), dtype)
+    inv_rms = _rsqrt((h * h).mean(-1, keep_dims=True) + eps)
+    return h * broadcast_operand(inv_rms, h.shape)
+
+
+def rms_norm(x, weight, eps=1e-6):
+    """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does."""
+    h = cast(_rms_normalize(x, eps), x.dtype)
     if weight is None:
         return h
     return weight * h
@@ -461,7 +493,7 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         else:
             scores = scores * scale
     if attn_mask is not None:
-        scores = scores + cast(attn_mask, scores.dtype)
+        scores = scores + broadcast_operand(cast(attn_mask, scores.dtype), scores.shape)
     weights = cast(softmax(scores, -1, ms.float32), query.dtype)
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
@@ -569,10 +601,10 @@ def apply_rotary_matrix(x, rotation):
                 and rotation.dtype == ms.float32):
             # a decode step's (H, D) @ (D, D) per position: the native loop (MindSpore's BatchMatMul: ~10x the work)
             return _native_bmm(x, rotation).swapaxes(1, 2)
-        return matmul(x, rotation).swapaxes(1, 2)
-    rows = x.swapaxes(0, 1).reshape(s, b * h, d)
+        return swapaxes(matmul(x, rotation), 1, 2)
+    rows = swapaxes(x, 0, 1).reshape(s, b * h, d)
     out = matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
-    return out.transpose(1, 2, 0, 3)
+    return permute(out, (1, 2, 0, 3))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -584,8 +616,8 @@ def _precise_log_softmax(x):
     """x - max - log(sum(exp(x - max))) over the last axis, written out: MindSpore's CPU LogSoftmax kernel is
     1.5e-6 (forward) and 8.4e-6 (gradient) from float64 on 64x7 logits, against 4.6e-7 and 1.6e-6 for this form
     (torch fp32: ~1e-8); its gradient error reaches every parameter gradient of a classifier."""
-    shifted = x - ops.stop_gradient(x.max(-1, keepdims=True))
-    return shifted - ops.log(ops.exp(shifted).sum(-1, keepdims=True))
+    shifted = x - broadcast_operand(ops.stop_gradient(x.max(-1, keepdims=True)), x.shape)
+    return shifted - broadcast_operand(ops.log(ops.exp(shifted).sum(-1, keepdims=True)), x.shape)
 
 
 _FLOAT64_LOSS_MAX_CLASSES = 64
