@@ -212,7 +212,7 @@ def rms_norm(x, weight, eps=1e-6):
     h = cast(_rms_normalize(x, eps), x.dtype)
     if weight is None:
         return h
-    return weight * h
+    return broadcast_operand(weight, h.shape) * h
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
