@@ -46,6 +46,7 @@ def finfo_min(dtype) -> float:
 
 _matmul_nt = ops.MatMul(transpose_b=True)
 _batch_matmul_nt = ops.BatchMatMul(transpose_b=True)
+_batch_matmul = ops.BatchMatMul()
 # x @ w.T for a single float32 row (batch-1 decoding) on CPU: MindSpore's MatMul streams the weights at ~10 GB/s,
 # the native kernel at ~17 GB/s (see native.py); None when native kernels are unavailable
 _native_linear_nt = native.linear_nt_op()
@@ -82,6 +83,15 @@ def linear(x, weight, bias=None):
 
 def matmul(a, b):
     return ops.matmul(a, b)
+
+
+def _same_batch_matmul(a, b):
+    """a @ b for equal batch dimensions. On CPU the BatchMatMul primitive: `ops.matmul`'s (MatMulExt) backward
+    transposes its inputs with Transpose kernels, which inside a compiled graph hold their buffers until it ends
+    (see `permute`); BatchMatMul's backward folds the transposes into its own kernels."""
+    if _MINT_ONLY_DEVICE:
+        return ops.matmul(a, b)
+    return _batch_matmul(a, b)
 
 
 def embedding(input_ids, weight, padding_idx=None):
@@ -498,10 +508,10 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
         grouped = weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1])
-        out = _native_bmm(grouped, value) if native_rows else ops.matmul(grouped, value)
+        out = _native_bmm(grouped, value) if native_rows else _same_batch_matmul(grouped, value)
         out = out.reshape(b, h, sq, value.shape[-1])
     else:
-        out = _native_bmm(weights, value) if native_rows else ops.matmul(weights, value)
+        out = _native_bmm(weights, value) if native_rows else _same_batch_matmul(weights, value)
     if attn_mask is not None and _FULLY_MASKED_ROWS == "sdpa":
         out = out * _unmasked_rows(attn_mask, out.dtype)
     return out, weights
@@ -603,7 +613,7 @@ def apply_rotary_matrix(x, rotation):
             return _native_bmm(x, rotation).swapaxes(1, 2)
         return swapaxes(matmul(x, rotation), 1, 2)
     rows = swapaxes(x, 0, 1).reshape(s, b * h, d)
-    out = matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
+    out = _same_batch_matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
     return permute(out, (1, 2, 0, 3))
 
 
