@@ -87,8 +87,8 @@ def matmul(a, b):
 
 def _same_batch_matmul(a, b):
     """a @ b for equal batch dimensions. On CPU the BatchMatMul primitive: `ops.matmul`'s (MatMulExt) backward
-    transposes its inputs with Transpose kernels, which inside a compiled graph hold their buffers until it ends
-    (see `permute`); BatchMatMul's backward folds the transposes into its own kernels."""
+    transposes its inputs with Transpose kernels, which inside a compiled graph hold ~2 output-sized buffers until
+    it ends (`benchmarks/probe_graph_buffers.py`); BatchMatMul's backward folds the transposes into its kernels."""
     if _MINT_ONLY_DEVICE:
         return ops.matmul(a, b)
     return _batch_matmul(a, b)
@@ -191,22 +191,6 @@ def broadcast_operand(t, shape):
     if runtime.in_graph() and not _MINT_ONLY_DEVICE and t.shape != shape:
         return ops.broadcast_to(t, shape)
     return t
-
-
-def permute(x, axes):
-    """`x.transpose(*axes)`. Inside a compiled graph on CPU through `mint.permute`: the Transpose kernel there holds
-    ~2 output-sized buffers until the graph ends (a chain of 4-D transposes grows by 2 x.size per link, the same
-    chain of `mint.permute` by none)."""
-    if runtime.in_graph() and not _MINT_ONLY_DEVICE:
-        return mint.permute(x, tuple(axes))
-    return x.transpose(*axes)
-
-
-def swapaxes(x, dim0, dim1):
-    """`x.swapaxes(dim0, dim1)`, through `permute` (see there)."""
-    axes = list(range(x.ndim))
-    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-    return permute(x, axes)
 
 
 def _rms_normalize(x, eps):
@@ -611,10 +595,10 @@ def apply_rotary_matrix(x, rotation):
                 and rotation.dtype == ms.float32):
             # a decode step's (H, D) @ (D, D) per position: the native loop (MindSpore's BatchMatMul: ~10x the work)
             return _native_bmm(x, rotation).swapaxes(1, 2)
-        return swapaxes(matmul(x, rotation), 1, 2)
-    rows = swapaxes(x, 0, 1).reshape(s, b * h, d)
+        return matmul(x, rotation).swapaxes(1, 2)
+    rows = x.swapaxes(0, 1).reshape(s, b * h, d)
     out = _same_batch_matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
-    return permute(out, (1, 2, 0, 3))
+    return out.transpose(1, 2, 0, 3)
 
 
 # ----------------------------------------------------------------------------------------------------------------

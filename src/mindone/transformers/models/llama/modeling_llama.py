@@ -116,7 +116,7 @@ class LlamaAttention(nn.Cell):
                                              query_rotation)
         key_states = F.apply_rotary_matrix(self.k_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim),
                                            key_rotation)
-        value_states = F.swapaxes(self.v_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim), 1, 2)
+        value_states = self.v_proj(hidden_states).reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
 
         if past_key_values is not None:
             key_states, value_states = past_key_values.update(
@@ -132,7 +132,7 @@ class LlamaAttention(nn.Cell):
             dropout_p=self.attention_dropout if self.training else 0.0,
             training=self.training,
         )
-        attn_output = F.swapaxes(attn_output, 1, 2).reshape(batch, seq_len, -1)
+        attn_output = attn_output.swapaxes(1, 2).reshape(batch, seq_len, -1)
         return self.o_proj(attn_output), attn_weights
 
 
