@@ -1,6 +1,7 @@
 """Resident memory of SmolLM2-135M training steps, phase by phase (Trainer internals as bench_train.py).
 
     python benchmarks/probe_train_memory.py [--pynative] [--seq 128] [--memory-optimize-level O1] [--jit-level O1]
+        [--gradient-checkpointing]
 
 Prints VmRSS / VmHWM after import, load, Trainer setup, and each step's forward+backward and optimizer phases.
 """
@@ -33,6 +34,8 @@ def main():
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--memory-optimize-level")
     parser.add_argument("--jit-level")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute each decoder layer in the backward (TrainingArguments.gradient_checkpointing)")
     args = parser.parse_args()
     path = smollm2_hf_dir()
     hide_torch()
@@ -50,7 +53,10 @@ def main():
     model = LlamaForCausalLM.from_pretrained(path, dtype="float32")
     print("load:", rss(), flush=True)
     training_args = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=args.steps, learning_rate=1e-5,
-                                      disable_tqdm=True, jit_mode=not args.pynative)
+                                      disable_tqdm=True, jit_mode=not args.pynative,
+                                      gradient_checkpointing=args.gradient_checkpointing)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()  # what Trainer.train() does first
     trainer = Trainer(model=model, args=training_args, train_dataset=[{"input_ids": [0]}])
     trainer._setup_training(args.steps)
     trainer.current_gradient_accumulation_steps = 1

@@ -209,6 +209,10 @@ def repeat_kv_fn(x):
     return F.repeat_kv(x, 3)
 
 
+def broadcast_operand_fn(x, mask, stat):
+    return (x + F.broadcast_operand(mask, x.shape)) * F.broadcast_operand(stat, x.shape)
+
+
 def rotary_matrix_fn(x, cos, sin):
     return F.matmul(x, F.rotary_matrix(cos, sin, 0.125))
 
@@ -578,6 +582,8 @@ CASES = [
          ref_uses_output=True),
     Case("repeat_kv", "", repeat_kv_fn, lambda x: x.repeat_interleave(3, 1), lambda r, d: [randn(r, 2, 2, 3, 4)],
          (0,)),
+    Case("broadcast_operand", "", broadcast_operand_fn, lambda x, m, s: (x + m) * s,
+         lambda r, d: [randn(r, 2, 3, 4, 5), randn(r, 1, 1, 4, 5), randn(r, 2, 3, 4, 1)], (0, 1, 2)),
     Case("rotary_matrix", "", rotary_matrix_fn, _rotary_ref,
          lambda r, d: [randn(r, 2, 3, 4, 8), randn(r, 2, 3, 8), randn(r, 2, 3, 8)], (0,)),
     # rotary on the first 4 of 10 features; the interleaved tables repeat each frequency twice (GPT-J's layout)

@@ -46,6 +46,7 @@ def finfo_min(dtype) -> float:
 
 _matmul_nt = ops.MatMul(transpose_b=True)
 _batch_matmul_nt = ops.BatchMatMul(transpose_b=True)
+_batch_matmul = ops.BatchMatMul()
 # x @ w.T for a single float32 row (batch-1 decoding) on CPU: MindSpore's MatMul streams the weights at ~10 GB/s,
 # the native kernel at ~17 GB/s (see native.py); None when native kernels are unavailable
 _native_linear_nt = native.linear_nt_op()
@@ -82,6 +83,15 @@ def linear(x, weight, bias=None):
 
 def matmul(a, b):
     return ops.matmul(a, b)
+
+
+def _same_batch_matmul(a, b):
+    """a @ b for equal batch dimensions. On CPU the BatchMatMul primitive: `ops.matmul`'s (MatMulExt) backward
+    transposes its inputs with Transpose kernels, which inside a compiled graph hold ~2 output-sized buffers until
+    it ends (`benchmarks/probe_graph_buffers.py`); BatchMatMul's backward folds the transposes into its kernels."""
+    if _MINT_ONLY_DEVICE:
+        return ops.matmul(a, b)
+    return _batch_matmul(a, b)
 
 
 def embedding(input_ids, weight, padding_idx=None):
@@ -173,23 +183,40 @@ def _rsqrt(x):
 _native_rms_norm = native.rms_norm_op()
 
 
+def broadcast_operand(t, shape):
+    """`t` expanded to `shape` for an elementwise op with a `shape`-sized tensor: a per-row statistic (..., 1), an
+    attention mask (1, 1, Sq, Sk) against (B, H, Sq, Sk) scores.
+
+    Inside a compiled graph on CPU, an elementwise kernel that broadcasts an operand holds ~4 output-sized buffers
+    until the graph ends (measured: a chain of `x * x.mean(-1, keepdims)` grows by 4 x.size float32 per link, of
+    `scores + mask` by 4 scores-sizes, the same chains with an explicit BroadcastTo by none). In a compiled training
+    step that made the norms, the masked softmax and the loss its largest memory items (`docs/performance.md`,
+    "Training memory"). PyNative frees them, so there the operand stays as it is."""
+    if runtime.in_graph() and not _MINT_ONLY_DEVICE and t.shape != shape:
+        return ops.broadcast_to(t, shape)
+    return t
+
+
+def _rms_normalize(x, eps):
+    """x / sqrt(mean(x^2) + eps) in float32; `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured
+    ~10x slower than Mul."""
+    h = cast(x, ms.float32)
+    inv_rms = _rsqrt((h * h).mean(-1, keep_dims=True) + eps)
+    return h * broadcast_operand(inv_rms, h.shape)
+
+
 def rms_norm(x, weight, eps=1e-6):
     """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does.
 
-    `x * x` rather than `pow(x, 2)`: MindSpore's CPU Pow kernel was measured ~10x slower than Mul. Inside
-    generate()'s compiled steps (float32, no gradient) one native kernel does it: a decode step launches ~60 norms,
-    six MindSpore kernels each, and every launch costs more than the norm's work.
-    """
+    Inside generate()'s compiled steps (float32, no gradient) one native kernel does it: a decode step launches ~60
+    norms, six MindSpore kernels each, and every launch costs more than the norm's work."""
     if (_native_rms_norm is not None and runtime.native_ops_allowed() and runtime.in_graph() and weight is not None
             and x.dtype == ms.float32 and weight.dtype == ms.float32):
         return _native_rms_norm(x, weight, ms.Tensor([eps], ms.float32))
-    dtype = x.dtype
-    h = cast(x, ms.float32)
-    variance = (h * h).mean(-1, keep_dims=True)
-    h = cast(h * _rsqrt(variance + eps), dtype)
+    h = cast(_rms_normalize(x, eps), x.dtype)
     if weight is None:
         return h
-    return weight * h
+    return broadcast_operand(weight, h.shape) * h
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -490,15 +517,15 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         else:
             scores = scores * scale
     if attn_mask is not None:
-        scores = scores + cast(attn_mask, scores.dtype)
+        scores = scores + broadcast_operand(cast(attn_mask, scores.dtype), scores.shape)
     weights = cast(softmax(scores, -1, ms.float32), query.dtype)
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
         grouped = weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1])
-        out = _native_bmm(grouped, value) if native_rows else ops.matmul(grouped, value)
+        out = _native_bmm(grouped, value) if native_rows else _same_batch_matmul(grouped, value)
         out = out.reshape(b, h, sq, value.shape[-1])
     else:
-        out = _native_bmm(weights, value) if native_rows else ops.matmul(weights, value)
+        out = _native_bmm(weights, value) if native_rows else _same_batch_matmul(weights, value)
     if attn_mask is not None and _FULLY_MASKED_ROWS == "sdpa":
         out = out * _unmasked_rows(attn_mask, out.dtype)
     return out, weights
@@ -600,7 +627,7 @@ def apply_rotary_matrix(x, rotation):
             return _native_bmm(x, rotation).swapaxes(1, 2)
         return matmul(x, rotation).swapaxes(1, 2)
     rows = x.swapaxes(0, 1).reshape(s, b * h, d)
-    out = matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
+    out = _same_batch_matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
     return out.transpose(1, 2, 0, 3)
 
 
@@ -613,8 +640,8 @@ def _precise_log_softmax(x):
     """x - max - log(sum(exp(x - max))) over the last axis, written out: MindSpore's CPU LogSoftmax kernel is
     1.5e-6 (forward) and 8.4e-6 (gradient) from float64 on 64x7 logits, against 4.6e-7 and 1.6e-6 for this form
     (torch fp32: ~1e-8); its gradient error reaches every parameter gradient of a classifier."""
-    shifted = x - ops.stop_gradient(x.max(-1, keepdims=True))
-    return shifted - ops.log(ops.exp(shifted).sum(-1, keepdims=True))
+    shifted = x - broadcast_operand(ops.stop_gradient(x.max(-1, keepdims=True)), x.shape)
+    return shifted - broadcast_operand(ops.log(ops.exp(shifted).sum(-1, keepdims=True)), x.shape)
 
 
 _FLOAT64_LOSS_MAX_CLASSES = 64
