@@ -19,9 +19,10 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
+
+from common import run_worker_process  # benchmarks/: the script's own directory, first on sys.path
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -117,12 +118,7 @@ def run_parent(args):
             cmd = [sys.executable, __file__, "--worker", impl.replace("-pynative", ""), "--batch", str(batch),
                    "--threads", str(threads), "--prompt-len", str(args.prompt_len), "--new-tokens",
                    str(args.new_tokens)] + (["--pynative"] if impl.endswith("-pynative") else [])
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-                raise SystemExit(f"worker {impl} batch {batch} threads {threads} failed")
-            res = json.loads(line[len("RESULT "):])
+            res = run_worker_process(cmd, f"{impl} batch {batch} threads {threads}")
             results[(impl, batch, threads)].append(res)
             print(f"round {round_idx} {impl} b{batch} t{threads}: {res['decode_tok_s']:.1f} tok/s decode, "
                   f"compile {res['compile_s']:.1f} s", file=sys.stderr, flush=True)

@@ -29,13 +29,13 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_generate import GGUF, TokenTimer, model_dir  # noqa: E402
+from common import run_worker_process  # noqa: E402
 
 IMPLS = ["ours-fp32", "ours-int8", "ours-int4", "ours-gguf", "torch-fp32", "llama.cpp"]
 
@@ -233,12 +233,7 @@ def run_parent(args):
                        str(args.repeats),
                        "--text-ids", path, "--ppl-window", str(args.ppl_window), "--ppl-stride",
                        str(args.ppl_stride)] + (["--ppl"] if ppl else [])
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-                if line is None:
-                    sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-                    raise SystemExit(f"worker {impl} threads {threads} failed")
-                res = json.loads(line[len("RESULT "):])
+                res = run_worker_process(cmd, f"{impl} threads {threads}", env=env)
                 results[(impl, threads)].append(res)
                 print(f"round {round_idx} {impl} t{threads}: {res['decode_tok_s']:.1f} tok/s"
                       + (f", ppl {res['ppl']:.4f}" if "ppl" in res else ""), file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from bench_generate import TokenTimer  # noqa: E402
+from common import run_worker_process  # noqa: E402
 
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
 MODELS = ("t5", "bart")
@@ -130,12 +131,7 @@ def run_parent(args):
         for model, impl, threads in configs:
             cmd = [sys.executable, __file__, "--worker", impl, "--path", paths[model], "--threads", str(threads),
                    "--source-len", str(args.source_len), "--new-tokens", str(args.new_tokens)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-                raise SystemExit(f"worker {impl} {model} threads {threads} failed")
-            res = json.loads(line[len("RESULT "):])
+            res = run_worker_process(cmd, f"{impl} {model} threads {threads}")
             results[(model, impl, threads)].append(res)
             print(f"round {round_idx} {model} {impl} t{threads}: TTFT {res['ttft_s']:.2f} s, "
                   f"{res['decode_tok_s']:.1f} tok/s", file=sys.stderr, flush=True)

@@ -1,7 +1,10 @@
 """Shared benchmark fixtures: the embedded SmolLM2-135M checkpoint as an HF safetensors dir (converted once)."""
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
@@ -44,3 +47,14 @@ def hide_torch():
     sys.meta_path.insert(0, _NoTorch())
     find_spec = importlib.util.find_spec
     importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "torch" else find_spec(name, *a)
+
+
+def run_worker_process(cmd, what, env=None) -> dict:
+    """Runs a benchmark worker process and returns the JSON it printed on its `RESULT ` line; exits naming `what`
+    (with the worker's output tail) when it failed or printed none."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+        raise SystemExit(f"worker {what} failed")
+    return json.loads(lines[-1][len("RESULT "):])
