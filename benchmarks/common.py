@@ -58,3 +58,14 @@ def run_worker_process(cmd, what, env=None) -> dict:
         sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
         raise SystemExit(f"worker {what} failed")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def rss() -> str:
+    """This process's resident memory now and at its peak (VmRSS / VmHWM), as text in GB."""
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0]) / 1e6
+    return f"rss {values['VmRSS']:.2f} GB, peak {values['VmHWM']:.2f} GB"

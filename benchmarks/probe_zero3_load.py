@@ -14,17 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import hide_torch, smollm2_hf_dir  # noqa: E402
-
-
-def rss():
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                key, value = line.split(":")
-                values[key] = int(value.split()[0]) / 1e6
-    return f"rss {values['VmRSS']:.2f} GB, peak {values['VmHWM']:.2f} GB"
+from common import hide_torch, rss, smollm2_hf_dir  # noqa: E402
 
 
 def worker(mode, world_size, rank):
