@@ -283,6 +283,21 @@ def test_sources_of_different_lengths_share_one_compiled_step(generation_models)
     assert len(steps) == 1 and steps[0][3] == 64, steps
 
 
+def test_generate_without_a_mask_does_not_infer_one_from_pad_tokens_as_torch(generation_models):
+    """No attention_mask for an encoder-decoder source: transformers 5 reads no padding from pad tokens (it infers a
+    mask for decoder-only models only), so a padded row decodes as if its pads were text; ours the same."""
+    torch_model, ours = generation_models("v1_0")
+    ids, mask, _ = batch(seed=6)
+    with torch.no_grad():
+        ref = torch_model.generate(torch.from_numpy(ids), max_new_tokens=8, do_sample=False).numpy()
+        masked = torch_model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), max_new_tokens=8,
+                                      do_sample=False).numpy()
+    assert not np.array_equal(ref, masked), "the padded row should decode differently without its mask"
+    for kwargs in ({}, {"cache_implementation": "dynamic"}):
+        out = parity.to_numpy(ours.generate(ids, max_new_tokens=8, do_sample=False, **kwargs))
+        np.testing.assert_array_equal(out, ref)
+
+
 def test_saved_dir_loads_in_torch_with_same_logits(checkpoints, tmp_path):
     torch_model, path = checkpoints("v1_1")
     ours = parity.load_ours(T5ForConditionalGeneration, path)
