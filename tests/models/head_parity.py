@@ -130,3 +130,21 @@ def assert_seq2seq_generate_matches_torch(ours, torch_model, ids, mask, **kwargs
     dynamic = parity.to_numpy(ours.generate(ids, attention_mask=mask, cache_implementation="dynamic", **kwargs))
     assert np.array_equal(dynamic, ref), f"dynamic, ours:\n{dynamic}\ntorch:\n{ref}"
     return ref
+
+
+def seq2seq_generation_models(tmp_path_factory, torch_cls, ours_cls, config_for, seed, adjust=None):
+    """A module fixture's `get(variant) -> (torch model, ours)`: each variant built once (`config_for(variant)`, seeded
+    torch weights, `adjust(torch_model)` for extra randomisation) and loaded once by ours, so the compiled decode
+    steps are reused across the tests that share it."""
+    made = {}
+
+    def get(variant):
+        if variant not in made:
+            torch_model = parity.torch_reference(torch_cls, config_for(variant), seed=seed)
+            if adjust is not None:
+                adjust(torch_model)
+            path = parity.save_torch(torch_model, str(tmp_path_factory.mktemp(f"generate-{variant}")))
+            made[variant] = (torch_model, parity.load_ours(ours_cls, path))
+        return made[variant]
+
+    return get

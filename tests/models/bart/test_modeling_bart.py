@@ -221,19 +221,13 @@ def generation_models(tmp_path_factory):
     """variant -> (torch model, ours): one instance of ours per variant, so its compiled decode steps are reused;
     init_std=0.5 (with this seed) makes the tokens depend on the source (at HF's 0.02 every row decodes the same
     tokens)."""
-    made = {}
+    def random_final_logits_bias(torch_model):
+        g = torch.Generator().manual_seed(7)
+        torch_model.final_logits_bias.copy_(0.1 * torch.randn(torch_model.final_logits_bias.shape, generator=g))
 
-    def get(variant):
-        if variant not in made:
-            config = make_config(variant, init_std=0.5)
-            torch_model = parity.torch_reference(transformers.BartForConditionalGeneration, config, seed=2)
-            g = torch.Generator().manual_seed(7)
-            torch_model.final_logits_bias.copy_(0.1 * torch.randn(torch_model.final_logits_bias.shape, generator=g))
-            path = parity.save_torch(torch_model, str(tmp_path_factory.mktemp(f"generate-{variant}")))
-            made[variant] = (torch_model, parity.load_ours(BartForConditionalGeneration, path))
-        return made[variant]
-
-    return get
+    return head_parity.seq2seq_generation_models(
+        tmp_path_factory, transformers.BartForConditionalGeneration, BartForConditionalGeneration,
+        lambda variant: make_config(variant, init_std=0.5), seed=2, adjust=random_final_logits_bias)
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])

@@ -163,17 +163,9 @@ def generation_models(tmp_path_factory):
     """variant -> (torch model, ours): one instance of ours per variant, so its compiled decode steps are reused;
     init_std=0.5 (with this seed) makes the tokens depend on the source (at HF's 0.02 every row decodes the same
     tokens)."""
-    made = {}
-
-    def get(variant):
-        if variant not in made:
-            config = make_config(variant, init_std=0.5)
-            torch_model = parity.torch_reference(transformers.BlenderbotSmallForConditionalGeneration, config, seed=1)
-            path = parity.save_torch(torch_model, str(tmp_path_factory.mktemp(f"generate-{variant}")))
-            made[variant] = (torch_model, parity.load_ours(BlenderbotSmallForConditionalGeneration, path))
-        return made[variant]
-
-    return get
+    return head_parity.seq2seq_generation_models(
+        tmp_path_factory, transformers.BlenderbotSmallForConditionalGeneration, BlenderbotSmallForConditionalGeneration,
+        lambda variant: make_config(variant, init_std=0.5), seed=1)
 
 
 @pytest.mark.parametrize("variant, kwargs, padding_side", [

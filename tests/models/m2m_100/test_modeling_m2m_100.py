@@ -181,17 +181,9 @@ def generation_models(tmp_path_factory):
     """variant -> (torch model, ours): one instance of ours per variant, so its compiled decode steps are reused;
     init_std=1.0 (with this seed) makes the tokens depend on the source (at HF's 0.02 every row decodes the same
     tokens)."""
-    made = {}
-
-    def get(variant):
-        if variant not in made:
-            config = make_config(variant, init_std=1.0)
-            torch_model = parity.torch_reference(transformers.M2M100ForConditionalGeneration, config, seed=1)
-            path = parity.save_torch(torch_model, str(tmp_path_factory.mktemp(f"generate-{variant}")))
-            made[variant] = (torch_model, parity.load_ours(M2M100ForConditionalGeneration, path))
-        return made[variant]
-
-    return get
+    return head_parity.seq2seq_generation_models(
+        tmp_path_factory, transformers.M2M100ForConditionalGeneration, M2M100ForConditionalGeneration,
+        lambda variant: make_config(variant, init_std=1.0), seed=1)
 
 
 @pytest.mark.parametrize("variant, kwargs, padding_side", [

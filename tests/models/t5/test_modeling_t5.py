@@ -243,17 +243,9 @@ def generation_models(tmp_path_factory):
     """variant -> (torch model, ours): one instance of ours per variant, so its compiled decode steps are reused.
     transformers 5.23's cache sizes itself by num_layers, so its generate needs a symmetric model; a larger
     initializer_factor makes the tokens depend on the source (at 1.0 every row decodes the same token)."""
-    made = {}
-
-    def get(variant):
-        if variant not in made:
-            config = make_config(variant, num_decoder_layers=BASE["num_layers"], initializer_factor=5.0)
-            torch_model = parity.torch_reference(transformers.T5ForConditionalGeneration, config, seed=1)
-            path = parity.save_torch(torch_model, str(tmp_path_factory.mktemp(f"generate-{variant}")))
-            made[variant] = (torch_model, parity.load_ours(T5ForConditionalGeneration, path))
-        return made[variant]
-
-    return get
+    return head_parity.seq2seq_generation_models(
+        tmp_path_factory, transformers.T5ForConditionalGeneration, T5ForConditionalGeneration,
+        lambda variant: make_config(variant, num_decoder_layers=BASE["num_layers"], initializer_factor=5.0), seed=1)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
