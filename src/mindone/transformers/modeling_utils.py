@@ -272,29 +272,21 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
         return getattr(self, "lm_head", None)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        embedding_ids = set()
-        if exclude_embeddings:
-            for _, cell in self.cells_and_names():
-                if isinstance(cell, layers.Embedding):
-                    embedding_ids.add(id(cell.weight))
-        # a weight-only quantized Linear counts its weight's logical elements (out x in, as HF counts a 4-bit
-        # weight), not its packed bytes, and not its scales / minimums
-        logical = {}
+        # parameters counted otherwise than by their size: embedding tables (0 when excluded), and a weight-only
+        # quantized Linear's weight as its logical elements (out x in, as HF counts a 4-bit weight), not its packed
+        # bytes, with its scales / minimums not counted
+        counts = {}
         for _, cell in self.cells_and_names():
+            if exclude_embeddings and isinstance(cell, layers.Embedding):
+                counts[id(cell.weight)] = 0
             packed = getattr(cell, "weight_packed", None)
             if packed is not None and hasattr(cell, "in_features"):
-                logical[id(packed)] = cell.out_features * cell.in_features
+                counts[id(packed)] = cell.out_features * cell.in_features
                 for name in ("weight_scale", "weight_min"):
                     if getattr(cell, name, None) is not None:
-                        logical[id(getattr(cell, name))] = 0
-        total = 0
-        for p in self.get_parameters(expand=True):
-            if only_trainable and not p.requires_grad:
-                continue
-            if id(p) in embedding_ids:
-                continue
-            total += logical.get(id(p), int(np.prod(p.shape)))
-        return total
+                        counts[id(getattr(cell, name))] = 0
+        return sum(counts.get(id(p), int(np.prod(p.shape))) for p in self.get_parameters(expand=True)
+                   if p.requires_grad or not only_trainable)
 
     def resize_token_embeddings(self, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None):
         """Grows or shrinks the input (and tied/untied output) embeddings; new rows are initialised like HF
