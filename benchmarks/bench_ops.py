@@ -152,6 +152,26 @@ def gelu_tanh_functional(x):
     return F.gelu_tanh(x)
 
 
+def gelu_tanh_ops_kernel(x):
+    return ops.gelu(x, approximate="tanh")
+
+
+def gelu_tanh_exp_form(x):
+    return x / (1.0 + ops.exp(ops.clamp(x * -F._GELU_TANH_C2 * (1.0 + 0.044715 * (x * x)), -80.0, 80.0)))
+
+
+def quick_gelu_functional(x):
+    return F.quick_gelu(x)
+
+
+def quick_gelu_sigmoid_mul(x):
+    return x * ops.sigmoid(1.702 * x)
+
+
+def torch_quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)
+
+
 def silu_functional(x):
     return F.silu(x)
 
@@ -235,11 +255,15 @@ OPS = {
         ("ops.softmax fp16 kernel", softmax_fp16_kernel), ("F.softmax = fp32 kernel, cast back (current)",
                                                              softmax_functional)]),
     "gelu": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], TF.gelu, [
-        ("F.gelu = native GeluErf in PyNative, ops.gelu in jit (current)", gelu_functional),
+        ("F.gelu = native GeluErf (current)", gelu_functional),
         ("ops.gelu erf (MindSpore's kernel)", gelu_ops_kernel), ("0.5x(1+erf(x/sqrt2))", gelu_erf_manual),
         ("mint gelu", gelu_mint)]),
     "gelu_tanh": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], lambda x: TF.gelu(x, approximate="tanh"), [
-        ("F.gelu_tanh = ops.gelu tanh (current)", gelu_tanh_functional)]),
+        ("F.gelu_tanh = native GeluTanh (current)", gelu_tanh_functional),
+        ("ops.gelu tanh (MindSpore's kernel)", gelu_tanh_ops_kernel), ("x / (1 + exp(-2z))", gelu_tanh_exp_form)]),
+    "quick_gelu": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], torch_quick_gelu, [
+        ("F.quick_gelu = native QuickGelu (current)", quick_gelu_functional),
+        ("x * sigmoid(1.702 x)", quick_gelu_sigmoid_mul)]),
     "silu": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 2], TF.silu, [
         ("F.silu = mint silu (current)", silu_functional), ("ops.silu", silu_ops), ("x*sigmoid(x)", silu_sigmoid_mul)]),
     "tanh": (ACT_SHAPES, lambda r, s: [r.standard_normal(s) * 3], torch.tanh, [

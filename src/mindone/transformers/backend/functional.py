@@ -257,10 +257,9 @@ _native_gelu = native.gelu_erf_op()
 def gelu(x):
     """Exact (erf) GELU; `mint` GeluExt has no CPU kernel.
 
-    On CPU in PyNative the native kernel (`native.gelu_erf_op`, with its own backward): MindSpore's GeLU kernel is
-    ~30x slower on large tensors (DINOv2/BERT/Whisper MLPs). Not inside graphs: a custom op whose shape is inferred in
-    Python fails in a graph that falls back to dynamic types (a jit function returning a ModelOutput: "The prim is
-    not a PrimitivePy"), so compiled code keeps MindSpore's kernel.
+    On CPU the native kernel (`native.gelu_erf_op`, with its own backward), in PyNative and in graphs (its shape is
+    inferred in C++, see `native._graph_safe_custom`): MindSpore's GeLU kernel is ~30x slower on large tensors
+    (DINOv2/BERT/Whisper MLPs). Never while exporting (an exported file could not carry it).
     fp16 runs in float32 and rounds once, as torch's CPU kernel does: MindSpore's fp16 kernel is up to 2e-3 off
     torch's fp16 result, which doubled the fp16 error of Wav2Vec2's GELU-after-every-conv feature encoder.
     """
@@ -269,7 +268,7 @@ def gelu(x):
         return cast(x32 * 0.5 * (1.0 + _erf_rational(x32 * _SQRT1_2)), x.dtype)
     if x.dtype == ms.float16:
         return gelu(x.astype(ms.float32)).astype(ms.float16)
-    if _native_gelu is not None and x.dtype == ms.float32 and not runtime.in_graph():
+    if _native_gelu is not None and x.dtype == ms.float32 and runtime.export_format() is None:
         return _native_gelu(x)
     return ops.gelu(x, approximate="none")
 
@@ -297,11 +296,16 @@ def _erf_rational(x):
 
 
 _GELU_TANH_C2 = 2.0 * math.sqrt(2.0 / math.pi)
+# tanh GELU and quick GELU as native kernels (graph-safe, with gradients); None when native kernels are unavailable
+_native_gelu_tanh = native.gelu_tanh_op()
+_native_quick_gelu = native.quick_gelu_op()
 
 
 def gelu_tanh(x):
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), on CPU in fp32 written as the equal x / (1 + exp(-2z)).
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 
+    On CPU in float32 the native kernel (`native.gelu_tanh_op`: computed in double, rounded once; PyNative and
+    graphs, with its gradient), except while exporting. Otherwise, in fp32, written as the equal x / (1 + exp(-2z)):
     MindSpore's CPU GeLU(tanh) kernel costs ~25-35 ns per element (8x257x1536: ~110 ms forward, ~230 ms forward +
     backward in jit; this form ~50 / ~105 ms); below ~16k elements (a decode step) its one launch is cheaper than
     the form's nine. Not the tanh form (the CPU Tanh kernel is off by 1e-4, see `tanh`), not x * sigmoid(2z) (its
@@ -309,12 +313,18 @@ def gelu_tanh(x):
     3e-6 (gradient) from float64, as the kernel. -2z is clamped to +-80 so exp cannot overflow (the derivative there
     is below 1e-30 either way).
     """
+    if _native_gelu_tanh is not None and x.dtype == ms.float32 and runtime.export_format() is None:
+        return _native_gelu_tanh(x)
     if _MINT_ONLY_DEVICE or x.dtype != ms.float32 or x.size < 16384:
         return ops.gelu(x, approximate="tanh")
     return x / (1.0 + ops.exp(ops.clamp(x * -_GELU_TANH_C2 * (1.0 + 0.044715 * (x * x)), -80.0, 80.0)))
 
 
 def quick_gelu(x):
+    """x * sigmoid(1.702 x); on CPU in float32 one native kernel (`native.quick_gelu_op`, with its gradient) instead of
+    three MindSpore kernels, except while exporting."""
+    if _native_quick_gelu is not None and x.dtype == ms.float32 and runtime.export_format() is None:
+        return _native_quick_gelu(x)
     return x * ops.sigmoid(1.702 * x)
 
 

@@ -176,7 +176,8 @@ def _first_dtype(x_dtype, *other_dtypes):
 def gelu_erf_op():
     """Primitive of the exact GELU x * Phi(x) on float32 (computed in double, rounded once: within ~2 ulp of float64,
     torch's kernel is ~1e-6 off for |x| ~ 10), differentiable through `gelu_erf_grad_op`; None when native kernels
-    are unavailable. MindSpore's CPU GeLU kernel is ~30x slower on large tensors (see docs/performance.md)."""
+    are unavailable. MindSpore's CPU GeLU kernel is ~30x slower on large tensors (see docs/performance.md). Shapes
+    and dtypes are inferred in C++ (`_graph_safe_custom`): usable in any graph."""
     grad = gelu_erf_grad_op()
     if grad is None:
         return None
@@ -185,12 +186,12 @@ def gelu_erf_op():
     def gelu_erf_bprop(x, out, dout):
         return (grad(x, dout),)
 
-    return _custom("GeluErf", _same_shape, _first_dtype, gelu_erf_bprop)
+    return _graph_safe_custom("GeluErf", 1, gelu_erf_bprop)
 
 
 def gelu_erf_grad_op():
     """Primitive (x, dy) -> dy * gelu'(x), float32, as `gelu_erf_op`; None when native kernels are unavailable."""
-    return _custom("GeluErfGrad", _same_shape, _first_dtype)
+    return _graph_safe_custom("GeluErfGrad", 2)
 
 
 # --- weight-only quantized linear layers (backend/quantization.py; kernels: the last section of cpu_kernels.cc) -------
@@ -309,3 +310,51 @@ def decode_attention_op():
     (softmax(q k^T * scale + mask) v (B, Hk, R, Dv), the weights (B, Hk, R, S)); float32; R = n_rep * Sq query
     rows per kv head (see the kernel's comment for the mask's broadcasting). No gradient."""
     return _custom("DecodeAttention", _decode_attention_shape, _float32_x2)
+
+
+# --- graph-safe elementwise kernels (section "graph-safe elementwise activations" at the end of cpu_kernels.cc) -------
+
+
+def _graph_safe_custom(name, num_inputs, bprop=None):
+    """The library's elementwise float32 kernel `name` (output shaped as its first input) as a primitive whose shape
+    and dtype MindSpore infers in C++ (`NameInferShape` / `NameInferType` in the library), or None when native
+    kernels are unavailable. A Python inference callback (`_custom`) fails in a graph that falls back to dynamic
+    types (any jit function returning a dict / ModelOutput: "The prim is not a PrimitivePy"); C++ inference also
+    needs the registration naming inputs and outputs (without it: "The pointer[value] is null")."""
+    if not available():
+        return None
+    if name not in _state["ops"]:
+        reg = ops.CustomRegOp(name)
+        for i in range(num_inputs):
+            reg = reg.input(i, f"x{i}")
+        reg = reg.output(0, "y").dtype_format(*([ops.DataType.F32_Default] * (num_inputs + 1))).target("CPU")
+        _state["ops"][name] = ops.Custom(f"{library_path()}:{name}", out_shape=None, out_dtype=None, func_type="aot",
+                                         bprop=bprop, reg_info=reg.get_op_info())
+    return _state["ops"][name]
+
+
+def gelu_tanh_op():
+    """Primitive of the tanh GELU 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) on float32 (in double, rounded
+    once), differentiable through its own gradient kernel, usable in any graph; None when native kernels are
+    unavailable. MindSpore's CPU GeLU(tanh) kernel costs ~30 ns per element (see docs/performance.md)."""
+    grad = _graph_safe_custom("GeluTanhGrad", 2)
+    if grad is None:
+        return None
+
+    def gelu_tanh_bprop(x, out, dout):
+        return (grad(x, dout),)
+
+    return _graph_safe_custom("GeluTanh", 1, gelu_tanh_bprop)
+
+
+def quick_gelu_op():
+    """Primitive of x * sigmoid(1.702 x) (HF's quick_gelu) on float32 (in double, rounded once), differentiable
+    through its own gradient kernel, usable in any graph; None when native kernels are unavailable."""
+    grad = _graph_safe_custom("QuickGeluGrad", 2)
+    if grad is None:
+        return None
+
+    def quick_gelu_bprop(x, out, dout):
+        return (grad(x, dout),)
+
+    return _graph_safe_custom("QuickGelu", 1, quick_gelu_bprop)

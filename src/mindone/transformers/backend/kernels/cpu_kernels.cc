@@ -844,3 +844,149 @@ extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **
   return 0;
 }
 // ===================================================================== end of weight-only quantized linear layers ====
+
+
+// ==== graph-safe elementwise activations (gelu2): C++ shape/type inference, tanh GELU, quick GELU ====================
+// `native.py` registers the kernels below with C++ shape and type inference (out_shape=None, out_dtype=None plus a
+// registration naming the inputs and outputs): MindSpore then infers them without calling back into Python, so they
+// also run in graphs that fall back to dynamic types (a jit function returning a dict / ModelOutput), where a Python
+// inference callback fails with "The prim is not a PrimitivePy". Conventions: `NameInferShape(ndims, shapes, extra)`
+// returns the output shape, `NameInferType(type_ids, extra)` its dtype (MindSpore's TypeId, opaque here).
+#include <vector>
+
+class AotExtra;
+enum TypeId : int {};
+
+namespace graph_safe {
+
+static std::vector<int64_t> first_input_shape(const int *ndims, int64_t **shapes) {
+  return std::vector<int64_t>(shapes[0], shapes[0] + ndims[0]);
+}
+
+}  // namespace graph_safe
+
+extern "C" std::vector<int64_t> GeluErfInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId GeluErfInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+extern "C" std::vector<int64_t> GeluErfGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId GeluErfGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+
+// x * sigmoid(a(x)) activations, float32 in and out, computed in double and rounded once (torch's float kernels are
+// ~1 ulp of their float intermediate results off the float64 value; these are within ~1 ulp of it):
+//   tanh GELU:  0.5 x (1 + tanh(u)) = x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)   (HF gelu_new / gelu_pytorch_tanh)
+//   quick GELU: x * sigmoid(1.702 x)                                                       (HF quick_gelu, CLIP)
+// sigmoid(a) from e = exp(-|a|) (never overflows): 1 / (1 + e) for a >= 0, e / (1 + e) below; s (1 - s) = e / (1 + e)^2
+// without cancellation, for the gradient dy * (s + x s (1 - s) a'(x)). Blocks and vector width as the exact GELU's.
+namespace sigmoid_act {
+
+struct TanhGelu {
+  static inline double arg(double x, double *slope) {
+    const double c = 0.79788456080286535588;  // sqrt(2 / pi)
+    const double x2 = x * x;
+    *slope = 2.0 * c * (1.0 + 3.0 * 0.044715 * x2);
+    return 2.0 * c * (x + 0.044715 * x2 * x);
+  }
+};
+
+struct QuickGelu {
+  static inline double arg(double x, double *slope) {
+    *slope = 1.702;
+    return 1.702 * x;
+  }
+};
+
+template <class Act>
+GELU_VECTOR_WIDTH static void forward(const float *x, float *y, int64_t n) {
+  double v[gelu_erf::kBlock], out[gelu_erf::kBlock];
+  for (int64_t start = 0; start < n; start += gelu_erf::kBlock) {
+    const int64_t m = n - start < gelu_erf::kBlock ? n - start : gelu_erf::kBlock;
+    for (int64_t i = 0; i < m; i++) v[i] = x[start + i];
+#pragma GCC unroll 4
+    for (int64_t i = 0; i < gelu_erf::kBlock; i++) {
+      double slope;
+      const double a = Act::arg(v[i], &slope);
+      const double e = gelu_erf::exp_nonpositive(-std::fabs(a));
+      const double s = (a >= 0.0 ? 1.0 : e) / (1.0 + e);
+      out[i] = v[i] * s;
+    }
+    for (int64_t i = 0; i < m; i++) y[start + i] = static_cast<float>(out[i]);
+  }
+}
+
+template <class Act>
+GELU_VECTOR_WIDTH static void backward(const float *x, const float *dy, float *dx, int64_t n) {
+  double v[gelu_erf::kBlock], d[gelu_erf::kBlock], out[gelu_erf::kBlock];
+  for (int64_t start = 0; start < n; start += gelu_erf::kBlock) {
+    const int64_t m = n - start < gelu_erf::kBlock ? n - start : gelu_erf::kBlock;
+    for (int64_t i = 0; i < m; i++) {
+      v[i] = x[start + i];
+      d[i] = dy[start + i];
+    }
+#pragma GCC unroll 4
+    for (int64_t i = 0; i < gelu_erf::kBlock; i++) {
+      double slope;
+      const double a = Act::arg(v[i], &slope);
+      const double e = gelu_erf::exp_nonpositive(-std::fabs(a));
+      const double inv = 1.0 / (1.0 + e);
+      const double s = (a >= 0.0 ? 1.0 : e) * inv;
+      out[i] = d[i] * (s + v[i] * slope * e * inv * inv);
+    }
+    for (int64_t i = 0; i < m; i++) dx[start + i] = static_cast<float>(out[i]);
+  }
+}
+
+template <class Act>
+static int run_forward(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 2) return 1;
+  forward<Act>(static_cast<const float *>(params[0]), static_cast<float *>(params[1]),
+               num_elements(ndims[0], shapes[0]));
+  return 0;
+}
+
+template <class Act>
+static int run_backward(int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != 3) return 1;
+  const int64_t n = num_elements(ndims[0], shapes[0]);
+  if (num_elements(ndims[1], shapes[1]) != n) return 2;
+  backward<Act>(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                static_cast<float *>(params[2]), n);
+  return 0;
+}
+
+}  // namespace sigmoid_act
+
+// Inputs: x (float32, contiguous). Output: the activation of x, same shape.
+extern "C" int GeluTanh(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  return sigmoid_act::run_forward<sigmoid_act::TanhGelu>(nparam, params, ndims, shapes);
+}
+extern "C" int QuickGelu(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  return sigmoid_act::run_forward<sigmoid_act::QuickGelu>(nparam, params, ndims, shapes);
+}
+// Inputs: x, dy (float32, contiguous, same size). Output: dx = dy * act'(x).
+extern "C" int GeluTanhGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  return sigmoid_act::run_backward<sigmoid_act::TanhGelu>(nparam, params, ndims, shapes);
+}
+extern "C" int QuickGeluGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  return sigmoid_act::run_backward<sigmoid_act::QuickGelu>(nparam, params, ndims, shapes);
+}
+
+extern "C" std::vector<int64_t> GeluTanhInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId GeluTanhInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+extern "C" std::vector<int64_t> GeluTanhGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId GeluTanhGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+extern "C" std::vector<int64_t> QuickGeluInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId QuickGeluInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+extern "C" std::vector<int64_t> QuickGeluGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId QuickGeluGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+// ==== end of graph-safe elementwise activations ======================================================================
