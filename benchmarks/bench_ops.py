@@ -90,6 +90,10 @@ def ln_functional(x, w, b):
     return F.layer_norm(x, w, b, 1e-5)
 
 
+def ln_ops_kernel(x, w, b):
+    return ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=1e-5)(x, w, b)[0]
+
+
 def ln_manual(x, w, b):
     h = x.astype(ms.float32)
     d = h - h.mean(-1, keep_dims=True)
@@ -217,7 +221,7 @@ def torch_attention(q, k, v, mask):
 # Shapes and inputs
 # ----------------------------------------------------------------------------------------------------------------
 
-DECODER_SHAPES = [(1, 1, 576), (1, 128, 576), (8, 128, 1024)]
+DECODER_SHAPES = [(1, 1, 576), (1, 128, 576), (8, 128, 1024), (8, 257, 384)]
 ACT_SHAPES = [(1, 1, 1536), (1, 128, 1536), (8, 128, 4096)]
 SOFTMAX_SHAPES = [(1, 9, 1, 128), (1, 9, 128, 128), (8, 16, 128, 128)]
 ATTENTION_SHAPES = [(1, 9, 1, 128, 64), (1, 9, 128, 128, 64), (4, 8, 64, 64, 32)]  # B, H, Sq, Sk, D
@@ -246,7 +250,8 @@ OPS = {
         ("matmul(x*x, ones/n)", rms_matmul_mean), ("mint mul/mean/rsqrt", rms_mint),
         ("LayerNorm kernel on [x, -x]", rms_layernorm_kernel), ("ops.rms_norm", rms_ops_kernel)]),
     "layer_norm": (DECODER_SHAPES, _ln_inputs, torch_ln, [
-        ("F.layer_norm = ops.LayerNorm (current)", ln_functional), ("mean/var by hand", ln_manual),
+        ("F.layer_norm = native LayerNormRows (current)", ln_functional),
+        ("ops.LayerNorm (MindSpore's kernel)", ln_ops_kernel), ("mean/var by hand", ln_manual),
         ("matmul(.., ones/n) stats", ln_matmul_stats), ("mint layer_norm", ln_mint)]),
     "softmax": (SOFTMAX_SHAPES, lambda r, s: [r.standard_normal(s) * 3], torch_softmax, [
         ("F.softmax = ops.softmax (current)", softmax_functional), ("mint softmax", softmax_mint),

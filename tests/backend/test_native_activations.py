@@ -109,3 +109,36 @@ def test_exporting_keeps_mindspores_kernels():
         tanh_out, quick_out = F.gelu_tanh(x).asnumpy(), F.quick_gelu(x).asnumpy()
     np.testing.assert_allclose(tanh_out, _tanh_gelu_reference(x.asnumpy())[0], atol=2e-6)
     np.testing.assert_allclose(quick_out, _quick_gelu_reference(x.asnumpy())[0], atol=2e-6)
+
+
+def test_layer_norm_and_its_gradients_are_within_torchs_error_from_float64():
+    """`F.layer_norm` (native LayerNormRows): output and dx / dweight / dbias no farther from a float64 reference
+    than torch's float32 layer_norm, and a graph returning a dict (with the gradient graph) equals PyNative."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 17, 40)) * 3 + 2).astype(np.float32)
+    w, b = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    eps = 1e-6
+    assert F._native_layer_norm is not None
+
+    def torch_run(dtype):
+        leaves = [torch.from_numpy(a).to(dtype).requires_grad_() for a in (x, w, b)]
+        y = torch.nn.functional.layer_norm(leaves[0], (40,), leaves[1], leaves[2], eps)
+        y.backward(torch.from_numpy(dy).to(dtype))
+        return [y.detach().numpy()] + [t.grad.numpy() for t in leaves]
+
+    ref, theirs = torch_run(torch.float64), torch_run(torch.float32)
+
+    def loss(xt, wt, bt):
+        return (F.layer_norm(xt, wt, bt, eps) * Tensor(dy)).sum()
+
+    def forward(xt, wt, bt):
+        return {"y": F.layer_norm(xt, wt, bt, eps)}
+
+    args = (Tensor(x), Tensor(w), Tensor(b))
+    ours = [F.layer_norm(*args, eps).asnumpy()] + [g.asnumpy() for g in ms.grad(loss, grad_position=(0, 1, 2))(*args)]
+    for name, o, t, r in zip(("y", "dx", "dweight", "dbias"), ours, theirs, ref):
+        assert np.abs(o - r).max() <= np.abs(t - r).max(), name
+    graph = [ms.jit(forward)(*args)["y"]] + list(ms.jit(ms.grad(loss, grad_position=(0, 1, 2)))(*args))
+    for o, g in zip(ours, graph):
+        np.testing.assert_array_equal(g.asnumpy(), o)

@@ -358,3 +358,21 @@ def quick_gelu_op():
         return (grad(x, dout),)
 
     return _graph_safe_custom("QuickGelu", 1, quick_gelu_bprop)
+
+
+def layer_norm_op():
+    """Primitive op(x (..., K), weight (K,), bias (K,), eps (1,)) -> layer norm of x's rows (biased variance, as
+    torch), float32, statistics in double and rounded once; differentiable (dx, dweight, dbias from one native gradient
+    kernel), usable in any graph; None when native kernels are unavailable. MindSpore's CPU LayerNorm kernel costs
+    ~10x torch's on DINOv2-S's rows (see docs/performance.md)."""
+    grad = _graph_safe_custom("LayerNormRowsGrad", 4)
+    if grad is None:
+        return None
+
+    # the gradient kernel returns (rows + 2, K): dx's rows, then dweight, then dbias
+    def layer_norm_bprop(x, weight, bias, eps, out, dout):
+        packed = grad(x, weight, dout, eps)
+        rows = packed.shape[0] - 2
+        return packed[:rows].reshape(x.shape), packed[rows], packed[rows + 1], eps * 0.0
+
+    return _graph_safe_custom("LayerNormRows", 4, layer_norm_bprop)

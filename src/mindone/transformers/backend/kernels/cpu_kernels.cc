@@ -990,3 +990,127 @@ extern "C" std::vector<int64_t> QuickGeluGradInferShape(int *ndims, int64_t **sh
 }
 extern "C" TypeId QuickGeluGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
 // ==== end of graph-safe elementwise activations ======================================================================
+
+
+// ==== layer norm over the last axis (gelu2): LayerNormRows and its gradient LayerNormRowsGrad =========================
+// y = (x - mean) / sqrt(var + eps) * w + b per row of K floats (biased variance, as torch), statistics and result in
+// double, rounded once. MindSpore's CPU LayerNorm kernel costs ~10x torch's on (8x257, 384) rows (DINOv2-S), one core.
+// Graph-safe (C++ inference, see the section above). The gradient kernel has one output so that its shape inference
+// stays a single shape: (rows + 2, K) = dx's rows, then dw, then db (the bprop slices them apart).
+namespace layer_norm_rows {
+
+// 16 independent partial sums: a strict-FP sum is otherwise one serial chain the compiler may not vectorise
+constexpr int kLanes = 16;
+
+// mean and 1 / sqrt(var + eps) of one row, two passes in double (no cancellation in the variance)
+GELU_VECTOR_WIDTH static inline void stats(const float *x, int64_t K, double eps, double *mean, double *rstd) {
+  double acc[kLanes] = {0.0};
+  int64_t k = 0;
+  for (; k + kLanes <= K; k += kLanes)
+    for (int j = 0; j < kLanes; j++) acc[j] += x[k + j];
+  double s = 0.0;
+  for (; k < K; k++) s += x[k];
+  for (int j = 0; j < kLanes; j++) s += acc[j];
+  const double m = s / static_cast<double>(K);
+  double vacc[kLanes] = {0.0};
+  k = 0;
+  for (; k + kLanes <= K; k += kLanes)
+    for (int j = 0; j < kLanes; j++) {
+      const double d = x[k + j] - m;
+      vacc[j] += d * d;
+    }
+  double v = 0.0;
+  for (; k < K; k++) {
+    const double d = x[k] - m;
+    v += d * d;
+  }
+  for (int j = 0; j < kLanes; j++) v += vacc[j];
+  *mean = m;
+  *rstd = 1.0 / std::sqrt(v / static_cast<double>(K) + eps);
+}
+
+GELU_VECTOR_WIDTH static void forward(const float *x, const float *w, const float *b, float *y, int64_t rows, int64_t K,
+                                     double eps) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * K;
+    float *yr = y + r * K;
+    double mean, rstd;
+    stats(xr, K, eps, &mean, &rstd);
+    for (int64_t k = 0; k < K; k++) yr[k] = static_cast<float>((xr[k] - mean) * rstd * w[k] + b[k]);
+  }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; dw = sum_rows dy * xhat; db = sum_rows dy
+static void backward(const float *x, const float *w, const float *dy, float *out, int64_t rows, int64_t K,
+                     double eps) {
+  std::vector<double> dw(K, 0.0), db(K, 0.0), xhat(K);
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * K;
+    const float *dyr = dy + r * K;
+    double mean, rstd;
+    stats(xr, K, eps, &mean, &rstd);
+    double sum_g = 0.0, sum_gx = 0.0;
+    for (int64_t k = 0; k < K; k++) {
+      xhat[k] = (xr[k] - mean) * rstd;
+      const double g = static_cast<double>(dyr[k]) * w[k];
+      sum_g += g;
+      sum_gx += g * xhat[k];
+      dw[k] += static_cast<double>(dyr[k]) * xhat[k];
+      db[k] += dyr[k];
+    }
+    const double mg = sum_g / static_cast<double>(K), mgx = sum_gx / static_cast<double>(K);
+    float *dxr = out + r * K;
+    for (int64_t k = 0; k < K; k++)
+      dxr[k] = static_cast<float>(rstd * (static_cast<double>(dyr[k]) * w[k] - mg - xhat[k] * mgx));
+  }
+  for (int64_t k = 0; k < K; k++) {
+    out[rows * K + k] = static_cast<float>(dw[k]);
+    out[(rows + 1) * K + k] = static_cast<float>(db[k]);
+  }
+}
+
+}  // namespace layer_norm_rows
+
+// Inputs: x (..., K), w (K,), b (K,), eps (1,) float32, contiguous. Output: y, x's shape.
+extern "C" int LayerNormRows(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  if (nparam != 5) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1];
+  if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != K) return 2;
+  const int64_t rows = K == 0 ? 0 : num_elements(ndims[0], shapes[0]) / K;
+  const double eps = static_cast<const float *>(params[3])[0];
+  layer_norm_rows::forward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                           static_cast<const float *>(params[2]), static_cast<float *>(params[4]), rows, K, eps);
+  return 0;
+}
+
+// Inputs: x (..., K), w (K,), dy (x's shape), eps (1,) float32, contiguous. Output: (rows + 2, K): dx rows, dw, db.
+extern "C" int LayerNormRowsGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                                 void *) {
+  if (nparam != 5) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1];
+  if (num_elements(ndims[1], shapes[1]) != K) return 2;
+  const int64_t n = num_elements(ndims[0], shapes[0]);
+  if (num_elements(ndims[2], shapes[2]) != n) return 3;
+  const int64_t rows = K == 0 ? 0 : n / K;
+  const double eps = static_cast<const float *>(params[3])[0];
+  layer_norm_rows::backward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                            static_cast<const float *>(params[2]), static_cast<float *>(params[4]), rows, K, eps);
+  return 0;
+}
+
+extern "C" std::vector<int64_t> LayerNormRowsInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId LayerNormRowsInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+extern "C" std::vector<int64_t> LayerNormRowsGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  if (ndims[0] < 1 || shapes[0][0] == -2) return std::vector<int64_t>{-1, -1};  // dynamic rank
+  const int64_t K = shapes[0][ndims[0] - 1];
+  int64_t rows = 1;
+  for (int i = 0; i < ndims[0] - 1; i++) {
+    if (shapes[0][i] < 0) return std::vector<int64_t>{-1, K};  // a dynamic axis
+    rows *= shapes[0][i];
+  }
+  return std::vector<int64_t>{rows + 2, K};
+}
+extern "C" TypeId LayerNormRowsGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+// ==== end of layer norm over the last axis ===========================================================================
