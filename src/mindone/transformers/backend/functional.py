@@ -195,8 +195,9 @@ def _rsqrt(x):
     return ops.rsqrt(x)
 
 
-# RMSNorm of float32 rows in one kernel (six MindSpore kernels otherwise); None when native kernels are unavailable
-_native_rms_norm = native.rms_norm_op()
+# RMSNorm of float32 rows in one kernel (six MindSpore kernels otherwise), graph-safe and differentiable; None when
+# native kernels are unavailable
+_native_rms_norm = native.rms_norm_graph_op()
 
 
 def broadcast_operand(t, shape):
@@ -224,9 +225,10 @@ def _rms_normalize(x, eps):
 def rms_norm(x, weight, eps=1e-6):
     """weight * x / sqrt(mean(x^2) + eps), with the statistics in float32 as HF does.
 
-    Inside generate()'s compiled steps (float32, no gradient) one native kernel does it: a decode step launches ~60
-    norms, six MindSpore kernels each, and every launch costs more than the norm's work."""
-    if (_native_rms_norm is not None and runtime.native_ops_allowed() and runtime.in_graph() and weight is not None
+    In compiled graphs (float32) one native kernel does it (`native.rms_norm_graph_op`, C++ shape inference, its
+    gradient from MindSpore's kernels): a decode step launches ~60 norms, six MindSpore kernels each, and every
+    launch costs more than the norm's work; a 512-token prefill spent ~5% of its kernel time in those kernels."""
+    if (_native_rms_norm is not None and runtime.export_format() is None and runtime.in_graph() and weight is not None
             and x.dtype == ms.float32 and weight.dtype == ms.float32):
         return _native_rms_norm(x, weight, ms.Tensor([eps], ms.float32))
     h = cast(_rms_normalize(x, eps), x.dtype)
@@ -535,16 +537,14 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
         # transpose_b inside the kernel: swapaxes materialises a transposed copy of the keys on CPU
         scores = _batch_matmul_nt(query, key)
     scores = scores.reshape(b, h, sq, scores.shape[-1])
-    if scale != 1.0:
-        if scores.dtype == ms.float16:
-            # MindSpore would round the scale to fp16 first (8 ** -0.5 is off by 1.5e-4 relative), biasing every
-            # score; scaled in float32 and kept there up to the (float32) softmax, one rounding fewer than torch's
-            scores = scores.astype(ms.float32) * scale
-        else:
-            scores = scores * scale
-    if attn_mask is not None:
-        scores = scores + broadcast_operand(cast(attn_mask, scores.dtype), scores.shape)
-    weights = cast(softmax(scores, -1, ms.float32), query.dtype)
+    if (_native_masked_softmax is not None and scores.dtype == ms.float32 and runtime.export_format() is None
+            and (attn_mask is None or _native_mask_ok(attn_mask, scores.shape))):
+        # scale, mask and softmax in one native pass (four MindSpore kernels otherwise: ~8x the work at 512 tokens)
+        mask = ops.zeros((1, 1, 1, 1), ms.float32) if attn_mask is None else cast(attn_mask, ms.float32)
+        weights = _native_masked_softmax(scores, mask, ms.Tensor([scale], ms.float32))
+    else:
+        weights = _scaled_masked_softmax(scores, attn_mask, scale)
+    weights = cast(weights, query.dtype)
     weights = dropout(weights, dropout_p, training)
     if h_kv != h:
         grouped = weights.reshape(b, h_kv, (h // h_kv) * sq, weights.shape[-1])
@@ -555,6 +555,33 @@ def attention(query, key, value, attn_mask=None, scale=None, dropout_p=0.0, trai
     if attn_mask is not None and _FULLY_MASKED_ROWS == "sdpa":
         out = out * _unmasked_rows(attn_mask, out.dtype)
     return out, weights
+
+
+# softmax(scores * scale + mask) in one native kernel (native.masked_softmax_op); None when unavailable
+_native_masked_softmax = native.masked_softmax_op()
+
+
+def _native_mask_ok(attn_mask, shape):
+    """Whether the native masked softmax takes this additive mask: 4-D, each axis 1 or the scores' size."""
+    if attn_mask.ndim != 4:
+        return False
+    m = attn_mask.shape
+    return ((m[0] == 1 or m[0] == shape[0]) and (m[1] == 1 or m[1] == shape[1]) and (m[2] == 1 or m[2] == shape[2])
+            and (m[3] == 1 or m[3] == shape[3]))
+
+
+def _scaled_masked_softmax(scores, attn_mask, scale):
+    """softmax(scores * scale + attn_mask) in float32 with MindSpore's kernels."""
+    if scale != 1.0:
+        if scores.dtype == ms.float16:
+            # MindSpore would round the scale to fp16 first (8 ** -0.5 is off by 1.5e-4 relative), biasing every
+            # score; scaled in float32 and kept there up to the (float32) softmax, one rounding fewer than torch's
+            scores = scores.astype(ms.float32) * scale
+        else:
+            scores = scores * scale
+    if attn_mask is not None:
+        scores = scores + broadcast_operand(cast(attn_mask, scores.dtype), scores.shape)
+    return softmax(scores, -1, ms.float32)
 
 
 _FULLY_MASKED_ROWS = "eager"

@@ -323,14 +323,15 @@ def _graph_safe_custom(name, num_inputs, bprop=None):
     needs the registration naming inputs and outputs (without it: "The pointer[value] is null")."""
     if not available():
         return None
-    if name not in _state["ops"]:
+    key = f"graph-safe:{name}"  # the same kernel may also be registered with Python inference (`_custom`)
+    if key not in _state["ops"]:
         reg = ops.CustomRegOp(name)
         for i in range(num_inputs):
             reg = reg.input(i, f"x{i}")
         reg = reg.output(0, "y").dtype_format(*([ops.DataType.F32_Default] * (num_inputs + 1))).target("CPU")
-        _state["ops"][name] = ops.Custom(f"{library_path()}:{name}", out_shape=None, out_dtype=None, func_type="aot",
-                                         bprop=bprop, reg_info=reg.get_op_info())
-    return _state["ops"][name]
+        _state["ops"][key] = ops.Custom(f"{library_path()}:{name}", out_shape=None, out_dtype=None, func_type="aot",
+                                        bprop=bprop, reg_info=reg.get_op_info())
+    return _state["ops"][key]
 
 
 def gelu_tanh_op():
@@ -376,3 +377,34 @@ def layer_norm_op():
         return packed[:rows].reshape(x.shape), packed[rows], packed[rows + 1], eps * 0.0
 
     return _graph_safe_custom("LayerNormRows", 4, layer_norm_bprop)
+
+
+def masked_softmax_op():
+    """Primitive op(scores (B, H, Sq, Sk), mask (Bm, Hm, Qm, Km), scale (1,)) -> softmax(scores * scale + mask) over
+    the last axis, float32, in double and rounded once; each of Bm / Hm / Qm is 1 or the scores' size, Km is 1 or Sk.
+    Differentiable in the scores (the mask gets a zero gradient), usable in any graph; None when native kernels are
+    unavailable."""
+    grad = _graph_safe_custom("MaskedSoftmaxGrad", 3)
+    if grad is None:
+        return None
+
+    def masked_softmax_bprop(scores, mask, scale, out, dout):
+        return grad(out, dout, scale), mask * 0.0, scale * 0.0
+
+    return _graph_safe_custom("MaskedSoftmax", 3, masked_softmax_bprop)
+
+
+def _rms_norm_bprop(x, weight, eps, out, dout):
+    # dx = r (g - x r^2 mean(g x)), g = dout * weight, r = 1 / sqrt(mean(x^2) + eps); dweight = sum over rows of
+    # dout * x * r (MindSpore's kernels: a training step's cost, as the composed forward had)
+    r = ops.rsqrt((x * x).mean(-1, keep_dims=True) + eps)
+    g = dout * weight
+    dx = r * (g - x * (r * r) * (g * x).mean(-1, keep_dims=True))
+    dweight = (dout * x * r).reshape(-1, x.shape[-1]).sum(0)
+    return dx, dweight, eps * 0.0
+
+
+def rms_norm_graph_op():
+    """The RMSNorm kernel of `rms_norm_op` with C++ shape inference (usable in any graph, not only generate()'s
+    decode steps) and a gradient (composed of MindSpore's kernels); None when native kernels are unavailable."""
+    return _graph_safe_custom("RMSNorm", 3, _rms_norm_bprop)

@@ -1114,3 +1114,116 @@ extern "C" std::vector<int64_t> LayerNormRowsGradInferShape(int *ndims, int64_t 
 }
 extern "C" TypeId LayerNormRowsGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
 // ==== end of layer norm over the last axis ===========================================================================
+
+
+// ==== attention softmax (gelu2): MaskedSoftmax = softmax(scores * scale + mask) over the last axis, and its gradient ==
+// scores (B, H, Sq, Sk) float32; mask (Bm, Hm, Qm, Km), each of Bm / Hm / Qm either 1 (broadcast) or B / H / Sq, and
+// Km either 1 or Sk; scale (1,). One pass per row in double (scale, mask, max, exp, sum, divide), rounded once: the
+// four MindSpore kernels it replaces (Mul, BroadcastTo, Add, Softmax) cost ~8x the work at 512 tokens (SmolLM2
+// prefill, one core). A row whose entries are all equal (every key masked with the same value) comes out uniform,
+// as eager torch's. Gradient: dx = scale * w * (dy - sum(dy * w)), from the output w. Graph-safe (C++ inference).
+namespace masked_softmax {
+
+GELU_VECTOR_WIDTH static void row(const float *x, const float *mask, int64_t mask_stride, double scale, float *y,
+                                  int64_t n, std::vector<double> &buf) {
+  double *v = buf.data();
+  if (mask_stride == 1)
+    for (int64_t k = 0; k < n; k++) v[k] = x[k] * scale + static_cast<double>(mask[k]);
+  else
+    for (int64_t k = 0; k < n; k++) v[k] = x[k] * scale + static_cast<double>(mask[0]);
+  double mxs[layer_norm_rows::kLanes];
+  for (int j = 0; j < layer_norm_rows::kLanes; j++) mxs[j] = v[0];
+  int64_t i = 0;
+  for (; i + layer_norm_rows::kLanes <= n; i += layer_norm_rows::kLanes)
+    for (int j = 0; j < layer_norm_rows::kLanes; j++) mxs[j] = v[i + j] > mxs[j] ? v[i + j] : mxs[j];
+  double mx = v[0];
+  for (; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+  for (int j = 0; j < layer_norm_rows::kLanes; j++) mx = mxs[j] > mx ? mxs[j] : mx;
+  // exp(d) for d < -110 is below float's smallest denormal: exactly 0 here, which also keeps tiny doubles (slow
+  // microcode paths when converted to float) out of the output loop (half of a causal mask's entries)
+  for (int64_t k = 0; k < n; k++) {
+    const double d = v[k] - mx;
+    const double e = gelu_erf::exp_nonpositive(d < -110.0 ? -110.0 : d);
+    v[k] = d < -110.0 ? 0.0 : e;
+  }
+  double acc[layer_norm_rows::kLanes] = {0.0};
+  int64_t k = 0;
+  for (; k + layer_norm_rows::kLanes <= n; k += layer_norm_rows::kLanes)
+    for (int j = 0; j < layer_norm_rows::kLanes; j++) acc[j] += v[k + j];
+  double s = 0.0;
+  for (; k < n; k++) s += v[k];
+  for (int j = 0; j < layer_norm_rows::kLanes; j++) s += acc[j];
+  const double inv = 1.0 / s;
+  for (k = 0; k < n; k++) y[k] = static_cast<float>(v[k] * inv);
+}
+
+GELU_VECTOR_WIDTH static void grad_row(const float *w, const float *dy, double scale, float *dx, int64_t n) {
+  double acc[layer_norm_rows::kLanes] = {0.0};
+  int64_t k = 0;
+  for (; k + layer_norm_rows::kLanes <= n; k += layer_norm_rows::kLanes)
+    for (int j = 0; j < layer_norm_rows::kLanes; j++)
+      acc[j] += static_cast<double>(dy[k + j]) * static_cast<double>(w[k + j]);
+  double s = 0.0;
+  for (; k < n; k++) s += static_cast<double>(dy[k]) * static_cast<double>(w[k]);
+  for (int j = 0; j < layer_norm_rows::kLanes; j++) s += acc[j];
+  for (k = 0; k < n; k++) dx[k] = static_cast<float>(scale * static_cast<double>(w[k]) * (dy[k] - s));
+}
+
+}  // namespace masked_softmax
+
+// Inputs: scores (B, H, Sq, Sk), mask (Bm, Hm, Qm, Km), scale (1,); float32, contiguous. Output: x's shape.
+extern "C" int MaskedSoftmax(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  if (nparam != 4 || ndims[0] != 4 || ndims[1] != 4) return 1;
+  const int64_t *s = shapes[0], *m = shapes[1];
+  const int64_t B = s[0], H = s[1], Sq = s[2], Sk = s[3];
+  if ((m[0] != 1 && m[0] != B) || (m[1] != 1 && m[1] != H) || (m[2] != 1 && m[2] != Sq) || (m[3] != 1 && m[3] != Sk))
+    return 2;
+  if (Sk == 0) return 0;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *mask = static_cast<const float *>(params[1]);
+  const double scale = static_cast<const float *>(params[2])[0];
+  float *y = static_cast<float *>(params[3]);
+  std::vector<double> buf(Sk);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t q = 0; q < Sq; q++) {
+        const int64_t r = (b * H + h) * Sq + q;
+        const int64_t mr = ((m[0] == 1 ? 0 : b) * m[1] + (m[1] == 1 ? 0 : h)) * m[2] + (m[2] == 1 ? 0 : q);
+        masked_softmax::row(x + r * Sk, mask + mr * m[3], m[3] == 1 ? 0 : 1, scale, y + r * Sk, Sk, buf);
+      }
+  return 0;
+}
+
+// Inputs: w (the forward's output), dy (same shape), scale (1,); float32, contiguous. Output: d scores, w's shape.
+extern "C" int MaskedSoftmaxGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *,
+                                 void *) {
+  if (nparam != 4 || ndims[0] < 1) return 1;
+  const int64_t n = num_elements(ndims[0], shapes[0]);
+  if (num_elements(ndims[1], shapes[1]) != n) return 2;
+  const int64_t Sk = shapes[0][ndims[0] - 1];
+  if (Sk == 0) return 0;
+  const float *w = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  const double scale = static_cast<const float *>(params[2])[0];
+  float *dx = static_cast<float *>(params[3]);
+  for (int64_t r = 0; r < n / Sk; r++) masked_softmax::grad_row(w + r * Sk, dy + r * Sk, scale, dx + r * Sk, Sk);
+  return 0;
+}
+
+extern "C" std::vector<int64_t> MaskedSoftmaxInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId MaskedSoftmaxInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+extern "C" std::vector<int64_t> MaskedSoftmaxGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId MaskedSoftmaxGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+// ==== end of attention softmax =======================================================================================
+
+
+// ==== C++ inference for the RMSNorm kernel (gelu2): `native.rms_norm_graph_op` registers it graph-safe ==============
+extern "C" std::vector<int64_t> RMSNormInferShape(int *ndims, int64_t **shapes, AotExtra *) {
+  return graph_safe::first_input_shape(ndims, shapes);
+}
+extern "C" TypeId RMSNormInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+// ==== end of C++ inference for the RMSNorm kernel ====================================================================
