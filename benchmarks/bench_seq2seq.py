@@ -8,6 +8,10 @@ process and rounds are interleaved, so machine noise hits every side alike. Prin
 
     python benchmarks/bench_seq2seq.py                           # both models, 1 and 2 cores, 3 rounds
     python benchmarks/bench_seq2seq.py --models t5 --threads-list 2 --rounds 1
+    python benchmarks/bench_seq2seq.py --impls torch ours --baseline-src /path/to/other/checkout/src  # + ours@base
+
+--baseline-src adds, for every ours* implementation, an "<impl>@base" row run with another checkout's library (e.g.
+main before a change) in the same interleaved rounds, so before/after speeds are compared under the same load.
 
 Columns: TTFT (encoder + first decoder step), decode tok/s after the first token, compile = extra time of the first
 (warm-up) call of the compiled path, the per-round ratio of decode speeds to torch's (median), and whether the
@@ -125,13 +129,20 @@ def run_worker(args):
 
 def run_parent(args):
     paths = {name: checkpoint(name) for name in args.models}
-    configs = [(m, impl, t) for m in args.models for t in args.threads_list for impl in args.impls]
+    impls = list(args.impls)
+    if args.baseline_src:
+        impls += [f"{impl}@base" for impl in args.impls if impl.startswith("ours")]
+    configs = [(m, impl, t) for m in args.models for t in args.threads_list for impl in impls]
     results = {c: [] for c in configs}
     for round_idx in range(args.rounds):
         for model, impl, threads in configs:
-            cmd = [sys.executable, __file__, "--worker", impl, "--path", paths[model], "--threads", str(threads),
-                   "--source-len", str(args.source_len), "--new-tokens", str(args.new_tokens)]
-            res = run_worker_process(cmd, f"{impl} {model} threads {threads}")
+            env = None
+            if impl.endswith("@base"):
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                    [os.path.abspath(args.baseline_src)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+            cmd = [sys.executable, __file__, "--worker", impl.split("@")[0], "--path", paths[model], "--threads",
+                   str(threads), "--source-len", str(args.source_len), "--new-tokens", str(args.new_tokens)]
+            res = run_worker_process(cmd, f"{impl} {model} threads {threads}", env=env)
             results[(model, impl, threads)].append(res)
             print(f"round {round_idx} {model} {impl} t{threads}: TTFT {res['ttft_s']:.2f} s, "
                   f"{res['decode_tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
@@ -165,6 +176,7 @@ def main():
     parser.add_argument("--source-len", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-src", help="another checkout's src directory: adds <impl>@base rows run with it")
     args = parser.parse_args()
     if args.write_checkpoint:
         write_checkpoint(args.write_checkpoint, args.path)
