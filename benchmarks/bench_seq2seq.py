@@ -13,9 +13,10 @@ process and rounds are interleaved, so machine noise hits every side alike. Prin
 --baseline-src adds, for every ours* implementation, an "<impl>@base" row run with another checkout's library (e.g.
 main before a change) in the same interleaved rounds, so before/after speeds are compared under the same load.
 
-Columns: TTFT (encoder + first decoder step), decode tok/s after the first token, compile = extra time of the first
-(warm-up) call of the compiled path, the per-round ratio of decode speeds to torch's (median), and whether the
-tokens equal torch's.
+Columns: TTFT (encoder + first decoder step), decode tok/s after the first token, decode CPU ms/token (the process's
+CPU time, all threads, per token after the first: waiting for a core on a busy machine does not inflate it), compile =
+extra time of the first (warm-up) call of the compiled path, the per-round ratios to torch's (median) of decode speed
+and of CPU time per token (torch's / ours: > 1 is ours faster), and whether the tokens equal torch's.
 """
 
 import argparse
@@ -31,6 +32,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from bench_generate import TokenTimer  # noqa: E402
+
+
+class CpuTokenTimer(TokenTimer):
+    """Also records the process's CPU time at each token: CPU ms per token does not count the time the process
+    waited for a core, so it moves far less than wall time when other jobs share the machine (it still counts the
+    stalls of a memory bus they share)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cpu = []
+
+    def put(self, value):
+        super().put(value)
+        self.cpu.append(time.process_time())
 from common import run_worker_process  # noqa: E402
 
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
@@ -114,7 +129,7 @@ def run_worker(args):
     t0 = time.perf_counter()
     generate(warm)
     warm_s = time.perf_counter() - t0
-    timer = TokenTimer()
+    timer = CpuTokenTimer()
     t0 = time.perf_counter()
     out = generate(timer)
     total_s = time.perf_counter() - t0
@@ -122,6 +137,7 @@ def run_worker(args):
     decode_s = steps[-1] - steps[0]
     print("RESULT " + json.dumps({
         "ttft_s": steps[0] - t0, "decode_tok_s": (args.new_tokens - 1) / decode_s,
+        "decode_cpu_ms": (timer.cpu[-1] - timer.cpu[1]) / (args.new_tokens - 1) * 1e3,
         "compile_s": max(warm_s - total_s, 0.0) if args.worker == "ours" else 0.0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "tokens": out.tolist()}), flush=True)
@@ -145,22 +161,26 @@ def run_parent(args):
             res = run_worker_process(cmd, f"{impl} {model} threads {threads}", env=env)
             results[(model, impl, threads)].append(res)
             print(f"round {round_idx} {model} {impl} t{threads}: TTFT {res['ttft_s']:.2f} s, "
-                  f"{res['decode_tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
+                  f"{res['decode_tok_s']:.1f} tok/s, {res['decode_cpu_ms']:.1f} CPU ms/token", file=sys.stderr,
+                  flush=True)
 
     def med(rows, key):
         return statistics.median(r[key] for r in rows)
 
-    lines = ["| model | cores | impl | TTFT s | decode tok/s | compile s | peak RSS MB | tokens = torch | "
-             "decode vs torch |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | cores | impl | TTFT s | decode tok/s | decode CPU ms/token | compile s | peak RSS MB | "
+             "tokens = torch | decode vs torch | CPU time vs torch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, impl, threads in configs:
         rows = results[(model, impl, threads)]
         ref = results.get((model, "torch", threads))
-        same = ratio = "-"
+        same = ratio = cpu_ratio = "-"
         if ref and impl != "torch":
             same = "yes" if rows[0]["tokens"] == ref[0]["tokens"] else "NO"
             ratio = f"{statistics.median(r['decode_tok_s'] / t['decode_tok_s'] for r, t in zip(rows, ref)):.2f}x"
+            # torch's CPU ms over ours: > 1 means ours needs less CPU time per token (same sense as the speed ratio)
+            cpu_ratio = f"{statistics.median(t['decode_cpu_ms'] / r['decode_cpu_ms'] for r, t in zip(rows, ref)):.2f}x"
         lines.append(f"| {model} | {threads} | {impl} | {med(rows, 'ttft_s'):.2f} | {med(rows, 'decode_tok_s'):.1f} | "
-                     f"{med(rows, 'compile_s'):.1f} | {med(rows, 'peak_rss_mb'):.0f} | {same} | {ratio} |")
+                     f"{med(rows, 'decode_cpu_ms'):.1f} | {med(rows, 'compile_s'):.1f} | "
+                     f"{med(rows, 'peak_rss_mb'):.0f} | {same} | {ratio} | {cpu_ratio} |")
     print("\n".join(lines))
 
 
