@@ -32,20 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from bench_generate import TokenTimer  # noqa: E402
-
-
-class CpuTokenTimer(TokenTimer):
-    """Also records the process's CPU time at each token: CPU ms per token does not count the time the process
-    waited for a core, so it moves far less than wall time when other jobs share the machine (it still counts the
-    stalls of a memory bus they share)."""
-
-    def __init__(self):
-        super().__init__()
-        self.cpu = []
-
-    def put(self, value):
-        super().put(value)
-        self.cpu.append(time.process_time())
 from common import run_worker_process  # noqa: E402
 
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
@@ -129,7 +115,7 @@ def run_worker(args):
     t0 = time.perf_counter()
     generate(warm)
     warm_s = time.perf_counter() - t0
-    timer = CpuTokenTimer()
+    timer = TokenTimer()
     t0 = time.perf_counter()
     out = generate(timer)
     total_s = time.perf_counter() - t0
