@@ -43,13 +43,17 @@ def prompt_ids(batch, length):
 
 
 class TokenTimer:
-    """A streamer that only records when each step's tokens arrive (the first put is the prompt)."""
+    """A streamer that only records when each step's tokens arrive (the first put is the prompt): wall time, and the
+    process's CPU time (all threads), which waiting for a core on a busy machine does not inflate (the stalls on a
+    memory bus shared with other jobs still count)."""
 
     def __init__(self):
         self.times = []
+        self.cpu = []
 
     def put(self, value):
         self.times.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
     def end(self):
         pass

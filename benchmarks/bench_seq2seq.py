@@ -8,10 +8,15 @@ process and rounds are interleaved, so machine noise hits every side alike. Prin
 
     python benchmarks/bench_seq2seq.py                           # both models, 1 and 2 cores, 3 rounds
     python benchmarks/bench_seq2seq.py --models t5 --threads-list 2 --rounds 1
+    python benchmarks/bench_seq2seq.py --impls torch ours --baseline-src /path/to/other/checkout/src  # + ours@base
 
-Columns: TTFT (encoder + first decoder step), decode tok/s after the first token, compile = extra time of the first
-(warm-up) call of the compiled path, the per-round ratio of decode speeds to torch's (median), and whether the
-tokens equal torch's.
+--baseline-src adds, for every ours* implementation, an "<impl>@base" row run with another checkout's library (e.g.
+main before a change) in the same interleaved rounds, so before/after speeds are compared under the same load.
+
+Columns: TTFT (encoder + first decoder step), decode tok/s after the first token, decode CPU ms/token (the process's
+CPU time, all threads, per token after the first: waiting for a core on a busy machine does not inflate it), compile =
+extra time of the first (warm-up) call of the compiled path, the per-round ratios to torch's (median) of decode speed
+and of CPU time per token (torch's / ours: > 1 is ours faster), and whether the tokens equal torch's.
 """
 
 import argparse
@@ -118,6 +123,7 @@ def run_worker(args):
     decode_s = steps[-1] - steps[0]
     print("RESULT " + json.dumps({
         "ttft_s": steps[0] - t0, "decode_tok_s": (args.new_tokens - 1) / decode_s,
+        "decode_cpu_ms": (timer.cpu[-1] - timer.cpu[1]) / (args.new_tokens - 1) * 1e3,
         "compile_s": max(warm_s - total_s, 0.0) if args.worker == "ours" else 0.0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "tokens": out.tolist()}), flush=True)
@@ -125,31 +131,42 @@ def run_worker(args):
 
 def run_parent(args):
     paths = {name: checkpoint(name) for name in args.models}
-    configs = [(m, impl, t) for m in args.models for t in args.threads_list for impl in args.impls]
+    impls = list(args.impls)
+    if args.baseline_src:
+        impls += [f"{impl}@base" for impl in args.impls if impl.startswith("ours")]
+    configs = [(m, impl, t) for m in args.models for t in args.threads_list for impl in impls]
     results = {c: [] for c in configs}
     for round_idx in range(args.rounds):
         for model, impl, threads in configs:
-            cmd = [sys.executable, __file__, "--worker", impl, "--path", paths[model], "--threads", str(threads),
-                   "--source-len", str(args.source_len), "--new-tokens", str(args.new_tokens)]
-            res = run_worker_process(cmd, f"{impl} {model} threads {threads}")
+            env = None
+            if impl.endswith("@base"):
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                    [os.path.abspath(args.baseline_src)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+            cmd = [sys.executable, __file__, "--worker", impl.split("@")[0], "--path", paths[model], "--threads",
+                   str(threads), "--source-len", str(args.source_len), "--new-tokens", str(args.new_tokens)]
+            res = run_worker_process(cmd, f"{impl} {model} threads {threads}", env=env)
             results[(model, impl, threads)].append(res)
             print(f"round {round_idx} {model} {impl} t{threads}: TTFT {res['ttft_s']:.2f} s, "
-                  f"{res['decode_tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
+                  f"{res['decode_tok_s']:.1f} tok/s, {res['decode_cpu_ms']:.1f} CPU ms/token", file=sys.stderr,
+                  flush=True)
 
     def med(rows, key):
         return statistics.median(r[key] for r in rows)
 
-    lines = ["| model | cores | impl | TTFT s | decode tok/s | compile s | peak RSS MB | tokens = torch | "
-             "decode vs torch |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | cores | impl | TTFT s | decode tok/s | decode CPU ms/token | compile s | peak RSS MB | "
+             "tokens = torch | decode vs torch | CPU time vs torch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, impl, threads in configs:
         rows = results[(model, impl, threads)]
         ref = results.get((model, "torch", threads))
-        same = ratio = "-"
+        same = ratio = cpu_ratio = "-"
         if ref and impl != "torch":
             same = "yes" if rows[0]["tokens"] == ref[0]["tokens"] else "NO"
             ratio = f"{statistics.median(r['decode_tok_s'] / t['decode_tok_s'] for r, t in zip(rows, ref)):.2f}x"
+            # torch's CPU ms over ours: > 1 means ours needs less CPU time per token (same sense as the speed ratio)
+            cpu_ratio = f"{statistics.median(t['decode_cpu_ms'] / r['decode_cpu_ms'] for r, t in zip(rows, ref)):.2f}x"
         lines.append(f"| {model} | {threads} | {impl} | {med(rows, 'ttft_s'):.2f} | {med(rows, 'decode_tok_s'):.1f} | "
-                     f"{med(rows, 'compile_s'):.1f} | {med(rows, 'peak_rss_mb'):.0f} | {same} | {ratio} |")
+                     f"{med(rows, 'decode_cpu_ms'):.1f} | {med(rows, 'compile_s'):.1f} | "
+                     f"{med(rows, 'peak_rss_mb'):.0f} | {same} | {ratio} | {cpu_ratio} |")
     print("\n".join(lines))
 
 
@@ -165,6 +182,7 @@ def main():
     parser.add_argument("--source-len", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-src", help="another checkout's src directory: adds <impl>@base rows run with it")
     args = parser.parse_args()
     if args.write_checkpoint:
         write_checkpoint(args.write_checkpoint, args.path)

@@ -35,17 +35,6 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from bench_generate import TokenTimer  # noqa: E402
 from common import run_worker_process  # noqa: E402
 
-
-class CpuTokenTimer(TokenTimer):
-    """TokenTimer that also records the process's CPU time at each step."""
-
-    def __init__(self):
-        super().__init__()
-        self.cpu = []
-
-    def put(self, value):
-        super().put(value)
-        self.cpu.append(time.process_time())
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "mindone-transformers", "fixtures")
 PROMPT_LEN = {"llava": 8, "qwen2_vl": 8, "mixtral": 32, "qwen3_moe": 32}
 VLMS = ("llava", "qwen2_vl")
@@ -160,7 +149,7 @@ def run_worker(args):
     t0 = time.perf_counter()
     generate(warm)
     warm_s = time.perf_counter() - t0
-    timer = CpuTokenTimer()
+    timer = TokenTimer()  # records CPU time too
     t0, cpu0 = time.perf_counter(), time.process_time()
     out = generate(timer)
     total_s = time.perf_counter() - t0
