@@ -309,3 +309,18 @@ def decode_attention_op():
     (softmax(q k^T * scale + mask) v (B, Hk, R, Dv), the weights (B, Hk, R, S)); float32; R = n_rep * Sq query
     rows per kv head (see the kernel's comment for the mask's broadcasting). No gradient."""
     return _custom("DecodeAttention", _decode_attention_shape, _float32_x2)
+
+
+# --- routed SwiGLU experts of a decode step (functional.routed_swiglu_experts; kernel RoutedSwiGLU) ------------------
+
+
+def _routed_swiglu_shape(x_shape, *other_shapes):
+    return x_shape
+
+
+def routed_swiglu_op():
+    """Primitive computing a mixture-of-experts SwiGLU for few tokens directly from the stacked expert weights, or
+    None when native kernels are unavailable: op(x (T, H), gate_up (E, 2I, H), down (E, H, I), index (T, k) int64 or
+    int32, weights (T, k)) -> (T, H) = sum_j weights[:, j] * down_e(silu(gate_e x) * up_e x), e = index[:, j];
+    float32. No gradient (compiled decode steps only)."""
+    return _custom("RoutedSwiGLU", _routed_swiglu_shape, _first_dtype)
