@@ -295,20 +295,9 @@ NO_GRAPH = ("llava_next",)
 
 
 def run_ours(kind, model, inputs, mode):
-    """`parity.run_ours`; the MoE rows' graph returns the compared fields as a tuple: a jit returning the whole
-    float16 output dict with router logits fails in MindSpore 2.10 ("Invalid host tensor size ... for pyexecute")."""
-    inputs = our_inputs(kind, model, inputs, mode)
-    if kind != "moe" or mode != "graph":
-        return parity.run_ours(model, inputs, mode)
-    tensors = {k: ms.Tensor(v) for k, v in inputs.items() if isinstance(v, np.ndarray)}
-
-    @ms.jit
-    def forward(**kwargs):
-        out = model(**kwargs, output_router_logits=True)
-        return out["logits"], out["aux_loss"], out["router_logits"]
-
-    logits, aux_loss, router_logits = forward(**tensors)
-    return {"logits": logits, "aux_loss": aux_loss, "router_logits": router_logits}
+    """`parity.run_ours` on `our_inputs` (the MoE rows' compiled forward returns the whole output dict, router logits
+    included, also in float16: see `modeling_outputs.model_output`)."""
+    return parity.run_ours(model, our_inputs(kind, model, inputs, mode), mode)
 
 
 def double_inputs(inputs):

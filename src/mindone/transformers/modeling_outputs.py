@@ -71,7 +71,12 @@ def model_output(cls, fields: dict, return_dict=True):
     """`cls(**fields)` (or its tuple) in PyNative; inside a graph a dict (or tuple) with the same content."""
     if runtime.in_graph():
         if return_dict:
-            return fields
+            # the fields that are set first, then the None ones: the order of a ModelOutput's keys, and a graph that
+            # returns a dict with a None before a tuple holding a float16 MatMul output fails in MindSpore 2.10 when
+            # the dict is built on the host ("Invalid host tensor size ... for pyexecute": float16 MoE models'
+            # router logits, after `loss=None`)
+            keys = [k for k in fields if fields[k] is not None] + [k for k in fields if fields[k] is None]
+            return {k: fields[k] for k in keys}
         return tuple(v for v in fields.values() if v is not None)
     out = cls(**fields)
     return out if return_dict else out.to_tuple()

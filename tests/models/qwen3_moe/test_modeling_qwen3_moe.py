@@ -99,6 +99,14 @@ def test_greedy_generation_matches_torch_on_the_compiled_static_cache_path(check
     assert compiled_decode_steps(ours), "generate() did not take the compiled static-cache path"
 
 
+def test_greedy_generation_matches_torch_with_the_native_routed_experts_kernel(checkpoints):
+    # 2 rows x top-2 < 8 experts: each compiled decode step runs the native routed-SwiGLU kernel on the stacked
+    # weights (F.routed_swiglu_experts), not the gather + batched matmuls
+    torch_model, path = checkpoints(transformers.Qwen3MoeForCausalLM, num_experts=8, num_experts_per_tok=2)
+    ours = assert_greedy_tokens_match_torch(Qwen3MoeForCausalLM, torch_model, path, VOCAB)
+    assert compiled_decode_steps(ours), "generate() did not take the compiled static-cache path"
+
+
 @pytest.mark.parametrize("ours_cls, fields", [
     (Qwen3MoeModel, ["last_hidden_state"]),
     (Qwen3MoeForSequenceClassification, ["logits", "loss"]),

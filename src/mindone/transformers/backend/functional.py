@@ -699,6 +699,9 @@ def _precise_log_softmax(x):
 
 _FLOAT64_LOSS_MAX_CLASSES = 64
 
+# a decode step's routed experts straight from the stacked weights (native.routed_swiglu_op); None when unavailable
+_native_routed_swiglu = native.routed_swiglu_op()
+
 
 def routed_swiglu_experts(hidden_states, gate_up_proj, down_proj, top_k_index, top_k_weights, act_fn, expert_ids):
     """Mixture-of-experts SwiGLU (HF 5's stacked expert layout): sum over each token's top-k experts e of
@@ -711,11 +714,19 @@ def routed_swiglu_experts(hidden_states, gate_up_proj, down_proj, top_k_index, t
     Static shapes either way (one graph per input shape). Few tokens (T * k < E: a decode step) gather the picked
     experts' weights and run only those; otherwise every expert runs on every token as one batched matmul and a
     combine matrix that is zero off each token's top-k keeps the routed outputs (E / k times the expert FLOPs, but
-    no data-dependent shapes; the gradients equal HF's sparse loop's).
+    no data-dependent shapes; the gradients equal HF's sparse loop's). Inside generate()'s compiled float32 steps
+    with a SiLU activation, the few-token case is one native kernel reading the picked experts' weights in place
+    (the gather copies them at every step and MindSpore's batched matmul costs ~10x the work of one row).
     """
     tokens, k = top_k_index.shape
     experts, hidden = gate_up_proj.shape[0], hidden_states.shape[-1]
     inter = down_proj.shape[-1]
+    # (no gradient: only in generate()'s compiled steps; `==`, as `is` between functions does not compile)
+    if (tokens * k < experts and _native_routed_swiglu is not None and runtime.native_ops_allowed()
+            and runtime.in_graph() and act_fn == silu and hidden_states.dtype == ms.float32
+            and gate_up_proj.dtype == ms.float32 and down_proj.dtype == ms.float32
+            and top_k_weights.dtype == ms.float32):
+        return _native_routed_swiglu(hidden_states, gate_up_proj, down_proj, top_k_index, top_k_weights)
     if tokens * k < experts:
         picked = top_k_index.reshape(-1)
         x = ops.broadcast_to(hidden_states.reshape(tokens, 1, 1, hidden), (tokens, k, 1, hidden))

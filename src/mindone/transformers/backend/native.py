@@ -408,3 +408,16 @@ def rms_norm_graph_op():
     """The RMSNorm kernel of `rms_norm_op` with C++ shape inference (usable in any graph, not only generate()'s
     decode steps) and a gradient (composed of MindSpore's kernels); None when native kernels are unavailable."""
     return _graph_safe_custom("RMSNorm", 3, _rms_norm_bprop)
+# --- routed SwiGLU experts of a decode step (functional.routed_swiglu_experts; kernel RoutedSwiGLU) ------------------
+
+
+def _routed_swiglu_shape(x_shape, *other_shapes):
+    return x_shape
+
+
+def routed_swiglu_op():
+    """Primitive computing a mixture-of-experts SwiGLU for few tokens directly from the stacked expert weights, or
+    None when native kernels are unavailable: op(x (T, H), gate_up (E, 2I, H), down (E, H, I), index (T, k) int64 or
+    int32, weights (T, k)) -> (T, H) = sum_j weights[:, j] * down_e(silu(gate_e x) * up_e x), e = index[:, j];
+    float32. No gradient (compiled decode steps only)."""
+    return _custom("RoutedSwiGLU", _routed_swiglu_shape, _first_dtype)

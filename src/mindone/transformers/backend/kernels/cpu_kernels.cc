@@ -1282,3 +1282,50 @@ extern "C" std::vector<int64_t> RMSNormInferShape(int *ndims, int64_t **shapes, 
 }
 extern "C" TypeId RMSNormInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
 // ==== end of C++ inference for the RMSNorm kernel ====================================================================
+#include <vector>  // (also included above; repeated so this section stands alone)
+
+// ==== routed SwiGLU experts of a decode step (functional.routed_swiglu_experts; native.py: routed_swiglu_op) =========
+// HF 5's stacked expert layout, read in place (the MindSpore route gathers the picked experts' weights into a copy
+// at every step, then runs a batched matmul that costs ~10x the work for one row):
+//   x (T, H); gate_up (E, 2I, H), gate rows first; down (E, H, I); index (T, k) int64 or int32; weights (T, k)
+//   float32. Output (T, H) = sum over j of weights[t, j] * down_e (silu(gate_e x_t) * up_e x_t), e = index[t, j].
+// float32, contiguous. Rounded as the MindSpore route: each product by `dot`, silu as g * (1 / (1 + exp(-g))), each
+// expert's output times its weight, the k terms added in top-k order. An index outside 0..E-1 is an error (3).
+// For few tokens: every token reads its experts' weights once (T * k expert reads in all).
+extern "C" int RoutedSwiGLU(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                            void *stream, void *extra) {
+  (void)stream, (void)extra;
+  if (nparam != 6 || ndims[0] != 2 || ndims[1] != 3 || ndims[2] != 3 || ndims[3] != 2 || ndims[4] != 2) return 1;
+  const int64_t T = shapes[0][0], H = shapes[0][1], E = shapes[1][0], I2 = shapes[1][1], I = I2 / 2;
+  const int64_t k = shapes[3][1];
+  if (shapes[1][2] != H || I2 % 2 || shapes[2][0] != E || shapes[2][1] != H || shapes[2][2] != I) return 2;
+  if (shapes[3][0] != T || shapes[4][0] != T || shapes[4][1] != k) return 2;
+  const bool index32 = dtypes[3][0] == 'i' && dtypes[3][3] == '3';  // "int32" (else "int64")
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gate_up = static_cast<const float *>(params[1]);
+  const float *down = static_cast<const float *>(params[2]);
+  const float *weights = static_cast<const float *>(params[4]);
+  float *y = static_cast<float *>(params[5]);
+  std::vector<float> act(I), out(H);
+  for (int64_t t = 0; t < T; t++) {
+    const float *xt = x + t * H;
+    float *yt = y + t * H;
+    for (int64_t n = 0; n < H; n++) yt[n] = 0.0f;
+    for (int64_t j = 0; j < k; j++) {
+      const int64_t e = index32 ? static_cast<const int32_t *>(params[3])[t * k + j]
+                                : static_cast<const int64_t *>(params[3])[t * k + j];
+      if (e < 0 || e >= E) return 3;
+      const float *gu = gate_up + e * I2 * H;
+      for (int64_t i = 0; i < I; i++) {
+        const float g = dot(gu + i * H, xt, H), u = dot(gu + (I + i) * H, xt, H);
+        act[i] = g * (1.0f / (1.0f + std::exp(-g))) * u;
+      }
+      const float *dn = down + e * H * I;
+      const float w = weights[t * k + j];
+      for (int64_t n = 0; n < H; n++) out[n] = dot(dn + n * I, act.data(), I);
+      for (int64_t n = 0; n < H; n++) yt[n] = yt[n] + out[n] * w;
+    }
+  }
+  return 0;
+}
+// ==== end of routed SwiGLU experts ===================================================================================
