@@ -11,7 +11,7 @@ import math
 
 import mindspore as ms
 import numpy as np
-from mindspore import mint, ops
+from mindspore import mint, nn, ops
 
 from . import native, runtime
 
@@ -713,6 +713,57 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean", weight=No
     if reduction == "sum":
         return cast(total, logits.dtype)
     return cast(total / counted.sum(), logits.dtype)
+
+
+class _LinearCrossEntropySum(nn.Cell):
+    """(sum over counted rows of -log softmax(hidden @ weight.T)[label], its gradient w.r.t. hidden, w.r.t. weight);
+    the backward scales the two gradients by the incoming one (`bprop`)."""
+
+    def construct(self, hidden, weight, safe_labels, counted):
+        label = safe_labels.reshape(-1, 1)
+        count = counted.reshape(-1, 1)
+        logits = _matmul_nt(hidden, weight)
+        shifted = logits - broadcast_operand(logits.max(-1, keepdims=True), logits.shape)
+        exp = ops.exp(shifted)
+        norm = exp.sum(-1, keepdims=True)
+        # the label's -log p = log(sum) - shifted[label], as `cross_entropy`'s log-softmax gives it
+        total = ((ops.log(norm) - ops.gather_elements(shifted, -1, label)) * count).sum()
+        # d total / d logits = (softmax - onehot(label)) * count
+        grad = exp * broadcast_operand(count / norm, exp.shape)
+        grad = ops.tensor_scatter_elements(grad, label, ops.gather_elements(grad, -1, label) - count, axis=1)
+        return total, _matmul(grad, weight), _matmul_tn(grad, hidden)
+
+    def bprop(self, hidden, weight, safe_labels, counted, out, dout):
+        scale = dout[0]
+        return (out[1] * scale.astype(out[1].dtype), out[2] * scale.astype(out[2].dtype),
+                ops.zeros_like(safe_labels), ops.zeros_like(counted))
+
+
+_matmul = ops.MatMul()
+_matmul_tn = ops.MatMul(transpose_a=True)
+_linear_cross_entropy_sum = _LinearCrossEntropySum()
+
+
+def linear_cross_entropy(hidden, weight, labels, ignore_index=-100, reduction="mean", num_items=None):
+    """`cross_entropy(linear(hidden, weight), labels, ignore_index, reduction)` for float32 (N, H) rows and a
+    (V, H) weight, without keeping the (N, V) logits: for a training step's language-model head.
+
+    The forward also forms the gradients w.r.t. `hidden` and `weight` (the loss's gradient w.r.t. its logits
+    depends on nothing after the loss but a scalar) and frees the logits-sized tensors; the backward only scales
+    those two gradients. Autodiff of `cross_entropy(linear(...))` keeps the
+    whole logits and several logits-sized intermediates alive through the backward (SmolLM2-135M, 512 tokens x
+    49152: ~100 MB each). `reduction`: "mean" over the counted labels, or "sum"; with `num_items` the sum is
+    divided by it (HF's gradient-accumulation normalisation).
+    """
+    valid = labels != ignore_index
+    safe = ops.where(valid, labels, ops.zeros_like(labels)).astype(ms.int32)
+    counted = valid.astype(ms.float32)
+    total = _linear_cross_entropy_sum(hidden, weight, safe, counted)[0]
+    if num_items is not None:
+        return total / num_items
+    if reduction == "sum":
+        return total
+    return total / counted.sum()
 
 
 def log_softmax_kl_div(logits, target):
