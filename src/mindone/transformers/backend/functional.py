@@ -81,6 +81,25 @@ def linear(x, weight, bias=None):
     return out.reshape(shape[:-1] + (weight.shape[0],))
 
 
+_native_swap_axes12 = native.swap_axes12_op()
+
+
+def swap_axes(x, axis0, axis1):
+    """x.swapaxes(axis0, axis1) for two adjacent axes (non-negative, axis0 < axis1). In a compiled training step
+    (`runtime.training_graph`) on a 4-D float32 tensor a native copy kernel: MindSpore's CPU Transpose kernel keeps
+    ~2 output-sized buffers until the compiled graph ends (`benchmarks/probe_graph_buffers.py`), which for the
+    attention's head transposes of a training step was ~0.4 GB on SmolLM2-135M (batch 4 x 128); `mint.permute`
+    frees them but made the step ~20% slower."""
+    if _native_swap_axes12 is not None and runtime.in_training_graph():
+        if x.ndim == 4 and x.dtype == ms.float32:
+            a, b, c, d = x.shape
+            if axis0 == 1 and axis1 == 2:
+                return _native_swap_axes12(x)
+            if axis0 == 0 and axis1 == 1:
+                return _native_swap_axes12(x.reshape(1, a, b, c * d)).reshape(b, a, c, d)
+    return x.swapaxes(axis0, axis1)
+
+
 def matmul(a, b):
     return ops.matmul(a, b)
 
@@ -626,8 +645,10 @@ def apply_rotary_matrix(x, rotation):
             # a decode step's (H, D) @ (D, D) per position: the native loop (MindSpore's BatchMatMul: ~10x the work)
             return _native_bmm(x, rotation).swapaxes(1, 2)
         return matmul(x, rotation).swapaxes(1, 2)
-    rows = x.swapaxes(0, 1).reshape(s, b * h, d)
+    rows = swap_axes(x, 0, 1).reshape(s, b * h, d)
     out = _same_batch_matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
+    if runtime.in_training_graph():
+        return swap_axes(swap_axes(out, 0, 1), 1, 2)  # (see swap_axes)
     return out.transpose(1, 2, 0, 3)
 
 

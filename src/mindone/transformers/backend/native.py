@@ -309,3 +309,26 @@ def decode_attention_op():
     (softmax(q k^T * scale + mask) v (B, Hk, R, Dv), the weights (B, Hk, R, S)); float32; R = n_rep * Sq query
     rows per kv head (see the kernel's comment for the mask's broadcasting). No gradient."""
     return _custom("DecodeAttention", _decode_attention_shape, _float32_x2)
+
+
+# ---- SwapAxes12: (A, B, C, D) -> (A, C, B, D) (the last section of cpu_kernels.cc) ------------------------------
+
+
+def _swap_axes12_shape(x_shape):
+    return [x_shape[0], x_shape[2], x_shape[1], x_shape[3]]
+
+
+def swap_axes12_op():
+    """Primitive of x.swapaxes(1, 2) for a 4-D float32 tensor, differentiable (the swap is its own gradient), or
+    None when native kernels are unavailable. For compiled training graphs, where MindSpore's Transpose kernel keeps
+    its buffers until the graph ends."""
+    if not available():
+        return None
+    op = None
+
+    def swap_axes12_bprop(x, out, dout):
+        return (op(dout),)
+
+    # a constant output dtype: a dtype inferred in Python is not a constant to the graph (`astype` on it fails)
+    op = _custom("SwapAxes12", _swap_axes12_shape, ms.float32, swap_axes12_bprop)
+    return op

@@ -844,3 +844,26 @@ extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **
   return 0;
 }
 // ===================================================================== end of weight-only quantized linear layers ====
+
+// ==== SwapAxes12: (A, B, C, D) -> (A, C, B, D), float32 ============================================================
+// A copy of rows of D floats. Its own inverse, so it is also its gradient. Inside a compiled training graph
+// MindSpore's Transpose kernel keeps ~2 output-sized buffers until the graph ends (docs/performance.md, "Training
+// memory"); this kernel's output is freed after its last use like any other.
+extern "C" int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                          void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 2 || ndims[0] != 4) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t A = shapes[0][0], B = shapes[0][1], C = shapes[0][2], D = shapes[0][3];
+  for (int64_t a = 0; a < A; a++)
+    for (int64_t c = 0; c < C; c++) {
+      float *dst = y + ((a * C + c) * B) * D;
+      const float *src = x + (a * B * C + c) * D;
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t d = 0; d < D; d++) dst[b * D + d] = src[b * C * D + d];
+    }
+  return 0;
+}

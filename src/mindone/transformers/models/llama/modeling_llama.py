@@ -130,7 +130,7 @@ class LlamaAttention(nn.Cell):
             value_states = self.v_proj(hidden_states)
         query_states = F.apply_rotary_matrix(query_states.reshape(batch, seq_len, -1, self.head_dim), query_rotation)
         key_states = F.apply_rotary_matrix(key_states.reshape(batch, seq_len, -1, self.head_dim), key_rotation)
-        value_states = value_states.reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+        value_states = F.swap_axes(value_states.reshape(batch, seq_len, -1, self.head_dim), 1, 2)
 
         if past_key_values is not None:
             key_states, value_states = past_key_values.update(
@@ -146,7 +146,7 @@ class LlamaAttention(nn.Cell):
             dropout_p=self.attention_dropout if self.training else 0.0,
             training=self.training,
         )
-        attn_output = attn_output.swapaxes(1, 2).reshape(batch, seq_len, -1)
+        attn_output = F.swap_axes(attn_output, 1, 2).reshape(batch, seq_len, -1)
         return self.o_proj(attn_output), attn_weights
 
 
