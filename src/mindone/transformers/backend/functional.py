@@ -200,6 +200,7 @@ def _rsqrt(x):
 
 # RMSNorm of float32 rows in one kernel (six MindSpore kernels otherwise); None when native kernels are unavailable
 _native_rms_norm = native.rms_norm_op()
+_native_rms_norm_training = native.rms_norm_training_op()
 
 
 def broadcast_operand(t, shape):
@@ -232,6 +233,10 @@ def rms_norm(x, weight, eps=1e-6):
     if (_native_rms_norm is not None and runtime.native_ops_allowed() and runtime.in_graph() and weight is not None
             and x.dtype == ms.float32 and weight.dtype == ms.float32):
         return _native_rms_norm(x, weight, ms.Tensor([eps], ms.float32))
+    if (_native_rms_norm_training is not None and weight is not None and runtime.in_training_graph()
+            and x.dtype == ms.float32 and weight.dtype == ms.float32):
+        # compiled training step: the backward keeps only x (MindSpore's ops: ~4 row-sized tensors per norm)
+        return _native_rms_norm_training(x, weight, ms.Tensor([eps], ms.float32))
     h = cast(_rms_normalize(x, eps), x.dtype)
     if weight is None:
         return h

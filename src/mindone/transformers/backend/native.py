@@ -332,3 +332,27 @@ def swap_axes12_op():
     # a constant output dtype: a dtype inferred in Python is not a constant to the graph (`astype` on it fails)
     op = _custom("SwapAxes12", _swap_axes12_shape, ms.float32, swap_axes12_bprop)
     return op
+
+
+def _rms_norm_grad_shape(x_shape, w_shape, eps_shape, dy_shape):
+    return (list(x_shape), list(w_shape))
+
+
+def rms_norm_training_op():
+    """`rms_norm_op` with a gradient (kernel RMSNormGrad, which recomputes the row statistics from x), for compiled
+    training steps; constant float32 output dtype (see `swap_axes12_op`). None when native kernels are
+    unavailable."""
+    if not available():
+        return None
+    if "RMSNorm.training" not in _state["ops"]:
+        grad = ops.Custom(f"{library_path()}:RMSNormGrad", out_shape=_rms_norm_grad_shape,
+                          out_dtype=(ms.float32, ms.float32), func_type="aot")
+        zeros_like = ops.ZerosLike()
+
+        def rms_norm_bprop(x, weight, eps, out, dout):
+            dx, dw = grad(x, weight, eps, dout)
+            return dx, dw, zeros_like(eps)
+
+        _state["ops"]["RMSNorm.training"] = ops.Custom(f"{library_path()}:RMSNorm", out_shape=_rms_norm_shape,
+                                                       out_dtype=ms.float32, func_type="aot", bprop=rms_norm_bprop)
+    return _state["ops"]["RMSNorm.training"]
