@@ -157,7 +157,8 @@ def native_ops_in_graph():
 @contextlib.contextmanager
 def training_graph():
     """Marks the graphs traced inside the block as compiled training steps (they return a tensor, see
-    `native_ops_in_graph`): `functional.swap_axes` may use its native kernel there."""
+    `native_ops_in_graph`): `functional.swap_axes` and `functional.rms_norm` use their native kernels (with
+    gradients) there. Entered by `trainer.train_step.TrainStep` around its gradient step."""
     previous = _NATIVE_GRAPH["training"]
     _NATIVE_GRAPH["training"] = True
     try:

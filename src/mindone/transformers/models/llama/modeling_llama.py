@@ -306,12 +306,11 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         hidden_states = outputs["last_hidden_state"]
         if logits_to_keep > 0:
             hidden_states = hidden_states[:, -logits_to_keep:, :]
-        # (a compiled training step that returns only the loss drops the unused logits)
         logits = self.lm_head(hidden_states)
 
         loss = None
         if labels is not None:
-            loss = causal_lm_head_loss(hidden_states, self.lm_head, labels, self.config.vocab_size,
+            loss = causal_lm_head_loss(hidden_states, self.lm_head, logits, labels, self.config.vocab_size,
                                        kwargs.get("num_items_in_batch"), self.training)
 
         return model_output(CausalLMOutputWithPast, {
