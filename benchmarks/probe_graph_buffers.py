@@ -7,7 +7,7 @@ Each variant runs `x = op(x)` `links` times on a (32, 9, 128, 128) float32 tenso
 when their last user has run stays flat as the chain grows; one that holds them grows per link. Measured on
 MindSpore 2.10 CPU (see docs/performance.md, "Training memory"): a broadcasting add (mask or per-row statistic) grows
 by ~4 x-sizes per link and a 4-D Transpose by ~2, while the same chains written with an explicit `broadcast_to`
-or with `mint.permute` stay flat. One variant per subprocess (peak RSS is per process).
+or with `mint.permute` (or the native SwapAxes12 kernel, `F.swap_axes`) stay flat. One variant per subprocess (peak RSS is per process).
 """
 
 import argparse
@@ -45,6 +45,13 @@ def permute_mul(x, mask):
     return mint.permute(x, (0, 2, 1, 3)) * 2
 
 
+_NATIVE = {}  # set by the worker of the native variant (mindone is imported only there)
+
+
+def native_swap_mul(x, mask):
+    return _NATIVE["swap"](x) * 2  # F.swap_axes's kernel in compiled training steps
+
+
 def same_shape_mul(x, mask):
     return x * x
 
@@ -56,12 +63,17 @@ VARIANTS = {
     "mul by broadcast_to(row statistic)": mul_broadcast_row_statistic,
     "Tensor.transpose then mul": transpose_mul,
     "mint.permute then mul": permute_mul,
+    "native SwapAxes12 then mul": native_swap_mul,
     "same-shape mul (reference)": same_shape_mul,
 }
 
 
 def worker(name, links):
     op = VARIANTS[name]
+    if op is native_swap_mul:
+        from mindone.transformers.backend import native
+
+        _NATIVE["swap"] = native.swap_axes12_op()
 
     def chain(x, mask):
         for _ in range(links):

@@ -1310,3 +1310,55 @@ def test_routed_swiglu_experts_matches_a_per_token_loop_on_both_paths(tokens, mo
     for ours, theirs in zip(grads, (tx.grad, tg.grad, td.grad)):
         np.testing.assert_allclose(ours.asnumpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("reduction,num_items", [("mean", None), ("sum", None), ("mean", 17.0)])
+def test_linear_cross_entropy_matches_torch(mode, reduction, num_items):
+    """Loss and gradients (hidden, weight) of the logits-free head loss equal torch's cross_entropy(linear(...)),
+    ignored labels included, scaled by an outer factor (the custom backward scales by the incoming gradient)."""
+    rng = np.random.RandomState(3)
+    hidden = rng.randn(24, 16).astype(np.float32)
+    weight = (rng.randn(301, 16) * 0.3).astype(np.float32)
+    labels = rng.randint(0, 301, 24)
+    labels[::5] = -100
+    th, tw = torch.from_numpy(hidden).requires_grad_(), torch.from_numpy(weight).requires_grad_()
+    ref = TF.cross_entropy(th @ tw.T, torch.from_numpy(labels), reduction="sum" if num_items else reduction)
+    ref = ref / num_items if num_items else ref
+    (ref * 3.0).backward()
+
+    def loss_fn(h, w):
+        n = None if num_items is None else ms.Tensor(num_items, ms.float32)
+        return F.linear_cross_entropy(h, w, ms.Tensor(labels), reduction=reduction, num_items=n) * 3.0
+
+    grad_fn = ms.value_and_grad(loss_fn, (0, 1))
+    if mode == "graph":
+        grad_fn = ms.jit(grad_fn)
+    loss, (gh, gw) = grad_fn(ms.Tensor(hidden), ms.Tensor(weight))
+    np.testing.assert_allclose(loss.asnumpy(), ref.item() * 3.0, rtol=1e-6)
+    for ours, theirs in ((gh, th.grad), (gw, tw.grad)):
+        assert np.abs(ours.asnumpy() - theirs.numpy()).max() / np.abs(theirs.numpy()).max() < 1e-5
+
+
+def test_swap_axes_native_kernel_in_training_graphs():
+    """Inside `runtime.training_graph` F.swap_axes runs the native copy kernel: same values and gradient as
+    swapaxes."""
+    from mindone.transformers.backend import native
+
+    if native.swap_axes12_op() is None:
+        pytest.skip("native kernels unavailable")
+    x = np.random.RandomState(4).randn(2, 3, 5, 4).astype(np.float32)
+    weight = np.random.RandomState(5).randn(3, 2, 5, 4).astype(np.float32)  # after swapping axes 0 and 1
+
+    def fn(t):
+        return (F.swap_axes(F.swap_axes(t, 0, 1), 1, 2) * ms.Tensor(weight.swapaxes(1, 2))).sum()
+
+    def reference(t):
+        return (t.swapaxes(0, 1).swapaxes(1, 2) * ms.Tensor(weight.swapaxes(1, 2))).sum()
+
+    with runtime.training_graph():
+        loss, grad = ms.jit(ms.value_and_grad(fn))(ms.Tensor(x))
+    ref_loss, ref_grad = ms.value_and_grad(reference)(ms.Tensor(x))
+    np.testing.assert_allclose(loss.asnumpy(), ref_loss.asnumpy(), rtol=1e-6)
+    np.testing.assert_array_equal(grad.asnumpy(), ref_grad.asnumpy())
+    np.testing.assert_array_equal(grad.asnumpy(), weight.swapaxes(0, 1))

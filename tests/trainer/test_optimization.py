@@ -97,3 +97,25 @@ def test_optimizer_state_round_trip_continues_identically():
         np.testing.assert_array_equal(p.asnumpy(), q.asnumpy())
     with pytest.raises(ValueError, match="optimizer state does not match"):
         load_optimizer_state(ms_optim.AdamW(_params()[0][:1], lr=1e-2), optimizer_state(opt_a))
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_trainer_adamw_keeps_only_its_state_and_updates_as_mindspore(amsgrad):
+    """optimization.AdamW (the Trainer's) updates exactly as mindspore.experimental.optim.AdamW, holds
+    max_exp_avg_sq only with amsgrad, and loads a state saved by MindSpore's AdamW."""
+    from mindone.transformers.trainer.optimization import AdamW
+
+    a, _ = _params()
+    b, _ = _params()
+    ours = AdamW([{"params": a[:1], "weight_decay": 0.1}, {"params": a[1:], "weight_decay": 0.0}], lr=1e-2,
+                 amsgrad=amsgrad)
+    ref = ms_optim.AdamW([{"params": b[:1], "weight_decay": 0.1}, {"params": b[1:], "weight_decay": 0.0}], lr=1e-2,
+                         amsgrad=amsgrad)
+    for step in range(3):
+        grads = tuple(Tensor(np.full(p.shape, 0.5 - step, np.float32)) for p in a)
+        ours(grads)
+        ref(grads)
+    for p, q in zip(a, b):
+        np.testing.assert_array_equal(p.asnumpy(), q.asnumpy())
+    assert any(k.startswith("max_exp_avg_sq.") for k in optimizer_state(ours)) == amsgrad
+    load_optimizer_state(ours, optimizer_state(ref))

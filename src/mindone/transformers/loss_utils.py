@@ -25,6 +25,20 @@ def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_i
                                ignore_index)
 
 
+def causal_lm_head_loss(hidden_states, lm_head, logits, labels, vocab_size, num_items_in_batch=None, training=False,
+                        ignore_index=-100):
+    """`causal_lm_loss(logits, labels, ...)` for `logits = lm_head(hidden_states)`. In a compiled training step with
+    a plain float32 `backend.layers.Linear` head (`is_plain_linear`, no bias) it runs as `F.linear_cross_entropy`
+    from the hidden states, which keeps no logits-sized tensor for the backward (same loss and gradients up to float32
+    rounding; the graph then drops the unused logits); otherwise from `logits`."""
+    if not (training and runtime.in_graph() and getattr(lm_head, "is_plain_linear", False) and lm_head.bias is None
+            and hidden_states.dtype == ms.float32 and lm_head.weight.dtype == ms.float32):
+        return causal_lm_loss(logits, labels, vocab_size, num_items_in_batch, ignore_index)
+    labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    return F.linear_cross_entropy(hidden_states.reshape(-1, hidden_states.shape[-1]), lm_head.weight,
+                                  labels.reshape(-1), ignore_index, num_items=num_items_in_batch)
+
+
 def masked_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100):
     return fixed_cross_entropy(logits.astype(ms.float32).reshape(-1, vocab_size), labels.reshape(-1),
                                num_items_in_batch, ignore_index)

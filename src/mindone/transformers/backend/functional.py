@@ -11,7 +11,7 @@ import math
 
 import mindspore as ms
 import numpy as np
-from mindspore import mint, ops
+from mindspore import mint, nn, ops
 
 from . import native, runtime
 
@@ -84,6 +84,25 @@ def linear(x, weight, bias=None):
 
 
 _bias_add = ops.BiasAdd()
+
+
+_native_swap_axes12 = native.swap_axes12_op()
+
+
+def swap_axes(x, axis0, axis1):
+    """x.swapaxes(axis0, axis1) for two adjacent axes (non-negative, axis0 < axis1). In a compiled training step
+    (`runtime.training_graph`) on a 4-D float32 tensor a native copy kernel: MindSpore's CPU Transpose kernel keeps
+    ~2 output-sized buffers until the compiled graph ends (`benchmarks/probe_graph_buffers.py`), which for the
+    attention's head transposes of a training step was ~0.4 GB on SmolLM2-135M (batch 4 x 128); `mint.permute`
+    frees them but made the step ~20% slower."""
+    if _native_swap_axes12 is not None and runtime.in_training_graph():
+        if x.ndim == 4 and x.dtype == ms.float32:
+            a, b, c, d = x.shape
+            if axis0 == 1 and axis1 == 2:
+                return _native_swap_axes12(x)
+            if axis0 == 0 and axis1 == 1:
+                return _native_swap_axes12(x.reshape(1, a, b, c * d)).reshape(b, a, c, d)
+    return x.swapaxes(axis0, axis1)
 
 
 def matmul(a, b):
@@ -198,6 +217,8 @@ def _rsqrt(x):
 # RMSNorm of float32 rows in one kernel (six MindSpore kernels otherwise), graph-safe and differentiable; None when
 # native kernels are unavailable
 _native_rms_norm = native.rms_norm_graph_op()
+# the compiled training step's variant: its own gradient kernel, the backward keeps only x
+_native_rms_norm_training = native.rms_norm_training_op()
 
 
 def broadcast_operand(t, shape):
@@ -228,6 +249,10 @@ def rms_norm(x, weight, eps=1e-6):
     In compiled graphs (float32) one native kernel does it (`native.rms_norm_graph_op`, C++ shape inference, its
     gradient from MindSpore's kernels): a decode step launches ~60 norms, six MindSpore kernels each, and every
     launch costs more than the norm's work; a 512-token prefill spent ~5% of its kernel time in those kernels."""
+    if (_native_rms_norm_training is not None and weight is not None and runtime.in_training_graph()
+            and x.dtype == ms.float32 and weight.dtype == ms.float32):
+        # compiled training step: the backward keeps only x (MindSpore's ops: ~4 row-sized tensors per norm)
+        return _native_rms_norm_training(x, weight, ms.Tensor([eps], ms.float32))
     if (_native_rms_norm is not None and runtime.export_format() is None and runtime.in_graph() and weight is not None
             and x.dtype == ms.float32 and weight.dtype == ms.float32):
         return _native_rms_norm(x, weight, ms.Tensor([eps], ms.float32))
@@ -679,8 +704,10 @@ def apply_rotary_matrix(x, rotation):
             # a decode step's (H, D) @ (D, D) per position: the native loop (MindSpore's BatchMatMul: ~10x the work)
             return _native_bmm(x, rotation).swapaxes(1, 2)
         return matmul(x, rotation).swapaxes(1, 2)
-    rows = x.swapaxes(0, 1).reshape(s, b * h, d)
+    rows = swap_axes(x, 0, 1).reshape(s, b * h, d)
     out = _same_batch_matmul(rows, rotation.reshape(s, d, d)).reshape(s, b, h, d)
+    if runtime.in_training_graph():
+        return swap_axes(swap_axes(out, 0, 1), 1, 2)  # (see swap_axes)
     return out.transpose(1, 2, 0, 3)
 
 
@@ -777,6 +804,57 @@ def cross_entropy(logits, labels, ignore_index=-100, reduction="mean", weight=No
     if reduction == "sum":
         return cast(total, logits.dtype)
     return cast(total / counted.sum(), logits.dtype)
+
+
+class _LinearCrossEntropySum(nn.Cell):
+    """(sum over counted rows of -log softmax(hidden @ weight.T)[label], its gradient w.r.t. hidden, w.r.t. weight);
+    the backward scales the two gradients by the incoming one (`bprop`)."""
+
+    def construct(self, hidden, weight, safe_labels, counted):
+        label = safe_labels.reshape(-1, 1)
+        count = counted.reshape(-1, 1)
+        logits = _matmul_nt(hidden, weight)
+        shifted = logits - broadcast_operand(logits.max(-1, keepdims=True), logits.shape)
+        exp = ops.exp(shifted)
+        norm = exp.sum(-1, keepdims=True)
+        # the label's -log p = log(sum) - shifted[label], as `cross_entropy`'s log-softmax gives it
+        total = ((ops.log(norm) - ops.gather_elements(shifted, -1, label)) * count).sum()
+        # d total / d logits = (softmax - onehot(label)) * count
+        grad = exp * broadcast_operand(count / norm, exp.shape)
+        grad = ops.tensor_scatter_elements(grad, label, ops.gather_elements(grad, -1, label) - count, axis=1)
+        return total, _matmul(grad, weight), _matmul_tn(grad, hidden)
+
+    def bprop(self, hidden, weight, safe_labels, counted, out, dout):
+        scale = dout[0]
+        return (out[1] * scale.astype(out[1].dtype), out[2] * scale.astype(out[2].dtype),
+                ops.zeros_like(safe_labels), ops.zeros_like(counted))
+
+
+_matmul = ops.MatMul()
+_matmul_tn = ops.MatMul(transpose_a=True)
+_linear_cross_entropy_sum = _LinearCrossEntropySum()
+
+
+def linear_cross_entropy(hidden, weight, labels, ignore_index=-100, reduction="mean", num_items=None):
+    """`cross_entropy(linear(hidden, weight), labels, ignore_index, reduction)` for float32 (N, H) rows and a
+    (V, H) weight, without keeping the (N, V) logits: for a training step's language-model head.
+
+    The forward also forms the gradients w.r.t. `hidden` and `weight` (the loss's gradient w.r.t. its logits
+    depends on nothing after the loss but a scalar) and frees the logits-sized tensors; the backward only scales
+    those two gradients. Autodiff of `cross_entropy(linear(...))` keeps the
+    whole logits and several logits-sized intermediates alive through the backward (SmolLM2-135M, 512 tokens x
+    49152: ~100 MB each). `reduction`: "mean" over the counted labels, or "sum"; with `num_items` the sum is
+    divided by it (HF's gradient-accumulation normalisation).
+    """
+    valid = labels != ignore_index
+    safe = ops.where(valid, labels, ops.zeros_like(labels)).astype(ms.int32)
+    counted = valid.astype(ms.float32)
+    total = _linear_cross_entropy_sum(hidden, weight, safe, counted)[0]
+    if num_items is not None:
+        return total / num_items
+    if reduction == "sum":
+        return total
+    return total / counted.sum()
 
 
 def log_softmax_kl_div(logits, target):

@@ -60,6 +60,15 @@ def new_parameter(shape, init="zeros", dtype=None, name=None, requires_grad=True
 
 
 class Linear(nn.Cell):
+    # True when the forward is exactly F.linear(x, self.weight, self.bias) (what a fused consumer such as
+    # loss_utils.causal_lm_head_loss may assume); every subclass (LoRA, ...) gets False unless it sets it itself
+    is_plain_linear = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "is_plain_linear" not in cls.__dict__:
+            cls.is_plain_linear = False
+
     def __init__(self, in_features, out_features, bias=True, dtype=None):
         super().__init__()
         self.in_features = in_features

@@ -421,3 +421,48 @@ def routed_swiglu_op():
     int32, weights (T, k)) -> (T, H) = sum_j weights[:, j] * down_e(silu(gate_e x) * up_e x), e = index[:, j];
     float32. No gradient (compiled decode steps only)."""
     return _custom("RoutedSwiGLU", _routed_swiglu_shape, _first_dtype)
+# ---- SwapAxes12: (A, B, C, D) -> (A, C, B, D) (the last section of cpu_kernels.cc) ------------------------------
+
+
+def _swap_axes12_shape(x_shape):
+    return [x_shape[0], x_shape[2], x_shape[1], x_shape[3]]
+
+
+def swap_axes12_op():
+    """Primitive of x.swapaxes(1, 2) for a 4-D float32 tensor, differentiable (the swap is its own gradient), or
+    None when native kernels are unavailable. For compiled training graphs, where MindSpore's Transpose kernel keeps
+    its buffers until the graph ends."""
+    if not available():
+        return None
+    op = None
+
+    def swap_axes12_bprop(x, out, dout):
+        return (op(dout),)
+
+    # a constant output dtype: a dtype inferred in Python is not a constant to the graph (`astype` on it fails)
+    op = _custom("SwapAxes12", _swap_axes12_shape, ms.float32, swap_axes12_bprop)
+    return op
+
+
+def _rms_norm_grad_shape(x_shape, w_shape, eps_shape, dy_shape):
+    return (list(x_shape), list(w_shape))
+
+
+def rms_norm_training_op():
+    """`rms_norm_op` with a gradient (kernel RMSNormGrad, which recomputes the row statistics from x), for compiled
+    training steps; constant float32 output dtype (see `swap_axes12_op`). None when native kernels are
+    unavailable."""
+    if not available():
+        return None
+    if "RMSNorm.training" not in _state["ops"]:
+        grad = ops.Custom(f"{library_path()}:RMSNormGrad", out_shape=_rms_norm_grad_shape,
+                          out_dtype=(ms.float32, ms.float32), func_type="aot")
+        zeros_like = ops.ZerosLike()
+
+        def rms_norm_bprop(x, weight, eps, out, dout):
+            dx, dw = grad(x, weight, eps, dout)
+            return dx, dw, zeros_like(eps)
+
+        _state["ops"]["RMSNorm.training"] = ops.Custom(f"{library_path()}:RMSNorm", out_shape=_rms_norm_shape,
+                                                       out_dtype=ms.float32, func_type="aot", bprop=rms_norm_bprop)
+    return _state["ops"]["RMSNorm.training"]

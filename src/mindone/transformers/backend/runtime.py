@@ -137,7 +137,7 @@ def export_format():
 
 
 # True while a graph that may hold native custom ops is traced (`native_ops_in_graph`): the compiled decode steps
-_NATIVE_GRAPH = {"on": False}
+_NATIVE_GRAPH = {"on": False, "training": False}
 
 
 @contextlib.contextmanager
@@ -152,6 +152,24 @@ def native_ops_in_graph():
         yield
     finally:
         _NATIVE_GRAPH["on"] = previous
+
+
+@contextlib.contextmanager
+def training_graph():
+    """Marks the graphs traced inside the block as compiled training steps (they return a tensor, see
+    `native_ops_in_graph`): `functional.swap_axes` and `functional.rms_norm` use their native kernels (with
+    gradients) there. Entered by `trainer.train_step.TrainStep` around its gradient step."""
+    previous = _NATIVE_GRAPH["training"]
+    _NATIVE_GRAPH["training"] = True
+    try:
+        yield
+    finally:
+        _NATIVE_GRAPH["training"] = previous
+
+
+def in_training_graph() -> bool:
+    """Inside a graph traced in a `training_graph` block (and not exporting)."""
+    return _NATIVE_GRAPH["training"] and _EXPORT["format"] is None and in_graph()
 
 
 def native_ops_allowed() -> bool:

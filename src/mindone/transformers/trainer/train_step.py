@@ -28,6 +28,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, ops
 
 from ..backend import functional as F
+from ..backend import runtime
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,8 @@ class TrainStep:
         factor = Tensor(float(loss_factor), ms.float32)
         scale = Tensor(float(loss_scale), ms.float32)
         num_items = None if num_items_in_batch is None else Tensor(float(num_items_in_batch), ms.float32)
-        return self._call("grad", factor, scale, num_items, bool(first), **inputs)
+        with runtime.training_graph():
+            return self._call("grad", factor, scale, num_items, bool(first), **inputs)
 
     def prepare(self, loss_scale=1.0):
         """Sums the buffered gradients over data-parallel ranks and takes the global L2 norm of their mean, unscaled

@@ -1329,3 +1329,65 @@ extern "C" int RoutedSwiGLU(int nparam, void **params, int *ndims, int64_t **sha
   return 0;
 }
 // ==== end of routed SwiGLU experts ===================================================================================
+// ==== SwapAxes12: (A, B, C, D) -> (A, C, B, D), float32 ============================================================
+// A copy of rows of D floats. Its own inverse, so it is also its gradient. Inside a compiled training graph
+// MindSpore's Transpose kernel keeps ~2 output-sized buffers until the graph ends (docs/performance.md, "Training
+// memory"); this kernel's output is freed after its last use like any other.
+extern "C" int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                          void *extra) {
+  (void)stream;
+  (void)extra;
+  (void)dtypes;
+  if (nparam != 2 || ndims[0] != 4) return 1;
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t A = shapes[0][0], B = shapes[0][1], C = shapes[0][2], D = shapes[0][3];
+  for (int64_t a = 0; a < A; a++)
+    for (int64_t c = 0; c < C; c++) {
+      float *dst = y + ((a * C + c) * B) * D;
+      const float *src = x + (a * B * C + c) * D;
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t d = 0; d < D; d++) dst[b * D + d] = src[b * C * D + d];
+    }
+  return 0;
+}
+
+// ==== RMSNormGrad: the gradient of RMSNorm (above) ================================================================
+// y = w * x * r with r = (mean(x^2) + eps)^(-1/2) per row, so for g = dy * w:
+//   dx = r * g - x * r^3 * mean(g * x),   dw = sum over rows of dy * x * r.
+// Inputs: x (..., K), w (K), eps (1), dy (..., K), float32. Outputs: dx (..., K), dw (K). The statistics are
+// recomputed from x, so a compiled training step keeps only x for the norm's backward (MindSpore's ops kept ~4
+// row-sized tensors per norm). Row sums in float, dw accumulated over rows in double.
+extern "C" int RMSNormGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                           void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  if (nparam != 6) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != 1) return 2;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float eps = *static_cast<const float *>(params[2]);
+  const float *dy = static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dw = static_cast<float *>(params[5]);
+  double *dw_acc = new double[K]();
+  for (int64_t m = 0; m < M; m++) {
+    const float *row = x + m * K;
+    const float *drow = dy + m * K;
+    float s = 0.0f, gx = 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+      s += row[k] * row[k];
+      gx += drow[k] * w[k] * row[k];
+    }
+    const float r = 1.0f / std::sqrt(s / static_cast<float>(K) + eps);
+    const float c = r * r * r * gx / static_cast<float>(K);
+    float *out = dx + m * K;
+    for (int64_t k = 0; k < K; k++) {
+      out[k] = r * (drow[k] * w[k]) - row[k] * c;
+      dw_acc[k] += static_cast<double>(drow[k]) * static_cast<double>(row[k] * r);
+    }
+  }
+  for (int64_t k = 0; k < K; k++) dw[k] = static_cast<float>(dw_acc[k]);
+  delete[] dw_acc;
+  return 0;
+}

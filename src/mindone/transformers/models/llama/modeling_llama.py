@@ -11,7 +11,7 @@ from ...backend.layers import Embedding, Linear
 from ...backend.layers import new_parameter
 from ...cache_utils import DynamicCache
 from ...generation import GenerationMixin
-from ...loss_utils import causal_lm_loss
+from ...loss_utils import causal_lm_head_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_layers import (
     GenericForQuestionAnswering,
@@ -130,7 +130,7 @@ class LlamaAttention(nn.Cell):
             value_states = self.v_proj(hidden_states)
         query_states = F.apply_rotary_matrix(query_states.reshape(batch, seq_len, -1, self.head_dim), query_rotation)
         key_states = F.apply_rotary_matrix(key_states.reshape(batch, seq_len, -1, self.head_dim), key_rotation)
-        value_states = value_states.reshape(batch, seq_len, -1, self.head_dim).swapaxes(1, 2)
+        value_states = F.swap_axes(value_states.reshape(batch, seq_len, -1, self.head_dim), 1, 2)
 
         if past_key_values is not None:
             key_states, value_states = past_key_values.update(
@@ -146,7 +146,7 @@ class LlamaAttention(nn.Cell):
             dropout_p=self.attention_dropout if self.training else 0.0,
             training=self.training,
         )
-        attn_output = attn_output.swapaxes(1, 2).reshape(batch, seq_len, -1)
+        attn_output = F.swap_axes(attn_output, 1, 2).reshape(batch, seq_len, -1)
         return self.o_proj(attn_output), attn_weights
 
 
@@ -310,7 +310,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
-            loss = causal_lm_loss(logits, labels, self.config.vocab_size, kwargs.get("num_items_in_batch"))
+            loss = causal_lm_head_loss(hidden_states, self.lm_head, logits, labels, self.config.vocab_size,
+                                       kwargs.get("num_items_in_batch"), self.training)
 
         return model_output(CausalLMOutputWithPast, {
             "loss": loss,
