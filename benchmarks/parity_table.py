@@ -439,6 +439,7 @@ def previous_rows(path):
     rows = {}
     if not os.path.exists(path):
         return rows
+    peaks = _previous_peaks(path)
     with open(path) as f:
         for line in f:
             if not line.startswith("| ") or "(`" not in line:
@@ -450,7 +451,25 @@ def previous_rows(path):
             numbers = [parts[i] for i in (2, 4, 6, 7, 9, 11, 12)]
             cells = {col: None if v == "-" else float(v) for col, v in zip(COLUMNS, numbers)}
             rows[name] = (cls_name.rstrip("`)"), parts[1], cells)
+            if name.split(" (")[0] in peaks:
+                cells[("process", "peak_rss_gb")] = peaks[name.split(" (")[0]]
     return rows
+
+
+def _previous_peaks(path):
+    """{short row name: peak RSS in GB} from the "Peak RSS" sentence of an existing table."""
+    with open(path) as f:
+        line = next((line for line in f if line.startswith(PEAK_RSS)), "")
+    peaks = {}
+    for item in line.partition("): ")[2].strip().rstrip(".").split(", "):
+        name, _, value = item.rpartition(" ")
+        if value == "GB":
+            name, _, value = name.rpartition(" ")
+            peaks[name] = float(value)
+    return peaks
+
+
+PEAK_RSS = "Peak RSS of the row processes"
 
 
 def write_table(rows, path, seconds, fresh):
@@ -520,7 +539,7 @@ def write_table(rows, path, seconds, fresh):
         "The MoE FP16 cells are the worst of logits, router logits and `aux_loss`; `aux_loss` counts top-k picks, so",
         "one near-tie routed differently in float16 moves it by ~1e-1 (torch's own float16 alike).",
     ] + [
-        "Peak RSS of the row processes (this run): " + ", ".join(
+        PEAK_RSS + " (each row's last run): " + ", ".join(
             f"{name.split(' (')[0]} {cells[('process', 'peak_rss_gb')]:.1f} GB" for name, _, _, cells in rows
             if ("process", "peak_rss_gb") in cells) + "." if any(("process", "peak_rss_gb") in r[3] for r in rows)
         else "",
