@@ -23,6 +23,7 @@ from ...modeling_layers import (
     GradientCheckpointingLayer,
 )
 from ...modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, model_output
+from ...modeling_rope_utils import float32_power
 from ...modeling_utils import PreTrainedModel
 
 
@@ -35,7 +36,7 @@ class GPTJRotaryEmbedding(nn.Cell):
         self.pos_embd_dim = config.rotary_dim or config.hidden_size // config.num_attention_heads
         dim = self.pos_embd_dim
         exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
-        self.inv_freq = Tensor((np.float32(1.0) / (np.float32(10000.0) ** exponents)).astype(np.float32))
+        self.inv_freq = Tensor((np.float32(1.0) / float32_power(10000.0, exponents)).astype(np.float32))
 
     def construct(self, x, position_ids):
         freqs = position_ids.reshape(position_ids.shape + (1,)).astype(ms.float32) * self.inv_freq

@@ -36,6 +36,7 @@ from ...generation import GenerationMixin
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput, model_output
+from ...modeling_rope_utils import float32_power
 from ...modeling_utils import PreTrainedModel, init_parameter
 from ..llava.modeling_llava import scatter_image_features
 from ..qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, rotate_half
@@ -100,8 +101,8 @@ def vision_rotary_tables(grid, merge, head_dim, theta):
     """(cos, sin) each (num_patches, head_dim) float32: a quarter of the frequencies rotate by the row, a quarter by
     the column, and the two halves of the head repeat them (HF's axial rope)."""
     spatial = head_dim // 2
-    inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, spatial, 2, dtype=np.float32) / np.float32(spatial))))
-    inv_freq = inv_freq.astype(np.float32)
+    exponents = np.arange(0, spatial, 2, dtype=np.float32) / np.float32(spatial)
+    inv_freq = np.float32(1.0) / float32_power(theta, exponents)
     pos = vision_position_ids(grid, merge).astype(np.float32)
     freqs = (pos[:, :, None] * inv_freq[None, None, :]).reshape(pos.shape[0], -1)  # (N, 2 * head_dim / 4)
     freqs = np.concatenate([freqs, freqs], -1)
@@ -392,7 +393,8 @@ class Qwen2VLRotaryEmbedding(nn.Cell):
             raise ValueError(f"Qwen2-VL: rope_type {params.get('rope_type')!r} is not supported (only 'default')")
         dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         base = float(params["rope_theta"])
-        self.inv_freq = Tensor((1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))).astype(np.float32))
+        exponents = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+        self.inv_freq = Tensor((np.float32(1.0) / float32_power(base, exponents)).astype(np.float32))
         self.attention_scaling = 1.0
         self.mrope_section = list(params.get("mrope_section", [16, 24, 24]))
 
