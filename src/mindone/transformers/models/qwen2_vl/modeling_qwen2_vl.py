@@ -33,6 +33,7 @@ from ...backend import runtime
 from ...backend.layers import Embedding, LayerNorm, Linear, new_parameter
 from ...cache_utils import DynamicCache
 from ...generation import GenerationMixin
+from ...generation.utils import run_compiled_part
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput, model_output
@@ -754,7 +755,16 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
     def _prefill_inputs_embeds(self, input_ids, attention_mask, model_kwargs):
         """generate()'s prompt embeddings with the images / videos merged in and their M-RoPE positions (3, B, S)
         (PyNative, `rope_deltas` stored); a compiled step prefills them."""
-        kw = model_kwargs
+        kw = dict(model_kwargs)
+        if kw.get("mm_encoder_outputs") is None:
+            # the vision transformer runs compiled, one graph per patch grid (repeated image sizes reuse it)
+            encoded = {}
+            for modality, pixels_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
+                                                   ("video", "pixel_values_videos", "video_grid_thw")):
+                if kw.get(pixels_key) is not None:
+                    features = self._compiled_visual_features(kw.pop(pixels_key), kw.get(grid_key))
+                    encoded[modality] = {"pooler_output": (features,)}
+            kw["mm_encoder_outputs"] = encoded or None
         embeds = self.get_input_embeddings()(input_ids)
         embeds, _ = self.model.merge_visual_features(input_ids, embeds, kw.get("pixel_values"),
                                                      kw.get("pixel_values_videos"), kw.get("image_grid_thw"),
@@ -763,6 +773,19 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
             input_ids, embeds, kw.get("image_grid_thw"), kw.get("video_grid_thw"), attention_mask,
             mm_token_type_ids=kw.get("mm_token_type_ids"), second_per_grid_ts=kw.get("second_per_grid_ts"))
         return embeds, positions
+
+    def _compiled_visual_features(self, pixel_values, grid_thw):
+        """The vision transformer's merged features (tokens, text hidden size) of `pixel_values`, through a graph
+        compiled for the patch grid `grid_thw` (`run_compiled_part`)."""
+        if grid_thw is None:
+            raise ValueError("pixel_values / pixel_values_videos need their patch grids (image_grid_thw / "
+                             "video_grid_thw, (num_items, 3) as the processor returns them)")
+        visual = self.model.visual
+
+        def features(pixels, grid):
+            return visual(pixels.astype(visual.dtype), grid_thw=grid, return_dict=True)["pooler_output"]
+
+        return run_compiled_part(self, "visual", features, visual, pixel_values, grid_tuple(grid_thw))
 
     def _expand_generation_kwargs(self, model_kwargs, expand, input_ids):
         """Beams/return sequences repeat each row's own images and videos (patch rows, grids) as a group."""
