@@ -7,6 +7,7 @@ machine noise hits both sides alike. Prints a markdown table (no assertions).
 
     python benchmarks/bench_vlm_moe.py                      # all rows
     python benchmarks/bench_vlm_moe.py --models llava --threads-list 2 --rounds 1
+    python benchmarks/bench_vlm_moe.py --baseline-src /path/to/other/checkout/src   # + "ours@base" rows
 
 Models:
   llava      LLaVA: CLIP ViT-B/32 vision tower at 224 px (49 image tokens) + SmolLM2-135M's decoder, 8 text tokens;
@@ -15,6 +16,7 @@ Models:
              -> 64 tokens) + SmolLM2-135M-sized Qwen2 decoder with M-RoPE, 8 text tokens
   mixtral    Mixtral: 8 layers, hidden 512, 8 experts of 1024, top-2
   qwen3_moe  Qwen3-MoE: 8 layers, hidden 512, 32 experts of 256, top-4, 32-token prompt
+--baseline-src adds rows run with another checkout's library (e.g. main before a change), in the same rounds.
 Columns: TTFT (prompt -> first token), decode tok/s after the first token, compile = extra time of our first
 (warm-up) call, the ratio of decode speeds per round (median), and whether both produced the same tokens. The CPU
 columns are the process's CPU time (all its threads) for the prompt and per decode step: on a machine shared with
@@ -145,9 +147,11 @@ def run_worker(args):
         from benchmarks.common import hide_torch
 
         hide_torch()
+        import mindone.transformers
         from mindone.transformers import AutoModelForCausalLM, AutoModelForImageTextToText
         from mindone.transformers.backend import runtime
 
+        print(f"library: {os.path.dirname(mindone.transformers.__file__)}", file=sys.stderr)
         runtime.configure()
         runtime.set_threads(args.threads)
         auto = AutoModelForImageTextToText if args.model in VLMS else AutoModelForCausalLM
@@ -178,13 +182,18 @@ def run_worker(args):
 
 def run_parent(args):
     paths = {name: checkpoint(name) for name in args.models}
-    configs = [(m, impl, t) for m in args.models for t in args.threads_list for impl in ("torch", "ours")]
+    impls = ("torch", "ours") + (("ours@base",) if args.baseline_src else ())
+    configs = [(m, impl, t) for m in args.models for t in args.threads_list for impl in impls]
     results = {c: [] for c in configs}
     for round_idx in range(args.rounds):
         for model, impl, threads in configs:
-            cmd = [sys.executable, __file__, "--worker", impl, "--model", model, "--path", paths[model],
-                   "--threads", str(threads), "--new-tokens", str(args.new_tokens)]
-            res = run_worker_process(cmd, f"{impl} {model} threads {threads}")
+            env = None
+            if impl.endswith("@base"):
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                    [os.path.abspath(args.baseline_src)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+            cmd = [sys.executable, __file__, "--worker", impl.split("@")[0], "--model", model, "--path",
+                   paths[model], "--threads", str(threads), "--new-tokens", str(args.new_tokens)]
+            res = run_worker_process(cmd, f"{impl} {model} threads {threads}", env=env)
             results[(model, impl, threads)].append(res)
             print(f"round {round_idx} {model} {impl} t{threads}: TTFT {res['ttft_s']:.2f} s, "
                   f"{res['decode_tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
@@ -221,6 +230,7 @@ def main():
     parser.add_argument("--threads-list", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-src", help="another checkout's src directory: adds ours@base rows run with it")
     args = parser.parse_args()
     if args.worker:
         run_worker(args)

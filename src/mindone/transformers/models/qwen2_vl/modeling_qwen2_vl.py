@@ -39,7 +39,7 @@ from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput, model_output
 from ...modeling_utils import PreTrainedModel, init_parameter
 from ..llava.modeling_llava import scatter_image_features
-from ..qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, rotate_half
+from ..qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm
 
 
 @dataclass
@@ -240,12 +240,12 @@ class VisionMlp(nn.Cell):
 
 
 def apply_rotary_pos_emb_vision(q, k, cos, sin):
-    """q, k (N, H, D) rotated in float32 by cos/sin (N, D), cast back (HF computes the vision rotary in fp32)."""
+    """q, k (..., N, D) rotated in float32 by cos/sin (N, D), cast back (HF computes the vision rotary in fp32)."""
     dtype = q.dtype
     q, k = q.astype(ms.float32), k.astype(ms.float32)
-    cos, sin = cos.astype(ms.float32).unsqueeze(-2), sin.astype(ms.float32).unsqueeze(-2)
-    q_embed = q * cos + rotate_half(q) * sin
-    k_embed = k * cos + rotate_half(k) * sin
+    cos, sin = cos.astype(ms.float32), sin.astype(ms.float32)
+    q_embed = q * cos + F.rotate_half(q) * sin
+    k_embed = k * cos + F.rotate_half(k) * sin
     return q_embed.astype(dtype), k_embed.astype(dtype)
 
 
@@ -262,14 +262,16 @@ class VisionAttention(nn.Cell):
     def construct(self, hidden_states, attention_mask, position_embeddings):
         """hidden_states (N, dim) of all patches; attention_mask (1, 1, N, N) additive (which patches see which)."""
         seq_length = hidden_states.shape[0]
-        qkv = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        # one transpose to (3, H, N, D), then unbind: q, k, v in the heads-first layout attention takes, without
+        # indexing (N, 3, H, D) (three slow StridedSlice kernels in a compiled graph on CPU)
+        qkv = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, self.head_dim).transpose(1, 2, 0, 3)
+        query, key, value = F.unbind(qkv, 0)
         cos, sin = position_embeddings
         query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)
-        # (N, H, D) -> (1, H, N, D)
-        query, key, value = (x.swapaxes(0, 1).unsqueeze(0) for x in (query, key, value))
-        out, weights = F.attention(query, key, value, attn_mask=attention_mask, scale=self.scaling)
-        out = out[0].swapaxes(0, 1).reshape(seq_length, -1)
+        heads = (1, self.num_heads, seq_length, self.head_dim)
+        out, weights = F.attention(query.reshape(heads), key.reshape(heads), value.reshape(heads),
+                                   attn_mask=attention_mask, scale=self.scaling)
+        out = out.reshape(heads[1:]).swapaxes(0, 1).reshape(seq_length, -1)
         return self.proj(out), weights
 
 
