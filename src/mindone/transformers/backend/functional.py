@@ -77,7 +77,9 @@ def linear(x, weight, bias=None):
     else:
         out = _matmul_nt(x, weight)
     if bias is not None:
-        out = out + bias
+        # several rows: an explicit broadcast, else the add holds ~4 output-sized buffers to the end of a compiled
+        # graph (`broadcast_operand`); one row (a decode step) needs none and saves the kernel
+        out = out + (broadcast_operand(bias, out.shape) if x.shape[0] > 1 else bias)
     return out.reshape(shape[:-1] + (weight.shape[0],))
 
 

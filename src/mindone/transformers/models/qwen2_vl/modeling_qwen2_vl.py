@@ -243,7 +243,9 @@ def apply_rotary_pos_emb_vision(q, k, cos, sin):
     """q, k (..., N, D) rotated in float32 by cos/sin (N, D), cast back (HF computes the vision rotary in fp32)."""
     dtype = q.dtype
     q, k = q.astype(ms.float32), k.astype(ms.float32)
-    cos, sin = cos.astype(ms.float32), sin.astype(ms.float32)
+    # (N, D) tables against (H, N, D): broadcast explicitly (a compiled graph keeps an implicit one's buffers)
+    cos = F.broadcast_operand(cos.astype(ms.float32), q.shape)
+    sin = F.broadcast_operand(sin.astype(ms.float32), q.shape)
     q_embed = q * cos + F.rotate_half(q) * sin
     k_embed = k * cos + F.rotate_half(k) * sin
     return q_embed.astype(dtype), k_embed.astype(dtype)
