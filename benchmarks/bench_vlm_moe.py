@@ -19,6 +19,7 @@ Models:
              -> 64 tokens) + SmolLM2-135M-sized Qwen2 decoder with M-RoPE, 8 text tokens
   mixtral    Mixtral: 8 layers, hidden 512, 8 experts of 1024, top-2
   qwen3_moe  Qwen3-MoE: 8 layers, hidden 512, 32 experts of 256, top-4, 32-token prompt
+--baseline-src adds rows run with another checkout's library (e.g. main before a change), in the same rounds.
 Columns: TTFT (prompt -> first token), decode tok/s after the first token, compile = extra time of our first
 (warm-up) call, the ratio of decode speeds per round (median), and whether both produced the same tokens. The CPU
 columns are the process's CPU time (all its threads) for the prompt and per decode step: on a machine shared with
@@ -138,9 +139,11 @@ def run_worker(args):
         from benchmarks.common import hide_torch
 
         hide_torch()
+        import mindone.transformers
         from mindone.transformers import AutoModelForCausalLM, AutoModelForImageTextToText
         from mindone.transformers.backend import runtime
 
+        print(f"library: {os.path.dirname(mindone.transformers.__file__)}", file=sys.stderr)
         runtime.configure()
         runtime.set_threads(args.threads)
         auto = AutoModelForImageTextToText if args.model in VLMS else AutoModelForCausalLM

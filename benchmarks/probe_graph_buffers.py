@@ -7,7 +7,8 @@ Each variant runs `x = op(x)` `links` times on a (32, 9, 128, 128) float32 tenso
 when their last user has run stays flat as the chain grows; one that holds them grows per link. Measured on
 MindSpore 2.10 CPU (see docs/performance.md, "Training memory"): a broadcasting add (mask or per-row statistic) grows
 by ~4 x-sizes per link and a 4-D Transpose by ~2, while the same chains written with an explicit `broadcast_to`
-or with `mint.permute` (or the native SwapAxes12 kernel, `F.swap_axes`) stay flat. One variant per subprocess (peak RSS is per process).
+or with `mint.permute` (or the native SwapAxes12 kernel, `F.swap_axes`) stay flat, as does BiasAdd where a
+broadcasting Add of a linear's bias grows ~4 x-sizes per link (hence `F.linear`'s BiasAdd). One variant per subprocess (peak RSS is per process).
 """
 
 import argparse
@@ -52,6 +53,20 @@ def native_swap_mul(x, mask):
     return _NATIVE["swap"](x) * 2  # F.swap_axes's kernel in compiled training steps
 
 
+_BIAS_ADD = ops.BiasAdd()
+
+
+def add_bias_rows(x, mask):
+    # a linear's bias on 2-D rows (F.linear's layout), broadcasting Add
+    rows = x.reshape(-1, SHAPE[3])
+    return (rows + mask[0, 0, 0]).reshape(SHAPE)
+
+
+def bias_add_rows(x, mask):
+    # the same with the BiasAdd kernel (F.linear's choice on CPU)
+    return _BIAS_ADD(x.reshape(-1, SHAPE[3]), mask[0, 0, 0]).reshape(SHAPE)
+
+
 def same_shape_mul(x, mask):
     return x * x
 
@@ -64,6 +79,8 @@ VARIANTS = {
     "Tensor.transpose then mul": transpose_mul,
     "mint.permute then mul": permute_mul,
     "native SwapAxes12 then mul": native_swap_mul,
+    "add a bias (N,) to rows": add_bias_rows,
+    "BiasAdd a bias (N,) to rows": bias_add_rows,
     "same-shape mul (reference)": same_shape_mul,
 }
 

@@ -225,6 +225,14 @@ def rotary_matrix_interleaved_fn(x, cos, sin):
     return F.matmul(x, F.rotary_matrix(cos, sin, 0.125, head_dim=x.shape[-1], interleaved=True))
 
 
+def rotate_half_fn(x):
+    return F.rotate_half(x)
+
+
+def unbind_fn(x):
+    return F.unbind(x, 1)
+
+
 def apply_rotary_matrix_fn(x, cos, sin):
     return F.apply_rotary_matrix(x, F.rotary_matrix(cos, sin, 0.125))
 
@@ -593,6 +601,10 @@ CASES = [
          lambda x, c, s_: _partial_rotary_ref(x, c, s_, interleaved=True),
          lambda r, d: [randn(r, 2, 3, 4, 10), randn(r, 2, 3, 3).repeat(2, -1), randn(r, 2, 3, 3).repeat(2, -1)],
          (0,)),
+    Case("rotate_half", "", rotate_half_fn, lambda x: torch.cat([-x[..., 4:], x[..., :4]], -1),
+         lambda r, d: [randn(r, 2, 3, 8)], (0,)),
+    Case("unbind", "", unbind_fn, lambda x: torch.unbind(x, 1), lambda r, d: [randn(r, 2, 3, 4)], (0,),
+         grad_outputs=(0, 1, 2)),
     # returns (B, H, S, D); own (B, S, D, D) rotations, and (1, S, D, D) shared by a batch of 3 (positions as batch)
     Case("apply_rotary_matrix", "", apply_rotary_matrix_fn, lambda x, c, s_: _rotary_ref(x, c, s_).transpose(1, 2),
          lambda r, d: [randn(r, 2, 3, 4, 8), randn(r, 2, 3, 8), randn(r, 2, 3, 8)], (0,)),
@@ -740,7 +752,7 @@ BF16_MISSING_CPU_KERNEL = {
     "log_softmax": "LogSoftmax",
     "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "rotary_matrix-partial": "Pad",
     "rotary_matrix-interleaved_partial": "Pad", "apply_rotary_matrix": "BatchMatMul",
-    "apply_rotary_matrix-shared": "BatchMatMul", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
+    "apply_rotary_matrix-shared": "BatchMatMul", "rotate_half": "MatMul", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
     "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",

@@ -98,11 +98,9 @@ def _replace(model, name, new):
 
 
 def _forget_compiled(model):
-    from .generation import utils as generation_utils
+    from .generation.utils import forget_compiled_steps
 
-    cache = getattr(generation_utils, "_COMPILED_STEPS", None)
-    if cache is not None:
-        cache.pop(model, None)
+    forget_compiled_steps(model)
 
 
 def _quantized_cell(linear, bits, group_size, arrays):

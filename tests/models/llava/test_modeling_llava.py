@@ -258,6 +258,21 @@ def test_generate_with_images_gives_torch_tokens(checkpoints, beams):
     # numpy inputs, as a processor returns them with return_tensors="np"
     np.testing.assert_array_equal(ours.generate(**inputs, **kwargs).asnumpy(), ref)
     assert generation_utils._COMPILED_PREFILL_STEPS.get(ours), "the prompt did not go through the compiled prefill"
+    assert "image_features" in generation_utils._COMPILED_PARTS.get(ours.model, {}), "the tower ran in PyNative"
+
+
+def test_compiled_image_features_match_torch_and_reuse_the_graph(checkpoints):
+    """generate()'s prefill runs the tower and projector compiled (feature layers and strategy as constants): the
+    features equal torch's (fp32), and more images of the same shape reuse the graph."""
+    torch_model, path = checkpoints("clip_qwen2_layers_full_nobias")
+    ours = parity.load_ours(LlavaForConditionalGeneration, path)
+    for seed in (0, 1):
+        pixels = np.random.RandomState(seed).randn(2, 3, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
+        with torch.no_grad():
+            ref = torch.stack(list(torch_model.get_image_features(torch.from_numpy(pixels)).pooler_output))
+        out = ours.model._compiled_image_features(ms.Tensor(pixels), None, None)
+        parity.assert_close({"features": parity.rel_error(out, ref)}, parity.FP32_BAR, f"seed {seed}")
+    assert len(generation_utils._COMPILED_PARTS[ours.model]["image_features"]._signatures) == 1
 
 
 @pytest.mark.slow

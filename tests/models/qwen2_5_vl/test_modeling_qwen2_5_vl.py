@@ -7,8 +7,10 @@ import pytest
 import torch
 import transformers
 
+import mindspore as ms
 from mindone.transformers import AutoModel, AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration, \
     Qwen2_5_VLModel
+from mindone.transformers.generation import utils as generation_utils
 from tests import parity
 from tests.models.qwen2_vl.test_modeling_qwen2_vl import IMAGE, MERGE, PAD, PATCH, TEMPORAL, VIDEO, VISION_END, \
     VISION_START, VOCAB, _cat, _graph_inputs, batch
@@ -96,6 +98,16 @@ def test_generate_gives_torch_tokens(checkpoint, beams):
     with torch.no_grad():
         ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
     np.testing.assert_array_equal(ours.generate(**parity.to_ms_inputs(inputs), **kwargs).asnumpy(), ref)
+    if beams == 1:
+        # the prefill ran the window-attention tower compiled (per grid): its features equal torch's
+        assert "visual" in generation_utils._COMPILED_PARTS.get(ours, {}), "the vision transformer ran in PyNative"
+        for key, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+            if key in inputs:
+                with torch.no_grad():
+                    want = torch_model.model.visual(torch.from_numpy(inputs[key]),
+                                                    grid_thw=torch.from_numpy(inputs[grid])).pooler_output
+                got = ours._compiled_visual_features(ms.Tensor(inputs[key]), inputs[grid])
+                parity.assert_close({key: parity.rel_error(got, want)}, parity.FP32_BAR, key)
 
 
 def test_base_model_and_auto_classes(checkpoint, tmp_path):

@@ -152,6 +152,23 @@ def test_generate_with_images_and_video_gives_torch_tokens(checkpoints, beams):
         ref = torch_model.generate(**parity.to_torch_inputs(inputs), **kwargs).numpy()
     np.testing.assert_array_equal(ours.generate(**parity.to_ms_inputs(inputs), **kwargs).asnumpy(), ref)
     assert generation_utils._COMPILED_PREFILL_STEPS.get(ours), "the prompt did not go through the compiled prefill"
+    assert "visual" in generation_utils._COMPILED_PARTS.get(ours, {}), "the vision transformer ran in PyNative"
+
+
+def test_compiled_vision_features_match_torch_and_reuse_the_graph_per_grid(checkpoints):
+    """generate()'s prefill runs the vision transformer compiled, one graph per patch grid: its merged features
+    equal torch's (fp32), and another image of a known grid reuses that grid's graph."""
+    torch_model, path = checkpoints()
+    ours = parity.load_ours(Qwen2VLForConditionalGeneration, path)
+    for seed in (0, 1):  # same grids, other pixels: the second pass compiles nothing
+        inputs = batch(TWO_IMAGES, seed=seed, labels=False)
+        with torch.no_grad():
+            ref = torch.cat(list(torch_model.get_image_features(torch.from_numpy(inputs["pixel_values"]),
+                                                                torch.from_numpy(inputs["image_grid_thw"]))
+                                 .pooler_output))
+        out = ours._compiled_visual_features(ms.Tensor(inputs["pixel_values"]), inputs["image_grid_thw"])
+        parity.assert_close({"features": parity.rel_error(out, ref)}, parity.FP32_BAR, f"seed {seed}")
+    assert len(generation_utils._COMPILED_PARTS[ours]["visual"]._signatures) == 1
 
 
 def test_decode_step_logits_follow_rope_deltas(checkpoints):

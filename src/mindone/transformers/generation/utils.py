@@ -151,6 +151,7 @@ def forget_compiled_steps(model):
     switched, merged or removed)."""
     _COMPILED_STEPS.pop(model, None)
     _COMPILED_PREFILL_STEPS.pop(model, None)
+    _COMPILED_PARTS.pop(model, None)
 
 
 def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None, encoder_mask=False,
@@ -225,6 +226,25 @@ def compiled_prefill_embeds_step(model, batch_size, cache_len, dtype):
 
 # model -> {(batch, cache_len, dtype): compiled embeddings prefill step}, each sharing its decode step's cache
 _COMPILED_PREFILL_STEPS = weakref.WeakKeyDictionary()
+# model -> {name: compiled step} of the parts generate()'s multimodal prefill runs compiled (vision towers)
+_COMPILED_PARTS = weakref.WeakKeyDictionary()
+# input signatures (shapes, patch grids) one compiled part keeps graphs for: past it, a fresh Cell drops the old graphs
+_MAX_PART_SIGNATURES = 8
+
+
+def run_compiled_part(model, name, fn, cell, *args):
+    """`fn(*args)` compiled by `mindspore.jit` over `cell`'s Parameters, the graphs kept per (model, name):
+    generate()'s multimodal prefill runs a vision tower through it (in PyNative every op costs ~25 us of dispatch).
+    Tensor arguments are graph inputs; the others (patch grids, feature layer indices) are compile-time constants.
+    Each distinct signature compiles once (through the persistent compile cache) and later calls with it reuse the
+    graph, so repeated images of one size pay one compile; a signature past `_MAX_PART_SIGNATURES` distinct ones
+    starts over with a fresh Cell (dropping the old graphs)."""
+    parts = _COMPILED_PARTS.setdefault(model, {})
+    step = parts.get(name)
+    if step is None or (len(step._signatures) >= _MAX_PART_SIGNATURES
+                        and _CompiledStep.signature(args) not in step._signatures):
+        step = parts[name] = _CompiledStep(fn, cell, None)
+    return step(*args)
 
 
 class _CompiledStep(ms.nn.Cell):
@@ -251,8 +271,12 @@ class _CompiledStep(ms.nn.Cell):
                                        f"native={library}", f"config={self.model.config.to_json_string()}",
                                        f"parameters={params}")
 
+    @staticmethod
+    def signature(args):
+        return tuple((tuple(a.shape), str(a.dtype)) if isinstance(a, Tensor) else repr(a) for a in args)
+
     def __call__(self, *args):
-        signature = tuple((tuple(a.shape), str(a.dtype)) if isinstance(a, Tensor) else repr(a) for a in args)
+        signature = self.signature(args)
         if signature in self._signatures:
             return super().__call__(*args)
         # the step returns a logits tensor: native kernels may be traced into it (see runtime.native_ops_in_graph)
@@ -1509,4 +1533,4 @@ def _last_position(logits):
 
 __all__ = ["GenerationMixin", "GenerateDecoderOnlyOutput", "GenerateEncoderDecoderOutput",
            "GenerateBeamDecoderOnlyOutput", "GenerateBeamEncoderDecoderOutput", "static_cache_length",
-           "compiled_decode_step"]
+           "compiled_decode_step", "run_compiled_part"]

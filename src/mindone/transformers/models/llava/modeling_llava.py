@@ -23,6 +23,7 @@ from ...backend import functional as F
 from ...backend import runtime
 from ...backend.layers import Linear
 from ...generation import GenerationMixin
+from ...generation.utils import run_compiled_part
 from ...loss_utils import causal_lm_loss
 from ...modeling_outputs import BaseModelOutputWithPooling, ModelOutput, model_output
 from ...modeling_utils import PreTrainedModel, init_parameter
@@ -231,11 +232,30 @@ class LlavaModel(LlavaPreTrainedModel):
                                           vision_feature_select_strategy)
         return outputs, self.multi_modal_projector(selected)
 
+    def _compiled_image_features(self, pixel_values, vision_feature_layer, vision_feature_select_strategy):
+        """`_image_features`' projected features through one graph (tower and projector) per image shape and feature
+        selection (`run_compiled_part`)."""
+        layer = vision_feature_layer if vision_feature_layer is not None else self.config.vision_feature_layer
+        strategy = (vision_feature_select_strategy if vision_feature_select_strategy is not None
+                    else self.config.vision_feature_select_strategy)
+
+        def features(pixels, layer, strategy):
+            return self._image_features(pixels, layer, strategy)[1]
+
+        return run_compiled_part(self, "image_features", features, self, pixel_values,
+                                 layer if isinstance(layer, int) else tuple(layer), strategy)
+
     def merge_image_features(self, input_ids, inputs_embeds, pixel_values, vision_feature_layer=None,
-                             vision_feature_select_strategy=None, output_hidden_states=None):
-        """(inputs_embeds with the projected image features at the `<image>` placeholders, image outputs or None)."""
+                             vision_feature_select_strategy=None, output_hidden_states=None, compiled=False):
+        """(inputs_embeds with the projected image features at the `<image>` placeholders, image outputs or None).
+        `compiled` (generate()'s prefill) runs the tower and projector as a compiled graph and returns no outputs."""
         if pixel_values is None:
             return inputs_embeds, None
+        if compiled:
+            features = self._compiled_image_features(pixel_values, vision_feature_layer,
+                                                     vision_feature_select_strategy)
+            mask = image_token_mask(self, input_ids, inputs_embeds, self.config.image_token_id)
+            return scatter_image_features(inputs_embeds, mask, features), None
         tower_outputs, features = self._image_features(pixel_values, vision_feature_layer,
                                                        vision_feature_select_strategy)
         image_outputs = model_output(BaseModelOutputWithPooling, {
@@ -346,11 +366,13 @@ class LlavaForConditionalGeneration(LlavaPreTrainedModel, GenerationMixin):
         }, return_dict)
 
     def _prefill_inputs_embeds(self, input_ids, attention_mask, model_kwargs):
-        """generate()'s prompt embeddings with the images merged in (PyNative); a compiled step prefills them."""
+        """generate()'s prompt embeddings with the images merged in (tower and projector compiled); a compiled step
+        prefills them."""
         embeds = self.get_input_embeddings()(input_ids)
         embeds, _ = self.model.merge_image_features(input_ids, embeds, model_kwargs.get("pixel_values"),
                                                     model_kwargs.get("vision_feature_layer"),
-                                                    model_kwargs.get("vision_feature_select_strategy"))
+                                                    model_kwargs.get("vision_feature_select_strategy"),
+                                                    compiled=True)
         return embeds, None
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,

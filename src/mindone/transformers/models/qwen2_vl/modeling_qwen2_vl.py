@@ -33,13 +33,14 @@ from ...backend import runtime
 from ...backend.layers import Embedding, LayerNorm, Linear, new_parameter
 from ...cache_utils import DynamicCache
 from ...generation import GenerationMixin
+from ...generation.utils import run_compiled_part
 from ...loss_utils import causal_lm_loss
 from ...masking_utils import create_causal_mask
 from ...modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, ModelOutput, model_output
 from ...modeling_rope_utils import float32_power
 from ...modeling_utils import PreTrainedModel, init_parameter
 from ..llava.modeling_llava import scatter_image_features
-from ..qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, rotate_half
+from ..qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm
 
 
 @dataclass
@@ -240,12 +241,14 @@ class VisionMlp(nn.Cell):
 
 
 def apply_rotary_pos_emb_vision(q, k, cos, sin):
-    """q, k (N, H, D) rotated in float32 by cos/sin (N, D), cast back (HF computes the vision rotary in fp32)."""
+    """q, k (..., N, D) rotated in float32 by cos/sin (N, D), cast back (HF computes the vision rotary in fp32)."""
     dtype = q.dtype
     q, k = q.astype(ms.float32), k.astype(ms.float32)
-    cos, sin = cos.astype(ms.float32).unsqueeze(-2), sin.astype(ms.float32).unsqueeze(-2)
-    q_embed = q * cos + rotate_half(q) * sin
-    k_embed = k * cos + rotate_half(k) * sin
+    # (N, D) tables against (H, N, D): broadcast explicitly (a compiled graph keeps an implicit one's buffers)
+    cos = F.broadcast_operand(cos.astype(ms.float32), q.shape)
+    sin = F.broadcast_operand(sin.astype(ms.float32), q.shape)
+    q_embed = q * cos + F.rotate_half(q) * sin
+    k_embed = k * cos + F.rotate_half(k) * sin
     return q_embed.astype(dtype), k_embed.astype(dtype)
 
 
@@ -262,14 +265,16 @@ class VisionAttention(nn.Cell):
     def construct(self, hidden_states, attention_mask, position_embeddings):
         """hidden_states (N, dim) of all patches; attention_mask (1, 1, N, N) additive (which patches see which)."""
         seq_length = hidden_states.shape[0]
-        qkv = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        # one transpose to (3, H, N, D), then unbind: q, k, v in the heads-first layout attention takes, without
+        # indexing (N, 3, H, D) (three slow StridedSlice kernels in a compiled graph on CPU)
+        qkv = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, self.head_dim).transpose(1, 2, 0, 3)
+        query, key, value = F.unbind(qkv, 0)
         cos, sin = position_embeddings
         query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)
-        # (N, H, D) -> (1, H, N, D)
-        query, key, value = (x.swapaxes(0, 1).unsqueeze(0) for x in (query, key, value))
-        out, weights = F.attention(query, key, value, attn_mask=attention_mask, scale=self.scaling)
-        out = out[0].swapaxes(0, 1).reshape(seq_length, -1)
+        heads = (1, self.num_heads, seq_length, self.head_dim)
+        out, weights = F.attention(query.reshape(heads), key.reshape(heads), value.reshape(heads),
+                                   attn_mask=attention_mask, scale=self.scaling)
+        out = out.reshape(heads[1:]).swapaxes(0, 1).reshape(seq_length, -1)
         return self.proj(out), weights
 
 
@@ -756,7 +761,16 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
     def _prefill_inputs_embeds(self, input_ids, attention_mask, model_kwargs):
         """generate()'s prompt embeddings with the images / videos merged in and their M-RoPE positions (3, B, S)
         (PyNative, `rope_deltas` stored); a compiled step prefills them."""
-        kw = model_kwargs
+        kw = dict(model_kwargs)
+        if kw.get("mm_encoder_outputs") is None:
+            # the vision transformer runs compiled, one graph per patch grid (repeated image sizes reuse it)
+            encoded = {}
+            for modality, pixels_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
+                                                   ("video", "pixel_values_videos", "video_grid_thw")):
+                if kw.get(pixels_key) is not None:
+                    features = self._compiled_visual_features(kw.pop(pixels_key), kw.get(grid_key))
+                    encoded[modality] = {"pooler_output": (features,)}
+            kw["mm_encoder_outputs"] = encoded or None
         embeds = self.get_input_embeddings()(input_ids)
         embeds, _ = self.model.merge_visual_features(input_ids, embeds, kw.get("pixel_values"),
                                                      kw.get("pixel_values_videos"), kw.get("image_grid_thw"),
@@ -765,6 +779,19 @@ class Qwen2VLForConditionalGeneration(Qwen2VLPreTrainedModel, GenerationMixin):
             input_ids, embeds, kw.get("image_grid_thw"), kw.get("video_grid_thw"), attention_mask,
             mm_token_type_ids=kw.get("mm_token_type_ids"), second_per_grid_ts=kw.get("second_per_grid_ts"))
         return embeds, positions
+
+    def _compiled_visual_features(self, pixel_values, grid_thw):
+        """The vision transformer's merged features (tokens, text hidden size) of `pixel_values`, through a graph
+        compiled for the patch grid `grid_thw` (`run_compiled_part`)."""
+        if grid_thw is None:
+            raise ValueError("pixel_values / pixel_values_videos need their patch grids (image_grid_thw / "
+                             "video_grid_thw, (num_items, 3) as the processor returns them)")
+        visual = self.model.visual
+
+        def features(pixels, grid):
+            return visual(pixels.astype(visual.dtype), grid_thw=grid, return_dict=True)["pooler_output"]
+
+        return run_compiled_part(self, "visual", features, visual, pixel_values, grid_tuple(grid_thw))
 
     def _expand_generation_kwargs(self, model_kwargs, expand, input_ids):
         """Beams/return sequences repeat each row's own images and videos (patch rows, grids) as a group."""
