@@ -408,3 +408,94 @@ def test_native_decode_attention_matches_float64(b, h, h_kv, sq, sk, mask_shape,
     ref_w /= ref_w.sum(-1, keepdims=True)
     np.testing.assert_allclose(weights.asnumpy(), ref_w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.asnumpy(), ref_w @ v64, rtol=1e-5, atol=1e-5)
+
+
+# --- int8 activations (llama.cpp's method: native.quantized_linear_q8_op & co, quantization.activation_quantization) --
+
+
+def q8_blocks(x):
+    """x (M, K) float32 rounded to int8 blocks of 32 as the kernels' rule: d = max|x| / 127, q = rint(x * (1 / d))
+    (float32 arithmetic), s = d * sum(q). Returns q (M, K / 32, 32) int64, d and s (M, K / 32) float64."""
+    blocks = x.reshape(x.shape[0], -1, 32).astype(np.float32)
+    d = np.abs(blocks).max(-1) / np.float32(127)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
+    q = np.rint(blocks * inv[..., None]).astype(np.int64)
+    return q, d.astype(np.float64), d.astype(np.float64) * q.sum(-1)
+
+
+def q8_reference(bits, x, arrays):
+    """float64 value of the kernels' formula: sum_b scale_b d_b sum_j q_w q_x (+ min_b s_b), and a bound of the
+    float32 summation error: 1e-6 per term times the sum of |terms|, the integer sums taken as sum_j |q_w q_x| (the
+    kernels convert partial integer sums to float32 before adding them up)."""
+    q, d, s = q8_blocks(x)
+    w = reference_dequantize(bits, {**arrays, "weight_min": np.zeros_like(arrays["weight_scale"])}
+                             if bits == 4 else arrays)
+    group = x.shape[1] // arrays["weight_scale"].shape[1]
+    scale = np.repeat(arrays["weight_scale"], group // 32, axis=1).astype(np.float64)  # per block of 32
+    qw = np.rint(w.astype(np.float64) / np.repeat(scale, 32, axis=1)).reshape(w.shape[0], -1, 32) if bits == 4 else \
+        arrays["weight_packed"].astype(np.int64).reshape(w.shape[0], -1, 32)
+    qw = np.nan_to_num(qw).astype(np.int64)
+    isum = np.einsum("mbj,nbj->mnb", q, qw)  # exact integers
+    terms = isum * (scale[None] * d[:, None])
+    magnitude = np.einsum("mbj,nbj->mnb", np.abs(q), np.abs(qw)) * (scale[None] * d[:, None])
+    if bits == 4:
+        mins = np.repeat(arrays["weight_min"], group // 32, axis=1).astype(np.float64)
+        terms = np.concatenate([terms, mins[None] * s[:, None]], axis=-1)
+        magnitude = np.concatenate([magnitude, np.abs(mins[None] * s[:, None])], axis=-1)
+    return terms.sum(-1), 1e-6 * terms.shape[-1] * magnitude.sum(-1) + 1e-30
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("rows, n, k, group_size", [(1, 96, 64, 32), (1, 257, 576, 32), (3, 41, 224, 32),
+                                                    (2, 40, 384, 128), (1, 1, 32, 32)])
+def test_q8_activation_kernel_matches_numpy_reference_of_the_same_math(bits, rows, n, k, group_size):
+    rng = np.random.default_rng(rows * 5 + n + k + bits)
+    arrays = random_packed(rng, bits, n, k, group_size)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    if k > 32:
+        x[0, :32] = 0.0  # an all-zero block (d = 0)
+    out = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, arrays)).asnumpy()
+    ref, bound = q8_reference(bits, x, arrays)
+    assert out.shape == (rows, n) and out.dtype == np.float32
+    assert (np.abs(out - ref) <= bound).all(), np.abs(out - ref).max()
+    # and close to the exact product: the rounding of x (|dx| <= d / 2 per element) bounds the difference
+    exact = x.astype(np.float64) @ reference_dequantize(bits, arrays).astype(np.float64).T
+    _, d, _ = q8_blocks(x)
+    w = np.abs(reference_dequantize(bits, arrays).astype(np.float64)).reshape(n, -1, 32).sum(-1)
+    assert (np.abs(out - exact) <= 0.5 * (d @ w.T) * (1 + 1e-5) + bound).all()
+    assert np.abs(out - exact).max() > 0  # the activations are rounded: not the exact kernel
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_q8_fused_kernels_equal_the_single_q8_product(bits):
+    rng = np.random.default_rng(11 + bits)
+    k = 192
+    weights = [random_packed(rng, bits, n, k, 32) for n in (64, 32, 32)]
+    x = rng.standard_normal((2, k)).astype(np.float32)
+    singles = [native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, a)).asnumpy() for a in weights]
+    outs = native.quantized_linear3_q8_op(bits)(ms.Tensor(x), *[t for a in weights for t in _args(bits, a)])
+    for out, single in zip(outs, singles):
+        np.testing.assert_array_equal(out.asnumpy(), single)
+    gate, up = random_packed(rng, bits, 48, k, 32), random_packed(rng, bits, 48, k, 32)
+    g = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, gate)).asnumpy()
+    u = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, up)).asnumpy()
+    out = native.silu_gate_up_q8_op(bits)(ms.Tensor(x), *_args(bits, gate), *_args(bits, up)).asnumpy()
+    g = g.astype(np.float64)
+    np.testing.assert_allclose(out, g / (1 + np.exp(-g)) * u, rtol=2e-6, atol=1e-7)
+
+
+def test_activation_quantization_option_selects_the_kernel(monkeypatch):
+    rng = np.random.default_rng(5)
+    arrays = random_packed(rng, 4, 24, 64, 32)
+    x = ms.Tensor(rng.standard_normal((1, 64)).astype(np.float32))
+    args = _args(4, arrays)
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")
+    exact = Q.quantized_linear(x, *args, None, 4).asnumpy()
+    np.testing.assert_array_equal(exact, native.quantized_linear_op(4)(x, *args).asnumpy())
+    monkeypatch.delenv(Q.ACTIVATIONS_ENV)
+    assert Q.activation_quantization() == "q8"
+    np.testing.assert_array_equal(Q.quantized_linear(x, *args, None, 4).asnumpy(),
+                                  native.quantized_linear_q8_op(4)(x, *args).asnumpy())
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "int4")
+    with pytest.raises(ValueError, match="MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"):
+        Q.activation_quantization()

@@ -309,3 +309,23 @@ def decode_attention_op():
     (softmax(q k^T * scale + mask) v (B, Hk, R, Dv), the weights (B, Hk, R, S)); float32; R = n_rep * Sq query
     rows per kv head (see the kernel's comment for the mask's broadcasting). No gradient."""
     return _custom("DecodeAttention", _decode_attention_shape, _float32_x2)
+
+
+# --- packed products with int8 activations (llama.cpp's method; cpu_kernels.cc: "with int8 activations") -------------
+
+
+def quantized_linear_q8_op(bits: int):
+    """As `quantized_linear_op`, but each row of x is first rounded to int8 in blocks of 32 (per block
+    d = max|x| / 127, q = rint(x / d)) and the products are integer dot products (AVX512-VNNI where available):
+    x @ dequantize(W)^T with x quantized, not the exact product. None when native kernels are unavailable."""
+    return _custom({8: "QLinearInt8Q8", 4: "QLinearInt4Q8"}[bits], _quantized_linear_shape, _float32)
+
+
+def quantized_linear3_q8_op(bits: int):
+    """`quantized_linear3_op` with x rounded to int8 blocks as `quantized_linear_q8_op` (once for the three)."""
+    return _custom({8: "QLinear3Int8Q8", 4: "QLinear3Int4Q8"}[bits], _quantized_linear3_shape, _float32_x3)
+
+
+def silu_gate_up_q8_op(bits: int):
+    """`silu_gate_up_op` with x rounded to int8 blocks as `quantized_linear_q8_op` (once for both products)."""
+    return _custom({8: "QSiluGateUpInt8Q8", 4: "QSiluGateUpInt4Q8"}[bits], _quantized_linear_shape, _float32)

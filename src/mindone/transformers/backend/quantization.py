@@ -18,6 +18,7 @@ x @ dequantize(W)^T in float32 and agree up to float32 summation order.
 """
 
 import logging
+import os
 
 import mindspore as ms
 import numpy as np
@@ -41,6 +42,29 @@ _DIRECT = {bits: native.quantized_linear_op(bits) for bits in (8, 4)}
 _DEQUANTIZE = {bits: native.dequantize_op(bits) for bits in (8, 4)}
 _DIRECT3 = {bits: native.quantized_linear3_op(bits) for bits in (8, 4)}
 _SILU_GATE_UP = {bits: native.silu_gate_up_op(bits) for bits in (8, 4)}
+# the same with x rounded to int8 blocks (llama.cpp's method; activation_quantization() == "q8")
+_DIRECT_Q8 = {bits: native.quantized_linear_q8_op(bits) for bits in (8, 4)}
+_DIRECT3_Q8 = {bits: native.quantized_linear3_q8_op(bits) for bits in (8, 4)}
+_SILU_GATE_UP_Q8 = {bits: native.silu_gate_up_q8_op(bits) for bits in (8, 4)}
+ACTIVATIONS_ENV = "MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"
+
+
+def activation_quantization() -> str:
+    """How the decode-step kernels (few rows of x, native kernels) treat the activations, from the environment
+    variable MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS: "q8" (default) rounds each row of x to int8 in blocks of 32
+    and multiplies integers (llama.cpp's method: faster, slightly different numbers), "float" keeps x float32 (the
+    exact product x @ dequantize(W)^T). Read when a graph is traced (the compiled-graph cache keys on it); prefill
+    (more rows) always multiplies float32 x by the dequantised weights."""
+    value = os.environ.get(ACTIVATIONS_ENV, "q8").strip().lower()
+    if value not in ("q8", "float"):
+        raise ValueError(f"{ACTIVATIONS_ENV}={value!r}: expected 'q8' or 'float'")
+    return value
+
+
+def _kernel(bits, exact, q8):
+    """The decode-step kernel of `bits` from the exact table or its int8-activation twin, per
+    `activation_quantization()`."""
+    return q8[bits] if activation_quantization() == "q8" else exact[bits]
 
 
 # --- NumPy: packing, quantisation, dequantisation ---------------------------------------------------------------------
@@ -119,7 +143,7 @@ def quantized_linear(x, packed, scale, mins, bias, bits):
         x = x.astype(ms.float32)
     args = (packed, scale) if bits == 8 else (packed, scale, mins)
     native_ok = runtime.native_ops_allowed()  # in graphs only generate()'s compiled steps (runtime.native_ops_in_graph)
-    direct = _DIRECT[bits] if native_ok else None
+    direct = _kernel(bits, _DIRECT, _DIRECT_Q8) if native_ok else None
     if direct is not None and x.shape[0] <= DIRECT_ROWS:
         out = direct(x, *args)
     else:
@@ -212,7 +236,7 @@ def fused_projections(x, first, second, third):
     q / k / v projections; biases added after): one kernel call for a decode step's rows. float32 x."""
     if _direct_rows(x, first.bits, _DIRECT3):
         shape = x.shape
-        outs = _DIRECT3[first.bits](x.reshape(-1, shape[-1]), *_packed_args(first), *_packed_args(second),
+        outs = _kernel(first.bits, _DIRECT3, _DIRECT3_Q8)(x.reshape(-1, shape[-1]), *_packed_args(first), *_packed_args(second),
                                     *_packed_args(third))
         return tuple(_add_bias(out, cell.bias).reshape(shape[:-1] + (cell.out_features,))
                      for out, cell in zip(outs, (first, second, third)))
@@ -228,7 +252,7 @@ def fused_silu_gate_up(x, gate, up, act_fn):
     act_fn SiLU (a SwiGLU MLP): one kernel call for a decode step's rows. float32 x."""
     if _direct_rows(x, gate.bits, _SILU_GATE_UP):
         shape = x.shape
-        out = _SILU_GATE_UP[gate.bits](x.reshape(-1, shape[-1]), *_packed_args(gate), *_packed_args(up))
+        out = _kernel(gate.bits, _SILU_GATE_UP, _SILU_GATE_UP_Q8)(x.reshape(-1, shape[-1]), *_packed_args(gate), *_packed_args(up))
         return out.reshape(shape[:-1] + (gate.out_features,))
     return act_fn(gate(x)) * up(x)
 

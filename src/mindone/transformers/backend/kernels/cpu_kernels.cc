@@ -844,3 +844,331 @@ extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **
   return 0;
 }
 // ===================================================================== end of weight-only quantized linear layers ====
+
+
+// =====================================================================================================================
+// Quantized products with int8 activations (llama.cpp's method; quantization.py: ACTIVATIONS == "q8")
+// =====================================================================================================================
+// The exact kernels above multiply float32 x by the packed weights. These quantize each row of x once per call to
+// int8 blocks of 32 (llama.cpp's Q8_1 / Q8_0 rule):
+//   per block b: d = max|x| / 127, q = rint(x * (1 / d)) (q = 0 when d = 0), s = d * sum(q)
+// and then multiply integers:
+//   int4: y = sum_b (scale[b] * d[b]) * sum_{j in b} q4_j * q_j + min[b] * s[b]      (scale, min: the block's group)
+//   int8: y = sum_b (scale[b] * d[b]) * sum_{j in b} q8_j * q_j
+// i.e. x @ dequantize(W)^T with x rounded to 8 bits per block (not the same numbers as the exact kernels). With
+// AVX512-VNNI (-march=native on a CPU that has it) the integer dot products are `vpdpbusd` (u8 x s8 -> s32, four
+// products per lane): int4 nibbles (0..15) are the unsigned operand; for int8 weights |q| is the unsigned one and
+// the weight takes q's sign. Without it: plain loops (same formula, float32 sums in another order).
+// Entry points: QLinearInt8Q8 / QLinearInt4Q8, QLinear3Int8Q8 / QLinear3Int4Q8, QSiluGateUpInt8Q8 / Int4Q8, with
+// the inputs and outputs of the exact kernels of the same name without "Q8".
+namespace q8act {
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#define Q8ACT_VNNI 1
+#endif
+
+// x's rows quantized. Layout per row (VNNI, int4): per quad of 4 blocks 128 bytes, the first 64 the low halves
+// (elements 0..15) of the 4 blocks, the next 64 their high halves, to meet a 64-byte load of 4 blocks of nibbles
+// (low nibbles: elements 0..15); dx: per quad 16 floats, block i's d on lanes 4i..4i+3.
+// (VNNI, int8): per pair of blocks 64 bytes of |q|, a 64-bit mask of q < 0, dx: block i's d on lanes 8i..8i+7.
+// (portable): q in element order, dx: d per block. s: d * sum(q) per block (int4). Blocks past the row: zero.
+struct Act {
+  const int8_t *q;
+  const uint64_t *neg;
+  const float *dx, *s;
+  int64_t row_bytes, row_dx, row_s;  // strides between rows
+};
+
+static uint8_t *scratch(size_t n) {
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < n + 64) buffer.resize(n + 64);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<uint8_t *>((p + 63) & ~static_cast<uintptr_t>(63));
+}
+
+// one block of 32 values: q, d, s
+static inline void quantize_block(const float *x, int8_t *q, float *d_out, float *s_out) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; j++) amax = std::fmax(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  int sum = 0;
+  for (int j = 0; j < 32; j++) {
+    const int v = static_cast<int>(std::nearbyint(x[j] * id));
+    q[j] = static_cast<int8_t>(v);
+    sum += v;
+  }
+  *d_out = d;
+  *s_out = d * static_cast<float>(sum);
+}
+
+static Act quantize_rows(const float *x, int64_t M, int64_t K, int bits) {
+  const int64_t nb = K / 32;
+#ifdef Q8ACT_VNNI
+  const int64_t per = bits == 4 ? 4 : 2, nu = (nb + per - 1) / per;  // units: quads (int4) or pairs (int8)
+  const int64_t row_bytes = nu * 64 * (bits == 4 ? 2 : 1), row_dx = nu * 16, row_s = nu * per;
+  const int64_t row_neg = bits == 8 ? nu : 0;
+#else
+  const int64_t row_bytes = nb * 32, row_dx = nb, row_s = nb, row_neg = 0;
+#endif
+  const size_t bytes = M * row_bytes, dxb = M * row_dx * 4, sb = M * row_s * 4, nb_ = M * row_neg * 8;
+  uint8_t *mem = scratch(bytes + dxb + sb + nb_ + 256);
+  int8_t *q = reinterpret_cast<int8_t *>(mem);
+  float *dx = reinterpret_cast<float *>(mem + ((bytes + 63) & ~size_t(63)));
+  float *s = dx + M * row_dx;
+  uint64_t *neg = reinterpret_cast<uint64_t *>(s + M * row_s + 1);
+  neg = reinterpret_cast<uint64_t *>((reinterpret_cast<uintptr_t>(neg) + 7) & ~uintptr_t(7));
+  for (size_t i = 0; i < bytes; i++) q[i] = 0;
+  for (int64_t i = 0; i < M * row_dx; i++) dx[i] = 0.0f;
+  for (int64_t i = 0; i < M * row_s; i++) s[i] = 0.0f;
+  for (int64_t i = 0; i < M * row_neg; i++) neg[i] = 0;
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t b = 0; b < nb; b++) {
+      int8_t blk[32];
+      float d;
+      quantize_block(x + m * K + b * 32, blk, &d, s + m * row_s + b);
+#ifdef Q8ACT_VNNI
+      if (bits == 4) {
+        int8_t *quad = q + m * row_bytes + (b / 4) * 128 + (b % 4) * 16;
+        for (int t = 0; t < 16; t++) {
+          quad[t] = blk[t];
+          quad[64 + t] = blk[16 + t];
+        }
+        for (int l = 0; l < 4; l++) dx[m * row_dx + (b / 4) * 16 + (b % 4) * 4 + l] = d;
+      } else {
+        int8_t *pair = q + m * row_bytes + (b / 2) * 64 + (b % 2) * 32;
+        uint64_t bits_neg = 0;
+        for (int t = 0; t < 32; t++) {
+          pair[t] = static_cast<int8_t>(blk[t] < 0 ? -blk[t] : blk[t]);
+          bits_neg |= static_cast<uint64_t>(blk[t] < 0) << t;
+        }
+        neg[m * row_neg + b / 2] |= bits_neg << ((b % 2) * 32);
+        for (int l = 0; l < 8; l++) dx[m * row_dx + (b / 2) * 16 + (b % 2) * 8 + l] = d;
+      }
+#else
+      for (int t = 0; t < 32; t++) q[m * row_bytes + b * 32 + t] = blk[t];
+      dx[m * row_dx + b] = d;
+#endif
+    }
+  return Act{q, neg, dx, s, row_bytes, row_dx, row_s};
+}
+
+// sum_b min[b's group] * s[b]
+static inline float min_term(const float *mn, const float *s, int64_t nb, int64_t G) {
+  float acc[16] = {0};
+  if (G == 32) {
+    int64_t b = 0;
+    for (; b + 16 <= nb; b += 16)
+      for (int j = 0; j < 16; j++) acc[j] = fmadd(mn[b + j], s[b + j], acc[j]);
+    for (; b < nb; b++) acc[0] = fmadd(mn[b], s[b], acc[0]);
+  } else {
+    for (int64_t b = 0; b < nb; b++) acc[b % 16] = fmadd(mn[b * 32 / G], s[b], acc[b % 16]);
+  }
+  float t = 0.0f;
+  for (int j = 0; j < 16; j++) t += acc[j];
+  return t;
+}
+
+#ifdef Q8ACT_VNNI
+// scales of blocks b0.. b0 + n - 1 (n = 4 or 2; 0 past nb), each repeated over 16 / n lanes
+static inline __m512 block_scales(const float *scale, int64_t b0, int64_t nb, int64_t G, int n) {
+  float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (G == 32 && b0 + n <= nb) {
+    for (int i = 0; i < n; i++) t[i] = scale[b0 + i];
+  } else {
+    for (int i = 0; i < n; i++) t[i] = b0 + i < nb ? scale[(b0 + i) * 32 / G] : 0.0f;
+  }
+  const __m512i idx = n == 4 ? _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)
+                             : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(t)));
+}
+
+// two int4 rows (w0, w1: nb * 16 bytes) with one quantized row of x
+static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s0, const float *s1, const float *m0,
+                            const float *m1, const int8_t *xq, const float *dx, const float *xs, int64_t nb,
+                            int64_t G, float *y0, float *y1) {
+  const __m512i low = _mm512_set1_epi8(15), zero = _mm512_setzero_si512();
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  const int64_t nq = (nb + 3) / 4;
+  for (int64_t j = 0; j < nq; j++) {
+    __m512i b0, b1;
+    if (4 * j + 4 <= nb) {
+      b0 = _mm512_loadu_si512(w0 + 64 * j);
+      b1 = _mm512_loadu_si512(w1 + 64 * j);
+    } else {
+      const __mmask64 k = (1ULL << ((nb - 4 * j) * 16)) - 1;
+      b0 = _mm512_maskz_loadu_epi8(k, w0 + 64 * j);
+      b1 = _mm512_maskz_loadu_epi8(k, w1 + 64 * j);
+    }
+    const __m512i xl = _mm512_load_si512(xq + 128 * j), xh = _mm512_load_si512(xq + 128 * j + 64);
+    const __m512i i0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, _mm512_and_si512(b0, low), xl),
+                                           _mm512_and_si512(_mm512_srli_epi16(b0, 4), low), xh);
+    const __m512i i1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, _mm512_and_si512(b1, low), xl),
+                                           _mm512_and_si512(_mm512_srli_epi16(b1, 4), low), xh);
+    const __m512 d = _mm512_load_ps(dx + 16 * j);
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 4 * j, nb, G, 4), d), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 4 * j, nb, G, 4), d), a1);
+  }
+  *y0 = _mm512_reduce_add_ps(a0) + min_term(m0, xs, nb, G);
+  *y1 = _mm512_reduce_add_ps(a1) + min_term(m1, xs, nb, G);
+}
+
+// two int8 rows (w0, w1: nb * 32 bytes) with one quantized row of x (|q| bytes, sign masks)
+static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0, const float *s1, const int8_t *xq,
+                            const uint64_t *neg, const float *dx, int64_t nb, int64_t G, float *y0, float *y1) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  const int64_t np = (nb + 1) / 2;
+  for (int64_t p = 0; p < np; p++) {
+    __m512i b0, b1;
+    if (2 * p + 2 <= nb) {
+      b0 = _mm512_loadu_si512(w0 + 64 * p);
+      b1 = _mm512_loadu_si512(w1 + 64 * p);
+    } else {
+      b0 = _mm512_maskz_loadu_epi8(0xFFFFFFFFULL, w0 + 64 * p);
+      b1 = _mm512_maskz_loadu_epi8(0xFFFFFFFFULL, w1 + 64 * p);
+    }
+    const __mmask64 k = neg[p];
+    const __m512i ax = _mm512_load_si512(xq + 64 * p);
+    const __m512i i0 = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(b0, k, zero, b0));
+    const __m512i i1 = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(b1, k, zero, b1));
+    const __m512 d = _mm512_load_ps(dx + 16 * p);
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 2 * p, nb, G, 2), d), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 2 * p, nb, G, 2), d), a1);
+  }
+  *y0 = _mm512_reduce_add_ps(a0);
+  *y1 = _mm512_reduce_add_ps(a1);
+}
+#else
+static inline float q4_row(const uint8_t *w, const float *scale, const float *mn, const int8_t *xq, const float *dx,
+                           const float *xs, int64_t nb, int64_t G) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; b++) {
+    int32_t isum = 0;
+    for (int t = 0; t < 16; t++)
+      isum += static_cast<int32_t>(w[b * 16 + t] & 15) * xq[b * 32 + t] +
+              static_cast<int32_t>(w[b * 16 + t] >> 4) * xq[b * 32 + 16 + t];
+    acc = fmadd(static_cast<float>(isum), scale[b * 32 / G] * dx[b], acc);
+  }
+  return acc + min_term(mn, xs, nb, G);
+}
+
+static inline float q8_row(const int8_t *w, const float *scale, const int8_t *xq, const float *dx, int64_t nb,
+                           int64_t G) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; b++) {
+    int32_t isum = 0;
+    for (int t = 0; t < 32; t++) isum += static_cast<int32_t>(w[b * 32 + t]) * xq[b * 32 + t];
+    acc = fmadd(static_cast<float>(isum), scale[b * 32 / G] * dx[b], acc);
+  }
+  return acc;
+}
+#endif
+
+// y (M, ldy) columns [n0, n1) of x @ W^T from x's quantized rows
+static void product_rows(int bits, const Act &a, const PackedWeight &w, float *y, int64_t M, int64_t K, int64_t ldy,
+                         int64_t n0, int64_t n1) {
+  const int64_t nb = K / 32, groups = K / w.G, G = w.G;
+  for (int64_t m = 0; m < M; m++) {
+    const int8_t *xq = a.q + m * a.row_bytes;
+    const float *dx = a.dx + m * a.row_dx, *xs = a.s + m * a.row_s;
+    float *ym = y + m * ldy;
+    if (bits == 4) {
+      const uint8_t *q = static_cast<const uint8_t *>(w.q);
+#ifdef Q8ACT_VNNI
+      int64_t n = n0;
+      for (; n + 2 <= n1; n += 2)
+        q4_rows2(q + n * K / 2, q + (n + 1) * K / 2, w.scale + n * groups, w.scale + (n + 1) * groups,
+                 w.mn + n * groups, w.mn + (n + 1) * groups, xq, dx, xs, nb, G, ym + n, ym + n + 1);
+      if (n < n1) {
+        float dummy;
+        q4_rows2(q + n * K / 2, q + n * K / 2, w.scale + n * groups, w.scale + n * groups, w.mn + n * groups,
+                 w.mn + n * groups, xq, dx, xs, nb, G, ym + n, &dummy);
+      }
+#else
+      for (int64_t n = n0; n < n1; n++)
+        ym[n] = q4_row(q + n * K / 2, w.scale + n * groups, w.mn + n * groups, xq, dx, xs, nb, G);
+#endif
+    } else {
+      const int8_t *q = static_cast<const int8_t *>(w.q);
+#ifdef Q8ACT_VNNI
+      const uint64_t *neg = a.neg + m * (a.row_dx / 16);
+      int64_t n = n0;
+      for (; n + 2 <= n1; n += 2)
+        q8_rows2(q + n * K, q + (n + 1) * K, w.scale + n * groups, w.scale + (n + 1) * groups, xq, neg, dx, nb, G,
+                 ym + n, ym + n + 1);
+      if (n < n1) {
+        float dummy;
+        q8_rows2(q + n * K, q + n * K, w.scale + n * groups, w.scale + n * groups, xq, neg, dx, nb, G, ym + n,
+                 &dummy);
+      }
+#else
+      for (int64_t n = n0; n < n1; n++) ym[n] = q8_row(q + n * K, w.scale + n * groups, xq, dx, nb, G);
+#endif
+    }
+  }
+}
+
+static void product(int bits, const Act &a, const PackedWeight &w, float *y, int64_t M, int64_t K, int64_t ldy) {
+  product_rows(bits, a, w, y, M, K, ldy, 0, w.N);
+}
+
+static int linear(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != (bits == 8 ? 4 : 5)) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight w;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &w)) return err;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  product(bits, a, w, static_cast<float *>(params[nparam - 1]), M, K, w.N);
+  return 0;
+}
+
+static int linear3(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 3 * per + 3) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight w[3];
+  for (int i = 0; i < 3; i++)
+    if (int err = packed_weight(params, ndims, shapes, 1 + i * per, bits, K, &w[i])) return err;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  for (int i = 0; i < 3; i++) product(bits, a, w[i], static_cast<float *>(params[1 + 3 * per + i]), M, K, w[i].N);
+  return 0;
+}
+
+static int silu_gate_up(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 2 * per + 1) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight gate, up;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (gate.N != up.N) return 6;
+  const int64_t N = gate.N;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  float *y = static_cast<float *>(params[nparam - 1]);
+  float *g = gate_buffer(M * N);
+  product(bits, a, gate, g, M, K, N);
+  product(bits, a, up, y, M, K, N);
+  for (int64_t i = 0; i < M * N; i++) {
+    const float sigmoid = 1.0f / (1.0f + std::exp(-g[i]));
+    y[i] = (g[i] * sigmoid) * y[i];
+  }
+  return 0;
+}
+
+}  // namespace q8act
+
+#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
+  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
+                      void *extra) {                                                                                \
+    (void)stream, (void)extra, (void)dtypes;                                                                        \
+    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
+  }
+Q8ACT_ENTRY(QLinearInt8Q8, linear, 8)
+Q8ACT_ENTRY(QLinearInt4Q8, linear, 4)
+Q8ACT_ENTRY(QLinear3Int8Q8, linear3, 8)
+Q8ACT_ENTRY(QLinear3Int4Q8, linear3, 4)
+Q8ACT_ENTRY(QSiluGateUpInt8Q8, silu_gate_up, 8)
+Q8ACT_ENTRY(QSiluGateUpInt4Q8, silu_gate_up, 4)
+#undef Q8ACT_ENTRY
+// ============================================================ end of quantized products with int8 activations ====
