@@ -9,6 +9,8 @@ relative); `dequantize` (native kernel and MindSpore-ops route) equals the NumPy
 
 import json
 import os
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -147,7 +149,8 @@ IDS = np.array([[5, 17, 42, 8, 77, 3, 61]], np.int64)
 
 
 @pytest.mark.parametrize("weights", ["int8", "int4"])
-def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, tmp_path, weights):
+def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, tmp_path, weights, monkeypatch):
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")  # the exact decode kernels (q8: test_q8_activations_in_a_model)
     config = QuantoConfig(weights=weights, modules_to_not_convert=[])
     model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
     # the output layer: int8 under int4 weights unless output_layer_weights says otherwise
@@ -218,7 +221,8 @@ def test_quanto_config_itself_refuses_int3_and_keep_quantized_needs_gguf(tiny_ll
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_gguf_blocks_kept_as_stored_equal_the_dense_gguf_load(tmp_path, tied):
+def test_gguf_blocks_kept_as_stored_equal_the_dense_gguf_load(tmp_path, tied, monkeypatch):
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")  # the exact decode kernels
     write_tiny_gguf(tmp_path / "tiny.gguf", tied=tied)
     kept = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", keep_quantized=True)
     dense = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf")
@@ -499,3 +503,71 @@ def test_activation_quantization_option_selects_the_kernel(monkeypatch):
     monkeypatch.setenv(Q.ACTIVATIONS_ENV, "int4")
     with pytest.raises(ValueError, match="MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"):
         Q.activation_quantization()
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_native_threads_split_rows_without_changing_the_numbers(bits):
+    """native.set_threads(2): the q8 products and LinearNT split their output rows over a worker thread; each row is
+    computed by the same code, so the outputs equal the one-thread outputs bit for bit (also after many calls)."""
+    rng = np.random.default_rng(21 + bits)
+    arrays = random_packed(rng, bits, 300, 576, 32)
+    x = ms.Tensor(rng.standard_normal((2, 576)).astype(np.float32))
+    w = ms.Tensor(rng.standard_normal((300, 576)).astype(np.float32))
+    q8, nt = native.quantized_linear_q8_op(bits), native.linear_nt_op()
+    try:
+        native.set_threads(1)
+        one = q8(x, *_args(bits, arrays)).asnumpy(), nt(x, w).asnumpy()
+        native.set_threads(2)
+        for _ in range(20):
+            two = q8(x, *_args(bits, arrays)).asnumpy(), nt(x, w).asnumpy()
+            np.testing.assert_array_equal(two[0], one[0])
+            np.testing.assert_array_equal(two[1], one[1])
+    finally:
+        native.set_threads(0)
+
+
+def test_q8_portable_fallback_matches_the_reference(tmp_path):
+    """The int8-activation kernels built without -march=native (no VNNI / AVX-512: the plain loops) against the
+    same NumPy reference, in a process whose kernel library is built with the portable flags only."""
+    code = (
+        "import numpy as np, mindspore as ms\n"
+        "from mindone.transformers.backend import native\n"
+        "native._FLAG_SETS = (native._FLAG_SETS[-1],)\n"
+        "assert '-march=native' not in native._FLAG_SETS[0]\n"
+        "from tests.backend.test_quantization import random_packed, q8_reference, _args\n"
+        "rng = np.random.default_rng(0)\n"
+        "for bits in (8, 4):\n"
+        "    for n, k, g in ((33, 224, 32), (17, 256, 128)):\n"
+        "        arrays = random_packed(rng, bits, n, k, g)\n"
+        "        x = rng.standard_normal((2, k)).astype(np.float32)\n"
+        "        out = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, arrays)).asnumpy()\n"
+        "        ref, bound = q8_reference(bits, x, arrays)\n"
+        "        assert (np.abs(out - ref) <= bound).all(), (bits, np.abs(out - ref).max())\n"
+        "print('ok')\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, MINDONE_TRANSFORMERS_CACHE=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                         cwd=root)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_q8_activations_in_a_model_stay_close_to_the_dequantized_model(tiny_llama, weights, monkeypatch):
+    """The default decode kernels (int8 activations) in a quantized tiny Llama: one-token logits within the
+    activations' rounding of the dequantized model's, and greedy generate() (compiled steps, fused q/k/v and
+    gate/up) gives the dequantized model's tokens here; MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS=float gives the
+    exact kernels' logits."""
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=QuantoConfig(
+        weights=weights, modules_to_not_convert=[]))
+    dense = dequantized_twin(tiny_llama, model)
+    ids = ms.Tensor(IDS)
+    assert Q.activation_quantization() == "q8"
+    ours, ref = model(ids[:, :1]).logits.asnumpy(), dense(ids[:, :1]).logits.asnumpy()
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert 0 < err < 0.02, err
+    tokens = model.generate(ids, max_new_tokens=8, do_sample=False).asnumpy()
+    np.testing.assert_array_equal(tokens, dense.generate(ids, max_new_tokens=8, do_sample=False).asnumpy())
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")
+    exact = model(ids[:, :1]).logits.asnumpy()
+    np.testing.assert_allclose(exact, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

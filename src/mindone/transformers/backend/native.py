@@ -112,6 +112,8 @@ def library_path():
                     path = None
         _state["path"] = path
         _state["loaded"] = True
+        if path is not None and _THREADS["n"]:
+            _apply_threads()
         return path
 
 
@@ -329,3 +331,24 @@ def quantized_linear3_q8_op(bits: int):
 def silu_gate_up_q8_op(bits: int):
     """`silu_gate_up_op` with x rounded to int8 blocks as `quantized_linear_q8_op` (once for both products)."""
     return _custom({8: "QSiluGateUpInt8Q8", 4: "QSiluGateUpInt4Q8"}[bits], _quantized_linear_shape, _float32)
+
+
+# --- threads of the native kernels (cpu_kernels.cc: section "worker threads") ---------------------------------------
+
+_THREADS = {"n": 0}
+
+
+def set_threads(num_threads: int) -> None:
+    """Number of threads the native kernels that split their output rows use (LinearNT, the int8-activation
+    products); 0 or less: the CPUs of the process's affinity mask (the default). `runtime.set_threads` calls it, so
+    the kernels follow MindSpore's thread setting. Applied now if the library is loaded, else when it loads."""
+    _THREADS["n"] = int(num_threads)
+    if _state["loaded"] and _state["path"] is not None:
+        _apply_threads()
+
+
+def _apply_threads():
+    import ctypes
+
+    # the same file MindSpore's custom ops load: dlopen returns the one loaded copy, so this sets its state
+    ctypes.CDLL(_state["path"]).NativeSetThreads(ctypes.c_int(_THREADS["n"]))

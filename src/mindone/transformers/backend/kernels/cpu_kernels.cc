@@ -3,10 +3,11 @@
 //   int Name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
 // with params = inputs then outputs. Plain C++: the loops are written so that the compiler vectorises them for the
 // machine it runs on (-O3 -march=native). Built with -ffp-contract=off: a multiply-add is fused only where `fmadd`
-// is written (so AdamW rounds exactly like torch's fused kernel). Single-threaded: with 2 cores, splitting the
-// columns of LinearNT over OpenMP threads made the decode step ~1.7x slower (libgomp's spinning threads compete
-// with MindSpore's own pool; passive waiting is a process-wide setting MindSpore has already fixed when it loaded
-// libgomp), and one thread of this loop is as fast as MindSpore's 2-thread MatMul on a matrix-vector product.
+// is written (so AdamW rounds exactly like torch's fused kernel). Threads: OpenMP is not used (splitting the
+// columns of LinearNT over OpenMP threads made the decode step ~1.7x slower with 2 cores: libgomp's spinning
+// threads compete with MindSpore's own pool, and passive waiting is a process-wide setting MindSpore has already
+// fixed when it loaded libgomp); LinearNT and the int8-activation products split their output rows over the small
+// worker pool of section "worker threads" (short spin, then sleep), the other kernels are single-threaded.
 #include <cmath>
 #include <cstdint>
 
@@ -48,6 +49,162 @@ static void linear_nt_columns(const float *x, const float *w, float *y, int64_t 
   }
 }
 
+// ==== worker threads of the native kernels (native_pool; native.py: set_threads) ====================================
+// The decode-step kernels (one or few rows of x) split their output rows over the threads MindSpore was given
+// (runtime.set_threads -> native.set_threads -> NativeSetThreads; default: the CPUs of the process's affinity mask).
+// OpenMP was slower here (libgomp's threads spin for long and compete with MindSpore's pool): these are T - 1
+// persistent workers that spin for a short while after each job (MINDONE_TRANSFORMERS_NATIVE_SPIN_US, default 50 us:
+// a decode step launches the next product within tens of microseconds) and then sleep on a condition variable. The
+// caller runs the first part itself. A call made while another is running (another MindSpore thread) runs
+// single-threaded; a forked child starts without workers.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <pthread.h>
+#include <sched.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NATIVE_POOL_PAUSE() _mm_pause()
+#else
+#define NATIVE_POOL_PAUSE() std::this_thread::yield()
+#endif
+
+namespace native_pool {
+
+typedef void (*Fn)(const void *ctx, int64_t begin, int64_t end);
+
+struct State {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<uint64_t> generation{0};
+  std::atomic<int> pending{0}, waiting{0}, workers{0}, threads{0};
+  std::atomic<bool> busy{false};
+  // the current job (written before `generation` is bumped)
+  Fn fn = nullptr;
+  const void *ctx = nullptr;
+  int64_t n = 0, chunk = 0;
+  int64_t spin_ns = 50000;
+};
+
+// never destroyed (workers may outlive static destructors); replaced in a forked child, which has no workers
+static State *g_state = new State();
+static State &state() { return *g_state; }
+
+static void after_fork_in_child() {
+  State *fresh = new State();  // the parent's state is left as it was (its mutex may be held by a lost worker)
+  fresh->threads.store(g_state->threads.load());
+  fresh->spin_ns = g_state->spin_ns;
+  g_state = fresh;
+}
+
+static int default_threads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+  return 1;
+}
+
+// `seen`: the generation when the worker was created (a job posted after it is the worker's first)
+static void worker(State *state_ptr, int index, uint64_t seen) {
+  State &s = *state_ptr;
+  for (;;) {
+    const auto start = std::chrono::steady_clock::now();
+    int spins = 0;
+    while (s.generation.load(std::memory_order_acquire) == seen) {
+      NATIVE_POOL_PAUSE();
+      if (++spins % 64 == 0 &&
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count() >
+              s.spin_ns) {
+        std::unique_lock<std::mutex> lock(s.mu);
+        s.waiting.fetch_add(1);
+        s.cv.wait(lock, [&] { return s.generation.load() != seen; });
+        s.waiting.fetch_sub(1);
+        break;
+      }
+    }
+    seen = s.generation.load(std::memory_order_acquire);
+    const int64_t begin = index * s.chunk, end = begin + s.chunk < s.n ? begin + s.chunk : s.n;
+    if (begin < end) s.fn(s.ctx, begin, end);
+    s.pending.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+static int threads() {
+  State &s = state();
+  int t = s.threads.load(std::memory_order_relaxed);
+  if (t <= 0) {
+    t = default_threads();
+    s.threads.store(t);
+  }
+  return t;
+}
+
+static void start_workers(int count) {
+  State &s = state();
+  static std::once_flag once;
+  std::call_once(once, [&] {
+    if (const char *v = std::getenv("MINDONE_TRANSFORMERS_NATIVE_SPIN_US")) s.spin_ns = std::atoll(v) * 1000;
+    pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  });
+  while (s.workers.load() < count) {
+    std::thread(worker, &s, s.workers.load() + 1, s.generation.load()).detach();
+    s.workers.fetch_add(1);
+  }
+}
+
+// f(ctx, begin, end) over [0, n) cut into parts of whole multiples of `grain`, one part per thread
+static void run(int64_t n, int64_t grain, Fn fn, const void *ctx) {
+  State &s = state();
+  const int t = threads();
+  const int64_t units = (n + grain - 1) / grain;
+  bool expected = false;
+  if (t <= 1 || units <= 1 || !s.busy.compare_exchange_strong(expected, true)) {
+    fn(ctx, 0, n);
+    return;
+  }
+  const int parts = units < t ? static_cast<int>(units) : t;
+  start_workers(parts - 1);
+  s.fn = fn;
+  s.ctx = ctx;
+  s.n = n;
+  s.chunk = (units + parts - 1) / parts * grain;
+  s.pending.store(s.workers.load(), std::memory_order_relaxed);
+  s.generation.fetch_add(1);  // seq_cst: pairs with the workers' `waiting` increment before they sleep
+  if (s.waiting.load() > 0) {
+    { std::lock_guard<std::mutex> lock(s.mu); }
+    s.cv.notify_all();
+  }
+  fn(ctx, 0, s.chunk < n ? s.chunk : n);
+  while (s.pending.load(std::memory_order_acquire) > 0) NATIVE_POOL_PAUSE();
+  s.busy.store(false, std::memory_order_release);
+}
+
+}  // namespace native_pool
+
+// a callable f(begin, end) over [0, n) on the native threads (parts: multiples of `grain`)
+template <class F>
+static void parallel_for(int64_t n, int64_t grain, const F &f) {
+  native_pool::run(n, grain, [](const void *c, int64_t b, int64_t e) { (*static_cast<const F *>(c))(b, e); }, &f);
+}
+
+// Sets the number of threads the native kernels use (<= 0: the CPUs of the affinity mask). Called by native.py.
+extern "C" int NativeSetThreads(int n) {
+  native_pool::state().threads.store(n > 0 ? n : native_pool::default_threads());
+  return native_pool::state().threads.load();
+}
+// ==== end of worker threads ==========================================================================================
+
+// y (M, N) columns [n0, n1) = x (M, K) @ w (N, K)^T, as linear_nt_columns
+static void linear_nt_range(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K, int64_t n0,
+                            int64_t n1) {
+  for (int64_t n = n0; n < n1; n++) {
+    const float *row = w + n * K;
+    for (int64_t m = 0; m < M; m++) y[m * N + n] = dot(row, x + m * K, K);
+  }
+}
+
 // y(..., N) = x(..., K) @ w(N, K)^T, float32, contiguous. Meant for few rows of x (decoding): each weight row is
 // streamed from memory once, which is what bounds the time; a GEMM library's kernel reaches ~10 GB/s on such
 // shapes against ~17 GB/s for this loop (one core, measured).
@@ -64,7 +221,7 @@ extern "C" int LinearNT(int nparam, void **params, int *ndims, int64_t **shapes,
   const int64_t M = num_elements(ndims[0] - 1, shapes[0]);
   const int64_t N = shapes[1][0];
   if (shapes[1][1] != K) return 2;
-  linear_nt_columns(x, w, y, M, N, K);
+  parallel_for(N, 16, [&](int64_t n0, int64_t n1) { linear_nt_range(x, w, y, M, N, K, n0, n1); });
   return 0;
 }
 
@@ -289,7 +446,7 @@ extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shap
 // The products use float32 activations: x @ W^T is computed as
 //   y[m, n] = sum_g scale[n, g] * (sum_{k in g} q[n, k] * x[m, k]) + min[n, g] * (sum_{k in g} x[m, k])
 // i.e. the same value as dequantising W and multiplying, up to float32 summation order (no activation quantisation).
-// Single-threaded like LinearNT. AVX-512 / AVX2 intrinsics when the compiler targets them (-march=native), else plain
+// Single-threaded. AVX-512 / AVX2 intrinsics when the compiler targets them (-march=native), else plain
 // loops. Scratch memory (per-group sums of x) is a thread_local buffer that only grows: no allocation per call.
 #include <vector>
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -1109,8 +1266,9 @@ static void product_rows(int bits, const Act &a, const PackedWeight &w, float *y
   }
 }
 
+// over the native threads, each taking whole pairs of rows (the same pairs as one thread: the same numbers)
 static void product(int bits, const Act &a, const PackedWeight &w, float *y, int64_t M, int64_t K, int64_t ldy) {
-  product_rows(bits, a, w, y, M, K, ldy, 0, w.N);
+  parallel_for(w.N, 16, [&](int64_t n0, int64_t n1) { product_rows(bits, a, w, y, M, K, ldy, n0, n1); });
 }
 
 static int linear(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
