@@ -1127,17 +1127,20 @@ static inline float min_term(const float *mn, const float *s, int64_t nb, int64_
 }
 
 #ifdef Q8ACT_VNNI
-// scales of blocks b0.. b0 + n - 1 (n = 4 or 2; 0 past nb), each repeated over 16 / n lanes
-static inline __m512 block_scales(const float *scale, int64_t b0, int64_t nb, int64_t G, int n) {
-  float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  if (G == 32 && b0 + n <= nb) {
-    for (int i = 0; i < n; i++) t[i] = scale[b0 + i];
+// scales of blocks b0 .. b0 + n - 1 (n = 4 or 2; 0 past nb), each repeated over 16 / n lanes (`idx`: the repeat).
+// Loaded straight into a register (element stores then a vector load would stall on store forwarding).
+static inline __m512 block_scales(const float *scale, int64_t b0, int64_t nb, int64_t G, int n, __m512i idx) {
+  __m128 s;
+  const int64_t r = nb - b0;
+  if (G == 32) {
+    s = r >= n ? (n == 4 ? _mm_loadu_ps(scale + b0) : _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double *>(
+                                                          scale + b0))))
+               : _mm_maskz_loadu_ps(static_cast<__mmask8>((1u << r) - 1), scale + b0);
   } else {
-    for (int i = 0; i < n; i++) t[i] = b0 + i < nb ? scale[(b0 + i) * 32 / G] : 0.0f;
+    s = _mm_setr_ps(scale[b0 * 32 / G], r > 1 ? scale[(b0 + 1) * 32 / G] : 0.0f,
+                    n == 4 && r > 2 ? scale[(b0 + 2) * 32 / G] : 0.0f, n == 4 && r > 3 ? scale[(b0 + 3) * 32 / G] : 0.0f);
   }
-  const __m512i idx = n == 4 ? _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3)
-                             : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(t)));
+  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(s));
 }
 
 // two int4 rows (w0, w1: nb * 16 bytes) with one quantized row of x
@@ -1145,6 +1148,7 @@ static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s
                             const float *m1, const int8_t *xq, const float *dx, const float *xs, int64_t nb,
                             int64_t G, float *y0, float *y1) {
   const __m512i low = _mm512_set1_epi8(15), zero = _mm512_setzero_si512();
+  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
   const int64_t nq = (nb + 3) / 4;
   for (int64_t j = 0; j < nq; j++) {
@@ -1163,8 +1167,8 @@ static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s
     const __m512i i1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, _mm512_and_si512(b1, low), xl),
                                            _mm512_and_si512(_mm512_srli_epi16(b1, 4), low), xh);
     const __m512 d = _mm512_load_ps(dx + 16 * j);
-    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 4 * j, nb, G, 4), d), a0);
-    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 4 * j, nb, G, 4), d), a1);
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 4 * j, nb, G, 4, idx), d), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 4 * j, nb, G, 4, idx), d), a1);
   }
   *y0 = _mm512_reduce_add_ps(a0) + min_term(m0, xs, nb, G);
   *y1 = _mm512_reduce_add_ps(a1) + min_term(m1, xs, nb, G);
@@ -1174,6 +1178,7 @@ static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s
 static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0, const float *s1, const int8_t *xq,
                             const uint64_t *neg, const float *dx, int64_t nb, int64_t G, float *y0, float *y1) {
   const __m512i zero = _mm512_setzero_si512();
+  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
   const int64_t np = (nb + 1) / 2;
   for (int64_t p = 0; p < np; p++) {
@@ -1190,8 +1195,8 @@ static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0,
     const __m512i i0 = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(b0, k, zero, b0));
     const __m512i i1 = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(b1, k, zero, b1));
     const __m512 d = _mm512_load_ps(dx + 16 * p);
-    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 2 * p, nb, G, 2), d), a0);
-    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 2 * p, nb, G, 2), d), a1);
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 2 * p, nb, G, 2, idx), d), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 2 * p, nb, G, 2, idx), d), a1);
   }
   *y0 = _mm512_reduce_add_ps(a0);
   *y1 = _mm512_reduce_add_ps(a1);
