@@ -383,6 +383,12 @@ def test_fusable_projections_are_marked_only_when_packed_alike(tiny_llama):
     for got, proj in zip(Q.fused_projections(x, attn.q_proj, attn.k_proj, attn.v_proj),
                          (attn.q_proj, attn.k_proj, attn.v_proj)):
         np.testing.assert_array_equal(got.asnumpy(), proj(x).asnumpy())
+    # the whole MLP and the residual add in one call (int8 activations): equal to the q8 kernels one by one
+    assert mlp.fuse_quantized_mlp
+    residual = ms.Tensor(np.random.default_rng(1).standard_normal(x.shape).astype(np.float32))
+    assert Q.activation_quantization() == "q8"
+    step_by_step = (residual + mlp.down_proj(Q.fused_silu_gate_up(x, mlp.gate_proj, mlp.up_proj, mlp.act_fn)))
+    np.testing.assert_array_equal(Q.fused_mlp_residual(x, mlp, residual).asnumpy(), step_by_step.asnumpy())
 
 
 @pytest.mark.parametrize("b, h, h_kv, sq, sk, mask_shape, scale", [

@@ -333,6 +333,18 @@ def silu_gate_up_q8_op(bits: int):
     return _custom({8: "QSiluGateUpInt8Q8", 4: "QSiluGateUpInt4Q8"}[bits], _quantized_linear_shape, _float32)
 
 
+def _mlp_residual_shape(x_shape, *other_shapes):
+    return x_shape
+
+
+def mlp_residual_q8_op(bits: int):
+    """Primitive computing residual + down(silu(x @ Wg^T) * (x @ Wu^T)) on packed weights with int8 activations (x,
+    then the product silu(g) * u, rounded as `quantized_linear_q8_op`) in one call: a SwiGLU MLP and the residual
+    add after it. op(x, qg, sg[, mg], qu, su[, mu], qd, sd[, md], residual) -> x's shape; gate / up (N, K), down
+    (K, N), one bits. None when native kernels are unavailable. No gradient."""
+    return _custom({8: "QMlpResidualInt8Q8", 4: "QMlpResidualInt4Q8"}[bits], _mlp_residual_shape, _float32)
+
+
 # --- threads of the native kernels (cpu_kernels.cc: section "worker threads") ---------------------------------------
 
 _THREADS = {"n": 0}

@@ -46,6 +46,7 @@ _SILU_GATE_UP = {bits: native.silu_gate_up_op(bits) for bits in (8, 4)}
 _DIRECT_Q8 = {bits: native.quantized_linear_q8_op(bits) for bits in (8, 4)}
 _DIRECT3_Q8 = {bits: native.quantized_linear3_q8_op(bits) for bits in (8, 4)}
 _SILU_GATE_UP_Q8 = {bits: native.silu_gate_up_q8_op(bits) for bits in (8, 4)}
+_MLP_RESIDUAL_Q8 = {bits: native.mlp_residual_q8_op(bits) for bits in (8, 4)}
 ACTIVATIONS_ENV = "MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"
 
 
@@ -257,6 +258,21 @@ def fused_silu_gate_up(x, gate, up, act_fn):
     return act_fn(gate(x)) * up(x)
 
 
+def fused_mlp_residual(x, mlp, residual):
+    """residual + mlp(x) for a SwiGLU MLP cell whose gate / up / down projections are QuantizedLinear cells of one
+    bits without bias (flag `fuse_quantized_mlp`): one kernel call (`native.mlp_residual_q8_op`) for a decode step's
+    rows when the activations are quantized (activation_quantization() == "q8"), else the MLP then the add. float32
+    x and residual."""
+    gate = mlp.gate_proj
+    if activation_quantization() == "q8" and _direct_rows(x, gate.bits, _MLP_RESIDUAL_Q8) \
+            and residual.dtype == ms.float32:
+        shape = x.shape
+        out = _MLP_RESIDUAL_Q8[gate.bits](x.reshape(-1, shape[-1]), *_packed_args(gate), *_packed_args(mlp.up_proj),
+                                          *_packed_args(mlp.down_proj), residual.reshape(-1, shape[-1]))
+        return out.reshape(shape)
+    return residual + mlp(x)
+
+
 def _same_packing(cells, bias_ok):
     return (all(isinstance(c, QuantizedLinear) and (bias_ok or c.bias is None) for c in cells)
             and len({(c.bits, c.group_size, c.in_features) for c in cells}) == 1)
@@ -265,8 +281,9 @@ def _same_packing(cells, bias_ok):
 def mark_fusable_projections(model):
     """Sets `fuse_quantized_qkv` on attention cells whose q_proj / k_proj / v_proj, and `fuse_quantized_gate_up` on
     SiLU MLP cells whose gate_proj / up_proj (without bias), are QuantizedLinear cells that `fused_projections` /
-    `fused_silu_gate_up` can multiply in one call (models that read these flags: llama). Returns the number of
-    cells marked."""
+    `fused_silu_gate_up` can multiply in one call, and `fuse_quantized_mlp` on those MLPs whose down_proj is one too
+    (same bits, no bias: `fused_mlp_residual`) (models that read these flags: llama). Returns the number of flags
+    set."""
     marked = 0
     for _, cell in model.cells_and_names():
         projections = [getattr(cell, name, None) for name in ("q_proj", "k_proj", "v_proj")]
@@ -279,4 +296,10 @@ def mark_fusable_projections(model):
                                            and gate.out_features == up.out_features
                                            and getattr(cell, "hidden_act", None) in ("silu", "swish"))
             marked += cell.fuse_quantized_gate_up
+        if hasattr(type(cell), "fuse_quantized_mlp"):
+            down = getattr(cell, "down_proj", None)
+            cell.fuse_quantized_mlp = bool(cell.fuse_quantized_gate_up and isinstance(down, QuantizedLinear)
+                                           and down.bias is None and down.bits == gate.bits
+                                           and down.in_features == gate.out_features)
+            marked += cell.fuse_quantized_mlp
     return marked

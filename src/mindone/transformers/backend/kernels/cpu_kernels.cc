@@ -1334,4 +1334,59 @@ Q8ACT_ENTRY(QLinear3Int4Q8, linear3, 4)
 Q8ACT_ENTRY(QSiluGateUpInt8Q8, silu_gate_up, 8)
 Q8ACT_ENTRY(QSiluGateUpInt4Q8, silu_gate_up, 4)
 #undef Q8ACT_ENTRY
+
+// A SwiGLU MLP and the residual add after it in one launch (quantization.py: fused_mlp_residual):
+//   out = residual + down(silu(x @ Wg^T) * (x @ Wu^T))
+// with x rounded to int8 blocks for gate / up, and the activation silu(g) * u rounded the same way for down (as the
+// separate q8 kernels compute it: QSiluGateUp*Q8, then QLinear*Q8, then the add). Inputs: x (..., K), q, scale[, min]
+// of the gate, up (N, K) and down (K, N) weights (one bits, group sizes dividing K / N), residual (..., K).
+// Output: (..., K). Three kernel launches of a decode step's layer instead of three.
+namespace q8act {
+
+static float *mlp_buffer(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
+}
+
+static int mlp_residual(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 3 * per + 2) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight gate, up, down;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (gate.N != up.N) return 6;
+  const int64_t N = gate.N;
+  if (int err = packed_weight(params, ndims, shapes, 1 + 2 * per, bits, N, &down)) return err;
+  if (down.N != K || num_elements(ndims[1 + 3 * per], shapes[1 + 3 * per]) != M * K) return 7;
+  const float *residual = static_cast<const float *>(params[1 + 3 * per]);
+  float *out = static_cast<float *>(params[nparam - 1]);
+  float *g = mlp_buffer(2 * M * N), *u = g + M * N;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  product(bits, a, gate, g, M, K, N);
+  product(bits, a, up, u, M, K, N);
+  for (int64_t i = 0; i < M * N; i++) {
+    const float sigmoid = 1.0f / (1.0f + std::exp(-g[i]));
+    u[i] = (g[i] * sigmoid) * u[i];
+  }
+  const Act h = quantize_rows(u, M, N, bits);  // the scratch of `a` is reused: a is no longer read
+  product(bits, h, down, out, M, N, K);
+  for (int64_t i = 0; i < M * K; i++) out[i] = residual[i] + out[i];
+  return 0;
+}
+
+}  // namespace q8act
+
+extern "C" int QMlpResidualInt8Q8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return q8act::mlp_residual(8, nparam, params, ndims, shapes);
+}
+
+extern "C" int QMlpResidualInt4Q8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return q8act::mlp_residual(4, nparam, params, ndims, shapes);
+}
 // ============================================================ end of quantized products with int8 activations ====
