@@ -1340,7 +1340,7 @@ Q8ACT_ENTRY(QSiluGateUpInt4Q8, silu_gate_up, 4)
 // with x rounded to int8 blocks for gate / up, and the activation silu(g) * u rounded the same way for down (as the
 // separate q8 kernels compute it: QSiluGateUp*Q8, then QLinear*Q8, then the add). Inputs: x (..., K), q, scale[, min]
 // of the gate, up (N, K) and down (K, N) weights (one bits, group sizes dividing K / N), residual (..., K).
-// Output: (..., K). Three kernel launches of a decode step's layer instead of three.
+// Output: (..., K). One kernel launch of a decode step's layer instead of three.
 namespace q8act {
 
 static float *mlp_buffer(int64_t n) {
