@@ -513,21 +513,25 @@ def test_activation_quantization_option_selects_the_kernel(monkeypatch):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_native_threads_split_rows_without_changing_the_numbers(bits):
-    """native.set_threads(2): the q8 products and LinearNT split their output rows over a worker thread; each row is
-    computed by the same code, so the outputs equal the one-thread outputs bit for bit (also after many calls)."""
+    """native.set_threads(2): the q8 products and LinearNT split their output rows over a worker thread (parts
+    claimed as they go); each row is computed by the same code, so the outputs equal the one-thread outputs bit for
+    bit, over many back-to-back jobs of different sizes (a late worker must not touch the next job)."""
     rng = np.random.default_rng(21 + bits)
-    arrays = random_packed(rng, bits, 300, 576, 32)
+    cases = []
+    for n in (300, 40, 1536):
+        arrays = random_packed(rng, bits, n, 576, 32)
+        w = ms.Tensor(rng.standard_normal((n, 576)).astype(np.float32))
+        cases.append((_args(bits, arrays), w))
     x = ms.Tensor(rng.standard_normal((2, 576)).astype(np.float32))
-    w = ms.Tensor(rng.standard_normal((300, 576)).astype(np.float32))
     q8, nt = native.quantized_linear_q8_op(bits), native.linear_nt_op()
     try:
         native.set_threads(1)
-        one = q8(x, *_args(bits, arrays)).asnumpy(), nt(x, w).asnumpy()
+        one = [(q8(x, *args).asnumpy(), nt(x, w).asnumpy()) for args, w in cases]
         native.set_threads(2)
-        for _ in range(20):
-            two = q8(x, *_args(bits, arrays)).asnumpy(), nt(x, w).asnumpy()
-            np.testing.assert_array_equal(two[0], one[0])
-            np.testing.assert_array_equal(two[1], one[1])
+        for _ in range(30):
+            for (args, w), (want_q8, want_nt) in zip(cases, one):
+                np.testing.assert_array_equal(q8(x, *args).asnumpy(), want_q8)
+                np.testing.assert_array_equal(nt(x, w).asnumpy(), want_nt)
     finally:
         native.set_threads(0)
 

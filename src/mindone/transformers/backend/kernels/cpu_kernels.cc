@@ -55,7 +55,8 @@ static void linear_nt_columns(const float *x, const float *w, float *y, int64_t 
 // OpenMP was slower here (libgomp's threads spin for long and compete with MindSpore's pool): these are T - 1
 // persistent workers that spin for a short while after each job (MINDONE_TRANSFORMERS_NATIVE_SPIN_US, default 50 us:
 // a decode step launches the next product within tens of microseconds) and then sleep on a condition variable. The
-// caller runs the first part itself. A call made while another is running (another MindSpore thread) runs
+// caller and the workers claim parts of the rows as they go (~a quarter of a thread's share each): a worker that
+// starts late because the other core is busy leaves its share to the caller instead of making it wait. A call made while another is running (another MindSpore thread) runs
 // single-threaded; a forked child starts without workers.
 #include <atomic>
 #include <chrono>
@@ -80,7 +81,10 @@ struct State {
   std::mutex mu;
   std::condition_variable cv;
   std::atomic<uint64_t> generation{0};
-  std::atomic<int> pending{0}, waiting{0}, workers{0}, threads{0};
+  std::atomic<int> waiting{0}, workers{0}, threads{0};
+  // the next unclaimed part of the current job: (job tag << kTagShift) | first index; rows done so far
+  std::atomic<uint64_t> next{0};
+  std::atomic<int64_t> done{0};
   std::atomic<bool> busy{false};
   // the current job (written before `generation` is bumped)
   Fn fn = nullptr;
@@ -92,6 +96,25 @@ struct State {
 // never destroyed (workers may outlive static destructors); replaced in a forked child, which has no workers
 static State *g_state = new State();
 static State &state() { return *g_state; }
+
+constexpr int kTagShift = 40;
+constexpr uint64_t kIndexMask = (uint64_t(1) << kTagShift) - 1;  // an index of kIndexMask: the job is closed
+constexpr uint64_t kTagMask = (uint64_t(1) << (64 - kTagShift)) - 1;  // job tags: the generation's low 24 bits
+
+// claims and runs parts of the job tagged `tag` until none is left; a worker that woke late (another job posted
+// since) finds another tag and runs nothing
+static void work(State &s, uint64_t tag, Fn fn, const void *ctx, int64_t n, int64_t chunk) {
+  for (;;) {
+    uint64_t v = s.next.load(std::memory_order_acquire);
+    if ((v >> kTagShift) != tag) return;
+    const int64_t begin = static_cast<int64_t>(v & kIndexMask);
+    if (begin >= n) return;
+    if (!s.next.compare_exchange_weak(v, v + chunk, std::memory_order_acq_rel)) continue;
+    const int64_t end = begin + chunk < n ? begin + chunk : n;
+    fn(ctx, begin, end);
+    s.done.fetch_add(end - begin, std::memory_order_acq_rel);
+  }
+}
 
 static void after_fork_in_child() {
   State *fresh = new State();  // the parent's state is left as it was (its mutex may be held by a lost worker)
@@ -125,9 +148,8 @@ static void worker(State *state_ptr, int index, uint64_t seen) {
       }
     }
     seen = s.generation.load(std::memory_order_acquire);
-    const int64_t begin = index * s.chunk, end = begin + s.chunk < s.n ? begin + s.chunk : s.n;
-    if (begin < end) s.fn(s.ctx, begin, end);
-    s.pending.fetch_sub(1, std::memory_order_acq_rel);
+    // the fields may already be a later job's: `work` then finds a tag other than `seen`'s and does nothing
+    work(s, seen & kTagMask, s.fn, s.ctx, s.n, s.chunk);
   }
 }
 
@@ -169,15 +191,22 @@ static void run(int64_t n, int64_t grain, Fn fn, const void *ctx) {
   s.fn = fn;
   s.ctx = ctx;
   s.n = n;
-  s.chunk = (units + parts - 1) / parts * grain;
-  s.pending.store(s.workers.load(), std::memory_order_relaxed);
-  s.generation.fetch_add(1);  // seq_cst: pairs with the workers' `waiting` increment before they sleep
+  // parts of about a quarter of a thread's share, so that a thread that starts late (the other core is busy) leaves
+  // its share to the others instead of making them wait
+  const int64_t per_part = (units + 4 * parts - 1) / (4 * parts);
+  s.chunk = per_part * grain;
+  s.done.store(0, std::memory_order_relaxed);
+  const uint64_t gen = s.generation.load() + 1, tag = gen & kTagMask;
+  s.next.store(tag << kTagShift, std::memory_order_release);
+  s.generation.store(gen);  // seq_cst: pairs with the workers' `waiting` increment before they sleep
   if (s.waiting.load() > 0) {
     { std::lock_guard<std::mutex> lock(s.mu); }
     s.cv.notify_all();
   }
-  fn(ctx, 0, s.chunk < n ? s.chunk : n);
-  while (s.pending.load(std::memory_order_acquire) > 0) NATIVE_POOL_PAUSE();
+  work(s, tag, fn, ctx, n, s.chunk);
+  // parts claimed by workers and still running
+  while (s.done.load(std::memory_order_acquire) < n) NATIVE_POOL_PAUSE();
+  s.next.store((tag << kTagShift) | kIndexMask, std::memory_order_release);  // closed: late workers run nothing
   s.busy.store(false, std::memory_order_release);
 }
 
