@@ -533,7 +533,7 @@ def test_native_threads_split_rows_without_changing_the_numbers(bits):
                 np.testing.assert_array_equal(q8(x, *args).asnumpy(), want_q8)
                 np.testing.assert_array_equal(nt(x, w).asnumpy(), want_nt)
     finally:
-        native.set_threads(0)
+        native.set_threads(1)
 
 
 def test_q8_portable_fallback_matches_the_reference(tmp_path):

@@ -347,13 +347,14 @@ def mlp_residual_q8_op(bits: int):
 
 # --- threads of the native kernels (cpu_kernels.cc: section "worker threads") ---------------------------------------
 
-_THREADS = {"n": 0}
+_THREADS = {"n": int(os.environ.get("MINDONE_TRANSFORMERS_NATIVE_THREADS", "0") or 0)}
 
 
 def set_threads(num_threads: int) -> None:
     """Number of threads the native kernels that split their output rows use (LinearNT, the int8-activation
-    products); 0 or less: the CPUs of the process's affinity mask (the default). `runtime.set_threads` calls it, so
-    the kernels follow MindSpore's thread setting. Applied now if the library is loaded, else when it loads."""
+    products); 0 or less: the CPUs of the process's affinity mask. Default 1 (or MINDONE_TRANSFORMERS_NATIVE_THREADS):
+    on 2 cores the worker thread competed with MindSpore's own threads and slowed a quantized decode step 2.4x
+    (docs/performance.md), so it is opt-in. Applied now if the library is loaded, else when it loads."""
     _THREADS["n"] = int(num_threads)
     if _state["loaded"] and _state["path"] is not None:
         _apply_threads()

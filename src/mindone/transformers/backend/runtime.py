@@ -80,12 +80,9 @@ def set_threads(num_threads: int) -> None:
     """Number of threads MindSpore's CPU kernels use.
 
     MindSpore's bundled oneDNN matmul ignores this setting; only CPU affinity (e.g. `taskset`) limits it. The native
-    kernels that split their rows over threads (native.set_threads) use as many.
+    kernels have their own setting (native.set_threads, default 1).
     """
     ms.device_context.cpu.op_tuning.threads_num(int(num_threads))
-    from . import native  # native imports runtime: imported here
-
-    native.set_threads(num_threads)
 
 
 def set_graph_mode(enabled: bool) -> None:

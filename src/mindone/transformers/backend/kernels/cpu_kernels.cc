@@ -50,8 +50,9 @@ static void linear_nt_columns(const float *x, const float *w, float *y, int64_t 
 }
 
 // ==== worker threads of the native kernels (native_pool; native.py: set_threads) ====================================
-// The decode-step kernels (one or few rows of x) split their output rows over the threads MindSpore was given
-// (runtime.set_threads -> native.set_threads -> NativeSetThreads; default: the CPUs of the process's affinity mask).
+// The decode-step kernels (one or few rows of x) can split their output rows over threads: NativeSetThreads
+// (native.set_threads, or MINDONE_TRANSFORMERS_NATIVE_THREADS); default 1 thread (no workers): in a 2-core decode
+// step the spinning worker slowed SmolLM2's step 2.4x (it competes with MindSpore's own threads; docs/performance.md).
 // OpenMP was slower here (libgomp's threads spin for long and compete with MindSpore's pool): these are T - 1
 // persistent workers that spin for a short while after each job (MINDONE_TRANSFORMERS_NATIVE_SPIN_US, default 50 us:
 // a decode step launches the next product within tens of microseconds) and then sleep on a condition variable. The
@@ -157,7 +158,7 @@ static int threads() {
   State &s = state();
   int t = s.threads.load(std::memory_order_relaxed);
   if (t <= 0) {
-    t = default_threads();
+    t = 1;  // not set: single-threaded (see the top of this section)
     s.threads.store(t);
   }
   return t;
