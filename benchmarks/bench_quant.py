@@ -11,8 +11,11 @@ at 1 core (CPU affinity) and 2 cores, each (implementation, cores) in its own pr
 medians. Decode tok/s: tokens after the first one per second of decode steps (prompt of --prompt-len tokens,
 --new-tokens generated, EOS suppressed). Perplexity: HF's strided method (docs "Perplexity of fixed-length models":
 windows of --ppl-window tokens moving by --ppl-stride, only the new tokens of each window scored) over the fixed
-text below; each quantized variant must be within 1% of ours-fp32 (printed as a check column; our prefill
-multiplies dequantised weights, so these perplexities are those of the packed weights).
+text below; each quantized variant must be within 1% of ours-fp32 (printed as a check column). Our quantized rows
+score the text with the decode-step kernels (--ppl-kernels decode, the default: QuantizedLinear's direct route for
+every row count, i.e. with int8 activations unless MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS=float), so the perplexity
+is that of what generation computes per token; --ppl-kernels prefill uses the prefill route (dequantised weights,
+float32 activations: the packed weights' own perplexity).
 
     python benchmarks/bench_quant.py                         # full table
     python benchmarks/bench_quant.py --impls ours-fp32 ours-gguf --threads-list 1 --rounds 1
@@ -173,6 +176,10 @@ def run_worker(args):
             return out.asnumpy()[0, ids.shape[1]:].tolist()
 
         def logits_fn(chunk):
+            if args.ppl_kernels == "decode":
+                from mindone.transformers.backend import quantization
+
+                quantization.DIRECT_ROWS = 1 << 30  # every row through the decode kernels (this process only)
             return model(ms.Tensor(chunk)).logits.asnumpy()
     load_s = time.perf_counter() - start_load
 
@@ -232,7 +239,7 @@ def run_parent(args):
                        "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats",
                        str(args.repeats),
                        "--text-ids", path, "--ppl-window", str(args.ppl_window), "--ppl-stride",
-                       str(args.ppl_stride)] + (["--ppl"] if ppl else [])
+                       str(args.ppl_stride), "--ppl-kernels", args.ppl_kernels] + (["--ppl"] if ppl else [])
                 res = run_worker_process(cmd, f"{impl} threads {threads}", env=env)
                 results[(impl, threads)].append(res)
                 print(f"round {round_idx} {impl} t{threads}: {res['decode_tok_s']:.1f} tok/s"
@@ -302,6 +309,8 @@ def main():
     parser.add_argument("--ppl-window", type=int, default=256)
     parser.add_argument("--ppl-stride", type=int, default=128)
     parser.add_argument("--no-ppl", action="store_true", help="skip the perplexity (speed and tokens only)")
+    parser.add_argument("--ppl-kernels", choices=["decode", "prefill"], default="decode",
+                        help="our quantized rows' perplexity through the decode-step kernels or the prefill route")
     parser.add_argument("--out", help="write all raw results as JSON")
     parser.add_argument("--baseline-src", help="another checkout's src directory: adds <impl>@base rows run with it")
     args = parser.parse_args()

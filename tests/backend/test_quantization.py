@@ -9,6 +9,8 @@ relative); `dequantize` (native kernel and MindSpore-ops route) equals the NumPy
 
 import json
 import os
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -147,7 +149,8 @@ IDS = np.array([[5, 17, 42, 8, 77, 3, 61]], np.int64)
 
 
 @pytest.mark.parametrize("weights", ["int8", "int4"])
-def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, tmp_path, weights):
+def test_quantized_model_matches_the_dequantized_model_and_reloads(tiny_llama, tmp_path, weights, monkeypatch):
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")  # the exact decode kernels (q8: test_q8_activations_in_a_model)
     config = QuantoConfig(weights=weights, modules_to_not_convert=[])
     model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=config)
     # the output layer: int8 under int4 weights unless output_layer_weights says otherwise
@@ -218,7 +221,8 @@ def test_quanto_config_itself_refuses_int3_and_keep_quantized_needs_gguf(tiny_ll
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_gguf_blocks_kept_as_stored_equal_the_dense_gguf_load(tmp_path, tied):
+def test_gguf_blocks_kept_as_stored_equal_the_dense_gguf_load(tmp_path, tied, monkeypatch):
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")  # the exact decode kernels
     write_tiny_gguf(tmp_path / "tiny.gguf", tied=tied)
     kept = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf", keep_quantized=True)
     dense = LlamaForCausalLM.from_pretrained(tmp_path, gguf_file="tiny.gguf")
@@ -379,6 +383,12 @@ def test_fusable_projections_are_marked_only_when_packed_alike(tiny_llama):
     for got, proj in zip(Q.fused_projections(x, attn.q_proj, attn.k_proj, attn.v_proj),
                          (attn.q_proj, attn.k_proj, attn.v_proj)):
         np.testing.assert_array_equal(got.asnumpy(), proj(x).asnumpy())
+    # the whole MLP and the residual add in one call (int8 activations): equal to the q8 kernels one by one
+    assert mlp.fuse_quantized_mlp
+    residual = ms.Tensor(np.random.default_rng(1).standard_normal(x.shape).astype(np.float32))
+    assert Q.activation_quantization() == "q8"
+    step_by_step = (residual + mlp.down_proj(Q.fused_silu_gate_up(x, mlp.gate_proj, mlp.up_proj, mlp.act_fn)))
+    np.testing.assert_array_equal(Q.fused_mlp_residual(x, mlp, residual).asnumpy(), step_by_step.asnumpy())
 
 
 @pytest.mark.parametrize("b, h, h_kv, sq, sk, mask_shape, scale", [
@@ -408,3 +418,166 @@ def test_native_decode_attention_matches_float64(b, h, h_kv, sq, sk, mask_shape,
     ref_w /= ref_w.sum(-1, keepdims=True)
     np.testing.assert_allclose(weights.asnumpy(), ref_w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.asnumpy(), ref_w @ v64, rtol=1e-5, atol=1e-5)
+
+
+# --- int8 activations (llama.cpp's method: native.quantized_linear_q8_op & co, quantization.activation_quantization) --
+
+
+def q8_blocks(x):
+    """x (M, K) float32 rounded to int8 blocks of 32 as the kernels' rule: d = max|x| / 127, q = rint(x * (1 / d))
+    (float32 arithmetic), s = d * sum(q). Returns q (M, K / 32, 32) int64, d and s (M, K / 32) float64."""
+    blocks = x.reshape(x.shape[0], -1, 32).astype(np.float32)
+    d = np.abs(blocks).max(-1) / np.float32(127)
+    inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
+    q = np.rint(blocks * inv[..., None]).astype(np.int64)
+    return q, d.astype(np.float64), d.astype(np.float64) * q.sum(-1)
+
+
+def q8_reference(bits, x, arrays):
+    """float64 value of the kernels' formula: sum_b scale_b d_b sum_j q_w q_x (+ min_b s_b), and a bound of the
+    float32 summation error: 1e-6 per term times the sum of |terms|, the integer sums taken as sum_j |q_w q_x| (the
+    kernels convert partial integer sums to float32 before adding them up)."""
+    q, d, s = q8_blocks(x)
+    w = reference_dequantize(bits, {**arrays, "weight_min": np.zeros_like(arrays["weight_scale"])}
+                             if bits == 4 else arrays)
+    group = x.shape[1] // arrays["weight_scale"].shape[1]
+    scale = np.repeat(arrays["weight_scale"], group // 32, axis=1).astype(np.float64)  # per block of 32
+    qw = np.rint(w.astype(np.float64) / np.repeat(scale, 32, axis=1)).reshape(w.shape[0], -1, 32) if bits == 4 else \
+        arrays["weight_packed"].astype(np.int64).reshape(w.shape[0], -1, 32)
+    qw = np.nan_to_num(qw).astype(np.int64)
+    isum = np.einsum("mbj,nbj->mnb", q, qw)  # exact integers
+    terms = isum * (scale[None] * d[:, None])
+    magnitude = np.einsum("mbj,nbj->mnb", np.abs(q), np.abs(qw)) * (scale[None] * d[:, None])
+    if bits == 4:
+        mins = np.repeat(arrays["weight_min"], group // 32, axis=1).astype(np.float64)
+        terms = np.concatenate([terms, mins[None] * s[:, None]], axis=-1)
+        magnitude = np.concatenate([magnitude, np.abs(mins[None] * s[:, None])], axis=-1)
+    return terms.sum(-1), 1e-6 * terms.shape[-1] * magnitude.sum(-1) + 1e-30
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("rows, n, k, group_size", [(1, 96, 64, 32), (1, 257, 576, 32), (3, 41, 224, 32),
+                                                    (2, 40, 384, 128), (1, 1, 32, 32)])
+def test_q8_activation_kernel_matches_numpy_reference_of_the_same_math(bits, rows, n, k, group_size):
+    rng = np.random.default_rng(rows * 5 + n + k + bits)
+    arrays = random_packed(rng, bits, n, k, group_size)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    if k > 32:
+        x[0, :32] = 0.0  # an all-zero block (d = 0)
+    out = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, arrays)).asnumpy()
+    ref, bound = q8_reference(bits, x, arrays)
+    assert out.shape == (rows, n) and out.dtype == np.float32
+    assert (np.abs(out - ref) <= bound).all(), np.abs(out - ref).max()
+    # and close to the exact product: the rounding of x (|dx| <= d / 2 per element) bounds the difference
+    exact = x.astype(np.float64) @ reference_dequantize(bits, arrays).astype(np.float64).T
+    _, d, _ = q8_blocks(x)
+    w = np.abs(reference_dequantize(bits, arrays).astype(np.float64)).reshape(n, -1, 32).sum(-1)
+    assert (np.abs(out - exact) <= 0.5 * (d @ w.T) * (1 + 1e-5) + bound).all()
+    assert np.abs(out - exact).max() > 0  # the activations are rounded: not the exact kernel
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_q8_fused_kernels_equal_the_single_q8_product(bits):
+    rng = np.random.default_rng(11 + bits)
+    k = 192
+    weights = [random_packed(rng, bits, n, k, 32) for n in (64, 32, 32)]
+    x = rng.standard_normal((2, k)).astype(np.float32)
+    singles = [native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, a)).asnumpy() for a in weights]
+    outs = native.quantized_linear3_q8_op(bits)(ms.Tensor(x), *[t for a in weights for t in _args(bits, a)])
+    for out, single in zip(outs, singles):
+        np.testing.assert_array_equal(out.asnumpy(), single)
+    gate, up = random_packed(rng, bits, 48, k, 32), random_packed(rng, bits, 48, k, 32)
+    g = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, gate)).asnumpy()
+    u = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, up)).asnumpy()
+    out = native.silu_gate_up_q8_op(bits)(ms.Tensor(x), *_args(bits, gate), *_args(bits, up)).asnumpy()
+    g = g.astype(np.float64)
+    np.testing.assert_allclose(out, g / (1 + np.exp(-g)) * u, rtol=2e-6, atol=1e-7)
+
+
+def test_activation_quantization_option_selects_the_kernel(monkeypatch):
+    rng = np.random.default_rng(5)
+    arrays = random_packed(rng, 4, 24, 64, 32)
+    x = ms.Tensor(rng.standard_normal((1, 64)).astype(np.float32))
+    args = _args(4, arrays)
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")
+    exact = Q.quantized_linear(x, *args, None, 4).asnumpy()
+    np.testing.assert_array_equal(exact, native.quantized_linear_op(4)(x, *args).asnumpy())
+    monkeypatch.delenv(Q.ACTIVATIONS_ENV)
+    assert Q.activation_quantization() == "q8"
+    np.testing.assert_array_equal(Q.quantized_linear(x, *args, None, 4).asnumpy(),
+                                  native.quantized_linear_q8_op(4)(x, *args).asnumpy())
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "int4")
+    with pytest.raises(ValueError, match="MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"):
+        Q.activation_quantization()
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_native_threads_split_rows_without_changing_the_numbers(bits):
+    """native.set_threads(2): the q8 products and LinearNT split their output rows over a worker thread (parts
+    claimed as they go); each row is computed by the same code, so the outputs equal the one-thread outputs bit for
+    bit, over many back-to-back jobs of different sizes (a late worker must not touch the next job)."""
+    rng = np.random.default_rng(21 + bits)
+    cases = []
+    for n in (300, 40, 1536):
+        arrays = random_packed(rng, bits, n, 576, 32)
+        w = ms.Tensor(rng.standard_normal((n, 576)).astype(np.float32))
+        cases.append((_args(bits, arrays), w))
+    x = ms.Tensor(rng.standard_normal((2, 576)).astype(np.float32))
+    q8, nt = native.quantized_linear_q8_op(bits), native.linear_nt_op()
+    try:
+        native.set_threads(1)
+        one = [(q8(x, *args).asnumpy(), nt(x, w).asnumpy()) for args, w in cases]
+        native.set_threads(2)
+        for _ in range(30):
+            for (args, w), (want_q8, want_nt) in zip(cases, one):
+                np.testing.assert_array_equal(q8(x, *args).asnumpy(), want_q8)
+                np.testing.assert_array_equal(nt(x, w).asnumpy(), want_nt)
+    finally:
+        native.set_threads(1)
+
+
+def test_q8_portable_fallback_matches_the_reference(tmp_path):
+    """The int8-activation kernels built without -march=native (no VNNI / AVX-512: the plain loops) against the
+    same NumPy reference, in a process whose kernel library is built with the portable flags only."""
+    code = (
+        "import numpy as np, mindspore as ms\n"
+        "from mindone.transformers.backend import native\n"
+        "native._FLAG_SETS = (native._FLAG_SETS[-1],)\n"
+        "assert '-march=native' not in native._FLAG_SETS[0]\n"
+        "from tests.backend.test_quantization import random_packed, q8_reference, _args\n"
+        "rng = np.random.default_rng(0)\n"
+        "for bits in (8, 4):\n"
+        "    for n, k, g in ((33, 224, 32), (17, 256, 128)):\n"
+        "        arrays = random_packed(rng, bits, n, k, g)\n"
+        "        x = rng.standard_normal((2, k)).astype(np.float32)\n"
+        "        out = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, arrays)).asnumpy()\n"
+        "        ref, bound = q8_reference(bits, x, arrays)\n"
+        "        assert (np.abs(out - ref) <= bound).all(), (bits, np.abs(out - ref).max())\n"
+        "print('ok')\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, MINDONE_TRANSFORMERS_CACHE=str(tmp_path),
+               PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                         cwd=root)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_q8_activations_in_a_model_stay_close_to_the_dequantized_model(tiny_llama, weights, monkeypatch):
+    """The default decode kernels (int8 activations) in a quantized tiny Llama: one-token logits within the
+    activations' rounding of the dequantized model's, and greedy generate() (compiled steps, fused q/k/v and
+    gate/up) gives the dequantized model's tokens here; MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS=float gives the
+    exact kernels' logits."""
+    model = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=QuantoConfig(
+        weights=weights, modules_to_not_convert=[]))
+    dense = dequantized_twin(tiny_llama, model)
+    ids = ms.Tensor(IDS)
+    assert Q.activation_quantization() == "q8"
+    ours, ref = model(ids[:, :1]).logits.asnumpy(), dense(ids[:, :1]).logits.asnumpy()
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert 0 < err < 0.02, err
+    tokens = model.generate(ids, max_new_tokens=8, do_sample=False).asnumpy()
+    np.testing.assert_array_equal(tokens, dense.generate(ids, max_new_tokens=8, do_sample=False).asnumpy())
+    monkeypatch.setenv(Q.ACTIVATIONS_ENV, "float")
+    exact = model(ids[:, :1]).logits.asnumpy()
+    np.testing.assert_allclose(exact, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

@@ -112,6 +112,8 @@ def library_path():
                     path = None
         _state["path"] = path
         _state["loaded"] = True
+        if path is not None and _THREADS["n"]:
+            _apply_threads()
         return path
 
 
@@ -466,3 +468,55 @@ def rms_norm_training_op():
         _state["ops"]["RMSNorm.training"] = ops.Custom(f"{library_path()}:RMSNorm", out_shape=_rms_norm_shape,
                                                        out_dtype=ms.float32, func_type="aot", bprop=rms_norm_bprop)
     return _state["ops"]["RMSNorm.training"]
+# --- packed products with int8 activations (llama.cpp's method; cpu_kernels.cc: "with int8 activations") -------------
+
+
+def quantized_linear_q8_op(bits: int):
+    """As `quantized_linear_op`, but each row of x is first rounded to int8 in blocks of 32 (per block
+    d = max|x| / 127, q = rint(x / d)) and the products are integer dot products (AVX512-VNNI where available):
+    x @ dequantize(W)^T with x quantized, not the exact product. None when native kernels are unavailable."""
+    return _custom({8: "QLinearInt8Q8", 4: "QLinearInt4Q8"}[bits], _quantized_linear_shape, _float32)
+
+
+def quantized_linear3_q8_op(bits: int):
+    """`quantized_linear3_op` with x rounded to int8 blocks as `quantized_linear_q8_op` (once for the three)."""
+    return _custom({8: "QLinear3Int8Q8", 4: "QLinear3Int4Q8"}[bits], _quantized_linear3_shape, _float32_x3)
+
+
+def silu_gate_up_q8_op(bits: int):
+    """`silu_gate_up_op` with x rounded to int8 blocks as `quantized_linear_q8_op` (once for both products)."""
+    return _custom({8: "QSiluGateUpInt8Q8", 4: "QSiluGateUpInt4Q8"}[bits], _quantized_linear_shape, _float32)
+
+
+def _mlp_residual_shape(x_shape, *other_shapes):
+    return x_shape
+
+
+def mlp_residual_q8_op(bits: int):
+    """Primitive computing residual + down(silu(x @ Wg^T) * (x @ Wu^T)) on packed weights with int8 activations (x,
+    then the product silu(g) * u, rounded as `quantized_linear_q8_op`) in one call: a SwiGLU MLP and the residual
+    add after it. op(x, qg, sg[, mg], qu, su[, mu], qd, sd[, md], residual) -> x's shape; gate / up (N, K), down
+    (K, N), one bits. None when native kernels are unavailable. No gradient."""
+    return _custom({8: "QMlpResidualInt8Q8", 4: "QMlpResidualInt4Q8"}[bits], _mlp_residual_shape, _float32)
+
+
+# --- threads of the native kernels (cpu_kernels.cc: section "worker threads") ---------------------------------------
+
+_THREADS = {"n": int(os.environ.get("MINDONE_TRANSFORMERS_NATIVE_THREADS", "0") or 0)}
+
+
+def set_threads(num_threads: int) -> None:
+    """Number of threads the native kernels that split their output rows use (LinearNT, the int8-activation
+    products); 0 or less: the CPUs of the process's affinity mask. Default 1 (or MINDONE_TRANSFORMERS_NATIVE_THREADS):
+    on 2 cores the worker thread competed with MindSpore's own threads and slowed a quantized decode step 2.4x
+    (docs/performance.md), so it is opt-in. Applied now if the library is loaded, else when it loads."""
+    _THREADS["n"] = int(num_threads)
+    if _state["loaded"] and _state["path"] is not None:
+        _apply_threads()
+
+
+def _apply_threads():
+    import ctypes
+
+    # the same file MindSpore's custom ops load: dlopen returns the one loaded copy, so this sets its state
+    ctypes.CDLL(_state["path"]).NativeSetThreads(ctypes.c_int(_THREADS["n"]))

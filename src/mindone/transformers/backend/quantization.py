@@ -13,11 +13,15 @@ file's blocks are used as stored (`keep_quantized=True`); Q4_K's 32-element sub-
 
 `QuantizedLinear.construct` multiplies with the native kernels of `backend.native` (`quantized_linear_op`: the
 packed weights are read directly, 4x / 8x less memory traffic than float32) for up to `DIRECT_ROWS` rows of x (the
-decode step), and otherwise dequantises W (native kernel, else MindSpore ops) and uses MatMul. All routes compute
-x @ dequantize(W)^T in float32 and agree up to float32 summation order.
+decode step), and otherwise dequantises W (native kernel, else MindSpore ops) and uses MatMul. Those routes compute
+x @ dequantize(W)^T in float32 and agree up to float32 summation order. By default the decode-step kernels first
+round each row of x to int8 blocks of 32 and multiply integers (llama.cpp's method, `activation_quantization()`:
+slightly different numbers, within 1% perplexity on SmolLM2); MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS=float keeps
+the exact ones.
 """
 
 import logging
+import os
 
 import mindspore as ms
 import numpy as np
@@ -41,6 +45,30 @@ _DIRECT = {bits: native.quantized_linear_op(bits) for bits in (8, 4)}
 _DEQUANTIZE = {bits: native.dequantize_op(bits) for bits in (8, 4)}
 _DIRECT3 = {bits: native.quantized_linear3_op(bits) for bits in (8, 4)}
 _SILU_GATE_UP = {bits: native.silu_gate_up_op(bits) for bits in (8, 4)}
+# the same with x rounded to int8 blocks (llama.cpp's method; activation_quantization() == "q8")
+_DIRECT_Q8 = {bits: native.quantized_linear_q8_op(bits) for bits in (8, 4)}
+_DIRECT3_Q8 = {bits: native.quantized_linear3_q8_op(bits) for bits in (8, 4)}
+_SILU_GATE_UP_Q8 = {bits: native.silu_gate_up_q8_op(bits) for bits in (8, 4)}
+_MLP_RESIDUAL_Q8 = {bits: native.mlp_residual_q8_op(bits) for bits in (8, 4)}
+ACTIVATIONS_ENV = "MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"
+
+
+def activation_quantization() -> str:
+    """How the decode-step kernels (few rows of x, native kernels) treat the activations, from the environment
+    variable MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS: "q8" (default) rounds each row of x to int8 in blocks of 32
+    and multiplies integers (llama.cpp's method: faster, slightly different numbers), "float" keeps x float32 (the
+    exact product x @ dequantize(W)^T). Read when a graph is traced (the compiled-graph cache keys on it); prefill
+    (more rows) always multiplies float32 x by the dequantised weights."""
+    value = os.environ.get(ACTIVATIONS_ENV, "q8").strip().lower()
+    if value not in ("q8", "float"):
+        raise ValueError(f"{ACTIVATIONS_ENV}={value!r}: expected 'q8' or 'float'")
+    return value
+
+
+def _kernel(bits, exact, q8):
+    """The decode-step kernel of `bits` from the exact table or its int8-activation twin, per
+    `activation_quantization()`."""
+    return q8[bits] if activation_quantization() == "q8" else exact[bits]
 
 
 # --- NumPy: packing, quantisation, dequantisation ---------------------------------------------------------------------
@@ -119,7 +147,7 @@ def quantized_linear(x, packed, scale, mins, bias, bits):
         x = x.astype(ms.float32)
     args = (packed, scale) if bits == 8 else (packed, scale, mins)
     native_ok = runtime.native_ops_allowed()  # in graphs only generate()'s compiled steps (runtime.native_ops_in_graph)
-    direct = _DIRECT[bits] if native_ok else None
+    direct = _kernel(bits, _DIRECT, _DIRECT_Q8) if native_ok else None
     if direct is not None and x.shape[0] <= DIRECT_ROWS:
         out = direct(x, *args)
     else:
@@ -212,7 +240,7 @@ def fused_projections(x, first, second, third):
     q / k / v projections; biases added after): one kernel call for a decode step's rows. float32 x."""
     if _direct_rows(x, first.bits, _DIRECT3):
         shape = x.shape
-        outs = _DIRECT3[first.bits](x.reshape(-1, shape[-1]), *_packed_args(first), *_packed_args(second),
+        outs = _kernel(first.bits, _DIRECT3, _DIRECT3_Q8)(x.reshape(-1, shape[-1]), *_packed_args(first), *_packed_args(second),
                                     *_packed_args(third))
         return tuple(_add_bias(out, cell.bias).reshape(shape[:-1] + (cell.out_features,))
                      for out, cell in zip(outs, (first, second, third)))
@@ -228,9 +256,24 @@ def fused_silu_gate_up(x, gate, up, act_fn):
     act_fn SiLU (a SwiGLU MLP): one kernel call for a decode step's rows. float32 x."""
     if _direct_rows(x, gate.bits, _SILU_GATE_UP):
         shape = x.shape
-        out = _SILU_GATE_UP[gate.bits](x.reshape(-1, shape[-1]), *_packed_args(gate), *_packed_args(up))
+        out = _kernel(gate.bits, _SILU_GATE_UP, _SILU_GATE_UP_Q8)(x.reshape(-1, shape[-1]), *_packed_args(gate), *_packed_args(up))
         return out.reshape(shape[:-1] + (gate.out_features,))
     return act_fn(gate(x)) * up(x)
+
+
+def fused_mlp_residual(x, mlp, residual):
+    """residual + mlp(x) for a SwiGLU MLP cell whose gate / up / down projections are QuantizedLinear cells of one
+    bits without bias (flag `fuse_quantized_mlp`): one kernel call (`native.mlp_residual_q8_op`) for a decode step's
+    rows when the activations are quantized (activation_quantization() == "q8"), else the MLP then the add. float32
+    x and residual."""
+    gate = mlp.gate_proj
+    if activation_quantization() == "q8" and _direct_rows(x, gate.bits, _MLP_RESIDUAL_Q8) \
+            and residual.dtype == ms.float32:
+        shape = x.shape
+        out = _MLP_RESIDUAL_Q8[gate.bits](x.reshape(-1, shape[-1]), *_packed_args(gate), *_packed_args(mlp.up_proj),
+                                          *_packed_args(mlp.down_proj), residual.reshape(-1, shape[-1]))
+        return out.reshape(shape)
+    return residual + mlp(x)
 
 
 def _same_packing(cells, bias_ok):
@@ -241,8 +284,9 @@ def _same_packing(cells, bias_ok):
 def mark_fusable_projections(model):
     """Sets `fuse_quantized_qkv` on attention cells whose q_proj / k_proj / v_proj, and `fuse_quantized_gate_up` on
     SiLU MLP cells whose gate_proj / up_proj (without bias), are QuantizedLinear cells that `fused_projections` /
-    `fused_silu_gate_up` can multiply in one call (models that read these flags: llama). Returns the number of
-    cells marked."""
+    `fused_silu_gate_up` can multiply in one call, and `fuse_quantized_mlp` on those MLPs whose down_proj is one too
+    (same bits, no bias: `fused_mlp_residual`) (models that read these flags: llama). Returns the number of flags
+    set."""
     marked = 0
     for _, cell in model.cells_and_names():
         projections = [getattr(cell, name, None) for name in ("q_proj", "k_proj", "v_proj")]
@@ -255,4 +299,10 @@ def mark_fusable_projections(model):
                                            and gate.out_features == up.out_features
                                            and getattr(cell, "hidden_act", None) in ("silu", "swish"))
             marked += cell.fuse_quantized_gate_up
+        if hasattr(type(cell), "fuse_quantized_mlp"):
+            down = getattr(cell, "down_proj", None)
+            cell.fuse_quantized_mlp = bool(cell.fuse_quantized_gate_up and isinstance(down, QuantizedLinear)
+                                           and down.bias is None and down.bits == gate.bits
+                                           and down.in_features == gate.out_features)
+            marked += cell.fuse_quantized_mlp
     return marked

@@ -79,7 +79,8 @@ def serialized(fn):
 def set_threads(num_threads: int) -> None:
     """Number of threads MindSpore's CPU kernels use.
 
-    MindSpore's bundled oneDNN matmul ignores this setting; only CPU affinity (e.g. `taskset`) limits it.
+    MindSpore's bundled oneDNN matmul ignores this setting; only CPU affinity (e.g. `taskset`) limits it. The native
+    kernels have their own setting (native.set_threads, default 1).
     """
     ms.device_context.cpu.op_tuning.threads_num(int(num_threads))
 

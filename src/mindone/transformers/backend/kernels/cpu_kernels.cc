@@ -3,10 +3,11 @@
 //   int Name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream, void *extra)
 // with params = inputs then outputs. Plain C++: the loops are written so that the compiler vectorises them for the
 // machine it runs on (-O3 -march=native). Built with -ffp-contract=off: a multiply-add is fused only where `fmadd`
-// is written (so AdamW rounds exactly like torch's fused kernel). Single-threaded: with 2 cores, splitting the
-// columns of LinearNT over OpenMP threads made the decode step ~1.7x slower (libgomp's spinning threads compete
-// with MindSpore's own pool; passive waiting is a process-wide setting MindSpore has already fixed when it loaded
-// libgomp), and one thread of this loop is as fast as MindSpore's 2-thread MatMul on a matrix-vector product.
+// is written (so AdamW rounds exactly like torch's fused kernel). Threads: OpenMP is not used (splitting the
+// columns of LinearNT over OpenMP threads made the decode step ~1.7x slower with 2 cores: libgomp's spinning
+// threads compete with MindSpore's own pool, and passive waiting is a process-wide setting MindSpore has already
+// fixed when it loaded libgomp); LinearNT and the int8-activation products split their output rows over the small
+// worker pool of section "worker threads" (short spin, then sleep), the other kernels are single-threaded.
 #include <cmath>
 #include <cstdint>
 
@@ -97,6 +98,192 @@ static void linear_nt_vector(const float *x, const float *w, float *y, int64_t N
 }
 #endif
 
+// ==== worker threads of the native kernels (native_pool; native.py: set_threads) ====================================
+// The decode-step kernels (one or few rows of x) can split their output rows over threads: NativeSetThreads
+// (native.set_threads, or MINDONE_TRANSFORMERS_NATIVE_THREADS); default 1 thread (no workers): in a 2-core decode
+// step the spinning worker slowed SmolLM2's step 2.4x (it competes with MindSpore's own threads; docs/performance.md).
+// OpenMP was slower here (libgomp's threads spin for long and compete with MindSpore's pool): these are T - 1
+// persistent workers that spin for a short while after each job (MINDONE_TRANSFORMERS_NATIVE_SPIN_US, default 50 us:
+// a decode step launches the next product within tens of microseconds) and then sleep on a condition variable. The
+// caller and the workers claim parts of the rows as they go (~a quarter of a thread's share each): a worker that
+// starts late because the other core is busy leaves its share to the caller instead of making it wait. A call made while another is running (another MindSpore thread) runs
+// single-threaded; a forked child starts without workers.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <pthread.h>
+#include <sched.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NATIVE_POOL_PAUSE() _mm_pause()
+#else
+#define NATIVE_POOL_PAUSE() std::this_thread::yield()
+#endif
+
+namespace native_pool {
+
+typedef void (*Fn)(const void *ctx, int64_t begin, int64_t end);
+
+struct State {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<uint64_t> generation{0};
+  std::atomic<int> waiting{0}, workers{0}, threads{0};
+  // the next unclaimed part of the current job: (job tag << kTagShift) | first index; rows done so far
+  std::atomic<uint64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<bool> busy{false};
+  // the current job (written before `generation` is bumped)
+  Fn fn = nullptr;
+  const void *ctx = nullptr;
+  int64_t n = 0, chunk = 0;
+  int64_t spin_ns = 50000;
+};
+
+// never destroyed (workers may outlive static destructors); replaced in a forked child, which has no workers
+static State *g_state = new State();
+static State &state() { return *g_state; }
+
+constexpr int kTagShift = 40;
+constexpr uint64_t kIndexMask = (uint64_t(1) << kTagShift) - 1;  // an index of kIndexMask: the job is closed
+constexpr uint64_t kTagMask = (uint64_t(1) << (64 - kTagShift)) - 1;  // job tags: the generation's low 24 bits
+
+// claims and runs parts of the job tagged `tag` until none is left; a worker that woke late (another job posted
+// since) finds another tag and runs nothing
+static void work(State &s, uint64_t tag, Fn fn, const void *ctx, int64_t n, int64_t chunk) {
+  for (;;) {
+    uint64_t v = s.next.load(std::memory_order_acquire);
+    if ((v >> kTagShift) != tag) return;
+    const int64_t begin = static_cast<int64_t>(v & kIndexMask);
+    if (begin >= n) return;
+    if (!s.next.compare_exchange_weak(v, v + chunk, std::memory_order_acq_rel)) continue;
+    const int64_t end = begin + chunk < n ? begin + chunk : n;
+    fn(ctx, begin, end);
+    s.done.fetch_add(end - begin, std::memory_order_acq_rel);
+  }
+}
+
+static void after_fork_in_child() {
+  State *fresh = new State();  // the parent's state is left as it was (its mutex may be held by a lost worker)
+  fresh->threads.store(g_state->threads.load());
+  fresh->spin_ns = g_state->spin_ns;
+  g_state = fresh;
+}
+
+static int default_threads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+  return 1;
+}
+
+// `seen`: the generation when the worker was created (a job posted after it is the worker's first)
+static void worker(State *state_ptr, int index, uint64_t seen) {
+  State &s = *state_ptr;
+  for (;;) {
+    const auto start = std::chrono::steady_clock::now();
+    int spins = 0;
+    while (s.generation.load(std::memory_order_acquire) == seen) {
+      NATIVE_POOL_PAUSE();
+      if (++spins % 64 == 0 &&
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count() >
+              s.spin_ns) {
+        std::unique_lock<std::mutex> lock(s.mu);
+        s.waiting.fetch_add(1);
+        s.cv.wait(lock, [&] { return s.generation.load() != seen; });
+        s.waiting.fetch_sub(1);
+        break;
+      }
+    }
+    seen = s.generation.load(std::memory_order_acquire);
+    // the fields may already be a later job's: `work` then finds a tag other than `seen`'s and does nothing
+    work(s, seen & kTagMask, s.fn, s.ctx, s.n, s.chunk);
+  }
+}
+
+static int threads() {
+  State &s = state();
+  int t = s.threads.load(std::memory_order_relaxed);
+  if (t <= 0) {
+    t = 1;  // not set: single-threaded (see the top of this section)
+    s.threads.store(t);
+  }
+  return t;
+}
+
+static void start_workers(int count) {
+  State &s = state();
+  static std::once_flag once;
+  std::call_once(once, [&] {
+    if (const char *v = std::getenv("MINDONE_TRANSFORMERS_NATIVE_SPIN_US")) s.spin_ns = std::atoll(v) * 1000;
+    pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  });
+  while (s.workers.load() < count) {
+    std::thread(worker, &s, s.workers.load() + 1, s.generation.load()).detach();
+    s.workers.fetch_add(1);
+  }
+}
+
+// f(ctx, begin, end) over [0, n) cut into parts of whole multiples of `grain`, one part per thread
+static void run(int64_t n, int64_t grain, Fn fn, const void *ctx) {
+  State &s = state();
+  const int t = threads();
+  const int64_t units = (n + grain - 1) / grain;
+  bool expected = false;
+  if (t <= 1 || units <= 1 || !s.busy.compare_exchange_strong(expected, true)) {
+    fn(ctx, 0, n);
+    return;
+  }
+  const int parts = units < t ? static_cast<int>(units) : t;
+  start_workers(parts - 1);
+  s.fn = fn;
+  s.ctx = ctx;
+  s.n = n;
+  // parts of about a quarter of a thread's share, so that a thread that starts late (the other core is busy) leaves
+  // its share to the others instead of making them wait
+  const int64_t per_part = (units + 4 * parts - 1) / (4 * parts);
+  s.chunk = per_part * grain;
+  s.done.store(0, std::memory_order_relaxed);
+  const uint64_t gen = s.generation.load() + 1, tag = gen & kTagMask;
+  s.next.store(tag << kTagShift, std::memory_order_release);
+  s.generation.store(gen);  // seq_cst: pairs with the workers' `waiting` increment before they sleep
+  if (s.waiting.load() > 0) {
+    { std::lock_guard<std::mutex> lock(s.mu); }
+    s.cv.notify_all();
+  }
+  work(s, tag, fn, ctx, n, s.chunk);
+  // parts claimed by workers and still running
+  while (s.done.load(std::memory_order_acquire) < n) NATIVE_POOL_PAUSE();
+  s.next.store((tag << kTagShift) | kIndexMask, std::memory_order_release);  // closed: late workers run nothing
+  s.busy.store(false, std::memory_order_release);
+}
+
+}  // namespace native_pool
+
+// a callable f(begin, end) over [0, n) on the native threads (parts: multiples of `grain`)
+template <class F>
+static void parallel_for(int64_t n, int64_t grain, const F &f) {
+  native_pool::run(n, grain, [](const void *c, int64_t b, int64_t e) { (*static_cast<const F *>(c))(b, e); }, &f);
+}
+
+// Sets the number of threads the native kernels use (<= 0: the CPUs of the affinity mask). Called by native.py.
+extern "C" int NativeSetThreads(int n) {
+  native_pool::state().threads.store(n > 0 ? n : native_pool::default_threads());
+  return native_pool::state().threads.load();
+}
+// ==== end of worker threads ==========================================================================================
+
+// y (M, N) columns [n0, n1) = x (M, K) @ w (N, K)^T, as linear_nt_columns
+static void linear_nt_range(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K, int64_t n0,
+                            int64_t n1) {
+  for (int64_t n = n0; n < n1; n++) {
+    const float *row = w + n * K;
+    for (int64_t m = 0; m < M; m++) y[m * N + n] = dot(row, x + m * K, K);
+  }
+}
+
 // y(..., N) = x(..., K) @ w(N, K)^T, float32, contiguous. Meant for few rows of x (decoding): each weight row is
 // streamed from memory once, which is what bounds the time; a GEMM library's kernel reaches ~10 GB/s on such
 // shapes against ~17 GB/s for this loop (one core, measured).
@@ -113,13 +300,15 @@ extern "C" int LinearNT(int nparam, void **params, int *ndims, int64_t **shapes,
   const int64_t M = num_elements(ndims[0] - 1, shapes[0]);
   const int64_t N = shapes[1][0];
   if (shapes[1][1] != K) return 2;
+  parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
 #if defined(__AVX512F__)
-  if (M == 1) {
-    linear_nt_vector(x, w, y, N, K);
-    return 0;
-  }
+    if (M == 1) {  // one row (a decode step): the four-rows-per-pass loop
+      linear_nt_vector(x, w + n0 * K, y + n0, n1 - n0, K);
+      return;
+    }
 #endif
-  linear_nt_columns(x, w, y, M, N, K);
+    linear_nt_range(x, w, y, M, N, K, n0, n1);
+  });
   return 0;
 }
 
@@ -344,7 +533,7 @@ extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shap
 // The products use float32 activations: x @ W^T is computed as
 //   y[m, n] = sum_g scale[n, g] * (sum_{k in g} q[n, k] * x[m, k]) + min[n, g] * (sum_{k in g} x[m, k])
 // i.e. the same value as dequantising W and multiplying, up to float32 summation order (no activation quantisation).
-// Single-threaded like LinearNT. AVX-512 / AVX2 intrinsics when the compiler targets them (-march=native), else plain
+// Single-threaded. AVX-512 / AVX2 intrinsics when the compiler targets them (-march=native), else plain
 // loops. Scratch memory (per-group sums of x) is a thread_local buffer that only grows: no allocation per call.
 #include <vector>
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -1391,3 +1580,390 @@ extern "C" int RMSNormGrad(int nparam, void **params, int *ndims, int64_t **shap
   delete[] dw_acc;
   return 0;
 }
+// =====================================================================================================================
+// Quantized products with int8 activations (llama.cpp's method; quantization.py: ACTIVATIONS == "q8")
+// =====================================================================================================================
+// The exact kernels above multiply float32 x by the packed weights. These quantize each row of x once per call to
+// int8 blocks of 32 (llama.cpp's Q8_1 / Q8_0 rule):
+//   per block b: d = max|x| / 127, q = rint(x * (1 / d)) (q = 0 when d = 0), s = d * sum(q)
+// and then multiply integers:
+//   int4: y = sum_b (scale[b] * d[b]) * sum_{j in b} q4_j * q_j + min[b] * s[b]      (scale, min: the block's group)
+//   int8: y = sum_b (scale[b] * d[b]) * sum_{j in b} q8_j * q_j
+// i.e. x @ dequantize(W)^T with x rounded to 8 bits per block (not the same numbers as the exact kernels). With
+// AVX512-VNNI (-march=native on a CPU that has it) the integer dot products are `vpdpbusd` (u8 x s8 -> s32, four
+// products per lane): int4 nibbles (0..15) are the unsigned operand; for int8 weights |q| is the unsigned one and
+// the weight takes q's sign. Without it: plain loops (same formula, float32 sums in another order).
+// Entry points: QLinearInt8Q8 / QLinearInt4Q8, QLinear3Int8Q8 / QLinear3Int4Q8, QSiluGateUpInt8Q8 / Int4Q8, with
+// the inputs and outputs of the exact kernels of the same name without "Q8".
+namespace q8act {
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#define Q8ACT_VNNI 1
+#endif
+
+// x's rows quantized. Layout per row (VNNI, int4): per quad of 4 blocks 128 bytes, the first 64 the low halves
+// (elements 0..15) of the 4 blocks, the next 64 their high halves, to meet a 64-byte load of 4 blocks of nibbles
+// (low nibbles: elements 0..15); dx: per quad 16 floats, block i's d on lanes 4i..4i+3.
+// (VNNI, int8): per pair of blocks 64 bytes of |q|, a 64-bit mask of q < 0, dx: block i's d on lanes 8i..8i+7.
+// (portable): q in element order, dx: d per block. s: d * sum(q) per block (int4). Blocks past the row: zero.
+struct Act {
+  const int8_t *q;
+  const uint64_t *neg;
+  const float *dx, *s;
+  int64_t row_bytes, row_dx, row_s;  // strides between rows
+};
+
+static uint8_t *scratch(size_t n) {
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < n + 64) buffer.resize(n + 64);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(buffer.data());
+  return reinterpret_cast<uint8_t *>((p + 63) & ~static_cast<uintptr_t>(63));
+}
+
+// one block of 32 values: q, d, s
+static inline void quantize_block(const float *x, int8_t *q, float *d_out, float *s_out) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; j++) amax = std::fmax(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  int sum = 0;
+  for (int j = 0; j < 32; j++) {
+    const int v = static_cast<int>(std::nearbyint(x[j] * id));
+    q[j] = static_cast<int8_t>(v);
+    sum += v;
+  }
+  *d_out = d;
+  *s_out = d * static_cast<float>(sum);
+}
+
+static Act quantize_rows(const float *x, int64_t M, int64_t K, int bits) {
+  const int64_t nb = K / 32;
+#ifdef Q8ACT_VNNI
+  const int64_t per = bits == 4 ? 4 : 2, nu = (nb + per - 1) / per;  // units: quads (int4) or pairs (int8)
+  const int64_t row_bytes = nu * 64 * (bits == 4 ? 2 : 1), row_dx = nu * 16, row_s = nu * per;
+  const int64_t row_neg = bits == 8 ? nu : 0;
+#else
+  const int64_t row_bytes = nb * 32, row_dx = nb, row_s = nb, row_neg = 0;
+#endif
+  const size_t bytes = M * row_bytes, dxb = M * row_dx * 4, sb = M * row_s * 4, nb_ = M * row_neg * 8;
+  uint8_t *mem = scratch(bytes + dxb + sb + nb_ + 256);
+  int8_t *q = reinterpret_cast<int8_t *>(mem);
+  float *dx = reinterpret_cast<float *>(mem + ((bytes + 63) & ~size_t(63)));
+  float *s = dx + M * row_dx;
+  uint64_t *neg = reinterpret_cast<uint64_t *>(s + M * row_s + 1);
+  neg = reinterpret_cast<uint64_t *>((reinterpret_cast<uintptr_t>(neg) + 7) & ~uintptr_t(7));
+  for (size_t i = 0; i < bytes; i++) q[i] = 0;
+  for (int64_t i = 0; i < M * row_dx; i++) dx[i] = 0.0f;
+  for (int64_t i = 0; i < M * row_s; i++) s[i] = 0.0f;
+  for (int64_t i = 0; i < M * row_neg; i++) neg[i] = 0;
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t b = 0; b < nb; b++) {
+      int8_t blk[32];
+      float d;
+      quantize_block(x + m * K + b * 32, blk, &d, s + m * row_s + b);
+#ifdef Q8ACT_VNNI
+      if (bits == 4) {
+        int8_t *quad = q + m * row_bytes + (b / 4) * 128 + (b % 4) * 16;
+        for (int t = 0; t < 16; t++) {
+          quad[t] = blk[t];
+          quad[64 + t] = blk[16 + t];
+        }
+        for (int l = 0; l < 4; l++) dx[m * row_dx + (b / 4) * 16 + (b % 4) * 4 + l] = d;
+      } else {
+        int8_t *pair = q + m * row_bytes + (b / 2) * 64 + (b % 2) * 32;
+        uint64_t bits_neg = 0;
+        for (int t = 0; t < 32; t++) {
+          pair[t] = static_cast<int8_t>(blk[t] < 0 ? -blk[t] : blk[t]);
+          bits_neg |= static_cast<uint64_t>(blk[t] < 0) << t;
+        }
+        neg[m * row_neg + b / 2] |= bits_neg << ((b % 2) * 32);
+        for (int l = 0; l < 8; l++) dx[m * row_dx + (b / 2) * 16 + (b % 2) * 8 + l] = d;
+      }
+#else
+      for (int t = 0; t < 32; t++) q[m * row_bytes + b * 32 + t] = blk[t];
+      dx[m * row_dx + b] = d;
+#endif
+    }
+  return Act{q, neg, dx, s, row_bytes, row_dx, row_s};
+}
+
+// sum_b min[b's group] * s[b]
+static inline float min_term(const float *mn, const float *s, int64_t nb, int64_t G) {
+  float acc[16] = {0};
+  if (G == 32) {
+    int64_t b = 0;
+    for (; b + 16 <= nb; b += 16)
+      for (int j = 0; j < 16; j++) acc[j] = fmadd(mn[b + j], s[b + j], acc[j]);
+    for (; b < nb; b++) acc[0] = fmadd(mn[b], s[b], acc[0]);
+  } else {
+    for (int64_t b = 0; b < nb; b++) acc[b % 16] = fmadd(mn[b * 32 / G], s[b], acc[b % 16]);
+  }
+  float t = 0.0f;
+  for (int j = 0; j < 16; j++) t += acc[j];
+  return t;
+}
+
+#ifdef Q8ACT_VNNI
+// scales of blocks b0 .. b0 + n - 1 (n = 4 or 2; 0 past nb), each repeated over 16 / n lanes (`idx`: the repeat).
+// Loaded straight into a register (element stores then a vector load would stall on store forwarding).
+static inline __m512 block_scales(const float *scale, int64_t b0, int64_t nb, int64_t G, int n, __m512i idx) {
+  __m128 s;
+  const int64_t r = nb - b0;
+  if (G == 32) {
+    s = r >= n ? (n == 4 ? _mm_loadu_ps(scale + b0) : _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double *>(
+                                                          scale + b0))))
+               : _mm_maskz_loadu_ps(static_cast<__mmask8>((1u << r) - 1), scale + b0);
+  } else {
+    s = _mm_setr_ps(scale[b0 * 32 / G], r > 1 ? scale[(b0 + 1) * 32 / G] : 0.0f,
+                    n == 4 && r > 2 ? scale[(b0 + 2) * 32 / G] : 0.0f, n == 4 && r > 3 ? scale[(b0 + 3) * 32 / G] : 0.0f);
+  }
+  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(s));
+}
+
+// two int4 rows (w0, w1: nb * 16 bytes) with one quantized row of x
+static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s0, const float *s1, const float *m0,
+                            const float *m1, const int8_t *xq, const float *dx, const float *xs, int64_t nb,
+                            int64_t G, float *y0, float *y1) {
+  const __m512i low = _mm512_set1_epi8(15), zero = _mm512_setzero_si512();
+  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  const int64_t nq = (nb + 3) / 4;
+  for (int64_t j = 0; j < nq; j++) {
+    __m512i b0, b1;
+    if (4 * j + 4 <= nb) {
+      b0 = _mm512_loadu_si512(w0 + 64 * j);
+      b1 = _mm512_loadu_si512(w1 + 64 * j);
+    } else {
+      const __mmask64 k = (1ULL << ((nb - 4 * j) * 16)) - 1;
+      b0 = _mm512_maskz_loadu_epi8(k, w0 + 64 * j);
+      b1 = _mm512_maskz_loadu_epi8(k, w1 + 64 * j);
+    }
+    const __m512i xl = _mm512_load_si512(xq + 128 * j), xh = _mm512_load_si512(xq + 128 * j + 64);
+    const __m512i i0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, _mm512_and_si512(b0, low), xl),
+                                           _mm512_and_si512(_mm512_srli_epi16(b0, 4), low), xh);
+    const __m512i i1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, _mm512_and_si512(b1, low), xl),
+                                           _mm512_and_si512(_mm512_srli_epi16(b1, 4), low), xh);
+    const __m512 d = _mm512_load_ps(dx + 16 * j);
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 4 * j, nb, G, 4, idx), d), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 4 * j, nb, G, 4, idx), d), a1);
+  }
+  *y0 = _mm512_reduce_add_ps(a0) + min_term(m0, xs, nb, G);
+  *y1 = _mm512_reduce_add_ps(a1) + min_term(m1, xs, nb, G);
+}
+
+// two int8 rows (w0, w1: nb * 32 bytes) with one quantized row of x (|q| bytes, sign masks)
+static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0, const float *s1, const int8_t *xq,
+                            const uint64_t *neg, const float *dx, int64_t nb, int64_t G, float *y0, float *y1) {
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  const int64_t np = (nb + 1) / 2;
+  for (int64_t p = 0; p < np; p++) {
+    __m512i b0, b1;
+    if (2 * p + 2 <= nb) {
+      b0 = _mm512_loadu_si512(w0 + 64 * p);
+      b1 = _mm512_loadu_si512(w1 + 64 * p);
+    } else {
+      b0 = _mm512_maskz_loadu_epi8(0xFFFFFFFFULL, w0 + 64 * p);
+      b1 = _mm512_maskz_loadu_epi8(0xFFFFFFFFULL, w1 + 64 * p);
+    }
+    const __mmask64 k = neg[p];
+    const __m512i ax = _mm512_load_si512(xq + 64 * p);
+    const __m512i i0 = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(b0, k, zero, b0));
+    const __m512i i1 = _mm512_dpbusd_epi32(zero, ax, _mm512_mask_sub_epi8(b1, k, zero, b1));
+    const __m512 d = _mm512_load_ps(dx + 16 * p);
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(block_scales(s0, 2 * p, nb, G, 2, idx), d), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(block_scales(s1, 2 * p, nb, G, 2, idx), d), a1);
+  }
+  *y0 = _mm512_reduce_add_ps(a0);
+  *y1 = _mm512_reduce_add_ps(a1);
+}
+#else
+static inline float q4_row(const uint8_t *w, const float *scale, const float *mn, const int8_t *xq, const float *dx,
+                           const float *xs, int64_t nb, int64_t G) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; b++) {
+    int32_t isum = 0;
+    for (int t = 0; t < 16; t++)
+      isum += static_cast<int32_t>(w[b * 16 + t] & 15) * xq[b * 32 + t] +
+              static_cast<int32_t>(w[b * 16 + t] >> 4) * xq[b * 32 + 16 + t];
+    acc = fmadd(static_cast<float>(isum), scale[b * 32 / G] * dx[b], acc);
+  }
+  return acc + min_term(mn, xs, nb, G);
+}
+
+static inline float q8_row(const int8_t *w, const float *scale, const int8_t *xq, const float *dx, int64_t nb,
+                           int64_t G) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; b++) {
+    int32_t isum = 0;
+    for (int t = 0; t < 32; t++) isum += static_cast<int32_t>(w[b * 32 + t]) * xq[b * 32 + t];
+    acc = fmadd(static_cast<float>(isum), scale[b * 32 / G] * dx[b], acc);
+  }
+  return acc;
+}
+#endif
+
+// y (M, ldy) columns [n0, n1) of x @ W^T from x's quantized rows
+static void product_rows(int bits, const Act &a, const PackedWeight &w, float *y, int64_t M, int64_t K, int64_t ldy,
+                         int64_t n0, int64_t n1) {
+  const int64_t nb = K / 32, groups = K / w.G, G = w.G;
+  for (int64_t m = 0; m < M; m++) {
+    const int8_t *xq = a.q + m * a.row_bytes;
+    const float *dx = a.dx + m * a.row_dx, *xs = a.s + m * a.row_s;
+    float *ym = y + m * ldy;
+    if (bits == 4) {
+      const uint8_t *q = static_cast<const uint8_t *>(w.q);
+#ifdef Q8ACT_VNNI
+      int64_t n = n0;
+      for (; n + 2 <= n1; n += 2)
+        q4_rows2(q + n * K / 2, q + (n + 1) * K / 2, w.scale + n * groups, w.scale + (n + 1) * groups,
+                 w.mn + n * groups, w.mn + (n + 1) * groups, xq, dx, xs, nb, G, ym + n, ym + n + 1);
+      if (n < n1) {
+        float dummy;
+        q4_rows2(q + n * K / 2, q + n * K / 2, w.scale + n * groups, w.scale + n * groups, w.mn + n * groups,
+                 w.mn + n * groups, xq, dx, xs, nb, G, ym + n, &dummy);
+      }
+#else
+      for (int64_t n = n0; n < n1; n++)
+        ym[n] = q4_row(q + n * K / 2, w.scale + n * groups, w.mn + n * groups, xq, dx, xs, nb, G);
+#endif
+    } else {
+      const int8_t *q = static_cast<const int8_t *>(w.q);
+#ifdef Q8ACT_VNNI
+      const uint64_t *neg = a.neg + m * (a.row_dx / 16);
+      int64_t n = n0;
+      for (; n + 2 <= n1; n += 2)
+        q8_rows2(q + n * K, q + (n + 1) * K, w.scale + n * groups, w.scale + (n + 1) * groups, xq, neg, dx, nb, G,
+                 ym + n, ym + n + 1);
+      if (n < n1) {
+        float dummy;
+        q8_rows2(q + n * K, q + n * K, w.scale + n * groups, w.scale + n * groups, xq, neg, dx, nb, G, ym + n,
+                 &dummy);
+      }
+#else
+      for (int64_t n = n0; n < n1; n++) ym[n] = q8_row(q + n * K, w.scale + n * groups, xq, dx, nb, G);
+#endif
+    }
+  }
+}
+
+// over the native threads, each taking whole pairs of rows (the same pairs as one thread: the same numbers)
+static void product(int bits, const Act &a, const PackedWeight &w, float *y, int64_t M, int64_t K, int64_t ldy) {
+  parallel_for(w.N, 16, [&](int64_t n0, int64_t n1) { product_rows(bits, a, w, y, M, K, ldy, n0, n1); });
+}
+
+static int linear(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  if (nparam != (bits == 8 ? 4 : 5)) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight w;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &w)) return err;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  product(bits, a, w, static_cast<float *>(params[nparam - 1]), M, K, w.N);
+  return 0;
+}
+
+static int linear3(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 3 * per + 3) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight w[3];
+  for (int i = 0; i < 3; i++)
+    if (int err = packed_weight(params, ndims, shapes, 1 + i * per, bits, K, &w[i])) return err;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  for (int i = 0; i < 3; i++) product(bits, a, w[i], static_cast<float *>(params[1 + 3 * per + i]), M, K, w[i].N);
+  return 0;
+}
+
+static int silu_gate_up(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 2 * per + 1) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight gate, up;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (gate.N != up.N) return 6;
+  const int64_t N = gate.N;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  float *y = static_cast<float *>(params[nparam - 1]);
+  float *g = gate_buffer(M * N);
+  product(bits, a, gate, g, M, K, N);
+  product(bits, a, up, y, M, K, N);
+  for (int64_t i = 0; i < M * N; i++) {
+    const float sigmoid = 1.0f / (1.0f + std::exp(-g[i]));
+    y[i] = (g[i] * sigmoid) * y[i];
+  }
+  return 0;
+}
+
+}  // namespace q8act
+
+#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
+  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
+                      void *extra) {                                                                                \
+    (void)stream, (void)extra, (void)dtypes;                                                                        \
+    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
+  }
+Q8ACT_ENTRY(QLinearInt8Q8, linear, 8)
+Q8ACT_ENTRY(QLinearInt4Q8, linear, 4)
+Q8ACT_ENTRY(QLinear3Int8Q8, linear3, 8)
+Q8ACT_ENTRY(QLinear3Int4Q8, linear3, 4)
+Q8ACT_ENTRY(QSiluGateUpInt8Q8, silu_gate_up, 8)
+Q8ACT_ENTRY(QSiluGateUpInt4Q8, silu_gate_up, 4)
+#undef Q8ACT_ENTRY
+
+// A SwiGLU MLP and the residual add after it in one launch (quantization.py: fused_mlp_residual):
+//   out = residual + down(silu(x @ Wg^T) * (x @ Wu^T))
+// with x rounded to int8 blocks for gate / up, and the activation silu(g) * u rounded the same way for down (as the
+// separate q8 kernels compute it: QSiluGateUp*Q8, then QLinear*Q8, then the add). Inputs: x (..., K), q, scale[, min]
+// of the gate, up (N, K) and down (K, N) weights (one bits, group sizes dividing K / N), residual (..., K).
+// Output: (..., K). One kernel launch of a decode step's layer instead of three.
+namespace q8act {
+
+static float *mlp_buffer(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
+}
+
+static int mlp_residual(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 1 + 3 * per + 2) return 1;
+  const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
+  PackedWeight gate, up, down;
+  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (gate.N != up.N) return 6;
+  const int64_t N = gate.N;
+  if (int err = packed_weight(params, ndims, shapes, 1 + 2 * per, bits, N, &down)) return err;
+  if (down.N != K || num_elements(ndims[1 + 3 * per], shapes[1 + 3 * per]) != M * K) return 7;
+  const float *residual = static_cast<const float *>(params[1 + 3 * per]);
+  float *out = static_cast<float *>(params[nparam - 1]);
+  float *g = mlp_buffer(2 * M * N), *u = g + M * N;
+  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  product(bits, a, gate, g, M, K, N);
+  product(bits, a, up, u, M, K, N);
+  for (int64_t i = 0; i < M * N; i++) {
+    const float sigmoid = 1.0f / (1.0f + std::exp(-g[i]));
+    u[i] = (g[i] * sigmoid) * u[i];
+  }
+  const Act h = quantize_rows(u, M, N, bits);  // the scratch of `a` is reused: a is no longer read
+  product(bits, h, down, out, M, N, K);
+  for (int64_t i = 0; i < M * K; i++) out[i] = residual[i] + out[i];
+  return 0;
+}
+
+}  // namespace q8act
+
+extern "C" int QMlpResidualInt8Q8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return q8act::mlp_residual(8, nparam, params, ndims, shapes);
+}
+
+extern "C" int QMlpResidualInt4Q8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  return q8act::mlp_residual(4, nparam, params, ndims, shapes);
+}
+// ============================================================ end of quantized products with int8 activations ====

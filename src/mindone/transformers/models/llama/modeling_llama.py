@@ -78,6 +78,8 @@ def rotary_position_embeddings(cos, sin, scaling):
 class LlamaMLP(nn.Cell):
     # set by quantizers (quantization.mark_fusable_projections) when gate_proj / up_proj are packed alike
     fuse_quantized_gate_up = False
+    # and down_proj too (no bias, same bits): the decoder layer adds the residual in the same kernel call
+    fuse_quantized_mlp = False
 
     def __init__(self, config):
         super().__init__()
@@ -170,6 +172,8 @@ class LlamaDecoderLayer(GradientCheckpointingLayer):
 
         residual = hidden_states
         hidden_states = self.post_attention_layernorm(hidden_states)
+        if self.mlp.fuse_quantized_mlp:
+            return quantization.fused_mlp_residual(hidden_states, self.mlp, residual), attn_weights
         hidden_states = self.mlp(hidden_states)
         hidden_states = residual + hidden_states
         return hidden_states, attn_weights
