@@ -18,7 +18,7 @@ WEIGHT_STAMP := $(VENV)/.weights-installed
 SLOW_WEIGHT_STAMP := $(VENV)/.slow-weights-installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install demo test test-slow bench parity clean
+.PHONY: install demo test test-slow bench bench-quant parity clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,11 @@ test-slow: install $(SLOW_WEIGHT_STAMP)
 
 bench: install
 	$(BIN)/python benchmarks/bench_forward.py
+
+# quantized decoding side by side with llama.cpp (llama-cpp-python builds from source: ~15 min on 2 cores)
+bench-quant: install
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip install -q llama-cpp-python
+	$(BIN)/python benchmarks/bench_quant.py
 
 parity: install
 	$(BIN)/python benchmarks/parity_table.py

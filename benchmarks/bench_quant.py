@@ -141,7 +141,18 @@ def run_worker(args):
                 return model(torch.tensor(chunk)).logits.float().numpy()
     elif args.worker == "llama.cpp":
         import llama_cpp
+        import llama_cpp.llama as llama_module
 
+        # llama.cpp's extra buffer types (AMX / repacked weights) crash this VM's CPU build in the first decode
+        # (segmentation fault in llama_decode; the CPU reports AMX); without them it runs
+        default_params = llama_module.llama_cpp.llama_model_default_params
+
+        def model_params():
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        llama_module.llama_cpp.llama_model_default_params = model_params
         model = llama_cpp.Llama(os.path.join(model_dir(), GGUF), n_threads=args.threads, n_ctx=1024,
                                 logits_all=True, verbose=False)
 
@@ -217,7 +228,7 @@ def run_parent(args):
         import importlib.util
 
         if importlib.util.find_spec("llama_cpp") is None:
-            print("llama_cpp is not importable (pip install llama-cpp-python): llama.cpp rows skipped", file=sys.stderr)
+            print("llama_cpp is not importable (make bench-quant, or pip install llama-cpp-python): llama.cpp rows skipped", file=sys.stderr)
             impls.remove("llama.cpp")
     path, n_text = text_ids_file()
     print(f"perplexity text: {n_text} tokens, window {args.ppl_window}, stride {args.ppl_stride}; "

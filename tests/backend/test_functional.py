@@ -614,6 +614,14 @@ CASES = [
     Case("attention", "causal", attention_fn, _attention_ref,
          lambda r, d: [randn(r, 2, 4, 5, 8), randn(r, 2, 4, 6, 8), randn(r, 2, 4, 6, 8), causal_mask(d, 5, 6)],
          (0, 1, 2), (0, 1), grad_tol=SHARP_FP16_GRAD_TOL),
+    # a trainable additive bias as the mask (T5's position bias, Swin's relative position table): its gradient is
+    # the softmax input's, summed over the axes it broadcasts on
+    Case("attention", "bias_per_head", attention_fn, _attention_ref,
+         lambda r, d: [randn(r, 2, 3, 5, 8), randn(r, 2, 3, 6, 8), randn(r, 2, 3, 6, 8), randn(r, 1, 3, 5, 6)],
+         (0, 1, 2, 3), (0, 1), grad_tol=SHARP_FP16_GRAD_TOL),
+    Case("attention", "bias_per_key", attention_fn, _attention_ref,
+         lambda r, d: [randn(r, 2, 3, 5, 8), randn(r, 2, 3, 6, 8), randn(r, 2, 3, 6, 8), randn(r, 2, 1, 1, 6)],
+         (0, 1, 2, 3), (0, 1), grad_tol=SHARP_FP16_GRAD_TOL),
     Case("attention", "unscaled", attention_unscaled_fn, lambda q, k, v: _attention_ref(q, k, v, None, 1.0),
          lambda r, d: [randn(r, 1, 2, 4, 8), randn(r, 1, 2, 4, 8), randn(r, 1, 2, 4, 8)], (0, 1, 2),
          grad_tol=SHARP_FP16_GRAD_TOL),
@@ -739,6 +747,10 @@ SPECIAL_TESTS = {
     "log_softmax_kl_div": "test_log_softmax_kl_div_matches_torch_and_float64_gradient",
     # two dispatch paths chosen by shape (few tokens: gather the picked experts; else dense)
     "routed_swiglu_experts": "test_routed_swiglu_experts_matches_a_per_token_loop_on_both_paths",
+    # float32 rows of a training step's head, with its own forward-formed gradient
+    "linear_cross_entropy": "test_linear_cross_entropy_matches_torch",
+    # a native copy only inside compiled training steps, checked there against the plain swap
+    "swap_axes": "test_swap_axes_native_kernel_in_training_graphs",
 }
 
 # Case id -> the kernel MindSpore 2.10 has no bfloat16 version of on CPU (everything else runs in fp32 and fp16).
@@ -753,6 +765,7 @@ BF16_MISSING_CPU_KERNEL = {
     "dropout-train": "Dropout", "rotary_matrix": "BatchMatMul", "rotary_matrix-partial": "Pad",
     "rotary_matrix-interleaved_partial": "Pad", "apply_rotary_matrix": "BatchMatMul",
     "apply_rotary_matrix-shared": "BatchMatMul", "rotate_half": "MatMul", "attention-causal": "BatchMatMul", "attention-unscaled": "BatchMatMul",
+    "attention-bias_per_head": "BatchMatMul", "attention-bias_per_key": "BatchMatMul",
     "full": "FillV2", "stack": "Stack", "argmax": "Argmax", "argmax-keepdims": "Argmax", "topk": "TopK",
     "topk-smallest": "TopK", "cumsum": "CumSum", "cumsum-to_fp32": "CumSum", "where": "Select",
     "masked_fill": "MaskedFill", "tril": "Tril", "tril-offset": "Tril", "triu": "Triu", "pad": "Pad",

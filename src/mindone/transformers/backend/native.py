@@ -381,17 +381,27 @@ def layer_norm_op():
     return _graph_safe_custom("LayerNormRows", 4, layer_norm_bprop)
 
 
+@ops.constexpr
+def _broadcast_axes(small, full):
+    """The axes on which a shape `small` of the same rank is broadcast to `full`."""
+    return tuple(i for i in range(len(full)) if small[i] == 1 and full[i] != 1)
+
+
 def masked_softmax_op():
     """Primitive op(scores (B, H, Sq, Sk), mask (Bm, Hm, Qm, Km), scale (1,)) -> softmax(scores * scale + mask) over
     the last axis, float32, in double and rounded once; each of Bm / Hm / Qm is 1 or the scores' size, Km is 1 or Sk.
-    Differentiable in the scores (the mask gets a zero gradient), usable in any graph; None when native kernels are
-    unavailable."""
+    Differentiable in the scores and in the mask (T5's position bias and Swin's relative position table arrive as
+    the mask and train through it), usable in any graph; None when native kernels are unavailable."""
     grad = _graph_safe_custom("MaskedSoftmaxGrad", 3)
     if grad is None:
         return None
 
     def masked_softmax_bprop(scores, mask, scale, out, dout):
-        return grad(out, dout, scale), mask * 0.0, scale * 0.0
+        # dz = d(softmax input); the mask's gradient is dz summed over the axes it was broadcast on, the scores' dz * scale
+        dz = grad(out, dout, ops.ones_like(scale))
+        axes = _broadcast_axes(mask.shape, dz.shape)
+        dmask = ops.ReduceSum(keep_dims=True)(dz, axes) if axes else dz
+        return dz * scale, dmask, scale * 0.0
 
     return _graph_safe_custom("MaskedSoftmax", 3, masked_softmax_bprop)
 

@@ -353,9 +353,11 @@ class ClapAudioModel(ClapPreTrainedModel):
         Returns `last_hidden_state` (B, C, freq bins, frames), `pooler_output` (B, C) and, when asked,
         `hidden_states` (each stage's (B, C, H, W) map) and `attentions` (each stage's last block).
         """
-        fields = dict(zip(("last_hidden_state", "pooler_output", "hidden_states", "attentions"),
-                          self._forward(input_features, is_longer, *self._flags(output_attentions,
-                                                                                 output_hidden_states))))
+        last, pooled, hidden, attentions = self._forward(input_features, is_longer,
+                                                         *self._flags(output_attentions, output_hidden_states))
+        # a literal dict: graph mode needs constant keys (dict(zip(...)) gives it none)
+        fields = {"last_hidden_state": last, "pooler_output": pooled, "hidden_states": hidden,
+                  "attentions": attentions}
         return model_output(BaseModelOutputWithPooling, fields, return_dict is not False)
 
 
@@ -388,9 +390,12 @@ class ClapTextModel(ClapPreTrainedModel):
 
     def construct(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                   inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None, **kwargs):
-        fields = dict(zip(("last_hidden_state", "pooler_output", "hidden_states", "attentions"),
-                          self._forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                        *self._flags(output_attentions, output_hidden_states))))
+        last, pooled, hidden, attentions = self._forward(input_ids, attention_mask, token_type_ids, position_ids,
+                                                         inputs_embeds,
+                                                         *self._flags(output_attentions, output_hidden_states))
+        # a literal dict: graph mode needs constant keys (dict(zip(...)) gives it none)
+        fields = {"last_hidden_state": last, "pooler_output": pooled, "hidden_states": hidden,
+                  "attentions": attentions}
         return model_output(BaseModelOutputWithPooling, fields, return_dict is not False)
 
 

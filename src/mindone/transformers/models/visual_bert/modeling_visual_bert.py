@@ -213,10 +213,13 @@ class VisualBertModel(VisualBertPreTrainedModel):
         Returns `last_hidden_state` (B, S + V, hidden), `pooler_output` and, when asked, `hidden_states` and
         `attentions`.
         """
-        fields = dict(zip(("last_hidden_state", "pooler_output", "hidden_states", "attentions"),
-                          self._forward(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                        visual_embeds, visual_attention_mask, visual_token_type_ids,
-                                        image_text_alignment, output_attentions, output_hidden_states)))
+        last, pooled, hidden, attentions = self._forward(input_ids, attention_mask, token_type_ids, position_ids,
+                                                         inputs_embeds, visual_embeds, visual_attention_mask,
+                                                         visual_token_type_ids, image_text_alignment,
+                                                         output_attentions, output_hidden_states)
+        # a literal dict: graph mode needs constant keys (dict(zip(...)) gives it none)
+        fields = {"last_hidden_state": last, "pooler_output": pooled, "hidden_states": hidden,
+                  "attentions": attentions}
         return model_output(BaseModelOutputWithPooling, fields, return_dict is not False)
 
 
