@@ -1,6 +1,8 @@
 """ViT and DINOv2 parity with torch `transformers` on tiny random checkpoints (tests/parity.py); pixels come from
 transformers' image processors with return_tensors="np"."""
 
+import copy
+
 import numpy as np
 import pytest
 import transformers
@@ -110,15 +112,29 @@ def test_classification_gradients_match_torch(checkpoints, name, mode):
     ours = parity.load_ours(ours_cls, path)
     inputs = dict(pixel_values=pixels(seed=3), labels=np.array([1, 4], np.int64))
     ref_loss, ref_grads = parity.torch_gradients(torch_model, inputs)
+    # the float64 reference: a gradient also passes within 2x torch fp32's own error from it. The query / key
+    # weights' gradients go through softmax's backward, whose sum cancels: with some seeded weights torch fp32 is
+    # itself ~1e-4 off float64 there, and ours (softmax in double, rounded once) differs from torch by as much
+    inputs64 = dict(inputs, pixel_values=inputs["pixel_values"].astype(np.float64))
+    ref64_loss, ref64_grads = parity.torch_gradients(copy.deepcopy(torch_model).double(), inputs64)
     loss, grads = parity.our_gradients(ours, inputs, mode)
     ref_grads = {checkpoint_name(k): v for k, v in ref_grads.items()}
+    ref64_grads = {checkpoint_name(k): v for k, v in ref64_grads.items()}
     # a key bias shifts every score of a query equally, so softmax makes its true gradient zero: both sides hold
     # rounding noise (relative error ~5 of a ~1e-9 mean); check ours is that small instead
     key_biases = [k for k in ref_grads if k.endswith("attention.key.bias")]
     assert max(float(np.abs(parity.to_numpy(grads[k])).max()) for k in key_biases) < 1e-6
     errors = parity.compare_gradients(grads, {k: v for k, v in ref_grads.items() if k not in key_biases})
     errors["loss"] = parity.rel_error(loss, ref_loss)
-    parity.assert_close(errors, parity.GRAD_BAR, f"grads {name}/{mode}")
+    bad = {}
+    for k, error in errors.items():
+        if error <= parity.GRAD_BAR:
+            continue
+        ours64 = parity.rel_error(grads[k], ref64_grads[k])
+        torch64 = parity.rel_error(ref_grads[k], ref64_grads[k])
+        if not ours64 <= 2.0 * torch64:
+            bad[k] = dict(vs_torch=error, vs_float64=ours64, torch_vs_float64=torch64)
+    assert not bad, f"grads {name}/{mode}: above {parity.GRAD_BAR} from torch and 2x torch's error from float64: {bad}"
 
 
 @pytest.mark.parametrize("name", ["vit", "dinov2"])
