@@ -80,6 +80,59 @@ def test_attention_input_kernel_equals_the_separate_kernels_and_float64(bits, ba
 
 
 @pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("batch, seq, slots", [(1, 1, [5]), (2, 2, [0, 7])])
+def test_attention_input_writing_the_cache_in_place(bits, batch, seq, slots):
+    """QAttentionInputCache*Q8: the same q, and the keys / values of QAttentionInput*Q8 written into the given slots
+    of the storage Parameters (the other slots untouched), in PyNative and in a graph, where reads of the storage
+    before the call see the old values and reads after it the new ones (the in-place write is declared)."""
+    heads, kv_heads, d, k, t = 4, 2, 32, 128, 8
+    rng = np.random.default_rng(bits + seq)
+    x = rng.standard_normal((batch, seq, k)).astype(np.float32)
+    norm_w = (rng.random(k) + 0.5).astype(np.float32)
+    weights = [t_ for arrays in (random_packed(rng, bits, n * d, k, 32) for n in (heads, kv_heads, kv_heads))
+               for t_ in _args(bits, arrays)]
+    qrot, krot = rotations(rng, batch, seq, d)
+    common = [ms.Tensor(x), ms.Tensor(norm_w), ms.Tensor([1e-5], ms.float32), *weights, ms.Tensor(qrot),
+              ms.Tensor(krot)]
+    want_q, want_k, want_v = (o.asnumpy() for o in native.attention_input_q8_op(bits)(*common))
+    old_k = rng.standard_normal((batch, kv_heads, t, d)).astype(np.float32)
+    old_v = rng.standard_normal((batch, kv_heads, t, d)).astype(np.float32)
+    new_k, new_v = old_k.copy(), old_v.copy()
+    new_k[:, :, slots], new_v[:, :, slots] = want_k, want_v
+    op = native.attention_input_cache_q8_op(bits)
+    position = ms.Tensor(np.array(slots, np.int64))
+
+    def storage():
+        return (ms.Parameter(ms.Tensor(old_k.copy()), name="key", requires_grad=False),
+                ms.Parameter(ms.Tensor(old_v.copy()), name="value", requires_grad=False))
+
+    key, value = storage()
+    q = op(*common, key, value, position).asnumpy()
+    np.testing.assert_array_equal(q, want_q)
+    np.testing.assert_array_equal(key.asnumpy(), new_k)
+    np.testing.assert_array_equal(value.asnumpy(), new_v)
+
+    key, value = storage()
+
+    class Step(ms.nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.key, self.value = key, value
+
+        def construct(self, *inputs):
+            before = self.key * 1.0
+            q = op(*inputs, self.key, self.value, position)
+            return before, q, self.key * 1.0, self.value * 1.0
+
+    before, q, after_k, after_v = ms.jit(Step().construct)(*common)
+    np.testing.assert_array_equal(before.asnumpy(), old_k)
+    np.testing.assert_array_equal(q.asnumpy(), want_q)
+    np.testing.assert_array_equal(after_k.asnumpy(), new_k)
+    np.testing.assert_array_equal(after_v.asnumpy(), new_v)
+    np.testing.assert_array_equal(key.asnumpy(), new_k)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("batch, seq, heads, kv_heads, d, k, n, cache, mask_shape", [
     (1, 1, 9, 3, 64, 576, 1536, 128, (1, 1, 1, 128)),   # SmolLM2's decode step
     (2, 2, 4, 2, 32, 128, 96, 16, (2, 1, 2, 16)),
@@ -200,13 +253,26 @@ def test_dispatch_rules(tiny_llama_no_bias, monkeypatch):
     monkeypatch.undo()
     layer.fuse_quantized_layer = False
     assert not Q.fused_decoder_layer_ok(layer, *args())
+    # the cache written inside the call: float32 storage of the layer's geometry, int64 slots, one per position
+    x = args(batch=2, seq=2)[0]
+    store = ms.Tensor(np.zeros((2, cfg.num_key_value_heads, 16, d), np.float32))
+    slots = ms.Tensor(np.array([3, 4], np.int64))
+    mask = ms.Tensor(np.zeros((2, 1, 2, 16), np.float32))
+    assert Q.fused_cache_write_ok(layer, x, store, store, slots, mask)
+    assert not Q.fused_cache_write_ok(layer, x, store, store, None, mask)
+    assert not Q.fused_cache_write_ok(layer, x, store, store, slots.astype(ms.int32), mask)
+    assert not Q.fused_cache_write_ok(layer, x, store, store, slots[:1], mask)
+    assert not Q.fused_cache_write_ok(layer, x, store.astype(ms.float16), store.astype(ms.float16), slots, mask)
+    assert not Q.fused_cache_write_ok(layer, x, store[:1], store[:1], slots, mask)
+    assert not Q.fused_cache_write_ok(layer, x, store, store, slots, mask[..., :8])
 
 
 @pytest.mark.parametrize("weights", ["int4", "int8"])
 def test_decode_step_fused_equals_the_unfused_q8_route(tiny_llama_no_bias, weights, monkeypatch):
-    """One cached decode step in PyNative (the fused route runs wherever native ops are allowed), and greedy
-    generate() (compiled steps) of a model with and without the flag: the same tokens and the same logits up to
-    float32 rounding."""
+    """One cached decode step in PyNative (the fused route runs wherever native ops are allowed; a DynamicCache:
+    the cache written by MindSpore's ops between the two calls), and greedy generate() (compiled steps, a
+    StaticCache: written inside the first call) of a model with and without the flag: the same tokens and the same
+    logits up to float32 rounding."""
     calls = []
     fused_input = Q.fused_attention_input
     monkeypatch.setattr(Q, "fused_attention_input", lambda *a: calls.append(1) or fused_input(*a))

@@ -528,6 +528,51 @@ def attention_input_q8_op(bits: int):
                    _float32_x3)
 
 
+def _attention_input_cache_shape(x_shape, norm_shape, eps_shape, *other_shapes):
+    # other_shapes: the q / k / v weights, the two rotations, the key / value storage and the slots
+    d = other_shapes[-3][-1]
+    return [x_shape[0], other_shapes[0][0] // d, x_shape[1], d]
+
+
+def _writing_custom(name, writes, num_inputs, out_shape, out_dtype):
+    """The library's kernel `name` as a primitive that writes the inputs at positions `writes` in place, declared to
+    MindSpore as its own in-place ops are (ScatterNdUpdate, Assign): those inputs are RW_WRITE refs of a primitive
+    with `side_effect_mem`, so inside a graph every read of the written Parameter is ordered after the call, and reads
+    before it see the old values. None when native kernels are unavailable."""
+    if not available():
+        return None
+    key = f"writing:{name}"
+    if key not in _state["ops"]:
+        from mindspore.ops import signature as sig
+
+        signature = tuple(sig.make_sig(f"x{i}", sig.sig_rw.RW_WRITE if i in writes else sig.sig_rw.RW_READ)
+                          for i in range(num_inputs))
+
+        class WritingCustom(ops.Custom):
+            __mindspore_signature__ = signature
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.add_prim_attr("side_effect_mem", True)
+
+        _state["ops"][key] = WritingCustom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=out_dtype,
+                                           func_type="aot")
+    return _state["ops"][key]
+
+
+def attention_input_cache_q8_op(bits: int):
+    """`attention_input_q8_op` writing the keys and values straight into a KV cache's storage instead of returning
+    them, or None when native kernels are unavailable: op(x, norm_weight, eps, Wq..., Wk..., Wv..., query_rotation,
+    key_rotation, key_storage (B, Hk, T, D), value_storage (B, Hk, T, D), cache_position (S,) int64) -> q (B, H, S,
+    D); slots cache_position[s] of both storages get this step's rotated keys / values IN PLACE (what
+    `StaticCache.update`'s two ScatterNdUpdate kernels do), declared as MindSpore's in-place ops are
+    (`_writing_custom`): a later read of the storage Parameters in the same graph sees the write. No gradient."""
+    per = 2 if bits == 8 else 3
+    storage = 3 + 3 * per + 2
+    return _writing_custom({8: "QAttentionInputCacheInt8Q8", 4: "QAttentionInputCacheInt4Q8"}[bits],
+                           (storage, storage + 1), storage + 3, _attention_input_cache_shape, _float32)
+
+
 def _attention_output_mlp_shape(q_shape, k_shape, v_shape, mask_shape, *other_shapes):
     per = (len(other_shapes) - 3) // 4  # o's weight, residual, norm weight, eps, gate, up, down
     return list(other_shapes[per])

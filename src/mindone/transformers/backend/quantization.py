@@ -54,6 +54,7 @@ _MLP_RESIDUAL_Q8 = {bits: native.mlp_residual_q8_op(bits) for bits in (8, 4)}
 # a Llama-style decoder layer's decode step in two calls (fused_decoder_layer_ok)
 _ATTENTION_INPUT_Q8 = {bits: native.attention_input_q8_op(bits) for bits in (8, 4)}
 _ATTENTION_OUTPUT_MLP_Q8 = {bits: native.attention_output_mlp_q8_op(bits) for bits in (8, 4)}
+_ATTENTION_INPUT_CACHE_Q8 = {bits: native.attention_input_cache_q8_op(bits) for bits in (8, 4)}
 ACTIVATIONS_ENV = "MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"
 
 
@@ -288,9 +289,10 @@ def fused_mlp_residual(x, mlp, residual):
 def fused_decoder_layer_ok(layer, hidden_states, position_embeddings, attention_mask, output_attentions=False):
     """Whether a decoder layer flagged `fuse_quantized_layer` runs `fused_attention_input` /
     `fused_attention_output_mlp` for this call: int8 activations (activation_quantization() == "q8"), native ops
-    allowed (PyNative, or generate()'s compiled steps in a graph), not training, no attention weights requested, float32
-    hidden states and rotations, few rows (<= DIRECT_ROWS, a decode step), a 4-D additive mask the decode attention
-    kernel takes, and the eager answer for fully masked rows. Decided while tracing (shapes and flags only)."""
+    allowed (PyNative, or generate()'s compiled steps in a graph), not training, no attention weights requested,
+    float32 hidden states and rotations, few rows (<= DIRECT_ROWS, a decode step), a 4-D additive mask the decode
+    attention kernel takes, and the eager answer for fully masked rows. Decided while tracing (shapes and flags
+    only)."""
     bits = layer.self_attn.q_proj.bits
     if not (layer.fuse_quantized_layer and not layer.training and not output_attentions
             and activation_quantization() == "q8" and runtime.native_ops_allowed()
@@ -318,6 +320,35 @@ def fused_attention_input(layer, hidden_states, position_embeddings):
     return _ATTENTION_INPUT_Q8[attn.q_proj.bits](
         hidden_states, norm.weight, ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(attn.q_proj),
         *_packed_args(attn.k_proj), *_packed_args(attn.v_proj), query_rotation, key_rotation)
+
+
+def fused_cache_write_ok(layer, hidden_states, key_storage, value_storage, cache_position, attention_mask):
+    """Whether `fused_attention_input_to_cache` can write this step's keys / values into a static cache's storage
+    (float32 (B, Hk, T, D) Parameters of this batch and head geometry, int64 slots, one per position, a mask over
+    the T slots)."""
+    attn = layer.self_attn
+    if _ATTENTION_INPUT_CACHE_Q8[attn.q_proj.bits] is None or cache_position is None:
+        return False
+    batch, seq_len = hidden_states.shape[0], hidden_states.shape[1]
+    geometry = (batch, attn.num_key_value_heads, key_storage.shape[2], attn.head_dim)
+    return (key_storage.dtype == ms.float32 and value_storage.dtype == ms.float32
+            and key_storage.shape == geometry and value_storage.shape == geometry
+            and cache_position.dtype == ms.int64 and cache_position.ndim == 1 and cache_position.shape[0] == seq_len
+            and attention_mask.shape[-1] == key_storage.shape[2])
+
+
+def fused_attention_input_to_cache(layer, hidden_states, position_embeddings, key_storage, value_storage,
+                                   cache_position):
+    """`fused_attention_input` that writes the keys / values into slots `cache_position` of a static cache's
+    storage Parameters in place (`native.attention_input_cache_q8_op`: the cache's two ScatterNdUpdate kernels
+    folded into the call) and returns the rotated queries (B, H, S, D); only where `fused_decoder_layer_ok` and
+    `fused_cache_write_ok` hold."""
+    attn, norm = layer.self_attn, layer.input_layernorm
+    query_rotation, key_rotation = position_embeddings
+    return _ATTENTION_INPUT_CACHE_Q8[attn.q_proj.bits](
+        hidden_states, norm.weight, ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(attn.q_proj),
+        *_packed_args(attn.k_proj), *_packed_args(attn.v_proj), query_rotation, key_rotation, key_storage,
+        value_storage, cache_position)
 
 
 def fused_attention_output_mlp(layer, query, key, value, attention_mask, residual):

@@ -2006,11 +2006,16 @@ static void rotate_heads(const float *y, const float *rot, int64_t Br, float *ou
 // Input norm, q / k / v products and RoPE:
 //   h = RMSNorm(x; norm_w, eps); q = rope(h Wq^T; qrot); k = rope(h Wk^T; krot); v = h Wv^T
 // Inputs: x (B, S, K), norm_w (K), eps (1), q, scale[, min] of Wq (H * D, K), of Wk (Hk * D, K), of Wv (Hk * D, K),
-// qrot, krot (Br, S, D, D) with Br 1 or B (the query rotation carries the attention scale). Outputs, heads first:
-// q (B, H, S, D), k (B, Hk, S, D), v (B, Hk, S, D).
-static int attention_input(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+// qrot, krot (Br, S, D, D) with Br 1 or B (the query rotation carries the attention scale).
+// QAttentionInput*Q8: outputs, heads first, q (B, H, S, D), k (B, Hk, S, D), v (B, Hk, S, D).
+// QAttentionInputCache*Q8: three more inputs, the KV cache's key and value storage (B, Hk, T, D) float32 and the
+// slots cache_position (S) int64; k and v are written into slots cache_position[s] of the storage IN PLACE (as the
+// cache's ScatterNdUpdate would), and the output is q only. The write through input pointers is declared to
+// MindSpore (native.attention_input_cache_q8_op: the storage inputs are RW_WRITE refs of a side-effecting
+// primitive, as ScatterNdUpdate's), so reads of the storage are ordered after it.
+static int attention_input(int bits, bool cache, int nparam, void **params, int *ndims, int64_t **shapes) {
   const int per = bits == 8 ? 2 : 3;
-  if (nparam != 3 + 3 * per + 2 + 3) return 1;
+  if (nparam != 3 + 3 * per + 2 + (cache ? 3 + 1 : 3)) return 1;
   if (ndims[0] != 3) return 2;
   const int64_t B = shapes[0][0], S = shapes[0][1], K = shapes[0][2], M = B * S;
   if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != 1) return 2;
@@ -2025,23 +2030,45 @@ static int attention_input(int bits, int nparam, void **params, int *ndims, int6
   const int64_t D = shapes[qr][3];
   if (D <= 0 || w[0].N % D || w[1].N % D || w[2].N != w[1].N) return 9;
   const int64_t H = w[0].N / D, Hk = w[1].N / D;
-  float *h = layer_buffer(M * (K + w[0].N + 2 * w[1].N));
-  float *yq = h + M * K, *yk = yq + M * w[0].N, *yv = yk + M * w[1].N;
+  int64_t T = 0;
+  const int64_t *slots = nullptr;
+  if (cache) {
+    const int kc = kr + 1;
+    for (int t : {kc, kc + 1})
+      if (ndims[t] != 4 || shapes[t][0] != B || shapes[t][1] != Hk || shapes[t][3] != D ||
+          shapes[t][2] != shapes[kc][2])
+        return 11;
+    T = shapes[kc][2];
+    if (num_elements(ndims[kc + 2], shapes[kc + 2]) != S) return 12;
+    slots = static_cast<const int64_t *>(params[kc + 2]);
+    for (int64_t s = 0; s < S; s++)
+      if (slots[s] < 0 || slots[s] >= T) return 13;
+  }
+  float *h = layer_buffer(M * (K + w[0].N + 4 * w[1].N));
+  float *yq = h + M * K, *yk = yq + M * w[0].N, *yv = yk + M * w[1].N, *rk = yv + M * w[1].N;
   rms_norm_rows(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
                 *static_cast<const float *>(params[2]), h, M, K);
   const Act a = quantize_rows(h, M, K, bits);
   product(bits, a, w[0], yq, M, K, w[0].N);
   product(bits, a, w[1], yk, M, K, w[1].N);
   product(bits, a, w[2], yv, M, K, w[2].N);
-  float *out_q = static_cast<float *>(params[kr + 1]), *out_k = static_cast<float *>(params[kr + 2]);
-  float *out_v = static_cast<float *>(params[kr + 3]);
-  rotate_heads(yq, static_cast<const float *>(params[qr]), shapes[qr][0], out_q, B, S, H, D);
-  rotate_heads(yk, static_cast<const float *>(params[kr]), shapes[kr][0], out_k, B, S, Hk, D);
+  const int out = cache ? kr + 4 : kr + 1;
+  rotate_heads(yq, static_cast<const float *>(params[qr]), shapes[qr][0], static_cast<float *>(params[out]), B, S, H,
+               D);
+  // k and v heads first: into the outputs (B, Hk, S, D), or into the storage's slots (B, Hk, T, D)
+  float *out_k = cache ? static_cast<float *>(params[kr + 1]) : static_cast<float *>(params[out + 1]);
+  float *out_v = cache ? static_cast<float *>(params[kr + 2]) : static_cast<float *>(params[out + 2]);
+  rotate_heads(yk, static_cast<const float *>(params[kr]), shapes[kr][0], rk, B, S, Hk, D);
   for (int64_t b = 0; b < B; b++)
-    for (int64_t s = 0; s < S; s++)
-      for (int64_t hk = 0; hk < Hk; hk++)
-        for (int64_t d = 0; d < D; d++)
-          out_v[((b * Hk + hk) * S + s) * D + d] = yv[(b * S + s) * Hk * D + hk * D + d];
+    for (int64_t hk = 0; hk < Hk; hk++)
+      for (int64_t s = 0; s < S; s++) {
+        const int64_t dst = cache ? ((b * Hk + hk) * T + slots[s]) * D : ((b * Hk + hk) * S + s) * D;
+        const float *kr_row = rk + ((b * Hk + hk) * S + s) * D, *v_row = yv + (b * S + s) * Hk * D + hk * D;
+        for (int64_t d = 0; d < D; d++) {
+          out_k[dst + d] = kr_row[d];
+          out_v[dst + d] = v_row[d];
+        }
+      }
   return 0;
 }
 
@@ -2102,8 +2129,24 @@ static int attention_output_mlp(int bits, int nparam, void **params, int *ndims,
     (void)stream, (void)extra, (void)dtypes;                                                                        \
     return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
   }
-Q8ACT_ENTRY(QAttentionInputInt8Q8, attention_input, 8)
-Q8ACT_ENTRY(QAttentionInputInt4Q8, attention_input, 4)
+#undef Q8ACT_ENTRY
+#define Q8ACT_ENTRY(NAME, FN, BITS, CACHE)                                                                          \
+  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
+                      void *extra) {                                                                                \
+    (void)stream, (void)extra, (void)dtypes;                                                                        \
+    return q8act::FN(BITS, CACHE, nparam, params, ndims, shapes);                                                   \
+  }
+Q8ACT_ENTRY(QAttentionInputInt8Q8, attention_input, 8, false)
+Q8ACT_ENTRY(QAttentionInputInt4Q8, attention_input, 4, false)
+Q8ACT_ENTRY(QAttentionInputCacheInt8Q8, attention_input, 8, true)
+Q8ACT_ENTRY(QAttentionInputCacheInt4Q8, attention_input, 4, true)
+#undef Q8ACT_ENTRY
+#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
+  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
+                      void *extra) {                                                                                \
+    (void)stream, (void)extra, (void)dtypes;                                                                        \
+    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
+  }
 Q8ACT_ENTRY(QAttentionOutputMlpInt8Q8, attention_output_mlp, 8)
 Q8ACT_ENTRY(QAttentionOutputMlpInt4Q8, attention_output_mlp, 4)
 #undef Q8ACT_ENTRY

@@ -9,7 +9,7 @@ from ...backend import functional as F
 from ...backend import quantization, runtime
 from ...backend.layers import Embedding, Linear
 from ...backend.layers import new_parameter
-from ...cache_utils import DynamicCache
+from ...cache_utils import DynamicCache, StaticCache
 from ...generation import GenerationMixin
 from ...loss_utils import causal_lm_head_loss
 from ...masking_utils import create_causal_mask
@@ -170,11 +170,22 @@ class LlamaDecoderLayer(GradientCheckpointingLayer):
                   cache_position=None, output_attentions=False):
         if self.fuse_quantized_layer and quantization.fused_decoder_layer_ok(
                 self, hidden_states, position_embeddings, attention_mask, output_attentions):
+            layer_idx = self.self_attn.layer_idx
+            if (isinstance(past_key_values, StaticCache) and past_key_values.key_cache is not None
+                    and quantization.fused_cache_write_ok(self, hidden_states, past_key_values.key_cache[layer_idx],
+                                                          past_key_values.value_cache[layer_idx], cache_position,
+                                                          attention_mask)):
+                # the cache write inside the call (declared in place: the attention below reads the written storage)
+                key_states, value_states = past_key_values.key_cache[layer_idx], past_key_values.value_cache[layer_idx]
+                query_states = quantization.fused_attention_input_to_cache(
+                    self, hidden_states, position_embeddings, key_states, value_states, cache_position)
+                return quantization.fused_attention_output_mlp(
+                    self, query_states, key_states, value_states, attention_mask, hidden_states), None
             query_states, key_states, value_states = quantization.fused_attention_input(
                 self, hidden_states, position_embeddings)
             if past_key_values is not None:
                 key_states, value_states = past_key_values.update(
-                    key_states, value_states, self.self_attn.layer_idx, {"cache_position": cache_position}
+                    key_states, value_states, layer_idx, {"cache_position": cache_position}
                 )
             return quantization.fused_attention_output_mlp(
                 self, query_states, key_states, value_states, attention_mask, hidden_states), None
