@@ -294,3 +294,17 @@ def test_decode_step_fused_equals_the_unfused_q8_route(tiny_llama_no_bias, weigh
     assert len(set(outs[0].sequences.asnumpy()[0, IDS.shape[1]:].tolist())) > 2  # not a degenerate repetition
     for a, b in zip(outs[0].logits, outs[1].logits):
         np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-6, atol=1e-6 * np.abs(b.asnumpy()).max())
+
+
+def test_left_padded_batch_and_beam_search_fused_equal_unfused(tiny_llama_no_bias):
+    """Batch 2 with left padding (per-row positions: rotations (B, 1, D, D), a (B, 1, 1, T) mask) and beam search
+    over 2 x 2 rows (the cache reordered between steps): the fused layers give the unfused route's tokens."""
+    fused, plain = quantized(tiny_llama_no_bias, "int4"), quantized(tiny_llama_no_bias, "int4")
+    for layer in plain.model.layers:
+        layer.fuse_quantized_layer = False
+    ids = ms.Tensor(np.array([[0, 0, 5, 17, 42, 8], [3, 9, 11, 60, 2, 7]], np.int64))
+    mask = ms.Tensor(np.array([[0, 0, 1, 1, 1, 1], [1] * 6], np.int64))
+    for kwargs in ({}, {"num_beams": 2}):
+        outs = [model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0,
+                               **kwargs).asnumpy() for model in (fused, plain)]
+        np.testing.assert_array_equal(outs[0], outs[1])

@@ -281,7 +281,7 @@ def fused_mlp_residual(x, mlp, residual):
     return residual + mlp(x)
 
 
-# --- a decoder layer's decode step in two kernel calls (flag `fuse_quantized_layer`) ------------------------------------
+# --- a decoder layer's decode step in two kernel calls (flag `fuse_quantized_layer`) --------------------------------
 # input RMSNorm + q / k / v + RoPE (one call), the KV cache write (MindSpore ops, between), then attention + o_proj +
 # residual + post-attention RMSNorm + MLP + residual (one call): ~11 launches per layer -> 4 in a SmolLM2 decode step.
 
