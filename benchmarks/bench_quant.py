@@ -116,7 +116,7 @@ def run_worker(args):
     import numpy as np
 
     if args.threads == 1:
-        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(0, {args.core})
     text_ids = json.load(open(args.text_ids))
     # the prompt: the text's first tokens (real text, so the greedy tokens compared across rows are meaningful)
     ids = np.asarray([text_ids[: args.prompt_len]], np.int64)
@@ -247,6 +247,7 @@ def run_parent(args):
                     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                         [os.path.abspath(args.baseline_src)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
                 cmd = [sys.executable, __file__, "--worker", impl.split("@")[0], "--threads", str(threads),
+                       "--core", str(args.core),
                        "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens), "--repeats",
                        str(args.repeats),
                        "--text-ids", path, "--ppl-window", str(args.ppl_window), "--ppl-stride",
@@ -313,6 +314,7 @@ def main():
     parser.add_argument("--ppl", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
     parser.add_argument("--threads-list", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--core", type=int, default=0, help="the CPU 1-thread rows are pinned to")
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timed generate() calls per process (median)")

@@ -36,7 +36,8 @@ def kernel_events(profile_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="1 pins the process to one core")
+    parser.add_argument("--threads", type=int, default=1, help="1 pins the process to one core (--core)")
+    parser.add_argument("--core", type=int, default=0, help="the CPU --threads 1 pins to")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--cache-len", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
@@ -46,7 +47,7 @@ def main():
                         help="weight-only quantized Linear layers (docs/quantization.md; gguf: the file's blocks)")
     args = parser.parse_args()
     if args.threads == 1:
-        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(0, {args.core})
 
     import mindspore as ms
     from mindspore import Tensor

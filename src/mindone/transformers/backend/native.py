@@ -510,6 +510,85 @@ def mlp_residual_q8_op(bits: int):
     return _custom({8: "QMlpResidualInt8Q8", 4: "QMlpResidualInt4Q8"}[bits], _mlp_residual_shape, _float32)
 
 
+def _attention_input_shape(x_shape, norm_shape, eps_shape, *other_shapes):
+    # other_shapes: the q / k / v weights (2 or 3 tensors each), then the query and key rotations (Br, S, D, D)
+    per = (len(other_shapes) - 2) // 3
+    d = other_shapes[-1][-1]
+    batch, seq = x_shape[0], x_shape[1]
+    return tuple([batch, other_shapes[i * per][0] // d, seq, d] for i in range(3))
+
+
+def attention_input_q8_op(bits: int):
+    """Primitive computing the start of a decoder layer's decode step in one call, or None when native kernels are
+    unavailable: op(x (B, S, K), norm_weight (K,), eps (1,), q, scale[, min] of Wq, of Wk, of Wv, query_rotation,
+    key_rotation (B or 1, S, D, D)) -> (q (B, H, S, D), k (B, Hk, S, D), v (B, Hk, S, D)): RMSNorm, the q / k / v
+    products with int8 activations (`quantized_linear3_q8_op`) and RoPE as `F.apply_rotary_matrix`, heads first.
+    float32, no biases. No gradient."""
+    return _custom({8: "QAttentionInputInt8Q8", 4: "QAttentionInputInt4Q8"}[bits], _attention_input_shape,
+                   _float32_x3)
+
+
+def _attention_input_cache_shape(x_shape, norm_shape, eps_shape, *other_shapes):
+    # other_shapes: the q / k / v weights, the two rotations, the key / value storage and the slots
+    d = other_shapes[-3][-1]
+    return [x_shape[0], other_shapes[0][0] // d, x_shape[1], d]
+
+
+def _writing_custom(name, writes, num_inputs, out_shape, out_dtype):
+    """The library's kernel `name` as a primitive that writes the inputs at positions `writes` in place, declared to
+    MindSpore as its own in-place ops are (ScatterNdUpdate, Assign): those inputs are RW_WRITE refs of a primitive
+    with `side_effect_mem`, so inside a graph every read of the written Parameter is ordered after the call, and reads
+    before it see the old values. None when native kernels are unavailable."""
+    if not available():
+        return None
+    key = f"writing:{name}"
+    if key not in _state["ops"]:
+        from mindspore.ops import signature as sig
+
+        signature = tuple(sig.make_sig(f"x{i}", sig.sig_rw.RW_WRITE if i in writes else sig.sig_rw.RW_READ)
+                          for i in range(num_inputs))
+
+        class WritingCustom(ops.Custom):
+            __mindspore_signature__ = signature
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.add_prim_attr("side_effect_mem", True)
+
+        _state["ops"][key] = WritingCustom(f"{library_path()}:{name}", out_shape=out_shape, out_dtype=out_dtype,
+                                           func_type="aot")
+    return _state["ops"][key]
+
+
+def attention_input_cache_q8_op(bits: int):
+    """`attention_input_q8_op` writing the keys and values straight into a KV cache's storage instead of returning
+    them, or None when native kernels are unavailable: op(x, norm_weight, eps, Wq..., Wk..., Wv..., query_rotation,
+    key_rotation, key_storage (B, Hk, T, D), value_storage (B, Hk, T, D), cache_position (S,) int64) -> q (B, H, S,
+    D); slots cache_position[s] of both storages get this step's rotated keys / values IN PLACE (what
+    `StaticCache.update`'s two ScatterNdUpdate kernels do), declared as MindSpore's in-place ops are
+    (`_writing_custom`): a later read of the storage Parameters in the same graph sees the write. No gradient."""
+    per = 2 if bits == 8 else 3
+    storage = 3 + 3 * per + 2
+    return _writing_custom({8: "QAttentionInputCacheInt8Q8", 4: "QAttentionInputCacheInt4Q8"}[bits],
+                           (storage, storage + 1), storage + 3, _attention_input_cache_shape, _float32)
+
+
+def _attention_output_mlp_shape(q_shape, k_shape, v_shape, mask_shape, *other_shapes):
+    per = (len(other_shapes) - 3) // 4  # o's weight, residual, norm weight, eps, gate, up, down
+    return list(other_shapes[per])
+
+
+def attention_output_mlp_q8_op(bits: int):
+    """Primitive computing the rest of a Llama-style decoder layer's decode step in one call, or None when native
+    kernels are unavailable: op(q (B, H, S, D), k, v (B, Hk, T, D) (the cache), mask (as `decode_attention_op`'s), q,
+    scale[, min] of Wo, residual (B, S, K), norm_weight (K,), eps (1,), then the gate, up and down weights) ->
+    residual + attention output projection, then its RMSNorm, SwiGLU MLP and residual add (B, S, K): attention
+    with scale 1 (`decode_attention_op`), head merge, o product, add, RMSNorm and `mlp_residual_q8_op`, all with
+    int8 activations for the products. float32, no biases. No gradient."""
+    return _custom({8: "QAttentionOutputMlpInt8Q8", 4: "QAttentionOutputMlpInt4Q8"}[bits],
+                   _attention_output_mlp_shape, _float32)
+
+
 # --- threads of the native kernels (cpu_kernels.cc: section "worker threads") ---------------------------------------
 
 _THREADS = {"n": int(os.environ.get("MINDONE_TRANSFORMERS_NATIVE_THREADS", "0") or 0)}

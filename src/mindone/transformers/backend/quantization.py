@@ -27,6 +27,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from . import functional as F
 from . import native, runtime
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ _DIRECT_Q8 = {bits: native.quantized_linear_q8_op(bits) for bits in (8, 4)}
 _DIRECT3_Q8 = {bits: native.quantized_linear3_q8_op(bits) for bits in (8, 4)}
 _SILU_GATE_UP_Q8 = {bits: native.silu_gate_up_q8_op(bits) for bits in (8, 4)}
 _MLP_RESIDUAL_Q8 = {bits: native.mlp_residual_q8_op(bits) for bits in (8, 4)}
+# a Llama-style decoder layer's decode step in two calls (fused_decoder_layer_ok)
+_ATTENTION_INPUT_Q8 = {bits: native.attention_input_q8_op(bits) for bits in (8, 4)}
+_ATTENTION_OUTPUT_MLP_Q8 = {bits: native.attention_output_mlp_q8_op(bits) for bits in (8, 4)}
+_ATTENTION_INPUT_CACHE_Q8 = {bits: native.attention_input_cache_q8_op(bits) for bits in (8, 4)}
 ACTIVATIONS_ENV = "MINDONE_TRANSFORMERS_QUANT_ACTIVATIONS"
 
 
@@ -276,6 +281,91 @@ def fused_mlp_residual(x, mlp, residual):
     return residual + mlp(x)
 
 
+# --- a decoder layer's decode step in two kernel calls (flag `fuse_quantized_layer`) --------------------------------
+# input RMSNorm + q / k / v + RoPE (one call), the KV cache write (MindSpore ops, between), then attention + o_proj +
+# residual + post-attention RMSNorm + MLP + residual (one call): ~11 launches per layer -> 4 in a SmolLM2 decode step.
+
+
+def fused_decoder_layer_ok(layer, hidden_states, position_embeddings, attention_mask, output_attentions=False):
+    """Whether a decoder layer flagged `fuse_quantized_layer` runs `fused_attention_input` /
+    `fused_attention_output_mlp` for this call: int8 activations (activation_quantization() == "q8"), native ops
+    allowed (PyNative, or generate()'s compiled steps in a graph), not training, no attention weights requested,
+    float32 hidden states and rotations, few rows (<= DIRECT_ROWS, a decode step), a 4-D additive mask the decode
+    attention kernel takes, and the eager answer for fully masked rows. Decided while tracing (shapes and flags
+    only)."""
+    bits = layer.self_attn.q_proj.bits
+    if not (layer.fuse_quantized_layer and not layer.training and not output_attentions
+            and activation_quantization() == "q8" and runtime.native_ops_allowed()
+            and _ATTENTION_INPUT_Q8[bits] is not None and _ATTENTION_OUTPUT_MLP_Q8[bits] is not None
+            and F._FULLY_MASKED_ROWS == "eager" and attention_mask is not None):
+        return False
+    query_rotation, key_rotation = position_embeddings
+    if not (hidden_states.dtype == ms.float32 and hidden_states.ndim == 3 and query_rotation.dtype == ms.float32
+            and key_rotation.dtype == ms.float32 and query_rotation.ndim == 4
+            and query_rotation.shape == key_rotation.shape):
+        return False
+    batch, seq_len = hidden_states.shape[0], hidden_states.shape[1]
+    if batch * seq_len > DIRECT_ROWS or query_rotation.shape[0] not in (1, batch) \
+            or query_rotation.shape[1] != seq_len or query_rotation.shape[-1] != layer.self_attn.head_dim:
+        return False
+    return F._decode_mask_ok(attention_mask, batch, layer.self_attn.num_heads, seq_len, attention_mask.shape[-1])
+
+
+def fused_attention_input(layer, hidden_states, position_embeddings):
+    """(query (B, H, S, D), key, value (B, Hk, S, D)) of `layer.input_layernorm(hidden_states)` through the attention's
+    q / k / v projections and RoPE, in one native call (`native.attention_input_q8_op`); only where
+    `fused_decoder_layer_ok` holds."""
+    attn, norm = layer.self_attn, layer.input_layernorm
+    query_rotation, key_rotation = position_embeddings
+    return _ATTENTION_INPUT_Q8[attn.q_proj.bits](
+        hidden_states, norm.weight, ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(attn.q_proj),
+        *_packed_args(attn.k_proj), *_packed_args(attn.v_proj), query_rotation, key_rotation)
+
+
+def fused_cache_write_ok(layer, hidden_states, key_storage, value_storage, cache_position, attention_mask):
+    """Whether `fused_attention_input_to_cache` can write this step's keys / values into a static cache's storage
+    (float32 (B, Hk, T, D) Parameters of this batch and head geometry, int64 slots, one per position, a mask over
+    the T slots)."""
+    attn = layer.self_attn
+    if _ATTENTION_INPUT_CACHE_Q8[attn.q_proj.bits] is None or cache_position is None:
+        return False
+    batch, seq_len = hidden_states.shape[0], hidden_states.shape[1]
+    geometry = (batch, attn.num_key_value_heads, key_storage.shape[2], attn.head_dim)
+    return (key_storage.dtype == ms.float32 and value_storage.dtype == ms.float32
+            and key_storage.shape == geometry and value_storage.shape == geometry
+            and cache_position.dtype == ms.int64 and cache_position.ndim == 1 and cache_position.shape[0] == seq_len
+            and attention_mask.shape[-1] == key_storage.shape[2])
+
+
+def fused_attention_input_to_cache(layer, hidden_states, position_embeddings, key_storage, value_storage,
+                                   cache_position):
+    """`fused_attention_input` that writes the keys / values into slots `cache_position` of a static cache's
+    storage Parameters in place (`native.attention_input_cache_q8_op`: the cache's two ScatterNdUpdate kernels
+    folded into the call) and returns the rotated queries (B, H, S, D); only where `fused_decoder_layer_ok` and
+    `fused_cache_write_ok` hold."""
+    attn, norm = layer.self_attn, layer.input_layernorm
+    query_rotation, key_rotation = position_embeddings
+    return _ATTENTION_INPUT_CACHE_Q8[attn.q_proj.bits](
+        hidden_states, norm.weight, ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(attn.q_proj),
+        *_packed_args(attn.k_proj), *_packed_args(attn.v_proj), query_rotation, key_rotation, key_storage,
+        value_storage, cache_position)
+
+
+def fused_attention_output_mlp(layer, query, key, value, attention_mask, residual):
+    """The layer's output from the rotated queries and the cache's keys / values (after this step's write):
+    residual + o_proj(attention) -> + mlp(post_attention_layernorm(.)), in one native call
+    (`native.attention_output_mlp_q8_op`); only where `fused_decoder_layer_ok` holds."""
+    attn, norm, mlp = layer.self_attn, layer.post_attention_layernorm, layer.mlp
+    return _ATTENTION_OUTPUT_MLP_Q8[attn.o_proj.bits](
+        query, key, value, _as_float32(attention_mask), *_packed_args(attn.o_proj), residual, norm.weight,
+        ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(mlp.gate_proj), *_packed_args(mlp.up_proj),
+        *_packed_args(mlp.down_proj))
+
+
+def _as_float32(x):
+    return x if x.dtype == ms.float32 else x.astype(ms.float32)
+
+
 def _same_packing(cells, bias_ok):
     return (all(isinstance(c, QuantizedLinear) and (bias_ok or c.bias is None) for c in cells)
             and len({(c.bits, c.group_size, c.in_features) for c in cells}) == 1)
@@ -285,8 +375,9 @@ def mark_fusable_projections(model):
     """Sets `fuse_quantized_qkv` on attention cells whose q_proj / k_proj / v_proj, and `fuse_quantized_gate_up` on
     SiLU MLP cells whose gate_proj / up_proj (without bias), are QuantizedLinear cells that `fused_projections` /
     `fused_silu_gate_up` can multiply in one call, and `fuse_quantized_mlp` on those MLPs whose down_proj is one too
-    (same bits, no bias: `fused_mlp_residual`) (models that read these flags: llama). Returns the number of flags
-    set."""
+    (same bits, no bias: `fused_mlp_residual`), and `fuse_quantized_layer` on decoder layers whose whole decode step
+    `fused_attention_input` / `fused_attention_output_mlp` can run (`_fusable_layer`) (models that read these flags:
+    llama). Returns the number of flags set."""
     marked = 0
     for _, cell in model.cells_and_names():
         projections = [getattr(cell, name, None) for name in ("q_proj", "k_proj", "v_proj")]
@@ -305,4 +396,33 @@ def mark_fusable_projections(model):
                                            and down.bias is None and down.bits == gate.bits
                                            and down.in_features == gate.out_features)
             marked += cell.fuse_quantized_mlp
+    # decoder layers last (their attention / MLP flags are set above: cells_and_names visits parents first)
+    for _, cell in model.cells_and_names():
+        if hasattr(type(cell), "fuse_quantized_layer"):
+            cell.fuse_quantized_layer = _fusable_layer(cell)
+            marked += cell.fuse_quantized_layer
     return marked
+
+
+def _fusable_layer(layer):
+    """Whether `fused_attention_input` / `fused_attention_output_mlp` can run this decoder layer: q / k / v / o and the
+    MLP's projections QuantizedLinear of one bits without bias (q / k / v also of one group size), the MLP fusable
+    (`fuse_quantized_mlp`), RMSNorm cells with a float weight and `variance_epsilon`, and the attention's heads
+    matching its projections."""
+    attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+    norms = [getattr(layer, name, None) for name in ("input_layernorm", "post_attention_layernorm")]
+    if attn is None or mlp is None or not getattr(attn, "fuse_quantized_qkv", False) \
+            or not getattr(mlp, "fuse_quantized_mlp", False):
+        return False
+    projections = [getattr(attn, name, None) for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    if not all(isinstance(p, QuantizedLinear) and p.bias is None for p in projections):
+        return False
+    q, k, v, o = projections
+    head_dim = getattr(attn, "head_dim", None)
+    if len({p.bits for p in projections} | {mlp.gate_proj.bits}) != 1 or not head_dim \
+            or q.out_features != attn.num_heads * head_dim or k.out_features != attn.num_key_value_heads * head_dim \
+            or v.out_features != k.out_features or o.in_features != q.out_features \
+            or o.out_features != q.in_features or mlp.gate_proj.in_features != q.in_features:
+        return False
+    return all(getattr(n, "weight", None) is not None and n.weight.dtype == ms.float32
+               and hasattr(n, "variance_epsilon") for n in norms)

@@ -892,6 +892,8 @@ extern "C" int QSiluGateUpInt4(int nparam, void **params, int *ndims, int64_t **
   return silu_gate_up_kernel(4, nparam, params, ndims, shapes);
 }
 
+static void rms_norm_rows(const float *x, const float *w, float eps, float *y, int64_t M, int64_t K);
+
 // RMSNorm of float32 rows: y = w * (x * rsqrt(mean(x^2) + eps)), rounded operation by operation as
 // functional.rms_norm's MindSpore ops (the mean's summation order aside). Inputs: x (..., K), w (K), eps (1).
 // Output: y (..., K). Replaces six kernel launches of a decode step by one.
@@ -901,10 +903,14 @@ extern "C" int RMSNorm(int nparam, void **params, int *ndims, int64_t **shapes, 
   if (nparam != 4) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != 1) return 2;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *w = static_cast<const float *>(params[1]);
-  const float eps = *static_cast<const float *>(params[2]);
-  float *y = static_cast<float *>(params[3]);
+  rms_norm_rows(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                *static_cast<const float *>(params[2]), static_cast<float *>(params[3]), M, K);
+  return 0;
+}
+
+// y (M, K) = RMSNorm of the rows of x (M, K) with weight w (K): the RMSNorm kernel's loops (also used by the fused
+// decoder-layer kernels of the int8-activation section, so that they round as the separate kernel)
+static void rms_norm_rows(const float *x, const float *w, float eps, float *y, int64_t M, int64_t K) {
   for (int64_t m = 0; m < M; m++) {
     const float *row = x + m * K;
     float acc[16] = {0};
@@ -918,7 +924,6 @@ extern "C" int RMSNorm(int nparam, void **params, int *ndims, int64_t **shapes, 
     float *out = y + m * K;
     for (k = 0; k < K; k++) out[k] = w[k] * (row[k] * r);
   }
-  return 0;
 }
 
 // W (N, K) float32 from its int8 form. Inputs: q, scale. Output: W.
@@ -1028,12 +1033,10 @@ extern "C" int BatchMatMulNN(int nparam, void **params, int *ndims, int64_t **sh
 // Outputs: out (B, Hk, R, Dv) = softmax(q k^T * scale + mask) v and the weights (B, Hk, R, S).
 // Rounded as the separate route: the scores by `dot` (as BatchMatMulNT), scale then mask, softmax as
 // exp(s - max) / sum, the weighted sum of v in key order (as BatchMatMulNN).
-extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *stream, void *extra) {
-  (void)stream, (void)extra, (void)dtypes;
-  if (nparam != 7) return 1;
-  for (int t = 0; t < 4; t++)
-    if (ndims[t] != 4) return 2;
+// The loops, for 4-D shapes[0..3] of q, k, v, mask (also used by the fused decoder-layer kernel of the
+// int8-activation section); 0 or an error code.
+static int decode_attention(int64_t *const *shapes, const float *q, const float *k, const float *v,
+                            const float *mask, float scale, float *out, float *weights) {
   const int64_t B = shapes[0][0], Hk = shapes[0][1], R = shapes[0][2], D = shapes[0][3];
   const int64_t S = shapes[1][2], Dv = shapes[2][3];
   if (shapes[1][0] != B || shapes[1][1] != Hk || shapes[1][3] != D) return 3;
@@ -1046,13 +1049,6 @@ extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **
   if (Sq <= 0 || R % Sq) return 5;
   const int64_t n_rep = R / Sq, H = Hk * n_rep;
   if ((Hm != 1 && Hm != H) || (Qm != 1 && Qm != Sq)) return 5;
-  const float *q = static_cast<const float *>(params[0]);
-  const float *k = static_cast<const float *>(params[1]);
-  const float *v = static_cast<const float *>(params[2]);
-  const float *mask = static_cast<const float *>(params[3]);
-  const float scale = *static_cast<const float *>(params[4]);
-  float *out = static_cast<float *>(params[5]);
-  float *weights = static_cast<float *>(params[6]);
   for (int64_t bi = 0; bi < B; bi++)
     for (int64_t hk = 0; hk < Hk; hk++) {
       const int64_t head = bi * Hk + hk;
@@ -1086,6 +1082,18 @@ extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **
       }
     }
   return 0;
+}
+
+extern "C" int DecodeAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                               void *stream, void *extra) {
+  (void)stream, (void)extra, (void)dtypes;
+  if (nparam != 7) return 1;
+  for (int t = 0; t < 4; t++)
+    if (ndims[t] != 4) return 2;
+  return decode_attention(shapes, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                          static_cast<const float *>(params[2]), static_cast<const float *>(params[3]),
+                          *static_cast<const float *>(params[4]), static_cast<float *>(params[5]),
+                          static_cast<float *>(params[6]));
 }
 // ===================================================================== end of weight-only quantized linear layers ====
 
@@ -1926,6 +1934,9 @@ static float *mlp_buffer(int64_t n) {
   return buffer.data();
 }
 
+static void mlp_residual_rows(int bits, const float *x, const PackedWeight &gate, const PackedWeight &up,
+                              const PackedWeight &down, const float *residual, float *out, int64_t M, int64_t K);
+
 static int mlp_residual(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 1 + 3 * per + 2) return 1;
@@ -1937,10 +1948,17 @@ static int mlp_residual(int bits, int nparam, void **params, int *ndims, int64_t
   const int64_t N = gate.N;
   if (int err = packed_weight(params, ndims, shapes, 1 + 2 * per, bits, N, &down)) return err;
   if (down.N != K || num_elements(ndims[1 + 3 * per], shapes[1 + 3 * per]) != M * K) return 7;
-  const float *residual = static_cast<const float *>(params[1 + 3 * per]);
-  float *out = static_cast<float *>(params[nparam - 1]);
+  mlp_residual_rows(bits, static_cast<const float *>(params[0]), gate, up, down,
+                    static_cast<const float *>(params[1 + 3 * per]), static_cast<float *>(params[nparam - 1]), M, K);
+  return 0;
+}
+
+// out (M, K) = residual + down(silu(x Wg^T) * (x Wu^T)), x (M, K); gate / up (N, K), down (K, N) checked by the caller
+static void mlp_residual_rows(int bits, const float *x, const PackedWeight &gate, const PackedWeight &up,
+                              const PackedWeight &down, const float *residual, float *out, int64_t M, int64_t K) {
+  const int64_t N = gate.N;
   float *g = mlp_buffer(2 * M * N), *u = g + M * N;
-  const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
+  const Act a = quantize_rows(x, M, K, bits);
   product(bits, a, gate, g, M, K, N);
   product(bits, a, up, u, M, K, N);
   for (int64_t i = 0; i < M * N; i++) {
@@ -1950,10 +1968,188 @@ static int mlp_residual(int bits, int nparam, void **params, int *ndims, int64_t
   const Act h = quantize_rows(u, M, N, bits);  // the scratch of `a` is reused: a is no longer read
   product(bits, h, down, out, M, N, K);
   for (int64_t i = 0; i < M * K; i++) out[i] = residual[i] + out[i];
+}
+
+// ---- a Llama decoder layer's decode step in two launches (quantization.py: fused_attention_input,
+// fused_attention_output_mlp; the KV cache write stays a MindSpore op between them) ---------------------------------
+// Each computes what the separate kernels of the q8 route compute, in the same order with the same loops (RMSNorm,
+// the q8 products, BatchMatMulNN's RoPE product, DecodeAttention, the adds), so the outputs are those of the separate
+// route (bit for bit where the loops are the same code). ~11 launches of a SmolLM2 layer -> 2 (plus the 2 cache
+// writes).
+
+static float *layer_buffer(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
+}
+
+// RoPE of rows y (B, S, heads * D) with per-position (D, D) matrices rot (Br, S, D, D), Br 1 or B, written heads
+// first: out (B, heads, S, D)[b, h, s] = y[b, s, h] @ rot[b, s], summed as BatchMatMulNN
+static void rotate_heads(const float *y, const float *rot, int64_t Br, float *out, int64_t B, int64_t S,
+                         int64_t heads, int64_t D) {
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t s = 0; s < S; s++) {
+      const float *r = rot + ((Br == 1 ? 0 : b) * S + s) * D * D;
+      for (int64_t h = 0; h < heads; h++) {
+        const float *x = y + (b * S + s) * heads * D + h * D;
+        float *row = out + ((b * heads + h) * S + s) * D;
+        for (int64_t d = 0; d < D; d++) row[d] = 0.0f;
+        for (int64_t n = 0; n < D; n++) {
+          const float w = x[n];
+          const float *v = r + n * D;
+          for (int64_t d = 0; d < D; d++) row[d] = fmadd(w, v[d], row[d]);
+        }
+      }
+    }
+}
+
+// Input norm, q / k / v products and RoPE:
+//   h = RMSNorm(x; norm_w, eps); q = rope(h Wq^T; qrot); k = rope(h Wk^T; krot); v = h Wv^T
+// Inputs: x (B, S, K), norm_w (K), eps (1), q, scale[, min] of Wq (H * D, K), of Wk (Hk * D, K), of Wv (Hk * D, K),
+// qrot, krot (Br, S, D, D) with Br 1 or B (the query rotation carries the attention scale).
+// QAttentionInput*Q8: outputs, heads first, q (B, H, S, D), k (B, Hk, S, D), v (B, Hk, S, D).
+// QAttentionInputCache*Q8: three more inputs, the KV cache's key and value storage (B, Hk, T, D) float32 and the
+// slots cache_position (S) int64; k and v are written into slots cache_position[s] of the storage IN PLACE (as the
+// cache's ScatterNdUpdate would), and the output is q only. The write through input pointers is declared to
+// MindSpore (native.attention_input_cache_q8_op: the storage inputs are RW_WRITE refs of a side-effecting
+// primitive, as ScatterNdUpdate's), so reads of the storage are ordered after it.
+static int attention_input(int bits, bool cache, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 3 + 3 * per + 2 + (cache ? 3 + 1 : 3)) return 1;
+  if (ndims[0] != 3) return 2;
+  const int64_t B = shapes[0][0], S = shapes[0][1], K = shapes[0][2], M = B * S;
+  if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != 1) return 2;
+  PackedWeight w[3];
+  for (int i = 0; i < 3; i++)
+    if (int err = packed_weight(params, ndims, shapes, 3 + i * per, bits, K, &w[i])) return err;
+  const int qr = 3 + 3 * per, kr = qr + 1;
+  for (int t : {qr, kr})
+    if (ndims[t] != 4 || (shapes[t][0] != 1 && shapes[t][0] != B) || shapes[t][1] != S ||
+        shapes[t][2] != shapes[t][3] || shapes[qr][3] != shapes[t][3])
+      return 8;
+  const int64_t D = shapes[qr][3];
+  if (D <= 0 || w[0].N % D || w[1].N % D || w[2].N != w[1].N) return 9;
+  const int64_t H = w[0].N / D, Hk = w[1].N / D;
+  int64_t T = 0;
+  const int64_t *slots = nullptr;
+  if (cache) {
+    const int kc = kr + 1;
+    for (int t : {kc, kc + 1})
+      if (ndims[t] != 4 || shapes[t][0] != B || shapes[t][1] != Hk || shapes[t][3] != D ||
+          shapes[t][2] != shapes[kc][2])
+        return 11;
+    T = shapes[kc][2];
+    if (num_elements(ndims[kc + 2], shapes[kc + 2]) != S) return 12;
+    slots = static_cast<const int64_t *>(params[kc + 2]);
+    for (int64_t s = 0; s < S; s++)
+      if (slots[s] < 0 || slots[s] >= T) return 13;
+  }
+  float *h = layer_buffer(M * (K + w[0].N + 4 * w[1].N));
+  float *yq = h + M * K, *yk = yq + M * w[0].N, *yv = yk + M * w[1].N, *rk = yv + M * w[1].N;
+  rms_norm_rows(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                *static_cast<const float *>(params[2]), h, M, K);
+  const Act a = quantize_rows(h, M, K, bits);
+  product(bits, a, w[0], yq, M, K, w[0].N);
+  product(bits, a, w[1], yk, M, K, w[1].N);
+  product(bits, a, w[2], yv, M, K, w[2].N);
+  const int out = cache ? kr + 4 : kr + 1;
+  rotate_heads(yq, static_cast<const float *>(params[qr]), shapes[qr][0], static_cast<float *>(params[out]), B, S, H,
+               D);
+  // k and v heads first: into the outputs (B, Hk, S, D), or into the storage's slots (B, Hk, T, D)
+  float *out_k = cache ? static_cast<float *>(params[kr + 1]) : static_cast<float *>(params[out + 1]);
+  float *out_v = cache ? static_cast<float *>(params[kr + 2]) : static_cast<float *>(params[out + 2]);
+  rotate_heads(yk, static_cast<const float *>(params[kr]), shapes[kr][0], rk, B, S, Hk, D);
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t hk = 0; hk < Hk; hk++)
+      for (int64_t s = 0; s < S; s++) {
+        const int64_t dst = cache ? ((b * Hk + hk) * T + slots[s]) * D : ((b * Hk + hk) * S + s) * D;
+        const float *kr_row = rk + ((b * Hk + hk) * S + s) * D, *v_row = yv + (b * S + s) * Hk * D + hk * D;
+        for (int64_t d = 0; d < D; d++) {
+          out_k[dst + d] = kr_row[d];
+          out_v[dst + d] = v_row[d];
+        }
+      }
+  return 0;
+}
+
+// Attention over the cache, head merge, output projection, residual add, post-attention norm, MLP and its residual:
+//   a = attention(q, k, v, mask) (scale 1: folded into q);  r = residual + merge(a) Wo^T
+//   out = r + down(silu(n Wg^T) * (n Wu^T)),  n = RMSNorm(r; norm_w, eps)
+// Inputs: q (B, H, S, D), k (B, Hk, T, D), v (B, Hk, T, Dv) (the cache after this step's write), mask (Bm, Hm, Qm,
+// T) additive as DecodeAttention's, q, scale[, min] of Wo (K, H * Dv), residual (B, S, K), norm_w (K), eps (1), then
+// the gate, up (N, K) and down (K, N) weights. Output: out (B, S, K).
+static int attention_output_mlp(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+  const int per = bits == 8 ? 2 : 3;
+  if (nparam != 4 + per + 3 + 3 * per + 1) return 1;
+  for (int t = 0; t < 4; t++)
+    if (ndims[t] != 4) return 2;
+  const int64_t B = shapes[0][0], H = shapes[0][1], S = shapes[0][2], D = shapes[0][3];
+  const int64_t Hk = shapes[1][1], Dv = shapes[2][3], T = shapes[1][2];
+  if (Hk <= 0 || H % Hk) return 2;
+  const int ri = 4 + per, gi = ri + 3;
+  if (ndims[ri] != 3 || shapes[ri][0] != B || shapes[ri][1] != S) return 2;
+  const int64_t K = shapes[ri][2], M = B * S, HD = H * Dv;
+  if (num_elements(ndims[ri + 1], shapes[ri + 1]) != K || num_elements(ndims[ri + 2], shapes[ri + 2]) != 1) return 2;
+  PackedWeight wo, gate, up, down;
+  if (int err = packed_weight(params, ndims, shapes, 4, bits, HD, &wo)) return err;
+  if (wo.N != K) return 7;
+  if (int err = packed_weight(params, ndims, shapes, gi, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, gi + per, bits, K, &up)) return err;
+  if (gate.N != up.N) return 6;
+  if (int err = packed_weight(params, ndims, shapes, gi + 2 * per, bits, gate.N, &down)) return err;
+  if (down.N != K) return 7;
+  // DecodeAttention's view of q: the R = (H / Hk) * S query rows of each kv head
+  int64_t q_shape[4] = {B, Hk, (H / Hk) * S, D};
+  int64_t *att_shapes[4] = {q_shape, shapes[1], shapes[2], shapes[3]};
+  float *att = layer_buffer(M * HD + M * HD + 2 * M * K + B * H * S * T);
+  float *merged = att + M * HD, *r = merged + M * HD, *n = r + M * K, *weights = n + M * K;
+  if (int err = decode_attention(att_shapes, static_cast<const float *>(params[0]),
+                                 static_cast<const float *>(params[1]), static_cast<const float *>(params[2]),
+                                 static_cast<const float *>(params[3]), 1.0f, att, weights))
+    return 10 + err;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t s = 0; s < S; s++)
+        for (int64_t d = 0; d < Dv; d++)
+          merged[(b * S + s) * HD + h * Dv + d] = att[((b * H + h) * S + s) * Dv + d];
+  const Act a = quantize_rows(merged, M, HD, bits);
+  product(bits, a, wo, r, M, HD, K);
+  const float *residual = static_cast<const float *>(params[ri]);
+  for (int64_t i = 0; i < M * K; i++) r[i] = residual[i] + r[i];
+  rms_norm_rows(r, static_cast<const float *>(params[ri + 1]), *static_cast<const float *>(params[ri + 2]), n, M, K);
+  mlp_residual_rows(bits, n, gate, up, down, r, static_cast<float *>(params[nparam - 1]), M, K);
   return 0;
 }
 
 }  // namespace q8act
+
+#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
+  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
+                      void *extra) {                                                                                \
+    (void)stream, (void)extra, (void)dtypes;                                                                        \
+    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
+  }
+#undef Q8ACT_ENTRY
+#define Q8ACT_ENTRY(NAME, FN, BITS, CACHE)                                                                          \
+  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
+                      void *extra) {                                                                                \
+    (void)stream, (void)extra, (void)dtypes;                                                                        \
+    return q8act::FN(BITS, CACHE, nparam, params, ndims, shapes);                                                   \
+  }
+Q8ACT_ENTRY(QAttentionInputInt8Q8, attention_input, 8, false)
+Q8ACT_ENTRY(QAttentionInputInt4Q8, attention_input, 4, false)
+Q8ACT_ENTRY(QAttentionInputCacheInt8Q8, attention_input, 8, true)
+Q8ACT_ENTRY(QAttentionInputCacheInt4Q8, attention_input, 4, true)
+#undef Q8ACT_ENTRY
+#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
+  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
+                      void *extra) {                                                                                \
+    (void)stream, (void)extra, (void)dtypes;                                                                        \
+    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
+  }
+Q8ACT_ENTRY(QAttentionOutputMlpInt8Q8, attention_output_mlp, 8)
+Q8ACT_ENTRY(QAttentionOutputMlpInt4Q8, attention_output_mlp, 4)
+#undef Q8ACT_ENTRY
 
 extern "C" int QMlpResidualInt8Q8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                   void *stream, void *extra) {

@@ -9,7 +9,7 @@ from ...backend import functional as F
 from ...backend import quantization, runtime
 from ...backend.layers import Embedding, Linear
 from ...backend.layers import new_parameter
-from ...cache_utils import DynamicCache
+from ...cache_utils import DynamicCache, StaticCache
 from ...generation import GenerationMixin
 from ...loss_utils import causal_lm_head_loss
 from ...masking_utils import create_causal_mask
@@ -153,6 +153,11 @@ class LlamaAttention(nn.Cell):
 
 
 class LlamaDecoderLayer(GradientCheckpointingLayer):
+    # set by quantizers (quantization.mark_fusable_projections) when the attention's and the MLP's projections are
+    # packed alike without bias: a decode step with int8 activations then runs the layer as two native calls around
+    # the cache write (quantization.fused_decoder_layer_ok)
+    fuse_quantized_layer = False
+
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
         self.hidden_size = config.hidden_size
@@ -162,7 +167,28 @@ class LlamaDecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def construct(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None,
-                  cache_position=None):
+                  cache_position=None, output_attentions=False):
+        if self.fuse_quantized_layer and quantization.fused_decoder_layer_ok(
+                self, hidden_states, position_embeddings, attention_mask, output_attentions):
+            layer_idx = self.self_attn.layer_idx
+            if (isinstance(past_key_values, StaticCache) and past_key_values.key_cache is not None
+                    and quantization.fused_cache_write_ok(self, hidden_states, past_key_values.key_cache[layer_idx],
+                                                          past_key_values.value_cache[layer_idx], cache_position,
+                                                          attention_mask)):
+                # the cache write inside the call (declared in place: the attention below reads the written storage)
+                key_states, value_states = past_key_values.key_cache[layer_idx], past_key_values.value_cache[layer_idx]
+                query_states = quantization.fused_attention_input_to_cache(
+                    self, hidden_states, position_embeddings, key_states, value_states, cache_position)
+                return quantization.fused_attention_output_mlp(
+                    self, query_states, key_states, value_states, attention_mask, hidden_states), None
+            query_states, key_states, value_states = quantization.fused_attention_input(
+                self, hidden_states, position_embeddings)
+            if past_key_values is not None:
+                key_states, value_states = past_key_values.update(
+                    key_states, value_states, layer_idx, {"cache_position": cache_position}
+                )
+            return quantization.fused_attention_output_mlp(
+                self, query_states, key_states, value_states, attention_mask, hidden_states), None
         residual = hidden_states
         hidden_states = self.input_layernorm(hidden_states)
         hidden_states, attn_weights = self.self_attn(
@@ -253,7 +279,7 @@ class LlamaModel(LlamaPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states, attn_weights = decoder_layer(
-                hidden_states, position_embeddings, causal_mask, past_key_values, cache_position
+                hidden_states, position_embeddings, causal_mask, past_key_values, cache_position, output_attentions
             )
             if output_attentions:
                 all_attentions += (attn_weights,)
