@@ -524,6 +524,7 @@ def test_native_threads_split_rows_without_changing_the_numbers(bits):
         cases.append((_args(bits, arrays), w))
     x = ms.Tensor(rng.standard_normal((2, 576)).astype(np.float32))
     q8, nt = native.quantized_linear_q8_op(bits), native.linear_nt_op()
+    previous = native.threads()
     try:
         native.set_threads(1)
         one = [(q8(x, *args).asnumpy(), nt(x, w).asnumpy()) for args, w in cases]
@@ -533,7 +534,27 @@ def test_native_threads_split_rows_without_changing_the_numbers(bits):
                 np.testing.assert_array_equal(q8(x, *args).asnumpy(), want_q8)
                 np.testing.assert_array_equal(nt(x, w).asnumpy(), want_nt)
     finally:
-        native.set_threads(1)
+        native.set_threads(previous)
+
+
+def test_native_threads_default_to_the_affinity_mask_and_follow_runtime_set_threads(monkeypatch):
+    """Default: the CPUs this process may run on, at most 4; runtime.set_threads(n) (the CLI's --threads) sets the
+    native kernels' threads too."""
+    import os
+
+    from mindone.transformers.backend import runtime
+
+    assert native._default_threads() == max(1, min(len(os.sched_getaffinity(0)), 4))
+    monkeypatch.setattr(native, "_DEFAULT_MAX_THREADS", 1)
+    assert native._default_threads() == 1
+    # MindSpore takes its own thread count once per process: leave it to the process
+    monkeypatch.setattr(runtime.ms.device_context.cpu.op_tuning, "threads_num", lambda n: None)
+    previous = native.threads()
+    try:
+        runtime.set_threads(3)
+        assert native.threads() == 3
+    finally:
+        runtime.set_threads(previous if previous > 0 else len(os.sched_getaffinity(0)))
 
 
 def test_q8_portable_fallback_matches_the_reference(tmp_path):

@@ -77,12 +77,14 @@ def serialized(fn):
 
 
 def set_threads(num_threads: int) -> None:
-    """Number of threads MindSpore's CPU kernels use.
+    """Number of threads MindSpore's CPU kernels and the native kernels (`native.set_threads`) use.
 
-    MindSpore's bundled oneDNN matmul ignores this setting; only CPU affinity (e.g. `taskset`) limits it. The native
-    kernels have their own setting (native.set_threads, default 1).
+    MindSpore's bundled oneDNN matmul ignores this setting; only CPU affinity (e.g. `taskset`) limits it.
     """
-    ms.device_context.cpu.op_tuning.threads_num(int(num_threads))
+    from . import native  # native imports this module
+
+    native.set_threads(int(num_threads))
+    ms.device_context.cpu.op_tuning.threads_num(int(num_threads))  # MindSpore allows this once per process
 
 
 def set_graph_mode(enabled: bool) -> None:

@@ -100,8 +100,9 @@ static void linear_nt_vector(const float *x, const float *w, float *y, int64_t N
 
 // ==== worker threads of the native kernels (native_pool; native.py: set_threads) ====================================
 // The decode-step kernels (one or few rows of x) can split their output rows over threads: NativeSetThreads
-// (native.set_threads, or MINDONE_TRANSFORMERS_NATIVE_THREADS); default 1 thread (no workers): in a 2-core decode
-// step the spinning worker slowed SmolLM2's step 2.4x (it competes with MindSpore's own threads; docs/performance.md).
+// (native.set_threads, or MINDONE_TRANSFORMERS_NATIVE_THREADS); native.py sets the affinity mask's CPUs (at most 4)
+// when it loads the library (1 thread here until then). With ~360 kernels per decode step a spinning worker once
+// slowed SmolLM2's 2-core step 2.4x; with the fused layers (84 kernels) 2 threads are 1.25x faster (docs/performance.md).
 // OpenMP was slower here (libgomp's threads spin for long and compete with MindSpore's pool): these are T - 1
 // persistent workers that spin for a short while after each job (MINDONE_TRANSFORMERS_NATIVE_SPIN_US, default 50 us:
 // a decode step launches the next product within tens of microseconds) and then sleep on a condition variable. The
