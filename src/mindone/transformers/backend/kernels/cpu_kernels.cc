@@ -1118,14 +1118,16 @@ static std::vector<int64_t> first_input_shape(const int *ndims, int64_t **shapes
 
 }  // namespace graph_safe
 
-extern "C" std::vector<int64_t> GeluErfInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId GeluErfInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
-extern "C" std::vector<int64_t> GeluErfGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId GeluErfGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+// The C++ shape / type inference of a graph-safe kernel whose output has its first input's shape and dtype (AOT looks
+// up `<name>InferShape` / `<name>InferType` by the kernel's name)
+#define SAME_SHAPE_AS_FIRST_INPUT(name)                                                           \
+  extern "C" std::vector<int64_t> name##InferShape(int *ndims, int64_t **shapes, AotExtra *) {   \
+    return graph_safe::first_input_shape(ndims, shapes);                                          \
+  }                                                                                               \
+  extern "C" TypeId name##InferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+
+SAME_SHAPE_AS_FIRST_INPUT(GeluErf)
+SAME_SHAPE_AS_FIRST_INPUT(GeluErfGrad)
 
 // x * sigmoid(a(x)) activations, float32 in and out, computed in double and rounded once (torch's float kernels are
 // ~1 ulp of their float intermediate results off the float64 value; these are within ~1 ulp of it):
@@ -1226,22 +1228,10 @@ extern "C" int QuickGeluGrad(int nparam, void **params, int *ndims, int64_t **sh
   return sigmoid_act::run_backward<sigmoid_act::QuickGelu>(nparam, params, ndims, shapes);
 }
 
-extern "C" std::vector<int64_t> GeluTanhInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId GeluTanhInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
-extern "C" std::vector<int64_t> GeluTanhGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId GeluTanhGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
-extern "C" std::vector<int64_t> QuickGeluInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId QuickGeluInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
-extern "C" std::vector<int64_t> QuickGeluGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId QuickGeluGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+SAME_SHAPE_AS_FIRST_INPUT(GeluTanh)
+SAME_SHAPE_AS_FIRST_INPUT(GeluTanhGrad)
+SAME_SHAPE_AS_FIRST_INPUT(QuickGelu)
+SAME_SHAPE_AS_FIRST_INPUT(QuickGeluGrad)
 // ==== end of graph-safe elementwise activations ======================================================================
 
 
@@ -1351,10 +1341,7 @@ extern "C" int LayerNormRowsGrad(int nparam, void **params, int *ndims, int64_t 
   return 0;
 }
 
-extern "C" std::vector<int64_t> LayerNormRowsInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId LayerNormRowsInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+SAME_SHAPE_AS_FIRST_INPUT(LayerNormRows)
 extern "C" std::vector<int64_t> LayerNormRowsGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
   if (ndims[0] < 1 || shapes[0][0] == -2) return std::vector<int64_t>{-1, -1};  // dynamic rank
   const int64_t K = shapes[0][ndims[0] - 1];
@@ -1463,22 +1450,13 @@ extern "C" int MaskedSoftmaxGrad(int nparam, void **params, int *ndims, int64_t 
   return 0;
 }
 
-extern "C" std::vector<int64_t> MaskedSoftmaxInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId MaskedSoftmaxInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
-extern "C" std::vector<int64_t> MaskedSoftmaxGradInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId MaskedSoftmaxGradInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+SAME_SHAPE_AS_FIRST_INPUT(MaskedSoftmax)
+SAME_SHAPE_AS_FIRST_INPUT(MaskedSoftmaxGrad)
 // ==== end of attention softmax =======================================================================================
 
 
 // ==== C++ inference for the RMSNorm kernel (gelu2): `native.rms_norm_graph_op` registers it graph-safe ==============
-extern "C" std::vector<int64_t> RMSNormInferShape(int *ndims, int64_t **shapes, AotExtra *) {
-  return graph_safe::first_input_shape(ndims, shapes);
-}
-extern "C" TypeId RMSNormInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+SAME_SHAPE_AS_FIRST_INPUT(RMSNorm)
 // ==== end of C++ inference for the RMSNorm kernel ====================================================================
 #include <vector>  // (also included above; repeated so this section stands alone)
 
