@@ -282,8 +282,9 @@ def fused_mlp_residual(x, mlp, residual):
 
 
 # --- a decoder layer's decode step in two kernel calls (flag `fuse_quantized_layer`) --------------------------------
-# input RMSNorm + q / k / v + RoPE (one call), the KV cache write (MindSpore ops, between), then attention + o_proj +
-# residual + post-attention RMSNorm + MLP + residual (one call): ~11 launches per layer -> 4 in a SmolLM2 decode step.
+# input RMSNorm + q / k / v + RoPE (one call, which also writes a static cache's keys / values; other caches update
+# with MindSpore ops between the calls), then attention + o_proj + residual + post-attention RMSNorm + MLP + residual
+# (one call): ~11 launches per layer -> 2 in a SmolLM2 decode step.
 
 
 def fused_decoder_layer_ok(layer, hidden_states, position_embeddings, attention_mask, output_attentions=False):
@@ -315,11 +316,17 @@ def fused_attention_input(layer, hidden_states, position_embeddings):
     """(query (B, H, S, D), key, value (B, Hk, S, D)) of `layer.input_layernorm(hidden_states)` through the attention's
     q / k / v projections and RoPE, in one native call (`native.attention_input_q8_op`); only where
     `fused_decoder_layer_ok` holds."""
+    return _ATTENTION_INPUT_Q8[layer.self_attn.q_proj.bits](*_attention_input_args(layer, hidden_states,
+                                                                                  position_embeddings))
+
+
+def _attention_input_args(layer, hidden_states, position_embeddings):
+    """The inputs both attention-input kernels start with: x, the input norm's weight and eps, the packed q / k / v
+    weights and the two rotations."""
     attn, norm = layer.self_attn, layer.input_layernorm
     query_rotation, key_rotation = position_embeddings
-    return _ATTENTION_INPUT_Q8[attn.q_proj.bits](
-        hidden_states, norm.weight, ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(attn.q_proj),
-        *_packed_args(attn.k_proj), *_packed_args(attn.v_proj), query_rotation, key_rotation)
+    return (hidden_states, norm.weight, ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(attn.q_proj),
+            *_packed_args(attn.k_proj), *_packed_args(attn.v_proj), query_rotation, key_rotation)
 
 
 def fused_cache_write_ok(layer, hidden_states, key_storage, value_storage, cache_position, attention_mask):
@@ -343,12 +350,8 @@ def fused_attention_input_to_cache(layer, hidden_states, position_embeddings, ke
     storage Parameters in place (`native.attention_input_cache_q8_op`: the cache's two ScatterNdUpdate kernels
     folded into the call) and returns the rotated queries (B, H, S, D); only where `fused_decoder_layer_ok` and
     `fused_cache_write_ok` hold."""
-    attn, norm = layer.self_attn, layer.input_layernorm
-    query_rotation, key_rotation = position_embeddings
-    return _ATTENTION_INPUT_CACHE_Q8[attn.q_proj.bits](
-        hidden_states, norm.weight, ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(attn.q_proj),
-        *_packed_args(attn.k_proj), *_packed_args(attn.v_proj), query_rotation, key_rotation, key_storage,
-        value_storage, cache_position)
+    return _ATTENTION_INPUT_CACHE_Q8[layer.self_attn.q_proj.bits](
+        *_attention_input_args(layer, hidden_states, position_embeddings), key_storage, value_storage, cache_position)
 
 
 def fused_attention_output_mlp(layer, query, key, value, attention_mask, residual):
@@ -357,13 +360,9 @@ def fused_attention_output_mlp(layer, query, key, value, attention_mask, residua
     (`native.attention_output_mlp_q8_op`); only where `fused_decoder_layer_ok` holds."""
     attn, norm, mlp = layer.self_attn, layer.post_attention_layernorm, layer.mlp
     return _ATTENTION_OUTPUT_MLP_Q8[attn.o_proj.bits](
-        query, key, value, _as_float32(attention_mask), *_packed_args(attn.o_proj), residual, norm.weight,
+        query, key, value, F.cast(attention_mask, ms.float32), *_packed_args(attn.o_proj), residual, norm.weight,
         ms.Tensor([norm.variance_epsilon], ms.float32), *_packed_args(mlp.gate_proj), *_packed_args(mlp.up_proj),
         *_packed_args(mlp.down_proj))
-
-
-def _as_float32(x):
-    return x if x.dtype == ms.float32 else x.astype(ms.float32)
 
 
 def _same_packing(cells, bias_ok):

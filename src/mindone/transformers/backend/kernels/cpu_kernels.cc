@@ -1885,11 +1885,13 @@ static int silu_gate_up(int bits, int nparam, void **params, int *ndims, int64_t
 
 }  // namespace q8act
 
-#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
+// the AOT entry point NAME calling q8act::FN(<the extra arguments>, nparam, params, ndims, shapes); also used by the
+// fused kernels' entry points below
+#define Q8ACT_ENTRY(NAME, FN, ...)                                                                                  \
   extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
                       void *extra) {                                                                                \
     (void)stream, (void)extra, (void)dtypes;                                                                        \
-    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
+    return q8act::FN(__VA_ARGS__, nparam, params, ndims, shapes);                                                   \
   }
 Q8ACT_ENTRY(QLinearInt8Q8, linear, 8)
 Q8ACT_ENTRY(QLinearInt4Q8, linear, 4)
@@ -1897,7 +1899,6 @@ Q8ACT_ENTRY(QLinear3Int8Q8, linear3, 8)
 Q8ACT_ENTRY(QLinear3Int4Q8, linear3, 4)
 Q8ACT_ENTRY(QSiluGateUpInt8Q8, silu_gate_up, 8)
 Q8ACT_ENTRY(QSiluGateUpInt4Q8, silu_gate_up, 4)
-#undef Q8ACT_ENTRY
 
 // A SwiGLU MLP and the residual add after it in one launch (quantization.py: fused_mlp_residual):
 //   out = residual + down(silu(x @ Wg^T) * (x @ Wu^T))
@@ -1949,12 +1950,12 @@ static void mlp_residual_rows(int bits, const float *x, const PackedWeight &gate
   for (int64_t i = 0; i < M * K; i++) out[i] = residual[i] + out[i];
 }
 
-// ---- a Llama decoder layer's decode step in two launches (quantization.py: fused_attention_input,
-// fused_attention_output_mlp; the KV cache write stays a MindSpore op between them) ---------------------------------
+// ---- a Llama decoder layer's decode step in two launches (quantization.py: fused_attention_input[_to_cache],
+// fused_attention_output_mlp; with a static cache the first also writes the KV cache, else a MindSpore update runs
+// between them) ----------------------------------------------------------------------------------------------------
 // Each computes what the separate kernels of the q8 route compute, in the same order with the same loops (RMSNorm,
 // the q8 products, BatchMatMulNN's RoPE product, DecodeAttention, the adds), so the outputs are those of the separate
-// route (bit for bit where the loops are the same code). ~11 launches of a SmolLM2 layer -> 2 (plus the 2 cache
-// writes).
+// route (bit for bit where the loops are the same code). ~11 launches of a SmolLM2 layer -> 2.
 
 static float *layer_buffer(int64_t n) {
   thread_local std::vector<float> buffer;
@@ -2102,43 +2103,13 @@ static int attention_output_mlp(int bits, int nparam, void **params, int *ndims,
 
 }  // namespace q8act
 
-#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
-  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
-                      void *extra) {                                                                                \
-    (void)stream, (void)extra, (void)dtypes;                                                                        \
-    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
-  }
-#undef Q8ACT_ENTRY
-#define Q8ACT_ENTRY(NAME, FN, BITS, CACHE)                                                                          \
-  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
-                      void *extra) {                                                                                \
-    (void)stream, (void)extra, (void)dtypes;                                                                        \
-    return q8act::FN(BITS, CACHE, nparam, params, ndims, shapes);                                                   \
-  }
 Q8ACT_ENTRY(QAttentionInputInt8Q8, attention_input, 8, false)
 Q8ACT_ENTRY(QAttentionInputInt4Q8, attention_input, 4, false)
 Q8ACT_ENTRY(QAttentionInputCacheInt8Q8, attention_input, 8, true)
 Q8ACT_ENTRY(QAttentionInputCacheInt4Q8, attention_input, 4, true)
-#undef Q8ACT_ENTRY
-#define Q8ACT_ENTRY(NAME, FN, BITS)                                                                                 \
-  extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
-                      void *extra) {                                                                                \
-    (void)stream, (void)extra, (void)dtypes;                                                                        \
-    return q8act::FN(BITS, nparam, params, ndims, shapes);                                                          \
-  }
 Q8ACT_ENTRY(QAttentionOutputMlpInt8Q8, attention_output_mlp, 8)
 Q8ACT_ENTRY(QAttentionOutputMlpInt4Q8, attention_output_mlp, 4)
+Q8ACT_ENTRY(QMlpResidualInt8Q8, mlp_residual, 8)
+Q8ACT_ENTRY(QMlpResidualInt4Q8, mlp_residual, 4)
 #undef Q8ACT_ENTRY
-
-extern "C" int QMlpResidualInt8Q8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *stream, void *extra) {
-  (void)stream, (void)extra, (void)dtypes;
-  return q8act::mlp_residual(8, nparam, params, ndims, shapes);
-}
-
-extern "C" int QMlpResidualInt4Q8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                  void *stream, void *extra) {
-  (void)stream, (void)extra, (void)dtypes;
-  return q8act::mlp_residual(4, nparam, params, ndims, shapes);
-}
 // ============================================================ end of quantized products with int8 activations ====
