@@ -23,7 +23,8 @@ def test_library_builds_where_a_compiler_exists():
     assert os.path.dirname(native.library_path()) == native.cache_dir()
 
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 300, 70), (1, 7, 50), (1, 1000, 576), (3, 257, 129), (2, 64, 64)])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 300, 70), (1, 7, 50), (1, 9, 60), (1, 1000, 576), (3, 257, 129),
+                                   (2, 64, 64)])
 @pytest.mark.parametrize("mode", ["pynative", "jit"])
 def test_linear_nt_matches_float64(m, n, k, mode):
     rng = np.random.default_rng(m * 1000 + n + k)

@@ -477,6 +477,26 @@ def test_q8_activation_kernel_matches_numpy_reference_of_the_same_math(bits, row
 
 
 @pytest.mark.parametrize("bits", [8, 4])
+def test_q8_activation_kernel_at_the_extremes_of_both_integer_ranges(bits):
+    """Weights at -128 / 127 (int8) or 0 / 15 (int4) against activations rounded to +-127 with matching or opposite
+    signs: the largest integer products, where a 16-bit pair sum (the AVX2 route's vpmaddubsw) could saturate."""
+    rng = np.random.default_rng(7)
+    n, k = 8, 256
+    arrays = random_packed(rng, bits, n, k, 32)
+    if bits == 8:
+        arrays["weight_packed"] = np.where(rng.random((n, k)) < 0.5, -128, 127).astype(np.int8)
+        arrays["weight_packed"][0] = -128
+    else:
+        arrays["weight_packed"] = np.where(rng.random((n, k // 2)) < 0.5, 0x00, 0xFF).astype(np.uint8)
+        arrays["weight_packed"][0] = 0xFF
+    x = np.where(rng.random((2, k)) < 0.5, -1.0, 1.0).astype(np.float32)  # every element rounds to +-127
+    x[1] = -1.0
+    out = native.quantized_linear_q8_op(bits)(ms.Tensor(x), *_args(bits, arrays)).asnumpy()
+    ref, bound = q8_reference(bits, x, arrays)
+    assert (np.abs(out - ref) <= bound).all(), np.abs(out - ref).max()
+
+
+@pytest.mark.parametrize("bits", [8, 4])
 def test_q8_fused_kernels_equal_the_single_q8_product(bits):
     rng = np.random.default_rng(11 + bits)
     k = 192

@@ -42,6 +42,17 @@ static inline int64_t num_elements(int ndim, const int64_t *shape) {
   return n;
 }
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+// the sum of a vector's 8 floats
+static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
 static void linear_nt_columns(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
   for (int64_t n = 0; n < N; n++) {
     const float *row = w + n * K;
@@ -96,6 +107,54 @@ static void linear_nt_vector(const float *x, const float *w, float *y, int64_t N
   }
   for (; n < N; n++) y[n] = dot(w + n * K, x, K);
 }
+#define LINEAR_NT_VECTOR 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+// The same loop with AVX2's 8-float vectors (16 columns per pass); the tail is loaded with a lane mask.
+static inline __m256 masked_load(const float *p, int64_t k, int64_t K) {
+  const int64_t left = K - k;
+  if (left >= 8) return _mm256_loadu_ps(p + k);
+  if (left <= 0) return _mm256_setzero_ps();
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_maskload_ps(p + k, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), lanes));
+}
+
+static void linear_nt_vector(const float *x, const float *w, float *y, int64_t N, int64_t K) {
+  int64_t n = 0;
+  for (; n + 4 <= N; n += 4) {
+    const float *w0 = w + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), x0, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), x0, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), x0, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), x0, a3);
+      b0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k + 8), x1, b0);
+      b1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k + 8), x1, b1);
+      b2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k + 8), x1, b2);
+      b3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k + 8), x1, b3);
+    }
+    if (k < K) {  // the last 1..15 columns, zero-filled past K
+      const __m256 x0 = masked_load(x, k, K), x1 = masked_load(x, k + 8, K);
+      a0 = _mm256_fmadd_ps(masked_load(w0, k, K), x0, a0);
+      a1 = _mm256_fmadd_ps(masked_load(w1, k, K), x0, a1);
+      a2 = _mm256_fmadd_ps(masked_load(w2, k, K), x0, a2);
+      a3 = _mm256_fmadd_ps(masked_load(w3, k, K), x0, a3);
+      b0 = _mm256_fmadd_ps(masked_load(w0, k + 8, K), x1, b0);
+      b1 = _mm256_fmadd_ps(masked_load(w1, k + 8, K), x1, b1);
+      b2 = _mm256_fmadd_ps(masked_load(w2, k + 8, K), x1, b2);
+      b3 = _mm256_fmadd_ps(masked_load(w3, k + 8, K), x1, b3);
+    }
+    y[n] = hsum256(_mm256_add_ps(a0, b0));
+    y[n + 1] = hsum256(_mm256_add_ps(a1, b1));
+    y[n + 2] = hsum256(_mm256_add_ps(a2, b2));
+    y[n + 3] = hsum256(_mm256_add_ps(a3, b3));
+  }
+  for (; n < N; n++) y[n] = dot(w + n * K, x, K);
+}
+#define LINEAR_NT_VECTOR 1
 #endif
 
 // ==== worker threads of the native kernels (native_pool; native.py: set_threads) ====================================
@@ -302,7 +361,7 @@ extern "C" int LinearNT(int nparam, void **params, int *ndims, int64_t **shapes,
   const int64_t N = shapes[1][0];
   if (shapes[1][1] != K) return 2;
   parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
-#if defined(__AVX512F__)
+#ifdef LINEAR_NT_VECTOR
     if (M == 1) {  // one row (a decode step): the four-rows-per-pass loop
       linear_nt_vector(x, w + n0 * K, y + n0, n1 - n0, K);
       return;
@@ -631,13 +690,6 @@ static inline float q8_row_dot(const int8_t *q, const float *scale, const float 
   return y0;
 }
 #elif defined(__AVX2__) && defined(__FMA__)
-static inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 static inline float q4_row_dot(const uint8_t *q, const float *scale, const float *mn, const float *x,
                                const float *xsum, int64_t K, int64_t G) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -660,7 +712,7 @@ static inline float q4_row_dot(const uint8_t *q, const float *scale, const float
     acc1 = _mm256_fmadd_ps(sc, s1, acc1);
     offset = fmadd(mn[g], xsum[g], offset);
   }
-  return hsum(_mm256_add_ps(acc0, acc1)) + offset;
+  return hsum256(_mm256_add_ps(acc0, acc1)) + offset;
 }
 
 static inline float q8_row_dot(const int8_t *q, const float *scale, const float *x, int64_t K, int64_t G) {
@@ -678,7 +730,7 @@ static inline float q8_row_dot(const int8_t *q, const float *scale, const float 
     acc0 = _mm256_fmadd_ps(sc, s0, acc0);
     acc1 = _mm256_fmadd_ps(sc, s1, acc1);
   }
-  return hsum(_mm256_add_ps(acc0, acc1));
+  return hsum256(_mm256_add_ps(acc0, acc1));
 }
 #else
 static inline float q4_row_dot(const uint8_t *q, const float *scale, const float *mn, const float *x,
@@ -1586,6 +1638,8 @@ namespace q8act {
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512F__)
 #define Q8ACT_VNNI 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define Q8ACT_AVX2 1
 #endif
 
 // x's rows quantized. Layout per row (VNNI, int4): per quad of 4 blocks 128 bytes, the first 64 the low halves
@@ -1765,6 +1819,57 @@ static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0,
   *y0 = _mm512_reduce_add_ps(a0);
   *y1 = _mm512_reduce_add_ps(a1);
 }
+#elif defined(Q8ACT_AVX2)
+// AVX2 without VNNI (llama.cpp's route on such CPUs), x in the portable layout: vpmaddubsw multiplies unsigned by
+// signed bytes into int16 sums of pairs and vpmaddwd adds those pairs into int32 lanes. int4: the nibbles (0..15)
+// are the unsigned operand (a pair's sum is at most 2 * 15 * 127); int8: |w| is the unsigned one and x takes w's
+// sign (at most 2 * 128 * 127 < 32767): no int16 saturation. Two accumulators per row (even / odd blocks).
+// one block's 32 nibbles as bytes in element order (low nibbles: elements 0..15, high: 16..31)
+static inline __m256i q4_block(const uint8_t *w) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w)), low = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low));
+}
+
+// the int32 sums (8 lanes) of a block's 32 products, w unsigned (u8) and x signed
+static inline __m256 block_dot(__m256i w_u8, __m256i x_s8) {
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w_u8, x_s8), _mm256_set1_epi16(1)));
+}
+
+static inline __m256i q8_weight(const int8_t *w) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w));
+}
+
+// two int4 rows (w0, w1: nb * 16 bytes) with one quantized row of x
+static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s0, const float *s1, const float *m0,
+                            const float *m1, const int8_t *xq, const float *dx, const float *xs, int64_t nb,
+                            int64_t G, float *y0, float *y1) {
+  __m256 a0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, a1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; b++) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + 32 * b));
+    const int64_t g = b * 32 / G;
+    a0[b & 1] = _mm256_fmadd_ps(block_dot(q4_block(w0 + 16 * b), x), _mm256_set1_ps(s0[g] * dx[b]), a0[b & 1]);
+    a1[b & 1] = _mm256_fmadd_ps(block_dot(q4_block(w1 + 16 * b), x), _mm256_set1_ps(s1[g] * dx[b]), a1[b & 1]);
+  }
+  *y0 = hsum256(_mm256_add_ps(a0[0], a0[1])) + min_term(m0, xs, nb, G);
+  *y1 = hsum256(_mm256_add_ps(a1[0], a1[1])) + min_term(m1, xs, nb, G);
+}
+
+// two int8 rows (w0, w1: nb * 32 bytes) with one quantized row of x
+static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0, const float *s1, const int8_t *xq,
+                            const float *dx, int64_t nb, int64_t G, float *y0, float *y1) {
+  __m256 a0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, a1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; b++) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + 32 * b));
+    const __m256i v0 = q8_weight(w0 + 32 * b), v1 = q8_weight(w1 + 32 * b);
+    const int64_t g = b * 32 / G;
+    a0[b & 1] = _mm256_fmadd_ps(block_dot(_mm256_sign_epi8(v0, v0), _mm256_sign_epi8(x, v0)),
+                                _mm256_set1_ps(s0[g] * dx[b]), a0[b & 1]);
+    a1[b & 1] = _mm256_fmadd_ps(block_dot(_mm256_sign_epi8(v1, v1), _mm256_sign_epi8(x, v1)),
+                                _mm256_set1_ps(s1[g] * dx[b]), a1[b & 1]);
+  }
+  *y0 = hsum256(_mm256_add_ps(a0[0], a0[1]));
+  *y1 = hsum256(_mm256_add_ps(a1[0], a1[1]));
+}
 #else
 static inline float q4_row(const uint8_t *w, const float *scale, const float *mn, const int8_t *xq, const float *dx,
                            const float *xs, int64_t nb, int64_t G) {
@@ -1801,7 +1906,7 @@ static void product_rows(int bits, const Act &a, const PackedWeight &w, float *y
     float *ym = y + m * ldy;
     if (bits == 4) {
       const uint8_t *q = static_cast<const uint8_t *>(w.q);
-#ifdef Q8ACT_VNNI
+#if defined(Q8ACT_VNNI) || defined(Q8ACT_AVX2)
       int64_t n = n0;
       for (; n + 2 <= n1; n += 2)
         q4_rows2(q + n * K / 2, q + (n + 1) * K / 2, w.scale + n * groups, w.scale + (n + 1) * groups,
@@ -1827,6 +1932,15 @@ static void product_rows(int bits, const Act &a, const PackedWeight &w, float *y
         float dummy;
         q8_rows2(q + n * K, q + n * K, w.scale + n * groups, w.scale + n * groups, xq, neg, dx, nb, G, ym + n,
                  &dummy);
+      }
+#elif defined(Q8ACT_AVX2)
+      int64_t n = n0;
+      for (; n + 2 <= n1; n += 2)
+        q8_rows2(q + n * K, q + (n + 1) * K, w.scale + n * groups, w.scale + (n + 1) * groups, xq, dx, nb, G, ym + n,
+                 ym + n + 1);
+      if (n < n1) {
+        float dummy;
+        q8_rows2(q + n * K, q + n * K, w.scale + n * groups, w.scale + n * groups, xq, dx, nb, G, ym + n, &dummy);
       }
 #else
       for (int64_t n = n0; n < n1; n++) ym[n] = q8_row(q + n * K, w.scale + n * groups, xq, dx, nb, G);
