@@ -634,7 +634,11 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
                 files_desc = ", ".join(os.path.basename(f) for f in files)
                 raise ValueError(f"{key}: checkpoint shape {tuple(array.shape)} != model shape {tuple(param.shape)} "
                                  f"(checkpoint {files_desc}; pass ignore_mismatched_sizes=True to re-initialise it)")
-            _assign(param, array)
+            owner = self.get_submodule(key.rsplit(".", 1)[0]) if "." in key else self
+            if hasattr(owner, "set_packed") and key.endswith((".weight_scale", ".weight_min")):
+                owner.set_packed(key.rsplit(".", 1)[1], array)  # keeps float16 scales float16
+            else:
+                _assign(param, array)
             loaded.add(key)
 
         missing = [k for k in params if k not in loaded and k not in tied]

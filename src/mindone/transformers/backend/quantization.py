@@ -1,15 +1,17 @@
 """Weight-only quantized linear layers: int8 / int4 weights packed in groups, float activations.
 
 Formats (one row of W (out_features N, in_features K) is cut into groups of `group_size` G consecutive elements, G
-a multiple of 32 dividing K; every group has a float32 scale, and for int4 a float32 offset "min"):
+a multiple of 32 dividing K; every group has a scale, and for int4 an offset "min", float32 or, as GGUF stores them,
+float16):
 
     int8: weight_packed int8 (N, K),       W = weight_scale * q                 symmetric, q in [-127, 127]
     int4: weight_packed uint8 (N, K / 2),  W = weight_scale * q + weight_min     asymmetric, q in [0, 15]
 
 The int4 nibbles are in GGUF's Q4 block order: per 32-element chunk of a row, byte j (0..15) holds element j in its
 low nibble and element j + 16 in its high nibble. With G = 32 these are exactly llama.cpp's Q8_0 (int8), Q4_0 and
-Q4_1 (int4: Q4_0's d * (q - 8) is scale d, min -8 d) blocks with their float16 scales widened to float32, so a GGUF
-file's blocks are used as stored (`keep_quantized=True`); Q4_K's 32-element sub-blocks map the same way.
+Q4_1 (int4: Q4_0's d * (q - 8) is scale d, min -8 d) blocks with their float16 scales, so a GGUF file's blocks are
+used as stored (`keep_quantized=True`: 20 bytes per Q4_1 block of 32 streamed by a decode step, as llama.cpp); Q4_K's
+32-element sub-blocks map the same way (float32 scales: its 6-bit sub-scales multiplied out).
 
 `QuantizedLinear.construct` multiplies with the native kernels of `backend.native` (`quantized_linear_op`: the
 packed weights are read directly, 4x / 8x less memory traffic than float32) for up to `DIRECT_ROWS` rows of x (the
@@ -137,9 +139,9 @@ def _dequantize_ms(bits, packed, scale, mins):
         b = packed.astype(ms.float32).reshape(n, -1, 16)
         high = ops.floor(b / 16.0)
         q = ops.concat((b - high * 16.0, high), -1)
-    w = q.reshape(n, groups, -1) * scale.reshape(n, groups, 1)
+    w = q.reshape(n, groups, -1) * scale.astype(ms.float32).reshape(n, groups, 1)
     if bits == 4:
-        w = w + mins.reshape(n, groups, 1)
+        w = w + mins.astype(ms.float32).reshape(n, groups, 1)
     return w.reshape(n, -1)
 
 
@@ -205,9 +207,21 @@ class QuantizedLinear(nn.Cell):
             value = np.ascontiguousarray(arrays[name])
             if value.shape != tuple(param.shape):
                 raise ValueError(f"QuantizedLinear.{name}: got shape {value.shape}, expected {tuple(param.shape)}")
-            param.set_data(Tensor.from_numpy(value.astype(ms.dtype_to_nptype(param.dtype), copy=False)))
+            self.set_packed(name, value)
         if bias is not None and self.bias is not None:
             self.bias.set_data(Tensor.from_numpy(np.ascontiguousarray(bias, ms.dtype_to_nptype(self.bias.dtype))))
+
+    def set_packed(self, name: str, value: np.ndarray):
+        """Sets one of the packed parameters from a NumPy array of its shape. Scales / mins keep the array's dtype,
+        float16 (GGUF's own, or a saved model's: the kernels widen them as they read, fewer bytes per decode step) or
+        float32 (set_data would cast them to the Parameter's dtype)."""
+        param = getattr(self, name)
+        if name != "weight_packed" and value.dtype in (np.float16, np.float32) and \
+                value.dtype != ms.dtype_to_nptype(param.dtype):
+            setattr(self, name, Parameter(Tensor.from_numpy(np.ascontiguousarray(value)), name=param.name,
+                                          requires_grad=False))
+        else:
+            param.set_data(Tensor.from_numpy(np.ascontiguousarray(value, ms.dtype_to_nptype(param.dtype))))
 
     def dequantized_weight(self) -> np.ndarray:
         mins = self.weight_min.asnumpy() if self.weight_min is not None else None

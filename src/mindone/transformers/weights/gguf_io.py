@@ -111,6 +111,12 @@ ARCHITECTURES: dict[str, GGUFArchitecture] = {
 }
 
 
+def _half_if_exact(values: np.ndarray) -> np.ndarray:
+    """float32 values as float16 when that is exact (the kernels then stream half the bytes), else as they are."""
+    half = values.astype(np.float16)
+    return half if np.array_equal(half.astype(np.float32), values) else values
+
+
 def _unpermute_rows(weight: np.ndarray, n_head: int, what: str) -> np.ndarray:
     """Undo llama.cpp's `permute`, which reorders each head's rows from HF's rotate-half layout (two halves) to
     interleaved pairs: rows viewed as (head, half, 2) in the file are (head, 2, half) in HF."""
@@ -342,7 +348,8 @@ class GGUFFile:
 
     def packed(self, key: str):
         """(bits, {"weight_packed", "weight_scale"[, "weight_min"]}) of a Q8_0 / Q4_0 / Q4_1 / Q4_K 2-D tensor in
-        backend.quantization's format (group size 32; float16 scales widened to float32, Q4_K's 6-bit sub-block
+        backend.quantization's format (group size 32; Q8_0 / Q4_0 / Q4_1 keep their float16 scales as stored, which
+        halves the scales' share of a decode step's memory traffic; Q4_K's are float32: its 6-bit sub-block
         scales multiplied out, both exactly), with llama's q/k row permutation undone; None for other types.
         Dequantising the result gives the `gguf` package's dequantisation bit for bit."""
         from gguf.quants import Q4_K
@@ -355,7 +362,7 @@ class GGUFFile:
         name = tensor.qtype.name
 
         def f16(block_bytes):
-            return np.ascontiguousarray(block_bytes).view(np.float16).astype(np.float32)[..., 0]
+            return np.ascontiguousarray(block_bytes).view(np.float16)[..., 0]
 
         if name == "Q8_0":
             blocks = raw.reshape(rows, cols // 32, 34)
@@ -366,7 +373,9 @@ class GGUFFile:
             header = 2 if name == "Q4_0" else 4
             blocks = raw.reshape(rows, cols // 32, header + 16)
             scale = f16(blocks[..., :2])
-            low = -8 * scale if name == "Q4_0" else f16(blocks[..., 2:4])
+            low = _half_if_exact(-8 * scale.astype(np.float32)) if name == "Q4_0" else f16(blocks[..., 2:4])
+            if low.dtype != scale.dtype:
+                scale = scale.astype(np.float32)
             out = {"weight_packed": np.ascontiguousarray(blocks[..., header:]).reshape(rows, cols // 2),
                    "weight_scale": scale, "weight_min": low}
             bits = 4
@@ -374,7 +383,7 @@ class GGUFFile:
             from ..backend.quantization import pack_int4
 
             blocks = raw.reshape(rows * cols // 256, 144)
-            d, dmin = f16(blocks[:, :2])[:, None], f16(blocks[:, 2:4])[:, None]
+            d, dmin = f16(blocks[:, :2]).astype(np.float32)[:, None], f16(blocks[:, 2:4]).astype(np.float32)[:, None]
             sc, mn = Q4_K.get_scale_min(np.ascontiguousarray(blocks[:, 4:16]))
             # qs: per 64 elements 32 bytes, low nibbles the first 32 elements, high nibbles the next 32
             qs = blocks[:, 16:].reshape(-1, 4, 1, 32) >> np.array([0, 4], np.uint8).reshape(1, 1, 2, 1)

@@ -10,6 +10,8 @@
 // worker pool of section "worker threads" (short spin, then sleep), the other kernels are single-threaded.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 // a * b + c with one rounding where the CPU has an FMA instruction (as torch's vec::fmadd), else two roundings;
 // never a libm call in a hot loop
@@ -42,8 +44,10 @@ static inline int64_t num_elements(int ndim, const int64_t *shape) {
   return n;
 }
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX2__)
 // the sum of a vector's 8 floats
 static inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -765,29 +769,93 @@ static inline float q8_row_dot(const int8_t *q, const float *scale, const float 
 }
 #endif
 
-// One packed weight W (N, K) among a kernel's inputs: q at params[first], scale at first + 1, min at first + 2 (int4)
+// One packed weight W (N, K) among a kernel's inputs: q at params[first], scale at first + 1, min at first + 2 (int4).
+// The scales (and mins) are float32 or float16 (GGUF's own Q8_0 / Q4_0 / Q4_1 scales, kept as stored: a decode step
+// streams 20 bytes per int4 block of 32 instead of 24). The product loops read float32 (`scale`, `mn`); float16 ones
+// (`scale_h`, `mn_h`) are widened a few rows at a time by `with_float32_scales`.
 struct PackedWeight {
   const void *q;
   const float *scale, *mn;
+  const uint16_t *scale_h, *mn_h;
   int64_t N, G;
 };
 
+static bool is_float16(const char **dtypes, int i) {
+  return dtypes != nullptr && dtypes[i] != nullptr && std::strcmp(dtypes[i], "float16") == 0;
+}
+
 // checks the shapes of the weight at params[first..] against x's K: q (N, K) int8 or (N, K / 2) uint8, scale [, min]
-// (N, K / G) float32, G a multiple of 32; 0 or an error code
-static int packed_weight(void **params, int *ndims, int64_t **shapes, int first, int bits, int64_t K,
-                         PackedWeight *w) {
+// (N, K / G) float32 or float16 (both the same), G a multiple of 32; 0 or an error code
+static int packed_weight(void **params, int *ndims, int64_t **shapes, const char **dtypes, int first, int bits,
+                         int64_t K, PackedWeight *w) {
   const int64_t packed_per_row = bits == 8 ? 1 : 2;
   if (ndims[first] != 2 || ndims[first + 1] != 2 || shapes[first][1] * packed_per_row != K) return 2;
   const int64_t N = shapes[first][0], groups = shapes[first + 1][1];
   if (shapes[first + 1][0] != N || groups <= 0 || K % groups) return 3;
   if ((K / groups) % 32) return 4;
   if (bits == 4 && (ndims[first + 2] != 2 || shapes[first + 2][0] != N || shapes[first + 2][1] != groups)) return 5;
-  w->q = params[first];
-  w->scale = static_cast<const float *>(params[first + 1]);
-  w->mn = bits == 4 ? static_cast<const float *>(params[first + 2]) : nullptr;
-  w->N = N;
-  w->G = K / groups;
+  const bool half = is_float16(dtypes, first + 1);
+  if (bits == 4 && is_float16(dtypes, first + 2) != half) return 5;
+  *w = PackedWeight{params[first], nullptr, nullptr, nullptr, nullptr, N, K / groups};
+  if (half) {
+    w->scale_h = static_cast<const uint16_t *>(params[first + 1]);
+    w->mn_h = bits == 4 ? static_cast<const uint16_t *>(params[first + 2]) : nullptr;
+  } else {
+    w->scale = static_cast<const float *>(params[first + 1]);
+    w->mn = bits == 4 ? static_cast<const float *>(params[first + 2]) : nullptr;
+  }
   return 0;
+}
+
+// IEEE float16 -> float32, exactly (F16C's vcvtph2ps where the CPU has it)
+static void widen_half(const uint16_t *h, float *out, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(h + i))));
+#endif
+  for (; i < n; i++) {
+    const uint32_t sign = static_cast<uint32_t>(h[i] & 0x8000) << 16, e = (h[i] >> 10) & 31, m = h[i] & 1023;
+    uint32_t bits;
+    if (e == 31) {
+      bits = sign | 0x7F800000u | (m << 13);  // inf / nan
+    } else if (e != 0) {
+      bits = sign | ((e + 112) << 23) | (m << 13);
+    } else if (m == 0) {
+      bits = sign;
+    } else {  // subnormal: m * 2^-24, exact in float32
+      const float v = static_cast<float>(m) * 5.9604644775390625e-08f;
+      std::memcpy(&bits, &v, 4);
+      bits |= sign;
+    }
+    std::memcpy(out + i, &bits, 4);
+  }
+}
+
+// Calls f(rows, r0, r1) over rows [n0, n1) of w, with `rows` a PackedWeight whose row 0 is w's row r0, rows.N =
+// r1 - r0 and float32 scales: one call for float32 scales; for float16 ones, parts of kHalfRows rows (an even number:
+// the product loops' pairs of rows stay the same) whose scales are widened into a thread-local buffer that stays in
+// L1, so the float16 scales are what is streamed from memory.
+template <class F>
+static void with_float32_scales(const PackedWeight &w, int bits, int64_t K, int64_t n0, int64_t n1, const F &f) {
+  const int64_t groups = K / w.G, row_bytes = bits == 8 ? K : K / 2;
+  const uint8_t *q = static_cast<const uint8_t *>(w.q);
+  if (w.scale_h == nullptr) {
+    f(PackedWeight{q + n0 * row_bytes, w.scale + n0 * groups, w.mn ? w.mn + n0 * groups : nullptr, nullptr, nullptr,
+                   n1 - n0, w.G},
+      n0, n1);
+    return;
+  }
+  constexpr int64_t kHalfRows = 32;
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < 2 * kHalfRows * groups) buffer.resize(2 * kHalfRows * groups);
+  for (int64_t r0 = n0; r0 < n1; r0 += kHalfRows) {
+    const int64_t r1 = r0 + kHalfRows < n1 ? r0 + kHalfRows : n1, count = (r1 - r0) * groups;
+    float *scale = buffer.data(), *mn = scale + kHalfRows * groups;
+    widen_half(w.scale_h + r0 * groups, scale, count);
+    if (w.mn_h) widen_half(w.mn_h + r0 * groups, mn, count);
+    f(PackedWeight{q + r0 * row_bytes, scale, w.mn_h ? mn : nullptr, nullptr, nullptr, r1 - r0, w.G}, r0, r1);
+  }
 }
 
 // y (M, ldy) columns [0, N) = x (M, K) @ W^T for an int8 W
@@ -839,18 +907,21 @@ static const float *int4_group_sums(const float *x, int64_t M, int64_t K, int64_
 // y (M, ldy) columns [0, W.N) = x @ W^T, int8 or int4
 static void qlinear(int bits, const float *x, const float *xsum, const PackedWeight &w, float *y, int64_t M,
                     int64_t K, int64_t ldy) {
-  if (bits == 8)
-    qlinear8(x, w, y, M, K, ldy);
-  else
-    qlinear4(x, xsum, w, y, M, K, ldy);
+  with_float32_scales(w, bits, K, 0, w.N, [&](const PackedWeight &rows, int64_t r0, int64_t) {
+    if (bits == 8)
+      qlinear8(x, rows, y + r0, M, K, ldy);
+    else
+      qlinear4(x, xsum, rows, y + r0, M, K, ldy);
+  });
 }
 
 // y = x @ W^T. Inputs: x (..., K), q, scale[, min]. Output: y (..., N).
-static int quantized_linear_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int quantized_linear_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes,
+                                   const char **dtypes) {
   if (nparam != (bits == 8 ? 4 : 5)) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   PackedWeight w;
-  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &w)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1, bits, K, &w)) return err;
   const float *x = static_cast<const float *>(params[0]);
   qlinear(bits, x, bits == 4 ? int4_group_sums(x, M, K, w.G) : nullptr, w, static_cast<float *>(params[nparam - 1]),
           M, K, w.N);
@@ -860,13 +931,13 @@ static int quantized_linear_kernel(int bits, int nparam, void **params, int *ndi
 extern "C" int QLinearInt8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {
   (void)stream, (void)extra, (void)dtypes;
-  return quantized_linear_kernel(8, nparam, params, ndims, shapes);
+  return quantized_linear_kernel(8, nparam, params, ndims, shapes, dtypes);
 }
 
 extern "C" int QLinearInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {
   (void)stream, (void)extra, (void)dtypes;
-  return quantized_linear_kernel(4, nparam, params, ndims, shapes);
+  return quantized_linear_kernel(4, nparam, params, ndims, shapes, dtypes);
 }
 
 // ---- fused products of a decode step (quantization.py: fused_projections, fused_silu_gate_up) -----------------------
@@ -875,13 +946,14 @@ extern "C" int QLinearInt4(int nparam, void **params, int *ndims, int64_t **shap
 
 // x @ Wi^T for three weights of the same bits (attention's q / k / v). Inputs: x (..., K), then per weight q, scale
 // [, min]. Outputs: y1 (..., N1), y2 (..., N2), y3 (..., N3).
-static int quantized_linear3_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int quantized_linear3_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes,
+                                    const char **dtypes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 1 + 3 * per + 3) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   PackedWeight w[3];
   for (int i = 0; i < 3; i++) {
-    if (int err = packed_weight(params, ndims, shapes, 1 + i * per, bits, K, &w[i])) return err;
+    if (int err = packed_weight(params, ndims, shapes, dtypes, 1 + i * per, bits, K, &w[i])) return err;
     if (w[i].G != w[0].G) return 6;
   }
   const float *x = static_cast<const float *>(params[0]);
@@ -893,13 +965,13 @@ static int quantized_linear3_kernel(int bits, int nparam, void **params, int *nd
 extern "C" int QLinear3Int8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                             void *stream, void *extra) {
   (void)stream, (void)extra, (void)dtypes;
-  return quantized_linear3_kernel(8, nparam, params, ndims, shapes);
+  return quantized_linear3_kernel(8, nparam, params, ndims, shapes, dtypes);
 }
 
 extern "C" int QLinear3Int4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                             void *stream, void *extra) {
   (void)stream, (void)extra, (void)dtypes;
-  return quantized_linear3_kernel(4, nparam, params, ndims, shapes);
+  return quantized_linear3_kernel(4, nparam, params, ndims, shapes, dtypes);
 }
 
 static float *gate_buffer(int64_t n) {
@@ -911,13 +983,13 @@ static float *gate_buffer(int64_t n) {
 // silu(x @ Wg^T) * (x @ Wu^T), silu(g) = g * sigmoid(g) rounded as MindSpore's SiLU (sigmoid, then the two
 // products). Inputs: x (..., K), then q, scale[, min] of the gate weight, then those of the up weight (same N, bits
 // and group size). Output: y (..., N).
-static int silu_gate_up_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int silu_gate_up_kernel(int bits, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 1 + 2 * per + 1) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   PackedWeight gate, up;
-  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
-  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1 + per, bits, K, &up)) return err;
   if (gate.N != up.N || gate.G != up.G) return 6;
   const int64_t N = gate.N;
   const float *x = static_cast<const float *>(params[0]);
@@ -936,13 +1008,13 @@ static int silu_gate_up_kernel(int bits, int nparam, void **params, int *ndims, 
 extern "C" int QSiluGateUpInt8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                void *stream, void *extra) {
   (void)stream, (void)extra, (void)dtypes;
-  return silu_gate_up_kernel(8, nparam, params, ndims, shapes);
+  return silu_gate_up_kernel(8, nparam, params, ndims, shapes, dtypes);
 }
 
 extern "C" int QSiluGateUpInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                void *stream, void *extra) {
   (void)stream, (void)extra, (void)dtypes;
-  return silu_gate_up_kernel(4, nparam, params, ndims, shapes);
+  return silu_gate_up_kernel(4, nparam, params, ndims, shapes, dtypes);
 }
 
 static void rms_norm_rows(const float *x, const float *w, float eps, float *y, int64_t M, int64_t K);
@@ -979,18 +1051,26 @@ static void rms_norm_rows(const float *x, const float *w, float eps, float *y, i
   }
 }
 
-// W (N, K) float32 from its int8 form. Inputs: q, scale. Output: W.
+// params[i] as float32 (n values): the input itself, or its float16 values widened into thread-local buffer `slot`
+static const float *float32_scales(void **params, const char **dtypes, int i, int64_t n, int slot) {
+  if (!is_float16(dtypes, i)) return static_cast<const float *>(params[i]);
+  thread_local std::vector<float> buffers[2];
+  buffers[slot].resize(n);
+  widen_half(static_cast<const uint16_t *>(params[i]), buffers[slot].data(), n);
+  return buffers[slot].data();
+}
+
+// W (N, K) float32 from its int8 form. Inputs: q, scale (float32 or float16). Output: W.
 extern "C" int DequantInt8(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {
   (void)stream;
   (void)extra;
-  (void)dtypes;
   if (nparam != 3 || ndims[0] != 2 || ndims[1] != 2) return 1;
   const int64_t N = shapes[0][0], K = shapes[0][1], groups = shapes[1][1];
   if (shapes[1][0] != N || groups <= 0 || K % groups) return 2;
   const int64_t G = K / groups;
   const int8_t *q = static_cast<const int8_t *>(params[0]);
-  const float *scale = static_cast<const float *>(params[1]);
+  const float *scale = float32_scales(params, dtypes, 1, N * groups, 0);
   float *w = static_cast<float *>(params[2]);
   for (int64_t n = 0; n < N; n++)
     for (int64_t k = 0; k < K; k++) w[n * K + k] = scale[n * groups + k / G] * static_cast<float>(q[n * K + k]);
@@ -998,19 +1078,19 @@ extern "C" int DequantInt8(int nparam, void **params, int *ndims, int64_t **shap
 }
 
 // W (N, K) float32 from its int4 form, rounded as scale * q + min in two steps (as the NumPy / MindSpore
-// dequantisation). Inputs: q, scale, min. Output: W.
+// dequantisation). Inputs: q, scale, min (both float32 or both float16). Output: W.
 extern "C" int DequantInt4(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {
   (void)stream;
   (void)extra;
-  (void)dtypes;
   if (nparam != 4 || ndims[0] != 2 || ndims[1] != 2) return 1;
   const int64_t N = shapes[0][0], K = shapes[0][1] * 2, groups = shapes[1][1];
   if (shapes[1][0] != N || groups <= 0 || K % groups || (K / groups) % 32) return 2;
   const int64_t G = K / groups;
   const uint8_t *q = static_cast<const uint8_t *>(params[0]);
-  const float *scale = static_cast<const float *>(params[1]);
-  const float *mn = static_cast<const float *>(params[2]);
+  if (is_float16(dtypes, 1) != is_float16(dtypes, 2)) return 3;
+  const float *scale = float32_scales(params, dtypes, 1, N * groups, 0);
+  const float *mn = float32_scales(params, dtypes, 2, N * groups, 1);
   float *w = static_cast<float *>(params[3]);
   for (int64_t n = 0; n < N; n++)
     for (int64_t c = 0; c < K; c += 32) {
@@ -1642,7 +1722,9 @@ namespace q8act {
 #define Q8ACT_AVX2 1
 #endif
 
-// x's rows quantized. Layout per row (VNNI, int4): per quad of 4 blocks 128 bytes, the first 64 the low halves
+// x's rows quantized. Layout per row (AVX2 without VNNI, int4): per pair of blocks 64 bytes, the first 32 the low
+// halves (elements 0..15) of the 2 blocks, the next 32 their high halves (a 32-byte load of 2 blocks of nibbles);
+// dx: per pair 8 floats, block i's d on lanes 4i..4i+3. (AVX2, int8): the portable layout. (VNNI, int4): per quad of 4 blocks 128 bytes, the first 64 the low halves
 // (elements 0..15) of the 4 blocks, the next 64 their high halves, to meet a 64-byte load of 4 blocks of nibbles
 // (low nibbles: elements 0..15); dx: per quad 16 floats, block i's d on lanes 4i..4i+3.
 // (VNNI, int8): per pair of blocks 64 bytes of |q|, a 64-bit mask of q < 0, dx: block i's d on lanes 8i..8i+7.
@@ -1683,6 +1765,10 @@ static Act quantize_rows(const float *x, int64_t M, int64_t K, int bits) {
   const int64_t per = bits == 4 ? 4 : 2, nu = (nb + per - 1) / per;  // units: quads (int4) or pairs (int8)
   const int64_t row_bytes = nu * 64 * (bits == 4 ? 2 : 1), row_dx = nu * 16, row_s = nu * per;
   const int64_t row_neg = bits == 8 ? nu : 0;
+#elif defined(Q8ACT_AVX2)
+  const int64_t np = (nb + 1) / 2;  // int4: pairs of blocks; int8: the portable layout
+  const int64_t row_bytes = bits == 4 ? np * 64 : nb * 32, row_dx = bits == 4 ? np * 8 : nb;
+  const int64_t row_s = bits == 4 ? np * 2 : nb, row_neg = 0;
 #else
   const int64_t row_bytes = nb * 32, row_dx = nb, row_s = nb, row_neg = 0;
 #endif
@@ -1719,6 +1805,18 @@ static Act quantize_rows(const float *x, int64_t M, int64_t K, int bits) {
         }
         neg[m * row_neg + b / 2] |= bits_neg << ((b % 2) * 32);
         for (int l = 0; l < 8; l++) dx[m * row_dx + (b / 2) * 16 + (b % 2) * 8 + l] = d;
+      }
+#elif defined(Q8ACT_AVX2)
+      if (bits == 4) {
+        int8_t *pair = q + m * row_bytes + (b / 2) * 64 + (b % 2) * 16;
+        for (int t = 0; t < 16; t++) {
+          pair[t] = blk[t];
+          pair[32 + t] = blk[16 + t];
+        }
+        for (int l = 0; l < 4; l++) dx[m * row_dx + (b / 2) * 8 + (b % 2) * 4 + l] = d;
+      } else {
+        for (int t = 0; t < 32; t++) q[m * row_bytes + b * 32 + t] = blk[t];
+        dx[m * row_dx + b] = d;
       }
 #else
       for (int t = 0; t < 32; t++) q[m * row_bytes + b * 32 + t] = blk[t];
@@ -1823,35 +1921,58 @@ static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0,
 // AVX2 without VNNI (llama.cpp's route on such CPUs), x in the portable layout: vpmaddubsw multiplies unsigned by
 // signed bytes into int16 sums of pairs and vpmaddwd adds those pairs into int32 lanes. int4: the nibbles (0..15)
 // are the unsigned operand (a pair's sum is at most 2 * 15 * 127); int8: |w| is the unsigned one and x takes w's
-// sign (at most 2 * 128 * 127 < 32767): no int16 saturation. Two accumulators per row (even / odd blocks).
-// one block's 32 nibbles as bytes in element order (low nibbles: elements 0..15, high: 16..31)
-static inline __m256i q4_block(const uint8_t *w) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i *>(w)), low = _mm_set1_epi8(15);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), low), _mm_and_si128(b, low));
-}
-
-// the int32 sums (8 lanes) of a block's 32 products, w unsigned (u8) and x signed
+// sign (at most 2 * 128 * 127 < 32767): no int16 saturation.
+// the int32 sums (8 lanes) of 32 products as floats, w unsigned (u8) and x signed
 static inline __m256 block_dot(__m256i w_u8, __m256i x_s8) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w_u8, x_s8), _mm256_set1_epi16(1)));
 }
 
-static inline __m256i q8_weight(const int8_t *w) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w));
+// the scales of blocks b and b + 1 (0 past nb), each on 4 lanes
+static inline __m256 pair_scales(const float *scale, int64_t b, int64_t nb, int64_t G) {
+  if (G == 32 && b + 2 <= nb)
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(
+                                        reinterpret_cast<const double *>(scale + b)))),
+                                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+  return _mm256_set_m128(_mm_set1_ps(b + 1 < nb ? scale[(b + 1) * 32 / G] : 0.0f), _mm_set1_ps(scale[b * 32 / G]));
 }
 
-// two int4 rows (w0, w1: nb * 16 bytes) with one quantized row of x
+// the int32 sums of a pair of int4 blocks (w: their 32 bytes) with x's pair (xl: low halves, xh: high halves),
+// block b on lanes 0..3, b + 1 on lanes 4..7 (a pair's int16 sums are at most 4 * 15 * 127)
+static inline __m256 q4_pair_dot(__m256i w, __m256i xl, __m256i xh) {
+  const __m256i low = _mm256_set1_epi8(15);
+  const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(w, low), xl),
+                                     _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), low), xh));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+// two int4 rows (w0, w1: nb * 16 bytes) with one quantized row of x, a pair of blocks per pass
 static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s0, const float *s1, const float *m0,
                             const float *m1, const int8_t *xq, const float *dx, const float *xs, int64_t nb,
                             int64_t G, float *y0, float *y1) {
-  __m256 a0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, a1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (int64_t b = 0; b < nb; b++) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + 32 * b));
-    const int64_t g = b * 32 / G;
-    a0[b & 1] = _mm256_fmadd_ps(block_dot(q4_block(w0 + 16 * b), x), _mm256_set1_ps(s0[g] * dx[b]), a0[b & 1]);
-    a1[b & 1] = _mm256_fmadd_ps(block_dot(q4_block(w1 + 16 * b), x), _mm256_set1_ps(s1[g] * dx[b]), a1[b & 1]);
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; b += 2) {
+    __m256i v0, v1;
+    if (b + 2 <= nb) {
+      v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w0 + 16 * b));
+      v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w1 + 16 * b));
+    } else {  // the last block alone: no read past the row
+      v0 = _mm256_inserti128_si256(_mm256_setzero_si256(),
+                                   _mm_loadu_si128(reinterpret_cast<const __m128i *>(w0 + 16 * b)), 0);
+      v1 = _mm256_inserti128_si256(_mm256_setzero_si256(),
+                                   _mm_loadu_si128(reinterpret_cast<const __m128i *>(w1 + 16 * b)), 0);
+    }
+    const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + 32 * b));
+    const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + 32 * b + 32));
+    const __m256 d = _mm256_loadu_ps(dx + 4 * b);
+    a0 = _mm256_fmadd_ps(q4_pair_dot(v0, xl, xh), _mm256_mul_ps(pair_scales(s0, b, nb, G), d), a0);
+    a1 = _mm256_fmadd_ps(q4_pair_dot(v1, xl, xh), _mm256_mul_ps(pair_scales(s1, b, nb, G), d), a1);
   }
-  *y0 = hsum256(_mm256_add_ps(a0[0], a0[1])) + min_term(m0, xs, nb, G);
-  *y1 = hsum256(_mm256_add_ps(a1[0], a1[1])) + min_term(m1, xs, nb, G);
+  *y0 = hsum256(a0) + min_term(m0, xs, nb, G);
+  *y1 = hsum256(a1) + min_term(m1, xs, nb, G);
+}
+
+static inline __m256i q8_weight(const int8_t *w) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w));
 }
 
 // two int8 rows (w0, w1: nb * 32 bytes) with one quantized row of x
@@ -1951,38 +2072,42 @@ static void product_rows(int bits, const Act &a, const PackedWeight &w, float *y
 
 // over the native threads, each taking whole pairs of rows (the same pairs as one thread: the same numbers)
 static void product(int bits, const Act &a, const PackedWeight &w, float *y, int64_t M, int64_t K, int64_t ldy) {
-  parallel_for(w.N, 16, [&](int64_t n0, int64_t n1) { product_rows(bits, a, w, y, M, K, ldy, n0, n1); });
+  parallel_for(w.N, 16, [&](int64_t n0, int64_t n1) {
+    with_float32_scales(w, bits, K, n0, n1, [&](const PackedWeight &rows, int64_t r0, int64_t r1) {
+      product_rows(bits, a, rows, y + r0, M, K, ldy, 0, r1 - r0);
+    });
+  });
 }
 
-static int linear(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int linear(int bits, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   if (nparam != (bits == 8 ? 4 : 5)) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   PackedWeight w;
-  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &w)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1, bits, K, &w)) return err;
   const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
   product(bits, a, w, static_cast<float *>(params[nparam - 1]), M, K, w.N);
   return 0;
 }
 
-static int linear3(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int linear3(int bits, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 1 + 3 * per + 3) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   PackedWeight w[3];
   for (int i = 0; i < 3; i++)
-    if (int err = packed_weight(params, ndims, shapes, 1 + i * per, bits, K, &w[i])) return err;
+    if (int err = packed_weight(params, ndims, shapes, dtypes, 1 + i * per, bits, K, &w[i])) return err;
   const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
   for (int i = 0; i < 3; i++) product(bits, a, w[i], static_cast<float *>(params[1 + 3 * per + i]), M, K, w[i].N);
   return 0;
 }
 
-static int silu_gate_up(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int silu_gate_up(int bits, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 1 + 2 * per + 1) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   PackedWeight gate, up;
-  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
-  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1 + per, bits, K, &up)) return err;
   if (gate.N != up.N) return 6;
   const int64_t N = gate.N;
   const Act a = quantize_rows(static_cast<const float *>(params[0]), M, K, bits);
@@ -2004,8 +2129,8 @@ static int silu_gate_up(int bits, int nparam, void **params, int *ndims, int64_t
 #define Q8ACT_ENTRY(NAME, FN, ...)                                                                                  \
   extern "C" int NAME(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,  \
                       void *extra) {                                                                                \
-    (void)stream, (void)extra, (void)dtypes;                                                                        \
-    return q8act::FN(__VA_ARGS__, nparam, params, ndims, shapes);                                                   \
+    (void)stream, (void)extra;                                                                                      \
+    return q8act::FN(__VA_ARGS__, nparam, params, ndims, shapes, dtypes);                                           \
   }
 Q8ACT_ENTRY(QLinearInt8Q8, linear, 8)
 Q8ACT_ENTRY(QLinearInt4Q8, linear, 4)
@@ -2031,16 +2156,16 @@ static float *mlp_buffer(int64_t n) {
 static void mlp_residual_rows(int bits, const float *x, const PackedWeight &gate, const PackedWeight &up,
                               const PackedWeight &down, const float *residual, float *out, int64_t M, int64_t K);
 
-static int mlp_residual(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int mlp_residual(int bits, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 1 + 3 * per + 2) return 1;
   const int64_t K = shapes[0][ndims[0] - 1], M = num_elements(ndims[0] - 1, shapes[0]);
   PackedWeight gate, up, down;
-  if (int err = packed_weight(params, ndims, shapes, 1, bits, K, &gate)) return err;
-  if (int err = packed_weight(params, ndims, shapes, 1 + per, bits, K, &up)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1 + per, bits, K, &up)) return err;
   if (gate.N != up.N) return 6;
   const int64_t N = gate.N;
-  if (int err = packed_weight(params, ndims, shapes, 1 + 2 * per, bits, N, &down)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 1 + 2 * per, bits, N, &down)) return err;
   if (down.N != K || num_elements(ndims[1 + 3 * per], shapes[1 + 3 * per]) != M * K) return 7;
   mlp_residual_rows(bits, static_cast<const float *>(params[0]), gate, up, down,
                     static_cast<const float *>(params[1 + 3 * per]), static_cast<float *>(params[nparam - 1]), M, K);
@@ -2107,7 +2232,8 @@ static void rotate_heads(const float *y, const float *rot, int64_t Br, float *ou
 // cache's ScatterNdUpdate would), and the output is q only. The write through input pointers is declared to
 // MindSpore (native.attention_input_cache_q8_op: the storage inputs are RW_WRITE refs of a side-effecting
 // primitive, as ScatterNdUpdate's), so reads of the storage are ordered after it.
-static int attention_input(int bits, bool cache, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int attention_input(int bits, bool cache, int nparam, void **params, int *ndims, int64_t **shapes,
+                           const char **dtypes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 3 + 3 * per + 2 + (cache ? 3 + 1 : 3)) return 1;
   if (ndims[0] != 3) return 2;
@@ -2115,7 +2241,7 @@ static int attention_input(int bits, bool cache, int nparam, void **params, int 
   if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != 1) return 2;
   PackedWeight w[3];
   for (int i = 0; i < 3; i++)
-    if (int err = packed_weight(params, ndims, shapes, 3 + i * per, bits, K, &w[i])) return err;
+    if (int err = packed_weight(params, ndims, shapes, dtypes, 3 + i * per, bits, K, &w[i])) return err;
   const int qr = 3 + 3 * per, kr = qr + 1;
   for (int t : {qr, kr})
     if (ndims[t] != 4 || (shapes[t][0] != 1 && shapes[t][0] != B) || shapes[t][1] != S ||
@@ -2172,7 +2298,8 @@ static int attention_input(int bits, bool cache, int nparam, void **params, int 
 // Inputs: q (B, H, S, D), k (B, Hk, T, D), v (B, Hk, T, Dv) (the cache after this step's write), mask (Bm, Hm, Qm,
 // T) additive as DecodeAttention's, q, scale[, min] of Wo (K, H * Dv), residual (B, S, K), norm_w (K), eps (1), then
 // the gate, up (N, K) and down (K, N) weights. Output: out (B, S, K).
-static int attention_output_mlp(int bits, int nparam, void **params, int *ndims, int64_t **shapes) {
+static int attention_output_mlp(int bits, int nparam, void **params, int *ndims, int64_t **shapes,
+                                const char **dtypes) {
   const int per = bits == 8 ? 2 : 3;
   if (nparam != 4 + per + 3 + 3 * per + 1) return 1;
   for (int t = 0; t < 4; t++)
@@ -2185,12 +2312,12 @@ static int attention_output_mlp(int bits, int nparam, void **params, int *ndims,
   const int64_t K = shapes[ri][2], M = B * S, HD = H * Dv;
   if (num_elements(ndims[ri + 1], shapes[ri + 1]) != K || num_elements(ndims[ri + 2], shapes[ri + 2]) != 1) return 2;
   PackedWeight wo, gate, up, down;
-  if (int err = packed_weight(params, ndims, shapes, 4, bits, HD, &wo)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, 4, bits, HD, &wo)) return err;
   if (wo.N != K) return 7;
-  if (int err = packed_weight(params, ndims, shapes, gi, bits, K, &gate)) return err;
-  if (int err = packed_weight(params, ndims, shapes, gi + per, bits, K, &up)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, gi, bits, K, &gate)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, gi + per, bits, K, &up)) return err;
   if (gate.N != up.N) return 6;
-  if (int err = packed_weight(params, ndims, shapes, gi + 2 * per, bits, gate.N, &down)) return err;
+  if (int err = packed_weight(params, ndims, shapes, dtypes, gi + 2 * per, bits, gate.N, &down)) return err;
   if (down.N != K) return 7;
   // DecodeAttention's view of q: the R = (H / Hk) * S query rows of each kv head
   int64_t q_shape[4] = {B, Hk, (H / Hk) * S, D};
