@@ -428,6 +428,39 @@ def test_native_decode_attention_matches_float64(b, h, h_kv, sq, sk, mask_shape,
     np.testing.assert_allclose(out.asnumpy(), ref_w @ v64, rtol=1e-5, atol=1e-5)
 
 
+def test_decode_attention_does_not_read_slots_masked_with_finfo_min():
+    """A static cache's unused slots (HF's finfo.min in the mask) are skipped: the same numbers, bit for bit, as the
+    slots computed (a mask of -1e29 there, which the kernel computes: weight exactly 0), and their keys and values
+    are never read (NaN there changes nothing). A row with every slot closed still computes them all (as HF)."""
+    from mindone.transformers.backend import functional as F, runtime
+
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((1, 6, 1, 16)).astype(np.float32)
+    k, v = (rng.standard_normal((1, 2, 40, 16)).astype(np.float32) for _ in range(2))
+    closed = np.zeros((1, 1, 1, 40), bool)
+    closed[..., 23:] = True  # positions 0..22 filled
+    mask_min = np.where(closed, np.finfo(np.float32).min, 0).astype(np.float32)
+    mask_big = np.where(closed, -1e29, 0).astype(np.float32)
+
+    def run(*a):
+        return F.attention(*a, scale=0.25)
+
+    with runtime.native_ops_in_graph():
+        fn = ms.jit(run)
+        out_big, w_big = (t.asnumpy() for t in fn(*(ms.Tensor(a) for a in (q, k, v, mask_big))))
+        k_nan, v_nan = k.copy(), v.copy()
+        k_nan[:, :, 23:], v_nan[:, :, 23:] = np.nan, np.nan
+        out_min, w_min = (t.asnumpy() for t in fn(*(ms.Tensor(a) for a in (q, k_nan, v_nan, mask_min))))
+        all_closed = np.full((1, 1, 1, 40), np.finfo(np.float32).min, np.float32)
+        out_closed, _ = fn(*(ms.Tensor(a) for a in (q, k, v, all_closed)))
+    np.testing.assert_array_equal(out_min, out_big)
+    np.testing.assert_array_equal(w_min, w_big)
+    assert (w_min[..., 23:] == 0).all()
+    # every slot closed: HF's softmax over equal scores, a mean of the values
+    np.testing.assert_allclose(out_closed.asnumpy(), np.repeat(v, 3, axis=1).mean(2, keepdims=True), rtol=1e-4,
+                               atol=1e-5)
+
+
 # --- int8 activations (llama.cpp's method: native.quantized_linear_q8_op & co, quantization.activation_quantization) --
 
 

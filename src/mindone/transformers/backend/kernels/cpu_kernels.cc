@@ -1168,6 +1168,8 @@ extern "C" int BatchMatMulNN(int nparam, void **params, int *ndims, int64_t **sh
 // exp(s - max) / sum, the weighted sum of v in key order (as BatchMatMulNN).
 // The loops, for 4-D shapes[0..3] of q, k, v, mask (also used by the fused decoder-layer kernel of the
 // int8-activation section); 0 or an error code.
+constexpr float kMaskedBelow = -1e30f;  // an additive mask at or below this closes a slot (HF: finfo(float32).min)
+
 static int decode_attention(int64_t *const *shapes, const float *q, const float *k, const float *v,
                             const float *mask, float scale, float *out, float *weights) {
   const int64_t B = shapes[0][0], Hk = shapes[0][1], R = shapes[0][2], D = shapes[0][3];
@@ -1192,7 +1194,16 @@ static int decode_attention(int64_t *const *shapes, const float *q, const float 
         const float *qr = q + (head * R + r) * D;
         float *w = weights + (head * R + r) * S;
         float mx = -INFINITY;
+        // Slots masked with HF's finfo.min (a static cache's unused slots, padding) are not read when the row has an
+        // open slot: their score rounds to the mask value itself and their weight to exactly 0 either way, and the
+        // value rows of zero weights add nothing (fmadd(0, v, o) == o), so the numbers are the same.
+        bool open = false;
+        for (int64_t j = 0; j < S && !open; j++) open = mrow[j] > kMaskedBelow;
         for (int64_t j = 0; j < S; j++) {
+          if (open && mrow[j] <= kMaskedBelow) {
+            w[j] = -INFINITY;
+            continue;
+          }
           float sc = dot(kh + j * D, qr, D);
           if (scale != 1.0f) sc = sc * scale;
           sc = sc + mrow[j];
@@ -1209,6 +1220,7 @@ static int decode_attention(int64_t *const *shapes, const float *q, const float 
         for (int64_t d = 0; d < Dv; d++) o[d] = 0.0f;
         for (int64_t j = 0; j < S; j++) {
           const float wj = w[j];
+          if (wj == 0.0f) continue;
           const float *vj = vh + j * Dv;
           for (int64_t d = 0; d < Dv; d++) o[d] = fmadd(wj, vj[d], o[d]);
         }
