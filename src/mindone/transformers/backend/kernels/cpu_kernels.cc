@@ -1934,6 +1934,16 @@ static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0,
 // signed bytes into int16 sums of pairs and vpmaddwd adds those pairs into int32 lanes. int4: the nibbles (0..15)
 // are the unsigned operand (a pair's sum is at most 2 * 15 * 127); int8: |w| is the unsigned one and x takes w's
 // sign (at most 2 * 128 * 127 < 32767): no int16 saturation.
+// The next cache lines of both weight rows, kPrefetchBytes ahead of the loads (int8 rows): with two rows read in
+// step the hardware prefetcher alone streamed int8 rows from memory at ~4-6 GB/s on the development machine (Zen 3;
+// SmolLM2's 28 MB output layer took 7-8 ms), against ~10 for a plain stream of the same bytes; with this, ~7-10
+// (4 ms). The int4 rows already stream at the plain rate without it.
+constexpr int64_t kPrefetchBytes = 1024;
+static inline void prefetch_rows(const void *w0, const void *w1) {
+  _mm_prefetch(static_cast<const char *>(w0) + kPrefetchBytes, _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char *>(w1) + kPrefetchBytes, _MM_HINT_T0);
+}
+
 // the int32 sums (8 lanes) of 32 products as floats, w unsigned (u8) and x signed
 static inline __m256 block_dot(__m256i w_u8, __m256i x_s8) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w_u8, x_s8), _mm256_set1_epi16(1)));
@@ -1992,6 +2002,7 @@ static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0,
                             const float *dx, int64_t nb, int64_t G, float *y0, float *y1) {
   __m256 a0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, a1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t b = 0; b < nb; b++) {
+    if (b % 2 == 0) prefetch_rows(w0 + 32 * b, w1 + 32 * b);
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(xq + 32 * b));
     const __m256i v0 = q8_weight(w0 + 32 * b), v1 = q8_weight(w1 + 32 * b);
     const int64_t g = b * 32 / G;
