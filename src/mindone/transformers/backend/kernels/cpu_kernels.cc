@@ -1598,7 +1598,7 @@ extern "C" int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shape
 //   dx = r * g - x * r^3 * mean(g * x),   dw = sum over rows of dy * x * r.
 // Inputs: x (..., K), w (K), eps (1), dy (..., K), float32. Outputs: dx (..., K), dw (K). The statistics are
 // recomputed from x, so a compiled training step keeps only x for the norm's backward (MindSpore's ops kept ~4
-// row-sized tensors per norm). Row sums in float, dw accumulated over rows in double.
+// row-sized tensors per norm). Row sums in float (r as the forward's), dw accumulated over rows in double.
 extern "C" int RMSNormGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {
   (void)stream, (void)extra, (void)dtypes;
@@ -1618,15 +1618,27 @@ extern "C" int RMSNormGrad(int nparam, void **params, int *ndims, int64_t **shap
     for (int64_t m = m0; m < m1; m++) {
       const float *row = x + m * K;
       const float *drow = dy + m * K;
+      // 16 partial sums, as rms_norm_rows: the same r as the forward's, and sums the compiler vectorises
+      float acc[16] = {0}, gacc[16] = {0};
+      int64_t k = 0;
+      for (; k + 16 <= K; k += 16)
+        for (int j = 0; j < 16; j++) {
+          acc[j] += row[k + j] * row[k + j];
+          gacc[j] += drow[k + j] * w[k + j] * row[k + j];
+        }
       float s = 0.0f, gx = 0.0f;
-      for (int64_t k = 0; k < K; k++) {
+      for (; k < K; k++) {
         s += row[k] * row[k];
         gx += drow[k] * w[k] * row[k];
+      }
+      for (int j = 0; j < 16; j++) {
+        s += acc[j];
+        gx += gacc[j];
       }
       const float r = 1.0f / std::sqrt(s / static_cast<float>(K) + eps);
       const float c = r * r * r * gx / static_cast<float>(K);
       float *out = dx + m * K;
-      for (int64_t k = 0; k < K; k++) out[k] = r * (drow[k] * w[k]) - row[k] * c;
+      for (k = 0; k < K; k++) out[k] = r * (drow[k] * w[k]) - row[k] * c;
       rs[m] = r;
     }
   });
