@@ -288,7 +288,9 @@ extern "C" int NativeSetThreads(int n) {
 constexpr int64_t kParallelGrain = 1 << 15;
 
 // rows of K floats per part: at least kParallelGrain floats
-static inline int64_t rows_grain(int64_t K) { return K <= 0 || K >= kParallelGrain ? 1 : (kParallelGrain + K - 1) / K; }
+static inline int64_t rows_grain(int64_t K) {
+  return K <= 0 || K >= kParallelGrain ? 1 : (kParallelGrain + K - 1) / K;
+}
 
 // y (M, N) columns [n0, n1) = x (M, K) @ w (N, K)^T, as linear_nt_columns
 static void linear_nt_range(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K, int64_t n0,
@@ -363,10 +365,11 @@ static void adamw_loop(float *__restrict p, float *__restrict m, float *__restri
 // launch costs ~0.1 ms, a few hundred of them more than the update of a 100M-parameter model on two cores. The
 // elements of all the tensors, one after the other, are split over the native threads (parts of kParallelGrain).
 // The three state tensors are updated IN PLACE, through the input pointers, which MindSpore's AOT interface does not
-// declare. That is safe only where this op is used: called op by op in PyNative from Python (F.adamw_update_) on
-// CPU, where an input pointer is the Parameter's own memory (no copy, no device transfer) and ops run in call order,
-// so every later read of these tensors sees the update. Never call it inside mindspore.jit: a graph may reorder,
-// fuse or reuse its inputs' memory, since nothing tells the compiler that they change.
+// declare. That is safe only where this op is used: called op by op in PyNative from Python (F.adamw_update_,
+// F.adamw_update_group_) on CPU, where an input pointer is the Parameter's own memory (no copy, no device transfer)
+// and ops run in call order, so every later read of these tensors sees the update. Never call it inside
+// mindspore.jit: a graph may reorder, fuse or reuse its inputs' memory, since nothing tells the compiler that they
+// change.
 extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                      void *extra) {
   (void)stream;
