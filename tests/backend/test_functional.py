@@ -741,6 +741,7 @@ SPECIAL_TESTS = {
     "argmax_to_numpy": "test_argmax_to_numpy_matches_torch_first_maximum_and_nan",
     # in place on Parameters, called from Python by the training step (not traced)
     "adamw_update_": "test_adamw_update_matches_torch_adamw",
+    "adamw_update_group_": "test_adamw_update_group_equals_one_update_per_tensor",
     # a process-wide mode switch, not an op
     "set_fully_masked_rows": "test_fully_masked_rows_follow_torch_eager_or_sdpa",
     # (log-probabilities, loss) pair with a hand-written gradient, judged against float64
@@ -1219,6 +1220,40 @@ def test_adamw_update_uses_the_native_kernel_for_float32_on_cpu(monkeypatch):
         state = [ms.Parameter(ms.Tensor(np.ones((4, 3)), dtype), name=f"spy_{dtype}_{i}") for i in range(3)]
         F.adamw_update_(*state, ms.Tensor(np.ones((4, 3)), dtype), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1, grad_scale=0.5)
     assert calls == [ms.float32]
+
+
+@pytest.mark.parametrize("native_kernel", [True, False])
+def test_adamw_update_group_equals_one_update_per_tensor(monkeypatch, native_kernel):
+    """A group's update (one native call for its float32 tensors, float16 ones one by one) gives the bits of
+    `adamw_update_` on each tensor; the float32 tensors take one native kernel call, all of them."""
+    if native_kernel and F._native_adamw is None:
+        pytest.skip("native kernels unavailable")
+    if not native_kernel:
+        monkeypatch.setattr(F, "_native_adamw", None)
+    rng = np.random.RandomState(1)
+    shapes, dtypes = [(201, 17), (5,), (64, 3), (1,), (33, 40000)], [ms.float32, ms.float32, ms.float16,
+                                                                       ms.float32, ms.float32]
+    starts = [[rng.randn(*s) for _ in range(3)] + [rng.randn(*s) * 1e-2] for s in shapes]
+
+    def state(tag):
+        return [[ms.Parameter(ms.Tensor(a if i != 2 else np.abs(a), d), name=f"group_{tag}_{j}_{i}")
+                 for i, a in enumerate(arrays)] for j, (arrays, d) in enumerate(zip(starts, dtypes))]
+
+    each, group = state("each"), state("group")
+    calls = []
+    real = F._native_adamw
+    if real is not None:
+        monkeypatch.setattr(F, "_native_adamw", lambda *args: calls.append(len(args)) or real(*args))
+    for step in (1, 2):
+        for tensors in each:
+            F.adamw_update_(*tensors, 1e-3, 0.9, 0.999, 1e-8, 0.01, step, grad_scale=0.5)
+        calls.clear()
+        F.adamw_update_group_(*zip(*group), 1e-3, 0.9, 0.999, 1e-8, 0.01, step, grad_scale=0.5)
+        if real is not None:
+            assert calls == [4 * 4 + 1]
+    for ours, want in zip(group, each):
+        for a, b in zip(ours, want):
+            np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
 
 
 def test_fp16_linear_with_bias_rounds_once_as_torch():

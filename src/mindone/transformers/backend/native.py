@@ -155,11 +155,13 @@ def linear_nt_op():
 
 
 def adamw_op():
-    """Primitive of torch.optim.AdamW's float32 step on one parameter, or None when native kernels are unavailable:
-    op(param, exp_avg, exp_avg_sq, grad, hyper) updates the first three IN PLACE (float32, contiguous, same size) and
-    returns a 1-element dummy; `hyper` is `F.adamw_update_`'s float32 vector of step coefficients. PyNative only,
-    never inside jit (see the kernel's comment). ~6x faster than `ops.AdamWeightDecay` on one core (0.68 vs 4.2 ns
-    per parameter; torch fused: 0.63), and it applies a gradient scale in the same pass."""
+    """Primitive of torch.optim.AdamW's float32 step on one or more parameters, or None when native kernels are
+    unavailable: op(param, exp_avg, exp_avg_sq, grad, [param, exp_avg, exp_avg_sq, grad, ...], hyper) updates each
+    param and its moments IN PLACE (float32, contiguous, the four of a parameter the same size) and returns a
+    1-element dummy; `hyper` is `F.adamw_update_`'s float32 vector of step coefficients, shared by all. PyNative
+    only, never inside jit (see the kernel's comment). ~6x faster than `ops.AdamWeightDecay` on one core (0.68 vs 4.2
+    ns per parameter; torch fused: 0.63), it applies a gradient scale in the same pass and splits the elements over
+    the native threads."""
     # constant output shape/dtype: no Python shape-inference callback per call
     return _custom("AdamW", [1], ms.float32)
 
@@ -318,7 +320,7 @@ def decode_attention_op():
 
 
 def _graph_safe_custom(name, num_inputs, bprop=None):
-    """The library's elementwise float32 kernel `name` (output shaped as its first input) as a primitive whose shape
+    """The library's float32 kernel `name` (one output, usually shaped as its first input) as a primitive whose shape
     and dtype MindSpore infers in C++ (`NameInferShape` / `NameInferType` in the library), or None when native
     kernels are unavailable. A Python inference callback (`_custom`) fails in a graph that falls back to dynamic
     types (any jit function returning a dict / ModelOutput: "The prim is not a PrimitivePy"); C++ inference also
@@ -414,6 +416,20 @@ def _rms_norm_bprop(x, weight, eps, out, dout):
     dx = r * (g - x * (r * r) * (g * x).mean(-1, keep_dims=True))
     dweight = (dout * x * r).reshape(-1, x.shape[-1]).sum(0)
     return dx, dweight, eps * 0.0
+
+
+def sum_of_squares_op():
+    """Primitive op(x) -> sum(x * x) over every element of a float32 tensor, shape (1,) float32, summed in
+    double in blocks that do not depend on the thread count, rounded once; split over the native threads,
+    differentiable, usable in any graph. None when native kernels are unavailable. For the global gradient norm of
+    clipping (`F.sum_of_squares`)."""
+    if not available():
+        return None
+
+    def sum_of_squares_bprop(x, out, dout):
+        return (x * (dout + dout).reshape(()),)
+
+    return _graph_safe_custom("SumOfSquares", 1, sum_of_squares_bprop)
 
 
 def rms_norm_graph_op():
@@ -608,8 +624,9 @@ _THREADS = {"n": int(_env_threads) if _env_threads else _default_threads()}
 
 
 def set_threads(num_threads: int) -> None:
-    """Number of threads the native kernels that split their output rows use (LinearNT, the int8-activation
-    products, the fused quantized decoder layers); 0 or less: the CPUs of the process's affinity mask. Default: the
+    """Number of threads the native kernels that split their work use (LinearNT, the int8-activation products, the
+    fused quantized decoder layers; AdamW, the activations, norms, softmax, SwapAxes12 and SumOfSquares on large
+    tensors); 0 or less: the CPUs of the process's affinity mask. Default: the
     affinity mask's CPUs, at most 4 (or MINDONE_TRANSFORMERS_NATIVE_THREADS). `runtime.set_threads` sets it too.
     On this 2-core VM, 2 threads decode SmolLM2-135M 1.25x (Q4_1 kept) and 1.5x (float32) faster than 1
     (docs/performance.md). Applied now if the library is loaded, else when it loads."""

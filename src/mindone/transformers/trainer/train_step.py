@@ -9,8 +9,8 @@ One optimizer step is `grad_step` once per micro-batch, then `prepare` and (unle
                             max_norm / (norm + 1e-6) (at most 1); returns the pre-clip norm. 1 / world_size,
                             1 / loss_scale and the clip coefficient make one factor, `grad_scale`.
     update()                optimizer on buffers * grad_scale (called from Python, see `update`): AdamW is one fused
-                            in-place kernel per parameter; with fp16, copies the float32 master weights into the
-                            float16 model
+                            in-place kernel call per parameter group; with fp16, copies the float32 master weights
+                            into the float16 model
 
 `grad_step`, `prepare` and the master copy are compiled with `mindspore.jit` when `use_jit`; if compiling fails the
 step falls back to PyNative (same functions, run op by op) and logs a warning once.
@@ -181,8 +181,9 @@ class TrainStep:
         return fns
 
     def _build_adamw(self):
-        """torch's AdamW over the gradient buffers: one fused in-place kernel per parameter (F.adamw_update_),
-        called from Python, on MindSpore's AdamW state (parameters, exp_avg, exp_avg_sq, state_step).
+        """torch's AdamW over the gradient buffers: one fused in-place kernel call per parameter group
+        (F.adamw_update_group_), called from Python, on MindSpore's AdamW state (parameters, exp_avg, exp_avg_sq,
+        state_step).
 
         Not MindSpore's own AdamW: it jits its per-group update (even with `jit_mode=False`), and on SmolLM2-135M
         that graph compiled for 27 s and kept a buffer for every intermediate of every parameter's update (+6.4 GB
@@ -203,9 +204,9 @@ class TrainStep:
             ops.assign_add(state_step, Tensor(1, state_step.dtype))
             step = int(state_step.asnumpy())
             for i, start, end, beta1, beta2, eps, weight_decay in groups:
-                for j in range(start, end):
-                    F.adamw_update_(params[j], exp_avg[j], exp_avg_sq[j], buffers[j], lrs[i], beta1, beta2, eps,
-                                    weight_decay, step, grad_scale=grad_scale)
+                F.adamw_update_group_(params[start:end], exp_avg[start:end], exp_avg_sq[start:end],
+                                      buffers[start:end], lrs[i], beta1, beta2, eps, weight_decay, step,
+                                      grad_scale=grad_scale)
 
         return adamw
 

@@ -7,7 +7,9 @@
 // columns of LinearNT over OpenMP threads made the decode step ~1.7x slower with 2 cores: libgomp's spinning
 // threads compete with MindSpore's own pool, and passive waiting is a process-wide setting MindSpore has already
 // fixed when it loaded libgomp); LinearNT and the int8-activation products split their output rows over the small
-// worker pool of section "worker threads" (short spin, then sleep), the other kernels are single-threaded.
+// worker pool of section "worker threads" (short spin, then sleep), and so do the elementwise and row kernels of
+// training steps and encoder forwards on large enough tensors (see kParallelGrain).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -341,6 +343,19 @@ extern "C" int NativeSetThreads(int n) {
 }
 // ==== end of worker threads ==========================================================================================
 
+// The elementwise and row kernels below (AdamW, the activations, the norms, the softmax, SwapAxes12, SumOfSquares)
+// split their elements or rows over the native threads in parts of at least kParallelGrain floats: a decode step's
+// call (one row of a few thousand floats) stays on the calling thread, a training or encoder call (10^5..10^7
+// floats) is split. Every output element is computed by the same code whatever the part it falls in, and reductions
+// over rows or elements are summed in an order that does not depend on the number of threads: results are
+// bit-identical for any thread count.
+constexpr int64_t kParallelGrain = 1 << 15;
+
+// rows of K floats per part: at least kParallelGrain floats
+static inline int64_t rows_grain(int64_t K) {
+  return K <= 0 || K >= kParallelGrain ? 1 : (kParallelGrain + K - 1) / K;
+}
+
 // y (M, N) columns [n0, n1) = x (M, K) @ w (N, K)^T, as linear_nt_columns
 static void linear_nt_range(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K, int64_t n0,
                             int64_t n1) {
@@ -408,32 +423,49 @@ static void adamw_loop(float *__restrict p, float *__restrict m, float *__restri
   }
 }
 
-// Inputs: param, exp_avg, exp_avg_sq, grad (float32, contiguous, same number of elements), hyper (kNumHyper
-// float32). Output: a 1-element dummy, left untouched.
+// Inputs: T >= 1 tensors' (param, exp_avg, exp_avg_sq, grad) (float32, contiguous, the four of a tensor the same
+// number of elements), then hyper (kNumHyper float32), shared by all: nparam = 4 T + 2. Output: a 1-element dummy,
+// left untouched. One call updates all the tensors of an optimizer group (F.adamw_update_group_): a PyNative op
+// launch costs ~0.1 ms, a few hundred of them more than the update of a 100M-parameter model on two cores. The
+// elements of all the tensors, one after the other, are split over the native threads (parts of kParallelGrain).
 // The three state tensors are updated IN PLACE, through the input pointers, which MindSpore's AOT interface does not
-// declare. That is safe only where this op is used: called op by op in PyNative from Python (F.adamw_update_) on
-// CPU, where an input pointer is the Parameter's own memory (no copy, no device transfer) and ops run in call order,
-// so every later read of these tensors sees the update. Never call it inside mindspore.jit: a graph may reorder,
-// fuse or reuse its inputs' memory, since nothing tells the compiler that they change.
+// declare. That is safe only where this op is used: called op by op in PyNative from Python (F.adamw_update_,
+// F.adamw_update_group_) on CPU, where an input pointer is the Parameter's own memory (no copy, no device transfer)
+// and ops run in call order, so every later read of these tensors sees the update. Never call it inside
+// mindspore.jit: a graph may reorder, fuse or reuse its inputs' memory, since nothing tells the compiler that they
+// change.
 extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                      void *extra) {
   (void)stream;
   (void)extra;
   (void)dtypes;
-  if (nparam != 6) return 1;
-  const int64_t n = num_elements(ndims[0], shapes[0]);
-  for (int t = 1; t < 4; t++)
-    if (num_elements(ndims[t], shapes[t]) != n) return 2;
-  if (num_elements(ndims[4], shapes[4]) < kNumHyper) return 3;
-  float *p = static_cast<float *>(params[0]);
-  float *m = static_cast<float *>(params[1]);
-  float *v = static_cast<float *>(params[2]);
-  const float *grad = static_cast<const float *>(params[3]);
-  const float *h = static_cast<const float *>(params[4]);
-  if (h[kLerpWeight] < 0.5f)
-    adamw_loop<true>(p, m, v, grad, n, h);
-  else
-    adamw_loop<false>(p, m, v, grad, n, h);
+  if (nparam < 6 || (nparam - 2) % 4 != 0) return 1;
+  const int64_t T = (nparam - 2) / 4;
+  std::vector<int64_t> start(T + 1, 0);  // tensor t: elements [start[t], start[t + 1]) of the whole
+  for (int64_t t = 0; t < T; t++) {
+    const int64_t n = num_elements(ndims[4 * t], shapes[4 * t]);
+    for (int i = 1; i < 4; i++)
+      if (num_elements(ndims[4 * t + i], shapes[4 * t + i]) != n) return 2;
+    start[t + 1] = start[t] + n;
+  }
+  if (num_elements(ndims[4 * T], shapes[4 * T]) < kNumHyper) return 3;
+  const float *h = static_cast<const float *>(params[4 * T]);
+  const bool small_weight = h[kLerpWeight] < 0.5f;
+  parallel_for(start[T], kParallelGrain, [&](int64_t b, int64_t e) {
+    int64_t t = std::upper_bound(start.begin(), start.end(), b) - start.begin() - 1;
+    for (; b < e; t++) {
+      const int64_t i = b - start[t], n = (e < start[t + 1] ? e : start[t + 1]) - b;
+      float *p = static_cast<float *>(params[4 * t]) + i;
+      float *m = static_cast<float *>(params[4 * t + 1]) + i;
+      float *v = static_cast<float *>(params[4 * t + 2]) + i;
+      const float *grad = static_cast<const float *>(params[4 * t + 3]) + i;
+      if (small_weight)
+        adamw_loop<true>(p, m, v, grad, n, h);
+      else
+        adamw_loop<false>(p, m, v, grad, n, h);
+      b += n;
+    }
+  });
   return 0;
 }
 // ==== exact GELU (erf form): forward GeluErf and its gradient GeluErfGrad ============================================
@@ -447,8 +479,9 @@ extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, co
 //   z >= 0.75: erfc(z) = t exp(-z^2 + R(t)), t = 1 / (1 + z / 2) (Numerical Recipes' erfcc, relative error
 //   < 1.2e-7 for every z; erfc(0.75) = 0.29, so Phi's absolute error is below 2e-8, and its relative error is
 //   ~1e-7 (~2 float ulp) in the negative tail).
-// Single-threaded (see the top of the file). Branch-free (both forms computed, one selected) so that the loop
-// vectorises; exp is our own (2^k from exponent bits, Taylor series of the rest): no libm call in the loop.
+// Split over the native threads (parts of kParallelGrain elements). Branch-free (both forms computed, one selected)
+// so that the loop vectorises; exp is our own (2^k from exponent bits, Taylor series of the rest): no libm call in
+// the loop.
 namespace gelu_erf {
 
 // a * b + c in double, fused where the CPU has FMA (shorter dependency chains in the polynomials: the loop is
@@ -564,7 +597,8 @@ extern "C" int GeluErf(int nparam, void **params, int *ndims, int64_t **shapes, 
   if (nparam != 2) return 1;
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
-  gelu_erf::forward(x, y, num_elements(ndims[0], shapes[0]));
+  parallel_for(num_elements(ndims[0], shapes[0]), kParallelGrain,
+               [&](int64_t b, int64_t e) { gelu_erf::forward(x + b, y + b, e - b); });
   return 0;
 }
 
@@ -580,7 +614,7 @@ extern "C" int GeluErfGrad(int nparam, void **params, int *ndims, int64_t **shap
   const float *x = static_cast<const float *>(params[0]);
   const float *dy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[2]);
-  gelu_erf::backward(x, dy, dx, n);
+  parallel_for(n, kParallelGrain, [&](int64_t b, int64_t e) { gelu_erf::backward(x + b, dy + b, dx + b, e - b); });
   return 0;
 }
 // ==== end of exact GELU ==============================================================================================
@@ -1342,8 +1376,10 @@ GELU_VECTOR_WIDTH static void backward(const float *x, const float *dy, float *d
 template <class Act>
 static int run_forward(int nparam, void **params, int *ndims, int64_t **shapes) {
   if (nparam != 2) return 1;
-  forward<Act>(static_cast<const float *>(params[0]), static_cast<float *>(params[1]),
-               num_elements(ndims[0], shapes[0]));
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  parallel_for(num_elements(ndims[0], shapes[0]), kParallelGrain,
+               [&](int64_t b, int64_t e) { forward<Act>(x + b, y + b, e - b); });
   return 0;
 }
 
@@ -1352,8 +1388,10 @@ static int run_backward(int nparam, void **params, int *ndims, int64_t **shapes)
   if (nparam != 3) return 1;
   const int64_t n = num_elements(ndims[0], shapes[0]);
   if (num_elements(ndims[1], shapes[1]) != n) return 2;
-  backward<Act>(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-                static_cast<float *>(params[2]), n);
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  parallel_for(n, kParallelGrain, [&](int64_t b, int64_t e) { backward<Act>(x + b, dy + b, dx + b, e - b); });
   return 0;
 }
 
@@ -1418,9 +1456,10 @@ GELU_VECTOR_WIDTH static inline void stats(const float *x, int64_t K, double eps
   *rstd = 1.0 / std::sqrt(v / static_cast<double>(K) + eps);
 }
 
-GELU_VECTOR_WIDTH static void forward(const float *x, const float *w, const float *b, float *y, int64_t rows, int64_t K,
-                                     double eps) {
-  for (int64_t r = 0; r < rows; r++) {
+// rows [r0, r1)
+GELU_VECTOR_WIDTH static void forward(const float *x, const float *w, const float *b, float *y, int64_t r0, int64_t r1,
+                                     int64_t K, double eps) {
+  for (int64_t r = r0; r < r1; r++) {
     const float *xr = x + r * K;
     float *yr = y + r * K;
     double mean, rstd;
@@ -1429,33 +1468,52 @@ GELU_VECTOR_WIDTH static void forward(const float *x, const float *w, const floa
   }
 }
 
-// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; dw = sum_rows dy * xhat; db = sum_rows dy
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; dw = sum_rows dy * xhat; db = sum_rows dy.
+// Two passes, each split over the native threads: the rows (dx, and each row's mean and rstd), then the columns (dw
+// and db, every column summed over the rows in row order, xhat recomputed from the saved statistics): the same sums
+// in the same order as one thread.
 static void backward(const float *x, const float *w, const float *dy, float *out, int64_t rows, int64_t K,
                      double eps) {
-  std::vector<double> dw(K, 0.0), db(K, 0.0), xhat(K);
-  for (int64_t r = 0; r < rows; r++) {
-    const float *xr = x + r * K;
-    const float *dyr = dy + r * K;
-    double mean, rstd;
-    stats(xr, K, eps, &mean, &rstd);
-    double sum_g = 0.0, sum_gx = 0.0;
-    for (int64_t k = 0; k < K; k++) {
-      xhat[k] = (xr[k] - mean) * rstd;
-      const double g = static_cast<double>(dyr[k]) * w[k];
-      sum_g += g;
-      sum_gx += g * xhat[k];
-      dw[k] += static_cast<double>(dyr[k]) * xhat[k];
-      db[k] += dyr[k];
+  std::vector<double> means(rows), rstds(rows);
+  parallel_for(rows, rows_grain(K), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float *xr = x + r * K;
+      const float *dyr = dy + r * K;
+      double mean, rstd;
+      stats(xr, K, eps, &mean, &rstd);
+      double sum_g = 0.0, sum_gx = 0.0;
+      for (int64_t k = 0; k < K; k++) {
+        const double xhat = (xr[k] - mean) * rstd;
+        const double g = static_cast<double>(dyr[k]) * w[k];
+        sum_g += g;
+        sum_gx += g * xhat;
+      }
+      const double mg = sum_g / static_cast<double>(K), mgx = sum_gx / static_cast<double>(K);
+      float *dxr = out + r * K;
+      for (int64_t k = 0; k < K; k++)
+        dxr[k] = static_cast<float>(rstd * (static_cast<double>(dyr[k]) * w[k] - mg - (xr[k] - mean) * rstd * mgx));
+      means[r] = mean;
+      rstds[r] = rstd;
     }
-    const double mg = sum_g / static_cast<double>(K), mgx = sum_gx / static_cast<double>(K);
-    float *dxr = out + r * K;
-    for (int64_t k = 0; k < K; k++)
-      dxr[k] = static_cast<float>(rstd * (static_cast<double>(dyr[k]) * w[k] - mg - xhat[k] * mgx));
-  }
-  for (int64_t k = 0; k < K; k++) {
-    out[rows * K + k] = static_cast<float>(dw[k]);
-    out[(rows + 1) * K + k] = static_cast<float>(db[k]);
-  }
+  });
+  // columns in parts of whole cache lines (16 floats)
+  const int64_t col_grain = 16 * ((rows_grain(rows) + 15) / 16);
+  parallel_for(K, col_grain, [&](int64_t k0, int64_t k1) {
+    std::vector<double> dw(k1 - k0, 0.0), db(k1 - k0, 0.0);
+    for (int64_t r = 0; r < rows; r++) {
+      const float *xr = x + r * K + k0;
+      const float *dyr = dy + r * K + k0;
+      const double mean = means[r], rstd = rstds[r];
+      for (int64_t k = 0; k < k1 - k0; k++) {
+        dw[k] += static_cast<double>(dyr[k]) * ((xr[k] - mean) * rstd);
+        db[k] += dyr[k];
+      }
+    }
+    for (int64_t k = 0; k < k1 - k0; k++) {
+      out[rows * K + k0 + k] = static_cast<float>(dw[k]);
+      out[(rows + 1) * K + k0 + k] = static_cast<float>(db[k]);
+    }
+  });
 }
 
 }  // namespace layer_norm_rows
@@ -1467,8 +1525,12 @@ extern "C" int LayerNormRows(int nparam, void **params, int *ndims, int64_t **sh
   if (num_elements(ndims[1], shapes[1]) != K || num_elements(ndims[2], shapes[2]) != K) return 2;
   const int64_t rows = K == 0 ? 0 : num_elements(ndims[0], shapes[0]) / K;
   const double eps = static_cast<const float *>(params[3])[0];
-  layer_norm_rows::forward(static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-                           static_cast<const float *>(params[2]), static_cast<float *>(params[4]), rows, K, eps);
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  float *y = static_cast<float *>(params[4]);
+  parallel_for(rows, rows_grain(K),
+               [&](int64_t r0, int64_t r1) { layer_norm_rows::forward(x, w, b, y, r0, r1, K, eps); });
   return 0;
 }
 
@@ -1569,14 +1631,14 @@ extern "C" int MaskedSoftmax(int nparam, void **params, int *ndims, int64_t **sh
   const float *mask = static_cast<const float *>(params[1]);
   const double scale = static_cast<const float *>(params[2])[0];
   float *y = static_cast<float *>(params[3]);
-  std::vector<double> buf(Sk);
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t h = 0; h < H; h++)
-      for (int64_t q = 0; q < Sq; q++) {
-        const int64_t r = (b * H + h) * Sq + q;
-        const int64_t mr = ((m[0] == 1 ? 0 : b) * m[1] + (m[1] == 1 ? 0 : h)) * m[2] + (m[2] == 1 ? 0 : q);
-        masked_softmax::row(x + r * Sk, mask + mr * m[3], m[3] == 1 ? 0 : 1, scale, y + r * Sk, Sk, buf);
-      }
+  parallel_for(B * H * Sq, rows_grain(Sk), [&](int64_t r0, int64_t r1) {
+    std::vector<double> buf(Sk);
+    for (int64_t r = r0; r < r1; r++) {
+      const int64_t q = r % Sq, h = (r / Sq) % H, b = r / (Sq * H);
+      const int64_t mr = ((m[0] == 1 ? 0 : b) * m[1] + (m[1] == 1 ? 0 : h)) * m[2] + (m[2] == 1 ? 0 : q);
+      masked_softmax::row(x + r * Sk, mask + mr * m[3], m[3] == 1 ? 0 : 1, scale, y + r * Sk, Sk, buf);
+    }
+  });
   return 0;
 }
 
@@ -1592,7 +1654,9 @@ extern "C" int MaskedSoftmaxGrad(int nparam, void **params, int *ndims, int64_t 
   const float *dy = static_cast<const float *>(params[1]);
   const double scale = static_cast<const float *>(params[2])[0];
   float *dx = static_cast<float *>(params[3]);
-  for (int64_t r = 0; r < n / Sk; r++) masked_softmax::grad_row(w + r * Sk, dy + r * Sk, scale, dx + r * Sk, Sk);
+  parallel_for(n / Sk, rows_grain(Sk), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) masked_softmax::grad_row(w + r * Sk, dy + r * Sk, scale, dx + r * Sk, Sk);
+  });
   return 0;
 }
 
@@ -1664,13 +1728,16 @@ extern "C" int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shape
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
   const int64_t A = shapes[0][0], B = shapes[0][1], C = shapes[0][2], D = shapes[0][3];
-  for (int64_t a = 0; a < A; a++)
-    for (int64_t c = 0; c < C; c++) {
-      float *dst = y + ((a * C + c) * B) * D;
+  // one (a, c) pair: B rows of D floats
+  parallel_for(A * C, rows_grain(B * D), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t a = i / C, c = i % C;
+      float *dst = y + i * B * D;
       const float *src = x + (a * B * C + c) * D;
       for (int64_t b = 0; b < B; b++)
         for (int64_t d = 0; d < D; d++) dst[b * D + d] = src[b * C * D + d];
     }
+  });
   return 0;
 }
 
@@ -1679,7 +1746,7 @@ extern "C" int SwapAxes12(int nparam, void **params, int *ndims, int64_t **shape
 //   dx = r * g - x * r^3 * mean(g * x),   dw = sum over rows of dy * x * r.
 // Inputs: x (..., K), w (K), eps (1), dy (..., K), float32. Outputs: dx (..., K), dw (K). The statistics are
 // recomputed from x, so a compiled training step keeps only x for the norm's backward (MindSpore's ops kept ~4
-// row-sized tensors per norm). Row sums in float, dw accumulated over rows in double.
+// row-sized tensors per norm). Row sums in float (r as the forward's), dw accumulated over rows in double.
 extern "C" int RMSNormGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                            void *extra) {
   (void)stream, (void)extra, (void)dtypes;
@@ -1692,27 +1759,96 @@ extern "C" int RMSNormGrad(int nparam, void **params, int *ndims, int64_t **shap
   const float *dy = static_cast<const float *>(params[3]);
   float *dx = static_cast<float *>(params[4]);
   float *dw = static_cast<float *>(params[5]);
-  double *dw_acc = new double[K]();
-  for (int64_t m = 0; m < M; m++) {
-    const float *row = x + m * K;
-    const float *drow = dy + m * K;
-    float s = 0.0f, gx = 0.0f;
-    for (int64_t k = 0; k < K; k++) {
-      s += row[k] * row[k];
-      gx += drow[k] * w[k] * row[k];
+  // the rows (dx and each row's r), then the columns (dw, each column summed over the rows in row order), both split
+  // over the native threads: the same sums in the same order as one thread
+  std::vector<float> rs(M);
+  parallel_for(M, rows_grain(K), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; m++) {
+      const float *row = x + m * K;
+      const float *drow = dy + m * K;
+      // 16 partial sums, as rms_norm_rows: the same r as the forward's, and sums the compiler vectorises
+      float acc[16] = {0}, gacc[16] = {0};
+      int64_t k = 0;
+      for (; k + 16 <= K; k += 16)
+        for (int j = 0; j < 16; j++) {
+          acc[j] += row[k + j] * row[k + j];
+          gacc[j] += drow[k + j] * w[k + j] * row[k + j];
+        }
+      float s = 0.0f, gx = 0.0f;
+      for (; k < K; k++) {
+        s += row[k] * row[k];
+        gx += drow[k] * w[k] * row[k];
+      }
+      for (int j = 0; j < 16; j++) {
+        s += acc[j];
+        gx += gacc[j];
+      }
+      const float r = 1.0f / std::sqrt(s / static_cast<float>(K) + eps);
+      const float c = r * r * r * gx / static_cast<float>(K);
+      float *out = dx + m * K;
+      for (k = 0; k < K; k++) out[k] = r * (drow[k] * w[k]) - row[k] * c;
+      rs[m] = r;
     }
-    const float r = 1.0f / std::sqrt(s / static_cast<float>(K) + eps);
-    const float c = r * r * r * gx / static_cast<float>(K);
-    float *out = dx + m * K;
-    for (int64_t k = 0; k < K; k++) {
-      out[k] = r * (drow[k] * w[k]) - row[k] * c;
-      dw_acc[k] += static_cast<double>(drow[k]) * static_cast<double>(row[k] * r);
+  });
+  const int64_t col_grain = 16 * ((rows_grain(M) + 15) / 16);  // whole cache lines
+  parallel_for(K, col_grain, [&](int64_t k0, int64_t k1) {
+    std::vector<double> acc(k1 - k0, 0.0);
+    for (int64_t m = 0; m < M; m++) {
+      const float *row = x + m * K + k0;
+      const float *drow = dy + m * K + k0;
+      const float r = rs[m];
+      for (int64_t k = 0; k < k1 - k0; k++) acc[k] += static_cast<double>(drow[k]) * static_cast<double>(row[k] * r);
     }
-  }
-  for (int64_t k = 0; k < K; k++) dw[k] = static_cast<float>(dw_acc[k]);
-  delete[] dw_acc;
+    for (int64_t k = 0; k < k1 - k0; k++) dw[k0 + k] = static_cast<float>(acc[k]);
+  });
   return 0;
 }
+
+// ==== SumOfSquares: sum(x * x) over a whole float32 tensor (F.sum_of_squares: the global norm of gradient clipping) =
+// In double: blocks of kBlock elements, each summed over 16 lanes, then the block sums added in block order; the
+// blocks do not depend on the number of threads, so neither does the result. Output: shape (1,), float32, the
+// double sum rounded once. MindSpore's reductions cost ~1.5 ns per element (one thread, F.sum_of_squares); this
+// pass is bound by reading memory. Graph-safe (C++ inference).
+namespace sum_of_squares {
+
+constexpr int64_t kBlock = 1 << 14;
+
+GELU_VECTOR_WIDTH static double block(const float *x, int64_t n) {
+  double acc[16] = {0.0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; j++) acc[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+  double s = 0.0;
+  for (; i < n; i++) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  for (int j = 0; j < 16; j++) s += acc[j];
+  return s;
+}
+
+}  // namespace sum_of_squares
+
+// Inputs: x (float32, contiguous, any shape). Output: sum(x * x), shape (1,).
+extern "C" int SumOfSquares(int nparam, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  if (nparam != 2) return 1;
+  const int64_t n = num_elements(ndims[0], shapes[0]);
+  const float *x = static_cast<const float *>(params[0]);
+  const int64_t kBlock = sum_of_squares::kBlock, blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> sums(blocks);
+  parallel_for(blocks, kParallelGrain / kBlock, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++)
+      sums[b] = sum_of_squares::block(x + b * kBlock, n - b * kBlock < kBlock ? n - b * kBlock : kBlock);
+  });
+  double total = 0.0;
+  for (int64_t b = 0; b < blocks; b++) total += sums[b];
+  *static_cast<float *>(params[1]) = static_cast<float>(total);
+  return 0;
+}
+
+// shape (1,): MindSpore takes a shape () output of a custom op for a Python scalar, not a Tensor, inside graphs
+extern "C" std::vector<int64_t> SumOfSquaresInferShape(int *, int64_t **, AotExtra *) {
+  return std::vector<int64_t>{1};
+}
+extern "C" TypeId SumOfSquaresInferType(std::vector<TypeId> type_ids, AotExtra *) { return type_ids[0]; }
+// ==== end of SumOfSquares ============================================================================================
 // =====================================================================================================================
 // Quantized products with int8 activations (llama.cpp's method; quantization.py: ACTIVATIONS == "q8")
 // =====================================================================================================================
