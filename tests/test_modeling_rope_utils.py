@@ -47,5 +47,5 @@ def test_float32_power_is_the_rounded_power():
     exact = np.float64(np.float32(1e6)) ** exponents.astype(np.float64)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, exact.astype(np.float32))
-    # numpy's own float32 power is not the rounded power on this table (the reason for the helper)
-    assert (np.float32(1e6) ** exponents != out).any()
+    # numpy's own float32 power is not always the rounded power (the reason for the helper): it was not on the
+    # AVX-512 VM for this table; on the AVX2 one it is, so that is not asserted here

@@ -235,6 +235,17 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
             src_param = getattr(self.get_submodule(src_owner_path), src_attr)
             setattr(owner, attr, src_param)
 
+    def _packed_owner(self, key: str):
+        """The QuantizedLinear a checkpoint key's weight_scale / weight_min belongs to, else None (only those keys
+        are looked up: not every parameter path is a chain of attributes, e.g. a CellList's items)."""
+        if not key.endswith((".weight_scale", ".weight_min")):
+            return None
+        try:
+            owner = self.get_submodule(key.rsplit(".", 1)[0])
+        except (AttributeError, KeyError, IndexError):
+            return None
+        return owner if hasattr(owner, "set_packed") else None
+
     def get_submodule(self, path: str):
         cell = self
         for part in filter(None, path.split(".")):
@@ -634,9 +645,9 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
                 files_desc = ", ".join(os.path.basename(f) for f in files)
                 raise ValueError(f"{key}: checkpoint shape {tuple(array.shape)} != model shape {tuple(param.shape)} "
                                  f"(checkpoint {files_desc}; pass ignore_mismatched_sizes=True to re-initialise it)")
-            owner = self.get_submodule(key.rsplit(".", 1)[0]) if "." in key else self
-            if hasattr(owner, "set_packed") and key.endswith((".weight_scale", ".weight_min")):
-                owner.set_packed(key.rsplit(".", 1)[1], array)  # keeps float16 scales float16
+            owner = self._packed_owner(key)
+            if owner is not None:
+                owner.set_packed(key.rsplit(".", 1)[1], array)  # a packed layer's float16 scales stay float16
             else:
                 _assign(param, array)
             loaded.add(key)
