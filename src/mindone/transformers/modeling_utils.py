@@ -236,20 +236,19 @@ class PreTrainedModel(PeftAdapterMixin, nn.Cell):
             setattr(owner, attr, src_param)
 
     def _packed_owner(self, key: str):
-        """The QuantizedLinear a checkpoint key's weight_scale / weight_min belongs to, else None (only those keys
-        are looked up: not every parameter path is a chain of attributes, e.g. a CellList's items)."""
+        """The QuantizedLinear a checkpoint key's weight_scale / weight_min belongs to, else None (other keys are not
+        looked up: loading walks every key)."""
         if not key.endswith((".weight_scale", ".weight_min")):
             return None
-        try:
-            owner = self.get_submodule(key.rsplit(".", 1)[0])
-        except (AttributeError, KeyError, IndexError):
-            return None
+        owner = self.get_submodule(key.rsplit(".", 1)[0])
         return owner if hasattr(owner, "set_packed") else None
 
     def get_submodule(self, path: str):
         cell = self
         for part in filter(None, path.split(".")):
-            cell = cell[int(part)] if part.isdigit() else getattr(cell, part)
+            # a CellList's or CellDict's items are attributes named "0", "1", ...; other indexable holders by index
+            named = part in getattr(cell, "_cells", {})
+            cell = cell[int(part)] if part.isdigit() and not named else getattr(cell, part)
         return cell
 
     # ------------------------------------------------------------------------------------------------------------
