@@ -28,7 +28,7 @@ from transformers import GenerationConfig
 
 from .. import tensor_interop
 from ..backend import functional as F
-from ..backend import compile_cache, native, runtime
+from ..backend import compile_cache, native, native_decode, runtime
 from ..cache_utils import Cache, DynamicCache, EncoderDecoderCache, EncoderDecoderStaticCache, StaticCache
 from ..modeling_outputs import ModelOutput
 from .logits_process import (
@@ -200,7 +200,11 @@ def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=Non
                          past_key_values=cache, cache_position=cache_position, use_cache=True, logits_to_keep=1,
                          return_dict=True, **step_kwargs)["logits"]
 
-    steps[key] = (cache, _CompiledStep(decode_step, model, cache))
+    step = _CompiledStep(decode_step, model, cache)
+    if encoder_length is None and not step_names:
+        # a quantized Llama-style model's one-token steps as native kernel calls, without the graph executor's cost
+        step = native_decode.wrap(model, cache, step)
+    steps[key] = (cache, step)
     while len(steps) > _MAX_COMPILED_STEPS:
         steps.popitem(last=False)
     return steps[key]
