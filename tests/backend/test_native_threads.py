@@ -1,5 +1,5 @@
 """The elementwise and row kernels of the native library (AdamW, the GELUs, the norms and their gradients, the masked
-softmax, SwapAxes12, SumOfSquares) split their work over the native threads (`native.set_threads`) on shapes of a
+softmax, SwapAxes12, SumOfSquares, the decode attention) split their work over the native threads (`native.set_threads`) on shapes of a
 training step or an encoder forward: their outputs must equal the one-thread outputs bit for bit, including the
 reductions over rows (the norms' weight gradients) and over elements (the sum of squares)."""
 
@@ -88,6 +88,23 @@ def test_masked_softmax_and_its_gradient():
     scale = _t([0.125])
     _assert_same_with_one_and_two_threads(
         lambda: (op(scores, mask, scale), _grad(op, scores, dy=dy, constants=(mask, scale))[0]))
+
+
+@pytest.mark.parametrize("slots, open_slots", [(1024, 700), (128, 128)])
+def test_decode_attention(slots, open_slots):
+    """A decode step's attention rows (batch, kv head, query row) split over the threads: GQA with 3 query rows per kv
+    head, a static cache whose last slots are masked with finfo.min (not read) and a padded row."""
+    op = native.decode_attention_op()
+    q, k, v = (_t(rng.standard_normal(shape)) for shape in ((2, 3, 3, 64), (2, 3, slots, 64), (2, 3, slots, 64)))
+    mask = np.zeros((2, 1, 1, slots), np.float32)
+    mask[:, :, :, open_slots:] = np.finfo(np.float32).min
+    mask[1, :, :, :5] = np.finfo(np.float32).min
+    out, weights = _assert_same_with_one_and_two_threads(lambda: op(q, k, v, _t(mask), _t([0.125])))
+    scores = np.einsum("bhrd,bhsd->bhrs", q.asnumpy().astype(np.float64), k.asnumpy()) * 0.125 + mask
+    ref = np.exp(scores - scores.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    np.testing.assert_allclose(weights, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, np.einsum("bhrs,bhsd->bhrd", ref, v.asnumpy()), rtol=1e-4, atol=1e-5)
 
 
 def test_swap_axes12():

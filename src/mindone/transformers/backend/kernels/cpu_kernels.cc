@@ -1220,48 +1220,49 @@ static int decode_attention(int64_t *const *shapes, const float *q, const float 
   if (Sq <= 0 || R % Sq) return 5;
   const int64_t n_rep = R / Sq, H = Hk * n_rep;
   if ((Hm != 1 && Hm != H) || (Qm != 1 && Qm != Sq)) return 5;
-  for (int64_t bi = 0; bi < B; bi++)
-    for (int64_t hk = 0; hk < Hk; hk++) {
-      const int64_t head = bi * Hk + hk;
+  // rows (batch, kv head, query row) are independent: split over the native threads (each computed alone, so the
+  // numbers do not depend on the thread count)
+  parallel_for(B * Hk * R, rows_grain(S * (D + Dv)), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t head = i / R, r = i % R, bi = head / Hk, hk = head % Hk;
       const float *kh = k + head * S * D, *vh = v + head * S * Dv;
-      for (int64_t r = 0; r < R; r++) {
-        const int64_t h = hk * n_rep + r / Sq, pos = r % Sq;
-        const float *mrow = mask + (((Bm == 1 ? 0 : bi) * Hm + (Hm == 1 ? 0 : h)) * Qm + (Qm == 1 ? 0 : pos)) * S;
-        const float *qr = q + (head * R + r) * D;
-        float *w = weights + (head * R + r) * S;
-        float mx = -INFINITY;
-        // Slots masked with HF's finfo.min (a static cache's unused slots, padding) are not read when the row has an
-        // open slot: their score rounds to the mask value itself and their weight to exactly 0 either way, and the
-        // value rows of zero weights add nothing (fmadd(0, v, o) == o), so the numbers are the same.
-        bool open = false;
-        for (int64_t j = 0; j < S && !open; j++) open = mrow[j] > kMaskedBelow;
-        for (int64_t j = 0; j < S; j++) {
-          if (open && mrow[j] <= kMaskedBelow) {
-            w[j] = -INFINITY;
-            continue;
-          }
-          float sc = dot(kh + j * D, qr, D);
-          if (scale != 1.0f) sc = sc * scale;
-          sc = sc + mrow[j];
-          w[j] = sc;
-          mx = sc > mx ? sc : mx;
+      const int64_t h = hk * n_rep + r / Sq, pos = r % Sq;
+      const float *mrow = mask + (((Bm == 1 ? 0 : bi) * Hm + (Hm == 1 ? 0 : h)) * Qm + (Qm == 1 ? 0 : pos)) * S;
+      const float *qr = q + (head * R + r) * D;
+      float *w = weights + (head * R + r) * S;
+      float mx = -INFINITY;
+      // Slots masked with HF's finfo.min (a static cache's unused slots, padding) are not read when the row has an
+      // open slot: their score rounds to the mask value itself and their weight to exactly 0 either way, and the
+      // value rows of zero weights add nothing (fmadd(0, v, o) == o), so the numbers are the same.
+      bool open = false;
+      for (int64_t j = 0; j < S && !open; j++) open = mrow[j] > kMaskedBelow;
+      for (int64_t j = 0; j < S; j++) {
+        if (open && mrow[j] <= kMaskedBelow) {
+          w[j] = -INFINITY;
+          continue;
         }
-        float sum = 0.0f;
-        for (int64_t j = 0; j < S; j++) {
-          w[j] = std::exp(w[j] - mx);
-          sum += w[j];
-        }
-        for (int64_t j = 0; j < S; j++) w[j] = w[j] / sum;
-        float *o = out + (head * R + r) * Dv;
-        for (int64_t d = 0; d < Dv; d++) o[d] = 0.0f;
-        for (int64_t j = 0; j < S; j++) {
-          const float wj = w[j];
-          if (wj == 0.0f) continue;
-          const float *vj = vh + j * Dv;
-          for (int64_t d = 0; d < Dv; d++) o[d] = fmadd(wj, vj[d], o[d]);
-        }
+        float sc = dot(kh + j * D, qr, D);
+        if (scale != 1.0f) sc = sc * scale;
+        sc = sc + mrow[j];
+        w[j] = sc;
+        mx = sc > mx ? sc : mx;
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < S; j++) {
+        w[j] = std::exp(w[j] - mx);
+        sum += w[j];
+      }
+      for (int64_t j = 0; j < S; j++) w[j] = w[j] / sum;
+      float *o = out + (head * R + r) * Dv;
+      for (int64_t d = 0; d < Dv; d++) o[d] = 0.0f;
+      for (int64_t j = 0; j < S; j++) {
+        const float wj = w[j];
+        if (wj == 0.0f) continue;
+        const float *vj = vh + j * Dv;
+        for (int64_t d = 0; d < Dv; d++) o[d] = fmadd(wj, vj[d], o[d]);
       }
     }
+  });
   return 0;
 }
 
