@@ -5,32 +5,16 @@ prefill and decoding, left padding, beam search and weights changed between call
 import mindspore as ms
 import numpy as np
 import pytest
-import transformers
 from transformers import QuantoConfig
 
 from mindone.transformers import LlamaForCausalLM
 from mindone.transformers.backend import native, native_decode
 from mindone.transformers.generation import utils as generation_utils
+from tests.backend.test_quantization_fused_layer import quantized, tiny_llama_no_bias  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    config = transformers.LlamaConfig(vocab_size=99, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                      tie_word_embeddings=True, initializer_range=0.3)
-    import torch
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("tiny_llama_native_decode")
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    return str(path)
-
-
-def quantized(path, weights):
-    return LlamaForCausalLM.from_pretrained(path, quantization_config=QuantoConfig(weights=weights,
-                                                                                   modules_to_not_convert=[]))
 
 
 def greedy_steps(step, ids, mask, positions, slots, steps):
@@ -48,8 +32,8 @@ def greedy_steps(step, ids, mask, positions, slots, steps):
 
 
 @pytest.mark.parametrize("weights", ["int4", "int8"])
-def test_native_steps_equal_the_compiled_graph_bit_for_bit(tiny_llama, weights):
-    model = quantized(tiny_llama, weights)
+def test_native_steps_equal_the_compiled_graph_bit_for_bit(tiny_llama_no_bias, weights):
+    model = quantized(tiny_llama_no_bias, weights)
     cache_len = 32
     _, step = generation_utils.compiled_decode_step(model, 2, cache_len, ms.float32)
     assert isinstance(step, native_decode.NativeDecodeStep)
@@ -66,10 +50,10 @@ def test_native_steps_equal_the_compiled_graph_bit_for_bit(tiny_llama, weights):
         np.testing.assert_array_equal(ours, graph)
 
 
-def test_generate_equals_the_compiled_graph(tiny_llama, monkeypatch):
+def test_generate_equals_the_compiled_graph(tiny_llama_no_bias, monkeypatch):
     """Greedy, left-padded batch and beam search (the cache reordered in place between steps): the tokens and the
     logits of generate() with the native steps and with MINDONE_TRANSFORMERS_NATIVE_DECODE=0."""
-    model = quantized(tiny_llama, "int4")
+    model = quantized(tiny_llama_no_bias, "int4")
     ids = ms.Tensor(np.array([[0, 0, 5, 17, 42, 8], [3, 9, 11, 60, 2, 7]], np.int64))
     mask = ms.Tensor(np.array([[0, 0, 1, 1, 1, 1], [1] * 6], np.int64))
     runs = {}
@@ -87,9 +71,9 @@ def test_generate_equals_the_compiled_graph(tiny_llama, monkeypatch):
             np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
 
 
-def test_weights_set_between_calls_are_read(tiny_llama, monkeypatch):
+def test_weights_set_between_calls_are_read(tiny_llama_no_bias, monkeypatch):
     """A Parameter given new data after a generate() call (its memory moved) is what the next call's steps read."""
-    model = quantized(tiny_llama, "int8")
+    model = quantized(tiny_llama_no_bias, "int8")
     ids = ms.Tensor(np.array([[5, 17, 42, 8]], np.int64))
     before = model.generate(ids, max_new_tokens=8, do_sample=False).asnumpy()
     scale = model.lm_head.weight_scale
@@ -105,17 +89,17 @@ def test_weights_set_between_calls_are_read(tiny_llama, monkeypatch):
     assert not np.array_equal(before, ours.sequences.asnumpy())  # the new scales changed the answer
 
 
-def test_which_models_get_native_steps(tiny_llama, monkeypatch):
+def test_which_models_get_native_steps(tiny_llama_no_bias, monkeypatch):
     def step_type(model):
         generation_utils.forget_compiled_steps(model)
         return type(generation_utils.compiled_decode_step(model, 1, 16, ms.float32)[1])
 
-    assert step_type(quantized(tiny_llama, "int4")) is native_decode.NativeDecodeStep
-    assert step_type(LlamaForCausalLM.from_pretrained(tiny_llama)) is generation_utils._CompiledStep  # float32
+    assert step_type(quantized(tiny_llama_no_bias, "int4")) is native_decode.NativeDecodeStep
+    assert step_type(LlamaForCausalLM.from_pretrained(tiny_llama_no_bias)) is generation_utils._CompiledStep  # float32
     # the output layer kept in float: MindSpore's graph runs its product
-    partial = LlamaForCausalLM.from_pretrained(tiny_llama, quantization_config=QuantoConfig(weights="int8"))
+    partial = LlamaForCausalLM.from_pretrained(tiny_llama_no_bias, quantization_config=QuantoConfig(weights="int8"))
     assert step_type(partial) is generation_utils._CompiledStep
-    model = quantized(tiny_llama, "int8")
+    model = quantized(tiny_llama_no_bias, "int8")
     monkeypatch.setenv(native_decode.ENV, "0")
     assert step_type(model) is generation_utils._CompiledStep
     monkeypatch.setenv(native_decode.ENV, "1")
@@ -123,8 +107,8 @@ def test_which_models_get_native_steps(tiny_llama, monkeypatch):
     assert step_type(model) is generation_utils._CompiledStep
 
 
-def test_bad_token_id_and_position_name_the_problem(tiny_llama):
-    model = quantized(tiny_llama, "int4")
+def test_bad_token_id_and_position_name_the_problem(tiny_llama_no_bias):
+    model = quantized(tiny_llama_no_bias, "int4")
     _, step = generation_utils.compiled_decode_step(model, 1, 16, ms.float32)
     mask = ms.Tensor(np.ones((1, 16), np.int64))
     slot = ms.Tensor(np.array([3], np.int64))
