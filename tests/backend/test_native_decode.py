@@ -117,3 +117,19 @@ def test_bad_token_id_and_position_name_the_problem(tiny_llama_no_bias):
     with pytest.raises(IndexError, match="cache position 16 is outside the static cache's 16 slots"):
         step(ms.Tensor(np.array([[5]], np.int64)), mask, ms.Tensor(np.array([[3]], np.int64)),
              ms.Tensor(np.array([16], np.int64)))
+
+
+def test_a_plan_that_cannot_be_built_falls_back_to_the_compiled_graph(tiny_llama_no_bias, monkeypatch, caplog):
+    model = quantized(tiny_llama_no_bias, "int4")
+
+    def refuse(*args):
+        raise RuntimeError("no view of the storage")
+
+    monkeypatch.setattr(native_decode, "_Plan", refuse)
+    ids = ms.Tensor(np.array([[5, 17, 42, 8]], np.int64))
+    with caplog.at_level("WARNING", logger=native_decode.__name__):
+        out = model.generate(ids, max_new_tokens=6, do_sample=False).asnumpy()
+    assert "native decode step unavailable, decoding with the compiled graph: no view of the storage" in caplog.text
+    monkeypatch.undo()
+    generation_utils.forget_compiled_steps(model)
+    np.testing.assert_array_equal(out, model.generate(ids, max_new_tokens=6, do_sample=False).asnumpy())

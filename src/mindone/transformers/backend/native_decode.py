@@ -136,11 +136,12 @@ class NativeDecodeStep:
         self._plan = None
         self._pointers = None
         self._last_slot = None
+        self._unavailable = None  # why the plan could not be built: every step then runs the compiled graph
 
     def __call__(self, input_ids, attention_mask, position_ids, cache_position, *extra):
         batch = input_ids.shape[0]
         if extra or input_ids.ndim != 2 or input_ids.shape[1] != 1 or batch > quantization.DIRECT_ROWS \
-                or self.cache.key_cache is None:
+                or self.cache.key_cache is None or self._unavailable is not None:
             self._check_parameters()
             self._last_slot = None  # a prefill: the next step checks again
             return self.compiled_step(input_ids, attention_mask, position_ids, cache_position, *extra)
@@ -148,7 +149,12 @@ class NativeDecodeStep:
         if self._plan is None or self._plan.batch != batch or self._last_slot is None or slot != self._last_slot + 1:
             self._check_parameters()
             if self._plan is None or self._plan.batch != batch:
-                self._plan = _Plan(self.model, self.cache, batch)
+                try:
+                    self._plan = _Plan(self.model, self.cache, batch)
+                except (RuntimeError, ValueError) as err:  # e.g. a Parameter whose memory NumPy cannot view
+                    self._unavailable = str(err)
+                    logger.warning("native decode step unavailable, decoding with the compiled graph: %s", err)
+                    return self.compiled_step(input_ids, attention_mask, position_ids, cache_position)
         self._last_slot = slot
         return self._plan.run(input_ids, attention_mask, position_ids, slot)
 
