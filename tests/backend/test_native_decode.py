@@ -133,3 +133,16 @@ def test_a_plan_that_cannot_be_built_falls_back_to_the_compiled_graph(tiny_llama
     monkeypatch.undo()
     generation_utils.forget_compiled_steps(model)
     np.testing.assert_array_equal(out, model.generate(ids, max_new_tokens=6, do_sample=False).asnumpy())
+
+
+def test_a_mask_shorter_than_the_cache_counts_its_missing_slots_as_ones(tiny_llama_no_bias):
+    """As `create_causal_mask` pads the 2-D mask: the compiled graph and the native steps agree when the mask covers
+    fewer slots than the cache (the causal rule hides the slots past the position)."""
+    model = quantized(tiny_llama_no_bias, "int8")
+    _, step = generation_utils.compiled_decode_step(model, 1, 16, ms.float32)
+    ids, positions, slots = np.array([[5, 17, 42, 8]], np.int64), np.arange(4)[None], np.arange(4)
+    mask = ms.Tensor(np.array([[0, 1, 1, 1, 1, 1, 1, 1, 1, 1]], np.int64))  # 10 of 16 slots, the first masked
+    ours = greedy_steps(step, ids, mask, positions, slots, 8)
+    graph = greedy_steps(step.compiled_step, ids, mask, positions, slots, 8)
+    for a, b in zip(ours, graph):
+        np.testing.assert_array_equal(a, b)

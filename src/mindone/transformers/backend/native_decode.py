@@ -268,8 +268,10 @@ class _Plan:
         sin = self.sin[positions].reshape(self.batch, 1, 1, -1)
         np.add(cos * self.rotated, sin * self.perm, out=self.key_rotation)
         np.multiply(self.key_rotation, self.query_scaling, out=self.query_rotation)
-        padding = _numpy(attention_mask)
-        allowed = (np.arange(self.slots) <= slot)[None, :] & (padding[:, :self.slots] != 0)
+        padding = _numpy(attention_mask)[:, :self.slots] != 0
+        if padding.shape[1] < self.slots:  # as `masking_utils._pad_to`: the slots past the mask count as ones
+            padding = np.pad(padding, ((0, 0), (0, self.slots - padding.shape[1])), constant_values=True)
+        allowed = (np.arange(self.slots) <= slot)[None, :] & padding
         self.mask[:, 0, 0, :] = np.where(allowed, np.float32(0), np.finfo(np.float32).min)
         self.slot[0] = slot
         for call in self.calls:
