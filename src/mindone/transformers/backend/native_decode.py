@@ -186,7 +186,6 @@ class _Plan:
     def __init__(self, model, cache, batch):
         inner = model.model
         layers = list(inner.layers)
-        config = model.config
         attn = layers[0].self_attn
         hidden = inner.embed_tokens.weight.shape[1]
         heads, head_dim = attn.num_heads, attn.head_dim
@@ -216,7 +215,7 @@ class _Plan:
         self.mask = np.zeros((batch, 1, 1, slots), f32)
         self.slot = np.zeros((1,), np.int64)
         self.normed = np.zeros((batch, 1, hidden), f32)
-        self.logits = np.zeros((batch, model.lm_head.out_features), f32)
+        self.logits = np.zeros((batch, model.lm_head.out_features), f32)  # the output's shape; each step gets its own
         self._keep = []  # arrays the calls point at
 
         self.calls = []
@@ -242,7 +241,6 @@ class _Plan:
         self.normed_rows = self.normed.reshape(batch, hidden)
         self.head_call = _Call({8: "QLinearInt8Q8", 4: "QLinearInt4Q8"}[model.lm_head.bits],
                                [self.normed_rows, *self._packed(model.lm_head), self.logits])
-        self._keep.append(config)
 
     def _eps(self, norm):
         eps = np.array([norm.variance_epsilon], np.float32)
@@ -277,7 +275,8 @@ class _Plan:
         for call in self.calls:
             call.run()
         logits = np.empty_like(self.logits)
-        self.head_call.params[len(self.head_call._shapes) - 1] = logits.ctypes.data
+        # a new array per step: callers keep earlier steps' logits
+        self.head_call.params[self.head_call.nparam - 1] = logits.ctypes.data
         self.head_call.run()
         return Tensor.from_numpy(logits.reshape(self.batch, 1, -1))
 
