@@ -13,7 +13,8 @@ _SLOW_LIST = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
 
 def _slow_node_ids():
     with open(_SLOW_LIST) as f:
-        return {line.split("#")[0].strip() for line in f if line.split("#")[0].strip()}
+        ids = (line.split("#")[0].strip() for line in f)  # node id, then "# seconds" (comment lines: empty)
+        return {node_id for node_id in ids if node_id}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m 'not slow'` deselects

@@ -38,6 +38,12 @@ _FLAG_SETS = (["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off"],
 _lock = threading.Lock()
 _state = {"loaded": False, "path": None, "ops": {}}
 
+# kernel names by weight bits of the ones `native_decode` also calls directly (through `library_handle`)
+RMS_NORM = "RMSNorm"
+QLINEAR_Q8 = {8: "QLinearInt8Q8", 4: "QLinearInt4Q8"}
+ATTENTION_INPUT_CACHE_Q8 = {8: "QAttentionInputCacheInt8Q8", 4: "QAttentionInputCacheInt4Q8"}
+ATTENTION_OUTPUT_MLP_Q8 = {8: "QAttentionOutputMlpInt8Q8", 4: "QAttentionOutputMlpInt4Q8"}
+
 
 def _enabled() -> bool:
     value = os.environ.get("MINDONE_TRANSFORMERS_NATIVE_KERNELS", "1").strip().lower()
@@ -297,7 +303,7 @@ def rms_norm_op():
     """Primitive computing weight * x * rsqrt(mean(x^2, -1) + eps) on float32 rows in one kernel call, or None when
     native kernels are unavailable: op(x (..., K), weight (K,), eps (1,) float32). Rounded as
     `functional.rms_norm`'s ops up to the order of the mean's sum. No gradient (compiled decode steps only)."""
-    return _custom("RMSNorm", _rms_norm_shape, _first_dtype)
+    return _custom(RMS_NORM, _rms_norm_shape, _first_dtype)
 
 
 def _decode_attention_shape(q_shape, k_shape, v_shape, mask_shape, scale_shape):
@@ -435,7 +441,7 @@ def sum_of_squares_op():
 def rms_norm_graph_op():
     """The RMSNorm kernel of `rms_norm_op` with C++ shape inference (usable in any graph, not only generate()'s
     decode steps) and a gradient (composed of MindSpore's kernels); None when native kernels are unavailable."""
-    return _graph_safe_custom("RMSNorm", 3, _rms_norm_bprop)
+    return _graph_safe_custom(RMS_NORM, 3, _rms_norm_bprop)
 # --- routed SwiGLU experts of a decode step (functional.routed_swiglu_experts; kernel RoutedSwiGLU) ------------------
 
 
@@ -501,7 +507,7 @@ def quantized_linear_q8_op(bits: int):
     """As `quantized_linear_op`, but each row of x is first rounded to int8 in blocks of 32 (per block
     d = max|x| / 127, q = rint(x / d)) and the products are integer dot products (AVX512-VNNI where available):
     x @ dequantize(W)^T with x quantized, not the exact product. None when native kernels are unavailable."""
-    return _custom({8: "QLinearInt8Q8", 4: "QLinearInt4Q8"}[bits], _quantized_linear_shape, _float32)
+    return _custom(QLINEAR_Q8[bits], _quantized_linear_shape, _float32)
 
 
 def quantized_linear3_q8_op(bits: int):
@@ -585,7 +591,7 @@ def attention_input_cache_q8_op(bits: int):
     (`_writing_custom`): a later read of the storage Parameters in the same graph sees the write. No gradient."""
     per = 2 if bits == 8 else 3
     storage = 3 + 3 * per + 2
-    return _writing_custom({8: "QAttentionInputCacheInt8Q8", 4: "QAttentionInputCacheInt4Q8"}[bits],
+    return _writing_custom(ATTENTION_INPUT_CACHE_Q8[bits],
                            (storage, storage + 1), storage + 3, _attention_input_cache_shape, _float32)
 
 
@@ -601,7 +607,7 @@ def attention_output_mlp_q8_op(bits: int):
     residual + attention output projection, then its RMSNorm, SwiGLU MLP and residual add (B, S, K): attention
     with scale 1 (`decode_attention_op`), head merge, o product, add, RMSNorm and `mlp_residual_q8_op`, all with
     int8 activations for the products. float32, no biases. No gradient."""
-    return _custom({8: "QAttentionOutputMlpInt8Q8", 4: "QAttentionOutputMlpInt4Q8"}[bits],
+    return _custom(ATTENTION_OUTPUT_MLP_Q8[bits],
                    _attention_output_mlp_shape, _float32)
 
 
@@ -640,8 +646,20 @@ def threads() -> int:
     return _THREADS["n"]
 
 
+def library_handle():
+    """The kernel library through ctypes (None when native kernels are unavailable): the same file MindSpore's custom
+    ops load, so dlopen returns the one loaded copy and calls through it share its state (the worker pool)."""
+    path = library_path()
+    if path is None:
+        return None
+    if _state.get("handle_path") != path:
+        import ctypes
+
+        _state["handle"], _state["handle_path"] = ctypes.CDLL(path), path
+    return _state["handle"]
+
+
 def _apply_threads():
     import ctypes
 
-    # the same file MindSpore's custom ops load: dlopen returns the one loaded copy, so this sets its state
-    ctypes.CDLL(_state["path"]).NativeSetThreads(ctypes.c_int(_THREADS["n"]))
+    library_handle().NativeSetThreads(ctypes.c_int(_THREADS["n"]))

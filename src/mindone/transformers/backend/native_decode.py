@@ -34,23 +34,15 @@ ENV = "MINDONE_TRANSFORMERS_NATIVE_DECODE"
 _KERNEL_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p),
                                 ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)),
                                 ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p, ctypes.c_void_p)
-_library = {}
 
 
 def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _kernel(name):
-    path = native.library_path()
-    if path not in _library:
-        _library[path] = ctypes.CDLL(path)  # the library MindSpore loaded: one handle, one worker pool
-    return _KERNEL_TYPE((name, _library[path]))
-
-
 def _fusable_model(model):
-    """The decoder layers when `model` is a Llama-style causal LM whose whole decode step the native kernels run, else
-    None (reasons logged at debug level)."""
+    """Whether `model` is a Llama-style causal LM whose whole decode step the native kernels run (reasons why not
+    logged at debug level)."""
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     lm_head = getattr(model, "lm_head", None)
@@ -82,13 +74,12 @@ def _fusable_model(model):
             reasons.append("sliding-window attention")
     if reasons:
         logger.debug("native decode step not used for %s: %s", type(model).__name__, "; ".join(reasons))
-        return None
-    return layers
+    return not reasons
 
 
 def wrap(model, cache, step):
     """`step` (a compiled decode step over `cache`), or a NativeDecodeStep running its one-token calls natively."""
-    if _fusable_model(model) is None:
+    if not _fusable_model(model):
         return step
     return NativeDecodeStep(model, cache, step)
 
@@ -97,8 +88,9 @@ class _Call:
     """One kernel call: its function and the argument arrays it is given, built once (pointers updated in place)."""
 
     def __init__(self, name, arrays):
-        self.fn = _kernel(name)
+        self.fn = _KERNEL_TYPE((name, native.library_handle()))
         self.name = name
+        self.arrays = arrays  # the call holds raw pointers: the arrays it owns must live as long as it
         n = len(arrays)
         self.nparam = n
         self.params = (ctypes.c_void_p * n)()
@@ -171,13 +163,8 @@ class NativeDecodeStep:
         self._pointers = pointers
 
     def _parameters(self):
-        model = self.model
-        params = [model.model.embed_tokens.weight, model.model.norm.weight]
-        params += [p for p in (model.lm_head.weight_packed, model.lm_head.weight_scale, model.lm_head.weight_min)
-                   if p is not None]
-        for layer in model.model.layers:
-            params += list(layer.get_parameters())
-        return params + list(self.cache.key_cache) + list(self.cache.value_cache)
+        # everything the plan and the compiled graph read
+        return list(self.model.get_parameters()) + list(self.cache.key_cache) + list(self.cache.value_cache)
 
 
 class _Plan:
@@ -193,7 +180,6 @@ class _Plan:
         self.batch, self.slots, self.hidden = batch, slots, hidden
         self.embed = _view(inner.embed_tokens.weight)
         self.vocab = self.embed.shape[0]
-        self.lm_head = model.lm_head
         # RoPE: the model's own cos / sin for every slot position (the graph's kernels, computed once), the (D, D)
         # matrices per step from them as `F.rotary_matrix` builds them
         positions = Tensor(np.arange(max(slots, 1), dtype=np.int64)[None])
@@ -216,7 +202,6 @@ class _Plan:
         self.slot = np.zeros((1,), np.int64)
         self.normed = np.zeros((batch, 1, hidden), f32)
         self.logits = np.zeros((batch, model.lm_head.out_features), f32)  # the output's shape; each step gets its own
-        self._keep = []  # arrays the calls point at
 
         self.calls = []
         for index, layer in enumerate(layers):
@@ -228,24 +213,22 @@ class _Plan:
             for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
                 inputs += self._packed(proj)
             inputs += [self.query_rotation, self.key_rotation, keys, values, self.slot, self.query]
-            self.calls.append(_Call({8: "QAttentionInputCacheInt8Q8", 4: "QAttentionInputCacheInt4Q8"}[bits],
-                                    inputs))
+            self.calls.append(_Call(native.ATTENTION_INPUT_CACHE_Q8[bits], inputs))
             inputs = [self.query, keys, values, self.mask, *self._packed(attn.o_proj), x,
                       _view(layer.post_attention_layernorm.weight), self._eps(layer.post_attention_layernorm)]
             for proj in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
                 inputs += self._packed(proj)
             inputs.append(out)
-            self.calls.append(_Call({8: "QAttentionOutputMlpInt8Q8", 4: "QAttentionOutputMlpInt4Q8"}[bits], inputs))
+            self.calls.append(_Call(native.ATTENTION_OUTPUT_MLP_Q8[bits], inputs))
         last = self.hidden_states[len(layers) % 2]
-        self.calls.append(_Call("RMSNorm", [last, _view(inner.norm.weight), self._eps(inner.norm), self.normed]))
+        self.calls.append(_Call(native.RMS_NORM, [last, _view(inner.norm.weight), self._eps(inner.norm), self.normed]))
         self.normed_rows = self.normed.reshape(batch, hidden)
-        self.head_call = _Call({8: "QLinearInt8Q8", 4: "QLinearInt4Q8"}[model.lm_head.bits],
+        self.head_call = _Call(native.QLINEAR_Q8[model.lm_head.bits],
                                [self.normed_rows, *self._packed(model.lm_head), self.logits])
 
-    def _eps(self, norm):
-        eps = np.array([norm.variance_epsilon], np.float32)
-        self._keep.append(eps)
-        return eps
+    @staticmethod
+    def _eps(norm):
+        return np.array([norm.variance_epsilon], np.float32)
 
     def _packed(self, cell):
         return [_view(p) for p in (cell.weight_packed, cell.weight_scale, cell.weight_min) if p is not None]
