@@ -3,6 +3,11 @@ softmax, SwapAxes12, SumOfSquares, the decode attention) split their work over t
 training step or an encoder forward: their outputs must equal the one-thread outputs bit for bit, including the
 reductions over rows (the norms' weight gradients) and over elements (the sum of squares)."""
 
+import ctypes
+import ctypes.util
+import platform
+import threading
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -150,3 +155,51 @@ def test_adamw():
         return p, m, v
 
     _assert_same_with_one_and_two_threads(step)
+
+
+def _run_gelu(x, threads):
+    from mindone.transformers.backend.native_decode import _Call
+
+    y = np.empty_like(x)
+    _with_threads(threads, _Call("GeluErf", [x, y]).run)
+    return y
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 floating-point mode (MXCSR)")
+def test_workers_take_the_callers_denormal_mode():
+    """Each thread has its own SSE mode (flush-to-zero, denormals-are-zero) and a new thread copies its creator's:
+    workers started from a thread that flushes denormals must not flush them for a caller that does not, and the
+    other way round. The kernel is called through ctypes on fresh Python threads, so that the calling thread is the
+    one whose mode is set (MindSpore may launch its kernels on its own threads)."""
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+
+    def set_flush(flush):
+        # glibc's x86-64 fenv_t: 32 bytes, MXCSR last; FTZ is bit 15, DAZ bit 6
+        env = (ctypes.c_uint32 * 8)()
+        assert libm.fegetenv(env) == 0
+        env[7] = env[7] | 0x8040 if flush else env[7] & ~0x8040
+        assert libm.fesetenv(env) == 0
+
+    # gelu(x) of x in [-14.5, -12.5] falls below float32's smallest normal (1.2e-38) for x < ~-13.1; denormal x too
+    n = 1 << 20
+    x = np.linspace(-14.5, -12.5, n, dtype=np.float32)
+    x[::7] = np.float32(3e-39) * np.sign(np.arange(n)[::7] % 2 - 0.5).astype(np.float32)
+    results = {}
+
+    def on_fresh_thread(flush):
+        set_flush(flush)
+        tiny = np.array([1e-38], np.float32) * np.float32(0.5)  # numpy computes on this thread too
+        assert (tiny[0] == 0) == flush
+        results[flush] = _run_gelu(x, 1), [_run_gelu(x, 2) for _ in range(5)]
+
+    # the first job at 2 threads may start the workers (copying the flushing thread's mode), the second reuses them
+    for flush in (True, False):
+        thread = threading.Thread(target=on_fresh_thread, args=(flush,))
+        thread.start()
+        thread.join()
+        assert flush in results
+    # the inputs do reach denormals: the two modes give different results at one thread
+    assert np.count_nonzero(results[True][0] != results[False][0]) > 1000
+    for flush, (one, twos) in results.items():
+        for two in twos:
+            np.testing.assert_array_equal(one, two, err_msg=f"flush-to-zero caller: {flush}")

@@ -190,6 +190,17 @@ static void linear_nt_vector(const float *x, const float *w, float *y, int64_t N
 #else
 #define NATIVE_POOL_PAUSE() std::this_thread::yield()
 #endif
+// The SSE control register (MXCSR: flush-to-zero, denormals-are-zero, rounding) is per thread, and a new thread
+// copies its creator's: workers first started from a MindSpore thread that sets FTZ / DAZ would otherwise round
+// denormals differently from a caller that does not, making results depend on the thread count. Each job carries
+// the caller's MXCSR and the workers take it. Other architectures: not handled (their workers keep their own mode).
+#if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
+#define NATIVE_POOL_GET_FP_MODE() _mm_getcsr()
+#define NATIVE_POOL_SET_FP_MODE(mode) _mm_setcsr(mode)
+#else
+#define NATIVE_POOL_GET_FP_MODE() 0u
+#define NATIVE_POOL_SET_FP_MODE(mode) ((void)(mode))
+#endif
 
 namespace native_pool {
 
@@ -204,6 +215,9 @@ struct State {
   std::atomic<uint64_t> next{0};
   std::atomic<int64_t> done{0};
   std::atomic<bool> busy{false};
+  // the caller's floating-point mode (MXCSR) for the current job; atomic: a late worker may read it while the next
+  // caller writes it (that worker then finds another job's tag and runs nothing)
+  std::atomic<unsigned> fp_mode{0};
   // the current job (written before `generation` is bumped)
   Fn fn = nullptr;
   const void *ctx = nullptr;
@@ -267,6 +281,8 @@ static void worker(State *state_ptr, int index, uint64_t seen) {
     }
     seen = s.generation.load(std::memory_order_acquire);
     // the fields may already be a later job's: `work` then finds a tag other than `seen`'s and does nothing
+    const unsigned mode = s.fp_mode.load(std::memory_order_relaxed);
+    if (mode != NATIVE_POOL_GET_FP_MODE()) NATIVE_POOL_SET_FP_MODE(mode);
     work(s, seen & kTagMask, s.fn, s.ctx, s.n, s.chunk);
   }
 }
@@ -313,6 +329,7 @@ static void run(int64_t n, int64_t grain, Fn fn, const void *ctx) {
   // its share to the others instead of making them wait
   const int64_t per_part = (units + 4 * parts - 1) / (4 * parts);
   s.chunk = per_part * grain;
+  s.fp_mode.store(NATIVE_POOL_GET_FP_MODE(), std::memory_order_relaxed);  // published by the `generation` store
   s.done.store(0, std::memory_order_relaxed);
   const uint64_t gen = s.generation.load() + 1, tag = gen & kTagMask;
   s.next.store(tag << kTagShift, std::memory_order_release);
