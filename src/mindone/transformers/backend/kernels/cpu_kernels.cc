@@ -195,7 +195,8 @@ static void linear_nt_vector(const float *x, const float *w, float *y, int64_t N
 // denormals differently from a caller that does not, making results depend on the thread count. Each job carries
 // the caller's MXCSR and the workers take it. Other architectures: not handled (their workers keep their own mode).
 #if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
-#define NATIVE_POOL_GET_FP_MODE() _mm_getcsr()
+// the control bits only: the low 6 are sticky exception flags, which differ between threads after any arithmetic
+#define NATIVE_POOL_GET_FP_MODE() (_mm_getcsr() & ~0x3Fu)
 #define NATIVE_POOL_SET_FP_MODE(mode) _mm_setcsr(mode)
 #else
 #define NATIVE_POOL_GET_FP_MODE() 0u
