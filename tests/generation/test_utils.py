@@ -314,3 +314,20 @@ def test_user_logits_processor_matches_torch(models):
                         cache_implementation="dynamic", **kwargs)
     assert_same_tokens(out, ref)
     assert not set(ids_of(out)[0, 3:].tolist()) & set(suppressed)
+
+
+def test_compiled_steps_read_weights_given_new_data(tmp_path, caplog):
+    """A weight given new data (`Parameter.set_data`: new memory) between generate() calls: the compiled steps,
+    which kept reading the old memory, are rebuilt, so the next call's tokens are the new weights' (as PyNative's)."""
+    _, model = tiny_llama_pair(tmp_path, seed=3, num_hidden_layers=1)  # one layer: the test compiles twice
+    ids, mask = left_padded_batch(3)
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, do_sample=False)
+    before = ids_of(model.generate(ids, cache_implementation="static", **kwargs))
+    for weight in (model.lm_head.weight, model.model.embed_tokens.weight):
+        values = weight.asnumpy()
+        weight.set_data(ms.Tensor(np.random.RandomState(0).permutation(values.reshape(-1)).reshape(values.shape)))
+    with caplog.at_level("INFO", logger="mindone.transformers.generation.utils"):
+        ours = model.generate(ids, cache_implementation="static", **kwargs)
+    assert "2 Parameters have new data" in caplog.text
+    assert_same_tokens(ours, model.generate(ids, cache_implementation="static", disable_compile=True, **kwargs))
+    assert not np.array_equal(ids_of(ours), before)  # the new weights do change the answer

@@ -155,7 +155,7 @@ class NativeDecodeStep:
         pointers and the compiled graph (which keeps reading the old data) are both rebuilt. Checked when a
         generate() call starts (its prefill, or the slots jumping), not per step: reading ~330 pointers takes ~0.5
         ms."""
-        pointers = tuple((id(p), p.data_ptr()) for p in self._parameters())
+        pointers = runtime.parameter_pointers(self._parameters())
         if self._pointers is not None and pointers != self._pointers:
             step = self.compiled_step
             self.compiled_step = type(step)(step.fn, step.model, step.cache)

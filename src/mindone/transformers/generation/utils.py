@@ -154,6 +154,24 @@ def forget_compiled_steps(model):
     _COMPILED_PARTS.pop(model, None)
 
 
+# model -> its Parameters' (id, address) when its compiled steps were last looked up (`_forget_if_weights_moved`)
+_PARAMETER_POINTERS = weakref.WeakKeyDictionary()
+
+
+def _forget_if_weights_moved(model):
+    """Drops the model's compiled steps if a Parameter was replaced or given new data (`set_data`, a reload) since
+    they were last looked up: a compiled graph keeps reading the memory it was compiled with, so generate() would
+    decode with the old weights. Checked when a generate() call asks for its step, not per token (reading the
+    addresses costs ~1.5 us per Parameter)."""
+    pointers = runtime.parameter_pointers(model.get_parameters())
+    previous = _PARAMETER_POINTERS.get(model)
+    if previous is not None and previous != pointers:
+        logger.info("%s: %d Parameters have new data since its decode steps were compiled; recompiling them",
+                    type(model).__name__, len(set(pointers) - set(previous)))
+        forget_compiled_steps(model)
+    _PARAMETER_POINTERS[model] = pointers
+
+
 def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=None, encoder_mask=False,
                          step_inputs=()):
     """(StaticCache, step) for the model: `step(input_ids (B,1), attention_mask (B,T), position_ids (B,1),
@@ -168,8 +186,10 @@ def compiled_decode_step(model, batch_size, cache_len, dtype, encoder_length=Non
     step takes the (B, S) `attention_mask` as a fourth argument.
 
     The cache is created with the step and captured by it (its Parameters are written in place inside the graph), so
-    both are kept together and reused across `generate` calls.
+    both are kept together and reused across `generate` calls, until a Parameter of the model is replaced or given
+    new data (`_forget_if_weights_moved`).
     """
+    _forget_if_weights_moved(model)
     steps = _COMPILED_STEPS.setdefault(model, OrderedDict())
     step_names = tuple(step_inputs)
     key = (batch_size, cache_len, str(dtype), encoder_length, encoder_mask, step_names)
