@@ -2094,11 +2094,14 @@ static inline void q8_rows2(const int8_t *w0, const int8_t *w1, const float *s0,
 // The next cache lines of both weight rows, kPrefetchBytes ahead of the loads (int8 rows): with two rows read in
 // step the hardware prefetcher alone streamed int8 rows from memory at ~4-6 GB/s on the development machine (Zen 3;
 // SmolLM2's 28 MB output layer took 7-8 ms), against ~10 for a plain stream of the same bytes; with this, ~7-10
-// (4 ms). The int4 rows already stream at the plain rate without it.
+// (4 ms). int4 rows (kPrefetchBytes4, once per 64 bytes of a row): SmolLM2's 576 x 1536 down projection went from
+// ~4 to ~6-7 GB/s from memory (1024 bytes ahead ~6, 2048 ~7, more no better).
 constexpr int64_t kPrefetchBytes = 1024;
+constexpr int64_t kPrefetchBytes4 = 2048;
+template <int64_t Ahead = kPrefetchBytes>
 static inline void prefetch_rows(const void *w0, const void *w1) {
-  _mm_prefetch(static_cast<const char *>(w0) + kPrefetchBytes, _MM_HINT_T0);
-  _mm_prefetch(static_cast<const char *>(w1) + kPrefetchBytes, _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char *>(w0) + Ahead, _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char *>(w1) + Ahead, _MM_HINT_T0);
 }
 
 // the int32 sums (8 lanes) of 32 products as floats, w unsigned (u8) and x signed
@@ -2124,12 +2127,42 @@ static inline __m256 q4_pair_dot(__m256i w, __m256i xl, __m256i xh) {
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
+// the min terms min[b's group] * s[b] of a row, summed over its blocks on 8 lanes (added to the row's accumulator
+// before its one horizontal sum). A scalar sum of 16 partial sums per row (`min_term`) was a serial chain of adds that
+// took longer than the products themselves for 576-wide rows.
+static inline __m256 min_lanes(const float *mn, const float *s, int64_t nb, int64_t G) {
+  __m256 acc = _mm256_setzero_ps();
+  if (G == 32) {
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(mn + b), _mm256_loadu_ps(s + b), acc);
+    if (b < nb) {  // masked: no read past the row's mins
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nb - b)), lane);
+      acc = _mm256_fmadd_ps(_mm256_maskload_ps(mn + b, keep), _mm256_maskload_ps(s + b, keep), acc);
+    }
+    return acc;
+  }
+  alignas(32) float lanes[8] = {0};
+  for (int64_t b = 0; b < nb; b++) lanes[b % 8] = fmadd(mn[b * 32 / G], s[b], lanes[b % 8]);
+  return _mm256_load_ps(lanes);
+}
+
+// the horizontal sums of a and b
+static inline void hsum256_pair(__m256 a, __m256 b, float *ya, float *yb) {
+  const __m256 h = _mm256_hadd_ps(a, b);  // a01 a23 b01 b23 | a45 a67 b45 b67
+  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));  // a0145 a2367 b0145 b2367
+  const __m128 r = _mm_hadd_ps(q, q);  // a b a b
+  *ya = _mm_cvtss_f32(r);
+  *yb = _mm_cvtss_f32(_mm_movehdup_ps(r));
+}
+
 // two int4 rows (w0, w1: nb * 16 bytes) with one quantized row of x, a pair of blocks per pass
 static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s0, const float *s1, const float *m0,
                             const float *m1, const int8_t *xq, const float *dx, const float *xs, int64_t nb,
                             int64_t G, float *y0, float *y1) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; b += 2) {
+    if (b % 4 == 0) prefetch_rows<kPrefetchBytes4>(w0 + 16 * b, w1 + 16 * b);
     __m256i v0, v1;
     if (b + 2 <= nb) {
       v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w0 + 16 * b));
@@ -2146,8 +2179,7 @@ static inline void q4_rows2(const uint8_t *w0, const uint8_t *w1, const float *s
     a0 = _mm256_fmadd_ps(q4_pair_dot(v0, xl, xh), _mm256_mul_ps(pair_scales(s0, b, nb, G), d), a0);
     a1 = _mm256_fmadd_ps(q4_pair_dot(v1, xl, xh), _mm256_mul_ps(pair_scales(s1, b, nb, G), d), a1);
   }
-  *y0 = hsum256(a0) + min_term(m0, xs, nb, G);
-  *y1 = hsum256(a1) + min_term(m1, xs, nb, G);
+  hsum256_pair(_mm256_add_ps(a0, min_lanes(m0, xs, nb, G)), _mm256_add_ps(a1, min_lanes(m1, xs, nb, G)), y0, y1);
 }
 
 static inline __m256i q8_weight(const int8_t *w) {
