@@ -739,6 +739,7 @@ SPECIAL_TESTS = {
     # host-side (numpy) on CPU by design, so neither jit nor a torch-equal stream applies
     "sample_categorical": "test_sample_categorical_follows_probs_and_never_draws_zero",
     "argmax_to_numpy": "test_argmax_to_numpy_matches_torch_first_maximum_and_nan",
+    "masked_fill_on_host": "test_masked_fill_on_host_matches_torch_and_keeps_its_input",
     # in place on Parameters, called from Python by the training step (not traced)
     "adamw_update_": "test_adamw_update_matches_torch_adamw",
     "adamw_update_group_": "test_adamw_update_group_equals_one_update_per_tensor",
@@ -1069,6 +1070,24 @@ def test_argmax_to_numpy_matches_torch_first_maximum_and_nan(dtype):
     expected = torch.from_numpy(scores).to(DTYPES[dtype][1]).argmax(-1).numpy()
     assert ours.dtype == np.int64
     np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_masked_fill_on_host_matches_torch_and_keeps_its_input(dtype):
+    scores = distinct(np.random.default_rng(1), 3, 50)
+    x = ms.Tensor(scores).astype(DTYPES[dtype][0])
+    before = x.asnumpy().copy()
+    rows = np.random.default_rng(2).random((3, 50)) < 0.3
+    columns = np.zeros(50, np.bool_)
+    columns[[0, 7, 49]] = True
+    for mask in (ms.Tensor(rows), rows, columns):  # a tensor, a NumPy array, a (V,) mask broadcast over the rows
+        ours = F.masked_fill_on_host(x, mask, float("-inf"))
+        assert ours is not None and ours.dtype == x.dtype  # on CPU it applies to float dtypes
+        expected = torch.from_numpy(before).masked_fill(torch.from_numpy(np.broadcast_to(mask if isinstance(
+            mask, np.ndarray) else mask.asnumpy(), before.shape).copy()), float("-inf"))
+        np.testing.assert_array_equal(ours.asnumpy(), expected.numpy())
+        np.testing.assert_array_equal(x.asnumpy(), before)  # the input is left as it was
+    assert F.masked_fill_on_host(ms.Tensor(np.zeros((2, 3), np.int32)), columns[:3], 1) is None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1004,6 +1004,18 @@ def masked_fill(x, mask, value):
     return x.masked_fill(mask, value)
 
 
+def masked_fill_on_host(x, mask, value):
+    """x.masked_fill(mask, value) in PyNative (generation's logits processors), or None where it does not apply (not
+    on CPU, or a dtype NumPy cannot hold). On CPU the scores already sit in host memory: a NumPy copy with the masked
+    entries set costs ~30 us per 49152-wide row, against ~0.5 ms per MindSpore MaskedFill kernel call (measured: two
+    EOS-blocking processors cost 1.1 ms of a ~20 ms quantized decode step)."""
+    if _MINT_ONLY_DEVICE or x.dtype not in (ms.float16, ms.float32, ms.float64):
+        return None
+    out = x.asnumpy().copy()
+    out[np.broadcast_to(mask.asnumpy() if isinstance(mask, ms.Tensor) else np.asarray(mask), out.shape)] = value
+    return ms.Tensor.from_numpy(out)
+
+
 def tril(x, diagonal=0):
     """`mint.tril` has no CPU kernel."""
     return ops.tril(x, diagonal)
