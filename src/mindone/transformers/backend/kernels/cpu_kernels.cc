@@ -535,7 +535,10 @@ static inline double exp_nonpositive(double y) {
   double p = kExpTaylor[0];
 #pragma GCC unroll 16
   for (int i = 1; i < 13; i++) p = fmadd_d(p, r, kExpTaylor[i]);
-  return p * __builtin_bit_cast(double, static_cast<int64_t>(k + 1023.0) << 52);
+  // 2^k from the bits of k + 1023 + 1.5 * 2^52, whose low 12 bits are k + 1023 (in 1..2046): a shift, where a
+  // double -> int64 conversion has no AVX2 instruction and kept the loops calling this scalar on AVX2-only CPUs
+  const int64_t biased = __builtin_bit_cast(int64_t, (k + 1023.0) + 6755399441055744.0);
+  return p * __builtin_bit_cast(double, biased << 52);
 }
 
 // Phi(x) = P(X <= x) for X ~ N(0, 1), and exp(-x^2 / 2) (the density without 1/sqrt(2 pi)) as a by-product
